@@ -1,0 +1,86 @@
+"""Contact values: normalize on write, mask in logs. Pure functions.
+
+- SMS numbers are parsed with ``phonenumbers`` and stored in E.164.
+- Email addresses are checked for shape and lower-cased whole (as opt-out
+  lists compare them), since real providers treat the local part case-blind.
+- Webhook URLs must be absolute http(s) URLs.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+from router.errors import InvalidValue
+from schemas import Transport
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
+_EXAMPLE_PHONE = "+14155551234"
+
+
+def normalize_phone(value: str, region: str | None = None) -> str:
+    """Return ``value`` as an E.164 number, or raise :class:`InvalidValue` saying how to fix it.
+
+    ``region`` (ISO 3166 alpha-2, e.g. ``US``) lets national formats like
+    ``(415) 555-1234`` parse; without it the number must start with ``+``.
+    """
+    raw = value.strip()
+    region_code = region.upper() if region else None
+    if region_code is not None and region_code not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidValue("region", region, "is not a known region code; give an ISO 3166 "
+                           "alpha-2 code such as US, GB or DE")
+    where = f"for region {region_code}" if region_code else "without a region"
+    hint = (f"give it in international form, e.g. {_EXAMPLE_PHONE}"
+            + ("" if region_code else ", or pass --region"))
+    try:
+        number = phonenumbers.parse(raw, region_code)
+    except phonenumbers.NumberParseException:
+        raise InvalidValue("value", value, f"is not a valid phone number {where}; {hint}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidValue("value", value, f"is not a valid phone number {where}; {hint}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(value: str) -> str:
+    """Return ``value`` trimmed and lower-cased, or raise :class:`InvalidValue`."""
+    address = value.strip().lower()
+    if len(address) > 254 or not _EMAIL.match(address):
+        raise InvalidValue("value", value, "is not a valid email address; give it as "
+                           "name@example.com")
+    return address
+
+
+def normalize_url(value: str) -> str:
+    """Return ``value`` trimmed if it is an absolute http(s) URL, else raise :class:`InvalidValue`."""
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidValue("value", value, "is not an http(s) URL; give it as "
+                           "https://hooks.example.com/path")
+    if len(url) > 2000:
+        raise InvalidValue("value", value[:40] + "...", "is longer than 2000 characters")
+    return url
+
+
+def normalize(transport: Transport, value: str, region: str | None = None) -> str:
+    """Normalize ``value`` for ``transport``; the stored form is what this returns."""
+    if transport == "sms":
+        return normalize_phone(value, region)
+    if transport == "email":
+        return normalize_email(value)
+    return normalize_url(value)
+
+
+def mask(transport: str | None, value: str) -> str:
+    """A form of ``value`` safe for logs: enough to tell addresses apart, not to use them."""
+    if transport == "sms" or (transport is None and value.startswith("+")):
+        return value[:3] + "*" * max(len(value) - 5, 0) + value[-2:] if len(value) > 5 else "***"
+    if transport == "email" or (transport is None and "@" in value):
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if transport == "webhook" or (transport is None and "://" in value):
+        parts = urlsplit(value)
+        return f"{parts.scheme}://{parts.hostname or '?'}/***"
+    return "***"

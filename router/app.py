@@ -1,0 +1,159 @@
+"""The one wiring module: settings -> store, broker, subscriber, app and lifespan.
+
+Everything else receives what it needs as arguments; only this module knows
+how the pieces fit together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker, KafkaMessage, Topic
+
+from router import logging as router_logging
+from router.dlq import SourceRecord
+from router.handler import Worker
+from router.settings import Settings
+from router.store import PgStore, Store
+from router.topics import ensure_topics
+
+log = structlog.get_logger("router.app")
+
+
+class KafkaPublisher:
+    """:class:`router.handler.Publisher` on the FastStream broker's producer."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
+    ) -> Awaitable[Any] | None:
+        """Queue one message; the returned future resolves when the broker has it."""
+        return await self._broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+
+
+def create_broker(settings: Settings) -> KafkaBroker:
+    """A broker whose producer waits for all in-sync replicas."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=settings.kafka_client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        max_request_size=settings.kafka_max_request_bytes,
+        linger_ms=5,  # lets a batch's jobs share produce requests
+        graceful_timeout=settings.shutdown_timeout_seconds,
+        logger=logging.getLogger("router.kafka"),
+    )
+
+
+def _escape_header(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    headers = tuple((k, v.decode("utf-8", "backslashreplace").encode()) for k, v in record.headers)
+    return record if headers == tuple(record.headers) else dataclasses.replace(record, headers=headers)
+
+
+async def _tolerant_parser(
+    records: tuple[ConsumerRecord[Any, Any], ...], default: Callable[..., Awaitable[Any]]
+) -> Any:
+    # FastStream decodes headers as strict UTF-8; one foreign header must not
+    # turn a batch into a poison pill. Values are left untouched.
+    return await default(tuple(_escape_header(r) for r in records))
+
+
+async def _raw_records(message: KafkaMessage, _default: Callable[..., Awaitable[Any]]) -> Any:
+    # The router decodes bodies itself (router.decode) so bad JSON becomes a DLQ
+    # record instead of a decode error inside the framework.
+    return message.raw_message
+
+
+def _source(record: ConsumerRecord[Any, Any]) -> SourceRecord:
+    return SourceRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers),
+    )
+
+
+def register_subscriber(
+    broker: KafkaBroker, settings: Settings, worker: Callable[[], Worker]
+) -> None:
+    """Consume the alerts topic in batches; commit a batch only after its output is acknowledged."""
+
+    @broker.subscriber(
+        Topic(settings.topic_alerts, declare=False),
+        group_id=settings.group_id,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset=settings.kafka_auto_offset_reset,
+        # ack = commit after the handler returns; an exception rewinds to the
+        # batch's first offsets so the same records are tried again.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=_tolerant_parser,
+        decoder=_raw_records,
+    )
+    async def on_alerts(body: Any, message: KafkaMessage) -> None:
+        records = message.raw_message
+        assert isinstance(records, tuple)
+        await worker().handle([_source(r) for r in records])
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastStream:
+    """The runnable router: topics checked, schema checked, then consuming."""
+    broker = create_broker(settings)
+    workers: list[Worker] = []
+
+    def current_worker() -> Worker:
+        return workers[0]
+
+    register_subscriber(broker, settings, current_worker)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        created = await ensure_topics(settings)
+        if created:
+            log.info("topics_created", topics=created, partitions=settings.topic_partitions)
+        own_store: PgStore | None = None
+        active: Store
+        if store is None:
+            own_store = await PgStore.connect(
+                settings.database_url,
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+            )
+            await own_store.check_schema()
+            active = own_store
+        else:
+            active = store
+        workers.append(Worker(active, KafkaPublisher(broker), settings))
+        log.info(
+            "router_started",
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.group_id,
+            topic=settings.topic_alerts,
+        )
+        try:
+            yield
+        finally:
+            if own_store is not None:
+                await own_store.close()
+            log.info("router_stopped")
+
+    return FastStream(broker, lifespan=lifespan, logger=logging.getLogger("router.app"))
+
+
+async def run(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then drain the batch in flight and stop."""
+    router_logging.configure(settings.log_format, settings.log_level)
+    await create_app(settings).run()

@@ -1,0 +1,94 @@
+"""The directory as the pipeline sees it: users and their contact methods.
+
+These models are what the store returns and what ``router contacts ... --json``
+prints, so one shape serves the worker, the operator and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas import Transport, WebhookMethod
+
+
+class User(BaseModel):
+    """A person who can be notified."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str | None = None
+    timezone: str = "UTC"
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class ContactMethod(BaseModel):
+    """One way to reach a user: an email address, an E.164 number, or a webhook URL.
+
+    The mute and suppress flags follow NodePing's per-address settings:
+    ``muted`` mutes until cleared, ``mute_until`` mutes until that instant.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    user_id: str
+    transport: Transport
+    value: str = Field(description="Normalized: lower-cased email, E.164 number, or URL.")
+    label: str | None = None
+    is_primary: bool = False
+    verified: bool = False
+    disabled: bool = False
+    muted: bool = False
+    mute_until: AwareDatetime | None = None
+    suppress_up: bool = False
+    suppress_down: bool = False
+    suppress_first: bool = False
+    suppress_diagnostic: bool = False
+    suppress_all: bool = False
+    webhook_method: WebhookMethod | None = None
+    webhook_headers: dict[str, str] = Field(default_factory=dict)
+    webhook_query: dict[str, str] = Field(default_factory=dict)
+    webhook_body: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A snapshot of the users a batch of events names, with their methods.
+
+    Methods are kept in creation order, which is the order the router
+    considers them in.
+    """
+
+    users: Mapping[str, User] = field(default_factory=dict)
+    methods: Mapping[str, tuple[ContactMethod, ...]] = field(default_factory=dict)
+    #: schedule id -> user ids on call for the event being routed.
+    on_call: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, users: Iterable[User], methods: Iterable[ContactMethod]) -> Directory:
+        """Build a snapshot from rows in any order."""
+        by_user: dict[str, list[ContactMethod]] = {}
+        for method in methods:
+            by_user.setdefault(method.user_id, []).append(method)
+        return cls(
+            users={u.id: u for u in users},
+            methods={
+                uid: tuple(sorted(ms, key=_creation_order)) for uid, ms in by_user.items()
+            },
+        )
+
+    def methods_of(self, user_id: str) -> tuple[ContactMethod, ...]:
+        """The user's contact methods, oldest first (empty for an unknown user)."""
+        return self.methods.get(user_id, ())
+
+
+def _creation_order(method: ContactMethod) -> tuple[datetime, str]:
+    return (method.created_at, method.id)

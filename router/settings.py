@@ -1,0 +1,83 @@
+"""The router's settings: one pydantic-settings class, read once, passed explicitly.
+
+Every field is read from an environment variable named ``ROUTER_`` + the field
+name in upper case (``kafka_bootstrap_servers`` -> ``ROUTER_KAFKA_BOOTSTRAP_SERVERS``).
+The README lists them all; ``tests/unit/test_settings.py`` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import Transport
+
+
+class Settings(BaseSettings):
+    """Everything the router can be told from the outside."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTER_", extra="ignore", frozen=True)
+
+    # Connections
+    kafka_bootstrap_servers: str = "localhost:9092"
+    database_url: str = "postgresql://localhost:5432/router"
+    group_id: str = "notification-router"
+    kafka_client_id: str = "notification-router"
+    # Idempotent producer: on for real Kafka; the embedded Tansu broker cannot
+    # do InitProducerId, so the demo and the embedded test fixtures turn it off.
+    kafka_enable_idempotence: bool = True
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    kafka_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    # Topics
+    topic_alerts: str = "alerts"
+    topic_email: str = "deliveries.email"
+    topic_sms: str = "deliveries.sms"
+    topic_webhook: str = "deliveries.webhook"
+    topic_decisions: str = "routing.decisions"
+    topic_dlq: str = "alerts.dlq"
+    create_topics: bool = False
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    # Consuming
+    batch_max_records: int = Field(default=500, ge=1)
+    batch_timeout_ms: int = Field(default=100, ge=1)
+    max_event_bytes: int = Field(default=256 * 1024, ge=256)
+    retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Postgres pool
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+
+    # Rendering
+    sms_max_segments: int = Field(default=3, ge=1, le=10)
+
+    # Logging
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def delivery_topic(self, transport: Transport) -> str:
+        """The topic that delivery jobs of ``transport`` are published to."""
+        return {
+            "email": self.topic_email,
+            "sms": self.topic_sms,
+            "webhook": self.topic_webhook,
+        }[transport]
+
+    def output_topics(self) -> list[str]:
+        """Every topic the router writes to."""
+        return [
+            self.topic_email,
+            self.topic_sms,
+            self.topic_webhook,
+            self.topic_decisions,
+            self.topic_dlq,
+        ]
+
+    def all_topics(self) -> list[str]:
+        """Every topic the router reads or writes."""
+        return [self.topic_alerts, *self.output_topics()]

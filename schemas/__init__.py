@@ -1,0 +1,37 @@
+"""Wire schemas: what upstream publishes, what delivery workers and auditors read.
+
+These models are the contract between the router and everything around it.
+They tolerate unknown fields (so producers can evolve ahead of the router) and
+refuse wrong types. ``python -m schemas.export`` writes their JSON Schema to
+``schemas/json/``; a test fails when those files fall behind the models.
+"""
+
+from schemas.alert import SEVERITY_RANK, AlertEvent, Kind, Severity
+from schemas.decision import REASONS, Decision, Outcome, Reason
+from schemas.jobs import (
+    DeliveryJob,
+    EmailJob,
+    SmsJob,
+    Transport,
+    WebhookJob,
+    WebhookMethod,
+    job_id_for,
+)
+
+__all__ = [
+    "REASONS",
+    "SEVERITY_RANK",
+    "AlertEvent",
+    "Decision",
+    "DeliveryJob",
+    "EmailJob",
+    "Kind",
+    "Outcome",
+    "Reason",
+    "Severity",
+    "SmsJob",
+    "Transport",
+    "WebhookJob",
+    "WebhookMethod",
+    "job_id_for",
+]

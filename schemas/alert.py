@@ -1,0 +1,59 @@
+"""``AlertEvent``: what upstream alerting systems publish on the alerts topic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Kind = Literal["down", "up", "first", "diagnostic"]
+Severity = Literal["critical", "error", "warning", "info"]
+
+#: Severities in ascending order of urgency, for "at or above" comparisons.
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+
+class AlertEvent(BaseModel):
+    """One alert to route: who must be told, and what to tell them.
+
+    Exactly one of ``user_ids`` (the users named by the sender) or
+    ``schedule_id`` (whoever is on call for that schedule) says who.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True, title="AlertEvent")
+
+    event_id: Identifier = Field(
+        description="Unique id of this event, chosen by the sender. Re-sending the same id "
+        "yields the same job ids, so delivery workers can drop duplicates."
+    )
+    kind: Kind = Field(description="What happened: a check went down, came up, ran first, "
+                       "or produced a diagnostic.")
+    severity: Severity
+    user_ids: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = Field(
+        default=None, description="Users to notify. Give this or schedule_id, not both."
+    )
+    schedule_id: Identifier | None = Field(
+        default=None, description="Notify whoever is on call for this schedule at occurred_at."
+    )
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    body: Annotated[str, StringConstraints(max_length=20_000)] | None = None
+    url: Annotated[str, StringConstraints(max_length=2_000)] | None = None
+    source: Annotated[str, StringConstraints(max_length=256)] | None = None
+    dedup_key: Annotated[str, StringConstraints(max_length=256)] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    occurred_at: AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339 time with offset. When absent, the time the router received it.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_audience(self) -> AlertEvent:
+        if (self.user_ids is None) == (self.schedule_id is None):
+            raise ValueError("give exactly one of user_ids (a non-empty list) or schedule_id")
+        return self
+
+    def recipients(self) -> list[str]:
+        """The named users, each once, in the order the sender gave them."""
+        return list(dict.fromkeys(self.user_ids or []))

@@ -1,0 +1,87 @@
+"""Delivery jobs: one per chosen contact method, on the transport's topic.
+
+The Kafka key of every job is its ``contact_method_id``, so all jobs for one
+address stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.alert import Kind, Severity
+
+Transport = Literal["email", "sms", "webhook"]
+WebhookMethod = Literal["GET", "POST", "PUT", "HEAD", "DELETE"]
+
+# A fixed namespace, so job ids are the same on every pod and every redelivery.
+_JOB_NAMESPACE = uuid.UUID("6f1c2a7e-1d0b-4f5e-9a43-2b8f3c9d7e10")
+
+
+def job_id_for(event_id: str, contact_method_id: str) -> str:
+    """The job id for an event and a contact method; the same inputs always give the same id."""
+    return str(uuid.uuid5(_JOB_NAMESPACE, f"{event_id}\x1f{contact_method_id}"))
+
+
+class _JobBase(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    job_id: str = Field(description="uuid5 of event_id and contact_method_id: stable across "
+                        "redeliveries, so workers can de-duplicate on it.")
+    event_id: str
+    user_id: str
+    contact_method_id: str
+    to: str = Field(description="Email address, E.164 phone number, or URL.")
+    kind: Kind
+    severity: Severity
+    title: str
+    body: str | None = None
+    url: str | None = None
+    verified: bool = Field(description="Whether the contact method is verified. Unverified "
+                           "methods still receive jobs unless the router requires verification.")
+    occurred_at: AwareDatetime
+    created_at: AwareDatetime
+
+
+class EmailJob(_JobBase):
+    """An email to send."""
+
+    model_config = ConfigDict(title="EmailJob")
+
+    transport: Literal["email"] = "email"
+    subject: str
+    text: str = Field(description="Plain-text message body, ready to send.")
+
+
+class SmsJob(_JobBase):
+    """A text message to send."""
+
+    model_config = ConfigDict(title="SmsJob")
+
+    transport: Literal["sms"] = "sms"
+    text: str = Field(description="Ready to send; fits in `segments` SMS segments.")
+    encoding: Literal["GSM-7", "UCS-2"]
+    segments: Annotated[int, Field(ge=1)]
+
+
+class WebhookJob(_JobBase):
+    """An HTTP request to make. ``body`` here is the HTTP request body to send."""
+
+    model_config = ConfigDict(title="WebhookJob")
+
+    transport: Literal["webhook"] = "webhook"
+    method: WebhookMethod
+    headers: dict[str, str]
+    body: str | None = Field(
+        default=None,
+        description="HTTP request body (null for GET, HEAD and DELETE). By default the JSON "
+        "rendering of the alert; a contact method may give its own template.",
+    )
+
+
+DeliveryJob = EmailJob | SmsJob | WebhookJob
+
+
