@@ -51,6 +51,7 @@ def create_broker(settings: Settings) -> KafkaBroker:
         linger_ms=5,  # lets a batch's jobs share produce requests
         graceful_timeout=settings.shutdown_timeout_seconds,
         logger=logging.getLogger("router.kafka"),
+        log_level=logging.DEBUG,  # per-batch "Received"/"Processed" lines; the router logs its own
     )
 
 

@@ -1,0 +1,67 @@
+"""Stage one: every message becomes an event or a rejection with a reason code."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router.decode import Rejection, decode
+from schemas import AlertEvent
+from tests.conftest import T0
+
+GOOD = json.dumps({"event_id": "e1", "kind": "down", "severity": "error", "user_ids": ["a"],
+                   "title": "t"}).encode()
+
+
+def test_valid_event_without_occurred_at_gets_the_receipt_time() -> None:
+    event = decode(GOOD, max_bytes=10_000, received_at=T0)
+    assert isinstance(event, AlertEvent)
+    assert event.occurred_at == T0
+
+
+def test_sender_occurred_at_is_kept() -> None:
+    raw = json.dumps({**json.loads(GOOD), "occurred_at": "2025-12-31T23:00:00Z"}).encode()
+    event = decode(raw, max_bytes=10_000, received_at=T0)
+    assert isinstance(event, AlertEvent)
+    assert event.occurred_at is not None and event.occurred_at.year == 2025
+
+
+def test_not_json_is_rejected_as_not_json() -> None:
+    result = decode(b"hello", max_bytes=10_000, received_at=T0)
+    assert isinstance(result, Rejection) and result.reason == "not_json"
+
+
+def test_invalid_utf8_is_rejected_as_not_json() -> None:
+    result = decode(b'{"event_id": "\xff"}', max_bytes=10_000, received_at=T0)
+    assert isinstance(result, Rejection) and result.reason == "not_json"
+
+
+def test_empty_or_missing_value_is_rejected() -> None:
+    for value in (None, b"", b"   "):
+        result = decode(value, max_bytes=10_000, received_at=T0)
+        assert isinstance(result, Rejection) and result.reason == "not_json"
+
+
+def test_json_that_is_not_an_object_is_schema_invalid() -> None:
+    result = decode(b"[1, 2]", max_bytes=10_000, received_at=T0)
+    assert isinstance(result, Rejection) and result.reason == "schema_invalid"
+
+
+def test_schema_errors_name_the_fields() -> None:
+    result = decode(b'{"event_id": "e", "kind": "down"}', max_bytes=10_000, received_at=T0)
+    assert isinstance(result, Rejection) and result.reason == "schema_invalid"
+    assert "severity" in result.message and "title" in result.message
+
+
+def test_oversized_message_is_rejected_before_parsing() -> None:
+    result = decode(GOOD, max_bytes=len(GOOD) - 1, received_at=T0)
+    assert isinstance(result, Rejection) and result.reason == "too_large"
+    assert str(len(GOOD)) in result.message
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_end_as_an_event_or_a_rejection(value: bytes) -> None:
+    result = decode(value, max_bytes=200, received_at=T0)
+    assert isinstance(result, AlertEvent | Rejection)

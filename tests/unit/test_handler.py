@@ -1,0 +1,175 @@
+"""The Kafka edge: every record ends as jobs and decisions or as a dead letter, acked before return."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+
+from router.app import KafkaPublisher, create_broker, register_subscriber
+from router.dlq import SourceRecord
+from router.errors import StoreUnavailable
+from router.handler import Worker
+from router.memstore import InMemoryStore
+from router.settings import Settings
+from router.store import NewContactMethod
+from tests.conftest import T0
+
+SETTINGS = Settings(retry_backoff_max_seconds=0.01)
+
+
+class RecordingPublisher:
+    """Collects what would be published; each send returns a future acked later."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, dict[str, str]]] = []
+        self.unacked: list[asyncio.Future[None]] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None,
+                   headers: dict[str, str]) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key, headers))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_result, None)
+        self.unacked.append(future)
+        return future
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(v) for t, v, _, _ in self.sent if t == topic]
+
+
+def record(value: bytes | None, offset: int = 0) -> SourceRecord:
+    return SourceRecord(topic="alerts", partition=0, offset=offset, timestamp_ms=None, key=None,
+                        value=value, headers=())
+
+
+def alert(event_id: str = "e1", users: list[str] | None = None, **extra: object) -> bytes:
+    return json.dumps({"event_id": event_id, "kind": "down", "severity": "critical",
+                       "user_ids": users or ["alice"], "title": "db down", **extra}).encode()
+
+
+async def directory() -> InMemoryStore:
+    store = InMemoryStore()
+    await store.add_user("alice")
+    await store.add_contact_method(NewContactMethod("alice", "email", "alice@example.com"))
+    await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
+    await store.add_contact_method(NewContactMethod("alice", "webhook", "https://h.example/a"))
+    return store
+
+
+async def test_a_valid_event_yields_one_job_per_topic_and_a_decision_each() -> None:
+    publisher = RecordingPublisher()
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    result = await worker.handle([record(alert())])
+    assert (result.events, result.jobs, result.decisions, result.rejected) == (1, 3, 3, 0)
+    for topic, to in (("deliveries.email", "alice@example.com"), ("deliveries.sms", "+14155551234"),
+                      ("deliveries.webhook", "https://h.example/a")):
+        [job] = publisher.on(topic)
+        assert job["to"] == to
+    keys = {t: k for t, _, k, _ in publisher.sent}
+    assert keys["deliveries.sms"] == publisher.on("deliveries.sms")[0]["contact_method_id"].encode()
+    assert keys["routing.decisions"] == b"e1"
+    assert all(f.done() for f in publisher.unacked), "handle returns only after every ack"
+
+
+async def test_bad_records_go_to_the_dlq_and_the_rest_of_the_batch_is_routed() -> None:
+    publisher = RecordingPublisher()
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    result = await worker.handle([record(b"nope", 0), record(b'{"event_id": "x"}', 1),
+                                  record(alert("e2"), 2)])
+    assert (result.rejected, result.events, result.jobs) == (2, 1, 3)
+    dead = [(v, h["router.dlq.reason"], h["__connect.errors.offset"])
+            for t, v, _, h in publisher.sent if t == "alerts.dlq"]
+    assert dead == [(b"nope", "not_json", "0"), (b'{"event_id": "x"}', "schema_invalid", "1")]
+
+
+async def test_unknown_user_is_a_skip_decision_without_jobs() -> None:
+    publisher = RecordingPublisher()
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    await worker.handle([record(alert(users=["ghost"]))])
+    assert [d["reason"] for d in publisher.on("routing.decisions")] == ["unknown_user"]
+    assert not [t for t, *_ in publisher.sent if t.startswith("deliveries.")]
+
+
+async def test_the_directory_is_read_once_per_batch() -> None:
+    store = await directory()
+    worker = Worker(store, RecordingPublisher(), SETTINGS, clock=lambda: T0)
+    await worker.handle([record(alert(f"e{i}"), i) for i in range(50)])
+    assert store.reads == 1
+
+
+async def test_an_unreachable_store_fails_the_batch_without_publishing() -> None:
+    store = await directory()
+    store.down = True
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
+    with pytest.raises(StoreUnavailable):
+        await worker.handle([record(alert())])
+    assert publisher.sent == []
+    store.down = False
+    assert (await worker.handle([record(alert())])).jobs == 3
+
+
+inputs = st.lists(
+    st.one_of(
+        st.binary(max_size=40),
+        st.builds(lambda i, users: alert(f"e{i}", users), st.integers(0, 9),
+                  st.lists(st.sampled_from(["alice", "ghost"]), min_size=1, max_size=2)),
+    ),
+    min_size=1, max_size=8,
+)
+
+
+@hsettings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(inputs)
+def test_every_input_ends_as_jobs_decisions_or_a_dead_letter(values: list[bytes]) -> None:
+    async def scenario() -> None:
+        publisher = RecordingPublisher()
+        worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+        result = await worker.handle([record(v, i) for i, v in enumerate(values)])
+        decided = {d["event_id"] for d in publisher.on("routing.decisions")}
+        dead_offsets = {int(h["__connect.errors.offset"]) for t, _, _, h in publisher.sent
+                        if t == "alerts.dlq"}
+        for offset, value in enumerate(values):
+            try:
+                event_id = json.loads(value)["event_id"]
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                event_id = None
+            assert offset in dead_offsets or event_id in decided
+        assert result.rejected == len(dead_offsets)
+
+    asyncio.run(scenario())
+
+
+async def test_subscriber_wiring_routes_through_faststream() -> None:
+    broker = create_broker(SETTINGS)
+    store = await directory()
+    worker = Worker(store, KafkaPublisher(broker), SETTINGS, clock=lambda: T0)
+    register_subscriber(broker, SETTINGS, lambda: worker)
+    seen: dict[str, list[Any]] = {}
+
+    def collector(topic: str) -> Any:
+        async def collect(body: Any) -> None:
+            seen.setdefault(topic, []).append(body)
+        return collect
+
+    async def raw(message: Any, _default: Any) -> Any:
+        return message.body  # dead letters keep their original bytes and content-type
+
+    for topic in SETTINGS.output_topics():
+        decoder = raw if topic == SETTINGS.topic_dlq else None
+        broker.subscriber(topic, decoder=decoder)(collector(topic))
+
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(alert("e-fs"), SETTINGS.topic_alerts)
+        await test_broker.publish(b"{broken", SETTINGS.topic_alerts,
+                                  headers={"content-type": "application/json"})
+
+    assert [j["to"] for j in seen["deliveries.email"]] == ["alice@example.com"]
+    assert [j["to"] for j in seen["deliveries.sms"]] == ["+14155551234"]
+    assert len(seen["routing.decisions"]) == 3
+    assert seen["alerts.dlq"] == [b"{broken"]

@@ -1,0 +1,96 @@
+"""What delivery workers receive: SMS that fit, one-line subjects, webhook requests."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router import render
+from schemas import AlertEvent
+from tests.conftest import T0, make_method
+
+
+def event(**fields: object) -> AlertEvent:
+    base: dict[str, object] = {"event_id": "e1", "kind": "down", "severity": "critical",
+                               "user_ids": ["alice"], "title": "db-1 down", "occurred_at": T0}
+    return AlertEvent.model_validate({**base, **fields}, strict=False)
+
+
+def test_gsm_text_uses_160_then_153_per_segment() -> None:
+    assert render.sms_segments("a" * 160) == 1
+    assert render.sms_segments("a" * 161) == 2
+    assert render.sms_segments("a" * 306) == 2
+    assert render.sms_segments("a" * 307) == 3
+
+
+def test_extended_gsm_characters_cost_two() -> None:
+    assert render.sms_segments("{" * 80) == 1
+    assert render.sms_segments("{" * 81) == 2
+
+
+def test_non_gsm_text_is_ucs2_with_70_then_67() -> None:
+    assert render.sms_encoding("Störung ✓") == "UCS-2"
+    assert render.sms_segments("✓" * 70) == 1
+    assert render.sms_segments("✓" * 71) == 2
+
+
+def test_long_alerts_are_cut_to_the_segment_limit_with_an_ellipsis() -> None:
+    text = render.sms_text(event(body="x" * 2000), max_segments=2)
+    assert render.sms_segments(text) == 2
+    assert text.endswith("...")
+    assert text.startswith("CRITICAL DOWN: db-1 down")
+
+
+@given(st.text(min_size=1, max_size=1500), st.integers(min_value=1, max_value=5))
+def test_sms_text_always_fits_the_limit(body: str, segments: int) -> None:
+    text = render.sms_text(event(body=body), max_segments=segments)
+    assert render.sms_segments(text) <= segments
+
+
+def test_url_comes_before_the_body_so_truncation_keeps_it() -> None:
+    text = render.sms_text(event(url="https://x.example/1", body="y" * 1000), max_segments=1)
+    assert "https://x.example/1" in text
+
+
+def test_email_subject_is_one_line() -> None:
+    subject = render.email_subject(event(title="line one\r\nBcc: evil@example.com"))
+    assert "\n" not in subject and "\r" not in subject
+    assert subject.startswith("[CRITICAL] DOWN: line one")
+
+
+def test_email_text_has_the_fields_a_responder_needs() -> None:
+    text = render.email_text(event(body="details", url="https://x.example", source="mon",
+                                   labels={"team": "db"}))
+    for expected in ("db-1 down", "details", "Severity:    critical", "https://x.example",
+                     "team=db", "Event id:    e1", "Source:      mon"):
+        assert expected in text
+
+
+def test_default_webhook_is_a_json_post_of_the_alert() -> None:
+    method = make_method("w1", transport="webhook")
+    body = render.webhook_body(event(), method, job_id="j1")
+    assert render.webhook_method(method) == "POST"
+    assert render.webhook_headers(method) == {"Content-Type": "application/json"}
+    assert body is not None
+    payload = json.loads(body)
+    assert payload["event_id"] == "e1" and payload["job_id"] == "j1" and payload["title"] == "db-1 down"
+
+
+def test_webhook_options_follow_the_contact_method() -> None:
+    method = make_method(
+        "w1", transport="webhook", value="https://h.example/x?a=1", webhook_method="PUT",
+        webhook_headers={"Authorization": "Bearer t"}, webhook_query={"b": "2"},
+        webhook_body='{"text": "{{title}} ({{severity}}) {{unknown}}"}',
+    )
+    body = render.webhook_body(event(title='say "hi"'), method, job_id="j1")
+    assert body == '{"text": "say \\"hi\\" (critical) {{unknown}}"}'
+    assert json.loads(body)["text"].startswith('say "hi"')
+    assert render.webhook_url(method) == "https://h.example/x?a=1&b=2"
+    assert render.webhook_headers(method)["Authorization"] == "Bearer t"
+
+
+def test_get_webhooks_carry_no_body() -> None:
+    method = make_method("w1", transport="webhook", webhook_method="GET")
+    assert render.webhook_body(event(), method, job_id="j1") is None
