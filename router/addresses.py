@@ -29,11 +29,15 @@ def normalize_phone(value: str, region: str | None = None) -> str:
     raw = value.strip()
     region_code = region.upper() if region else None
     if region_code is not None and region_code not in phonenumbers.SUPPORTED_REGIONS:
-        raise InvalidValue("region", region, "is not a known region code; give an ISO 3166 "
-                           "alpha-2 code such as US, GB or DE")
+        raise InvalidValue(
+            "region",
+            region,
+            "is not a known region code; give an ISO 3166 alpha-2 code such as US, GB or DE",
+        )
     where = f"for region {region_code}" if region_code else "without a region"
-    hint = (f"give it in international form, e.g. {_EXAMPLE_PHONE}"
-            + ("" if region_code else ", or pass --region"))
+    hint = f"give it in international form, e.g. {_EXAMPLE_PHONE}" + (
+        "" if region_code else ", or pass --region"
+    )
     try:
         number = phonenumbers.parse(raw, region_code)
     except phonenumbers.NumberParseException:
@@ -47,18 +51,20 @@ def normalize_email(value: str) -> str:
     """Return ``value`` trimmed and lower-cased, or raise :class:`InvalidValue`."""
     address = value.strip().lower()
     if len(address) > 254 or not _EMAIL.match(address):
-        raise InvalidValue("value", value, "is not a valid email address; give it as "
-                           "name@example.com")
+        raise InvalidValue(
+            "value", value, "is not a valid email address; give it as name@example.com"
+        )
     return address
 
 
 def normalize_url(value: str) -> str:
-    """Return ``value`` trimmed if it is an absolute http(s) URL, else raise :class:`InvalidValue`."""
+    """``value`` trimmed if it is an absolute http(s) URL; else :class:`InvalidValue`."""
     url = value.strip()
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise InvalidValue("value", value, "is not an http(s) URL; give it as "
-                           "https://hooks.example.com/path")
+        raise InvalidValue(
+            "value", value, "is not an http(s) URL; give it as https://hooks.example.com/path"
+        )
     if len(url) > 2000:
         raise InvalidValue("value", value[:40] + "...", "is longer than 2000 characters")
     return url

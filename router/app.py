@@ -57,7 +57,9 @@ def create_broker(settings: Settings) -> KafkaBroker:
 
 def _escape_header(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
     headers = tuple((k, v.decode("utf-8", "backslashreplace").encode()) for k, v in record.headers)
-    return record if headers == tuple(record.headers) else dataclasses.replace(record, headers=headers)
+    return (
+        record if headers == tuple(record.headers) else dataclasses.replace(record, headers=headers)
+    )
 
 
 async def _tolerant_parser(

@@ -44,8 +44,11 @@ def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidValue("--timezone", value, "is not an IANA time zone; give one such as "
-                           "Europe/Berlin or America/New_York") from None
+        raise InvalidValue(
+            "--timezone",
+            value,
+            "is not an IANA time zone; give one such as Europe/Berlin or America/New_York",
+        ) from None
     return value
 
 
@@ -60,12 +63,16 @@ def _pairs(values: Sequence[str] | None, sep: str, flag: str) -> dict[str, str]:
 
 
 def _describe(method: ContactMethod) -> str:
-    flags = ["primary" if method.is_primary else None,
-             "verified" if method.verified else "unverified",
-             "disabled" if method.disabled else None]
+    flags = [
+        "primary" if method.is_primary else None,
+        "verified" if method.verified else "unverified",
+        "disabled" if method.disabled else None,
+    ]
     label = f" [{method.label}]" if method.label else ""
-    return (f"{method.id}  {method.user_id}  {method.transport:<7} {method.value}{label}  "
-            f"({', '.join(f for f in flags if f)})")
+    return (
+        f"{method.id}  {method.user_id}  {method.transport:<7} {method.value}{label}  "
+        f"({', '.join(f for f in flags if f)})"
+    )
 
 
 async def _with_store(settings: Settings, action: Callable[[PgStore], Awaitable[None]]) -> None:
@@ -104,8 +111,11 @@ def cmd_contacts_add(args: argparse.Namespace) -> None:
     value = addresses.normalize(transport, args.value, args.region)
     webhook_flags = (args.webhook_method, args.header, args.query, args.body)
     if transport != "webhook" and any(webhook_flags):
-        raise InvalidValue("--webhook-method/--header/--query/--body", transport,
-                           "options apply only to --transport webhook")
+        raise InvalidValue(
+            "--webhook-method/--header/--query/--body",
+            transport,
+            "options apply only to --transport webhook",
+        )
     new = NewContactMethod(
         user_id=_user_id(args.user),
         transport=transport,
@@ -145,17 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run everything on embedded Kafka and PostgreSQL")
-    demo.add_argument("--keep-running", action="store_true",
-                      help="keep the worker running after the sample alerts (Ctrl-C stops)")
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the worker running after the sample alerts (Ctrl-C stops)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
-        dest="db_command", required=True, metavar="ACTION")
-    db.add_parser("migrate", help="apply pending migrations (safe to repeat, and "
-                  "from several pods at once)").set_defaults(func=cmd_db_migrate)
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser(
+        "migrate", help="apply pending migrations (safe to repeat, and from several pods at once)"
+    ).set_defaults(func=cmd_db_migrate)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(
-        dest="users_command", required=True, metavar="ACTION")
+        dest="users_command", required=True, metavar="ACTION"
+    )
     users_add = users.add_parser("add", help="create a user")
     users_add.add_argument("user_id")
     users_add.add_argument("--name")
@@ -164,22 +180,35 @@ def build_parser() -> argparse.ArgumentParser:
     users_add.set_defaults(func=cmd_users_add)
 
     contacts = sub.add_parser("contacts", help="manage contact methods").add_subparsers(
-        dest="contacts_command", required=True, metavar="ACTION")
+        dest="contacts_command", required=True, metavar="ACTION"
+    )
     add = contacts.add_parser("add", help="create a contact method")
     add.add_argument("--user", required=True, help="the owning user's id")
     add.add_argument("--transport", required=True, choices=["email", "sms", "webhook"])
     add.add_argument("--value", required=True, help="email address, phone number or URL")
     add.add_argument("--region", help="ISO country code for national phone formats, e.g. US")
     add.add_argument("--label")
-    add.add_argument("--primary", action="store_true",
-                     help="make it the user's primary for this transport")
+    add.add_argument(
+        "--primary", action="store_true", help="make it the user's primary for this transport"
+    )
     add.add_argument("--verified", action="store_true")
-    add.add_argument("--webhook-method", choices=["GET", "POST", "PUT", "HEAD", "DELETE"],
-                     help="HTTP method (default POST)")
-    add.add_argument("--header", action="append", metavar="NAME:VALUE",
-                     help="HTTP header for the webhook (repeatable)")
-    add.add_argument("--query", action="append", metavar="KEY=VALUE",
-                     help="query-string value appended to the URL (repeatable)")
+    add.add_argument(
+        "--webhook-method",
+        choices=["GET", "POST", "PUT", "HEAD", "DELETE"],
+        help="HTTP method (default POST)",
+    )
+    add.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME:VALUE",
+        help="HTTP header for the webhook (repeatable)",
+    )
+    add.add_argument(
+        "--query",
+        action="append",
+        metavar="KEY=VALUE",
+        help="query-string value appended to the URL (repeatable)",
+    )
     add.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}, ... are filled")
     add.add_argument("--json", action="store_true", help="print the created method as JSON")
     add.set_defaults(func=cmd_contacts_add)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router.addresses import mask
-from router.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env, environ_with
+from router.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
 from router.migrate import migrate
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
@@ -29,19 +30,50 @@ from router.topics import ensure_topics
 DEMO_DIR = Path(".demo")
 
 SAMPLES: list[bytes] = [
-    json.dumps({"event_id": "demo-1", "kind": "down", "severity": "critical",
-                "user_ids": ["alice"], "title": "db-1 is not answering",
-                "body": "TCP 5432 refused from 3 probes", "url": "https://status.example.com/db-1",
-                "source": "demo-monitor", "labels": {"team": "storage"}}).encode(),
-    json.dumps({"event_id": "demo-2", "kind": "down", "severity": "warning",
-                "user_ids": ["bob"], "title": "disk 85% on web-3"}).encode(),
-    json.dumps({"event_id": "demo-3", "kind": "down", "severity": "error",
-                "user_ids": ["mallory"], "title": "nobody knows mallory"}).encode(),
+    json.dumps(
+        {
+            "event_id": "demo-1",
+            "kind": "down",
+            "severity": "critical",
+            "user_ids": ["alice"],
+            "title": "db-1 is not answering",
+            "body": "TCP 5432 refused from 3 probes",
+            "url": "https://status.example.com/db-1",
+            "source": "demo-monitor",
+            "labels": {"team": "storage"},
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "event_id": "demo-2",
+            "kind": "down",
+            "severity": "warning",
+            "user_ids": ["bob"],
+            "title": "disk 85% on web-3",
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "event_id": "demo-3",
+            "kind": "down",
+            "severity": "error",
+            "user_ids": ["mallory"],
+            "title": "nobody knows mallory",
+        }
+    ).encode(),
     b"this is not json",
-    json.dumps({"event_id": "demo-4", "kind": "down", "severity": "urgent",
-                "user_ids": ["alice"]}).encode(),
-    json.dumps({"event_id": "demo-5", "kind": "up", "severity": "info",
-                "user_ids": ["alice"], "title": "db-1 is back"}).encode(),
+    json.dumps(
+        {"event_id": "demo-4", "kind": "down", "severity": "urgent", "user_ids": ["alice"]}
+    ).encode(),
+    json.dumps(
+        {
+            "event_id": "demo-5",
+            "kind": "up",
+            "severity": "info",
+            "user_ids": ["alice"],
+            "title": "db-1 is back",
+        }
+    ).encode(),
 ]
 # alice: 3 methods; bob: 1 enabled + 1 disabled; mallory: unknown.
 EXPECTED_DECISIONS = 3 + 2 + 1 + 3
@@ -72,20 +104,27 @@ def _show(topic: str, value: bytes, headers: dict[str, str]) -> str:
         who = record["user_id"] or "-"
         what = record["transport"] or "-"
         detail = record["reason"] or f"job {record['job_id'][:8]}"
-        return f"decision     {record['event_id']:<7} {who:<8} {what:<8} {record['outcome']:<8} {detail}"
+        outcome = record["outcome"]
+        return f"decision     {record['event_id']:<7} {who:<8} {what:<8} {outcome:<8} {detail}"
     text = record.get("text") or record.get("subject") or record.get("method")
-    return (f"job          {record['event_id']:<7} {record['user_id']:<8} {record['transport']:<8}"
-            f" to {mask(record['transport'], record['to'])}  {str(text).splitlines()[0][:60]}")
+    return (
+        f"job          {record['event_id']:<7} {record['user_id']:<8} {record['transport']:<8}"
+        f" to {mask(record['transport'], record['to'])}  {str(text).splitlines()[0][:60]}"
+    )
 
 
 async def _tail(settings: Settings, keep_running: bool) -> None:
     topics = [*settings.output_topics()]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(t, p) for t in topics
-                         for p in range(settings.topic_partitions)])
+        consumer.assign(
+            [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        )
         decisions = dead = 0
         deadline = time.monotonic() + 90
         while keep_running or (decisions < EXPECTED_DECISIONS or dead < EXPECTED_DEAD_LETTERS):
@@ -99,7 +138,9 @@ async def _tail(settings: Settings, keep_running: bool) -> None:
                     print(f"  [{tp.topic:<18}] {_show(tp.topic, r.value, headers)}", flush=True)
                     decisions += tp.topic == settings.topic_decisions
                     dead += tp.topic == settings.topic_dlq
-        print(f"\nAll {EXPECTED_DECISIONS} decisions and {EXPECTED_DEAD_LETTERS} dead letters seen.")
+        print(
+            f"\nAll {EXPECTED_DECISIONS} decisions and {EXPECTED_DEAD_LETTERS} dead letters seen."
+        )
     finally:
         await consumer.stop()
 
@@ -113,36 +154,47 @@ async def _prepare(settings: Settings) -> None:
         await store.close()
     print("seeded: alice (email, sms, webhook), bob (email, disabled sms)")
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                enable_idempotence=False)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False
+    )
     await producer.start()
     try:
         for value in SAMPLES:
             await producer.send_and_wait(settings.topic_alerts, value)
     finally:
         await producer.stop()
-    print(f"published {len(SAMPLES)} sample alerts to '{settings.topic_alerts}' "
-          "(2 of them invalid on purpose)\n")
+    print(
+        f"published {len(SAMPLES)} sample alerts to '{settings.topic_alerts}' "
+        "(2 of them invalid on purpose)\n"
+    )
 
 
 def main(keep_running: bool = False) -> None:
     """Run the demo; returns when the expected output has been shown, or on Ctrl-C."""
     DEMO_DIR.mkdir(exist_ok=True)
     worker: subprocess.Popen[bytes] | None = None
-    with tempfile.TemporaryDirectory(prefix="router-demo-") as tmp, \
-            EmbeddedKafka(log_path=DEMO_DIR / "tansu.log") as kafka, \
-            EmbeddedPostgres(Path(tmp) / "pg") as postgres:
+    with (
+        tempfile.TemporaryDirectory(prefix="router-demo-") as tmp,
+        EmbeddedKafka(log_path=DEMO_DIR / "tansu.log") as kafka,
+        EmbeddedPostgres(Path(tmp) / "pg") as postgres,
+    ):
         env = embedded_env(kafka, postgres)
         print(f"kafka (Tansu):  {kafka.bootstrap_servers}\npostgres:       {postgres.url}")
-        settings = Settings(**{k.removeprefix("ROUTER_").lower(): v for k, v in env.items()})
+        os.environ.update(env)  # for Settings() here and for the worker child process
+        settings = Settings()
         try:
             asyncio.run(_prepare(settings))
             with open(DEMO_DIR / "worker.log", "wb") as log:
-                worker = subprocess.Popen([sys.executable, "-m", "router", "run"],
-                                          env=environ_with({**env, "ROUTER_LOG_FORMAT": "json"}),
-                                          stdout=log, stderr=subprocess.STDOUT)
-                print("worker: `router run` started (log: .demo/worker.log); output as it "
-                      "comes out:\n")
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "router", "run"],
+                    env={**os.environ, "ROUTER_LOG_FORMAT": "json"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+                print(
+                    "worker: `router run` started (log: .demo/worker.log); output as it "
+                    "comes out:\n"
+                )
                 asyncio.run(_tail(settings, keep_running))
         except KeyboardInterrupt:
             print("\ninterrupted")

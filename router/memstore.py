@@ -56,8 +56,10 @@ class InMemoryStore:
             raise NotFound(f"User {new.user_id!r} does not exist.")
         for m in self.methods.values():
             if (m.user_id, m.transport, m.value) == (new.user_id, new.transport, new.value):
-                raise Conflict(f"User {new.user_id!r} already has {new.transport} "
-                               f"{new.value!r} as contact method {m.id}.")
+                raise Conflict(
+                    f"User {new.user_id!r} already has {new.transport} "
+                    f"{new.value!r} as contact method {m.id}."
+                )
         if new.is_primary:
             for mid, m in list(self.methods.items()):
                 if m.user_id == new.user_id and m.transport == new.transport and m.is_primary:

@@ -31,7 +31,9 @@ async def migrate(url: str) -> list[str]:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
                 await conn.execute(_BOOKKEEPING)
-                done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                done = {
+                    r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
+                }
                 applied = []
                 for migration in sql.migrations():
                     if migration.version in done:
@@ -39,7 +41,8 @@ async def migrate(url: str) -> list[str]:
                     await conn.execute(migration.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        migration.version, migration.name,
+                        migration.version,
+                        migration.name,
                     )
                     applied.append(f"{migration.version:04d}_{migration.name}")
                 return applied

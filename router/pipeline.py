@@ -80,20 +80,23 @@ def build_job(
             to=method.value,
             body=event.body,
             text=text,
-            encoding=render.sms_encoding(text),  # type: ignore[arg-type]
+            encoding=render.sms_encoding(text),
             segments=render.sms_segments(text),
         )
     return WebhookJob(
         **common,
         to=render.webhook_url(method),
-        method=render.webhook_method(method),  # type: ignore[arg-type]
+        method=render.webhook_method(method),
         headers=render.webhook_headers(method),
         body=render.webhook_body(event, method, job_id=job_id),
     )
 
 
 def _skipped(
-    event: AlertEvent, now: datetime, reason: Reason, user_id: str | None,
+    event: AlertEvent,
+    now: datetime,
+    reason: Reason,
+    user_id: str | None,
     method: ContactMethod | None = None,
 ) -> Decision:
     return Decision(
@@ -109,8 +112,12 @@ def _skipped(
 
 
 def _route_user(
-    event: AlertEvent, user: User, methods: tuple[ContactMethod, ...], now: datetime,
-    options: RoutingOptions, out: Routed,
+    event: AlertEvent,
+    user: User,
+    methods: tuple[ContactMethod, ...],
+    now: datetime,
+    options: RoutingOptions,
+    out: Routed,
 ) -> None:
     if not methods:
         out.decisions.append(_skipped(event, now, "no_contact_methods", user.id))

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from router.directory import ContactMethod
-from schemas import AlertEvent
+from schemas import AlertEvent, WebhookMethod
+
+SmsEncoding = Literal["GSM-7", "UCS-2"]
 
 _GSM_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -22,7 +25,7 @@ _GSM_EXTENDED = frozenset("^{}\\[~]|€\f")  # each costs an escape septet too
 _ELLIPSIS = "..."  # three GSM characters; "…" would force UCS-2
 
 
-def sms_encoding(text: str) -> str:
+def sms_encoding(text: str) -> SmsEncoding:
     """``GSM-7`` when every character is in the GSM 03.38 alphabet, else ``UCS-2``."""
     return "GSM-7" if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text) else "UCS-2"
 
@@ -94,7 +97,9 @@ def email_text(event: AlertEvent) -> str:
     if event.url:
         lines.append(f"Link:        {event.url}")
     if event.labels:
-        lines.append("Labels:      " + ", ".join(f"{k}={v}" for k, v in sorted(event.labels.items())))
+        lines.append(
+            "Labels:      " + ", ".join(f"{k}={v}" for k, v in sorted(event.labels.items()))
+        )
     lines.append(f"Event id:    {event.event_id}")
     return "\n".join(lines) + "\n"
 
@@ -145,7 +150,7 @@ def webhook_body(event: AlertEvent, method: ContactMethod, *, job_id: str) -> st
     return _PLACEHOLDER.sub(fill, method.webhook_body)
 
 
-def webhook_method(method: ContactMethod) -> str:
+def webhook_method(method: ContactMethod) -> WebhookMethod:
     """The HTTP method, POST unless the contact method says otherwise."""
     return method.webhook_method or "POST"
 

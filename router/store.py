@@ -126,7 +126,10 @@ class PgStore:
         """Open a pool; :class:`StoreUnavailable` with a clear message if it cannot."""
         async with translate_errors(url):
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, init=_init_connection,
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                init=_init_connection,
                 command_timeout=30,
             )
         return cls(pool, url)
@@ -199,9 +202,16 @@ class PgStore:
             try:
                 row = await conn.fetchrow(
                     self._q["insert_contact_method"],
-                    new.user_id, new.transport, new.value, new.label, new.is_primary,
-                    new.verified, new.webhook_method, dict(new.webhook_headers),
-                    dict(new.webhook_query), new.webhook_body,
+                    new.user_id,
+                    new.transport,
+                    new.value,
+                    new.label,
+                    new.is_primary,
+                    new.verified,
+                    new.webhook_method,
+                    dict(new.webhook_headers),
+                    dict(new.webhook_query),
+                    new.webhook_body,
                 )
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(

@@ -28,8 +28,10 @@ class AlertEvent(BaseModel):
         description="Unique id of this event, chosen by the sender. Re-sending the same id "
         "yields the same job ids, so delivery workers can drop duplicates."
     )
-    kind: Kind = Field(description="What happened: a check went down, came up, ran first, "
-                       "or produced a diagnostic.")
+    kind: Kind = Field(
+        description="What happened: a check went down, came up, ran first, "
+        "or produced a diagnostic."
+    )
     severity: Severity
     user_ids: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = Field(
         default=None, description="Users to notify. Give this or schedule_id, not both."

@@ -7,7 +7,6 @@ address stay in order on one partition.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -29,8 +28,10 @@ def job_id_for(event_id: str, contact_method_id: str) -> str:
 class _JobBase(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    job_id: str = Field(description="uuid5 of event_id and contact_method_id: stable across "
-                        "redeliveries, so workers can de-duplicate on it.")
+    job_id: str = Field(
+        description="uuid5 of event_id and contact_method_id: stable across "
+        "redeliveries, so workers can de-duplicate on it."
+    )
     event_id: str
     user_id: str
     contact_method_id: str
@@ -40,8 +41,10 @@ class _JobBase(BaseModel):
     title: str
     body: str | None = None
     url: str | None = None
-    verified: bool = Field(description="Whether the contact method is verified. Unverified "
-                           "methods still receive jobs unless the router requires verification.")
+    verified: bool = Field(
+        description="Whether the contact method is verified. Unverified "
+        "methods still receive jobs unless the router requires verification."
+    )
     occurred_at: AwareDatetime
     created_at: AwareDatetime
 
@@ -83,5 +86,3 @@ class WebhookJob(_JobBase):
 
 
 DeliveryJob = EmailJob | SmsJob | WebhookJob
-
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -12,12 +11,11 @@ from router.directory import ContactMethod, User
 
 
 @pytest.fixture(autouse=True)
-def _clean_router_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _clean_router_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees ROUTER_* variables from the shell that started pytest."""
     for name in list(os.environ):
         if name.startswith("ROUTER_"):
             monkeypatch.delenv(name)
-    yield
 
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -29,14 +27,24 @@ def make_user(user_id: str = "alice", **fields: object) -> User:
 
 
 def make_method(
-    method_id: str, user_id: str = "alice", transport: str = "email", value: str | None = None,
+    method_id: str,
+    user_id: str = "alice",
+    transport: str = "email",
+    value: str | None = None,
     **fields: object,
 ) -> ContactMethod:
     """A contact method as the store would return it."""
-    default = {"email": f"{method_id}@example.com", "sms": "+14155551234",
-               "webhook": f"https://hooks.example.com/{method_id}"}[transport]
+    default = {
+        "email": f"{method_id}@example.com",
+        "sms": "+14155551234",
+        "webhook": f"https://hooks.example.com/{method_id}",
+    }[transport]
     return ContactMethod(
-        id=method_id, user_id=user_id, transport=transport,  # type: ignore[arg-type]
-        value=value or default, created_at=fields.pop("created_at", T0),  # type: ignore[arg-type]
-        updated_at=T0, **fields,  # type: ignore[arg-type]
+        id=method_id,
+        user_id=user_id,
+        transport=transport,  # type: ignore[arg-type]
+        value=value or default,
+        created_at=fields.pop("created_at", T0),  # type: ignore[arg-type]
+        updated_at=T0,
+        **fields,  # type: ignore[arg-type]
     )

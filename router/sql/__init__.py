@@ -58,8 +58,9 @@ def migrations() -> tuple[Migration, ...]:
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise ValueError(f"migration {migration.version:04d} breaks the sequence; "
-                             f"expected {expected:04d}")
+            raise ValueError(
+                f"migration {migration.version:04d} breaks the sequence; expected {expected:04d}"
+            )
     return tuple(found)
 
 

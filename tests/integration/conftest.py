@@ -13,6 +13,7 @@ database (cloned from a migrated template) and its own topics and group id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -35,14 +36,20 @@ from router.migrate import migrate
 pytestmark = pytest.mark.integration
 
 
+@functools.cache
 def _docker_answers() -> bool:
     try:
         import docker
 
-        docker.from_env(timeout=2).ping()
+        client = docker.from_env(timeout=2)
     except Exception:
         return False
-    return True
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -148,8 +155,12 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run the ``router`` command as a user would, with ``env`` on top of ours."""
     return subprocess.run(
-        [sys.executable, "-m", "router", *args], env={**os.environ, **env},
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-m", "router", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -163,9 +174,12 @@ class RouterProcess:
 
     def start(self) -> RouterProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "router", "run"],
-                                        env={**os.environ, **self.env},
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "router", "run"],
+            env={**os.environ, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def stop(self, timeout: float = 30) -> int:
@@ -199,8 +213,9 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], RouterPr
         router.stop()
 
 
-async def produce(bootstrap: str, topic: str, *values: bytes,
-                  headers: list[tuple[str, bytes]] | None = None) -> None:
+async def produce(
+    bootstrap: str, topic: str, *values: bytes, headers: list[tuple[str, bytes]] | None = None
+) -> None:
     """Publish ``values`` to ``topic`` and wait for the broker's acknowledgement."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()
@@ -229,13 +244,17 @@ async def wait_for_topics(bootstrap: str, topics: list[str], timeout: float = 30
 
 
 async def collect(
-    bootstrap: str, topics: list[str], until: Callable[[dict[str, list[ConsumerRecord[Any, Any]]]], bool],
-    timeout: float = 60, settle: float = 1.0,
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[dict[str, list[ConsumerRecord[Any, Any]]]], bool],
+    timeout: float = 60,
+    settle: float = 1.0,
 ) -> dict[str, list[ConsumerRecord[Any, Any]]]:
     """Read ``topics`` from the start until ``until(seen)`` holds, then ``settle`` seconds more
     so that extra, unexpected messages would show up too."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     seen: dict[str, list[ConsumerRecord[Any, Any]]] = {t: [] for t in topics}
     try:

@@ -23,8 +23,9 @@ def methods(env: dict[str, str]) -> list[str]:
     return asyncio.run(read())
 
 
-def test_migrate_applies_then_reports_up_to_date(router_env: dict[str, str],
-                                                 empty_database_url: str) -> None:
+def test_migrate_applies_then_reports_up_to_date(
+    router_env: dict[str, str], empty_database_url: str
+) -> None:
     env = {**router_env, "ROUTER_DATABASE_URL": empty_database_url}
     first = run_cli(env, "db", "migrate")
     assert first.returncode == 0 and first.stdout.startswith("applied: 0001_directory")
@@ -34,19 +35,47 @@ def test_migrate_applies_then_reports_up_to_date(router_env: dict[str, str],
 
 def test_contacts_add_json_prints_the_stored_method(router_env: dict[str, str]) -> None:
     assert run_cli(router_env, "users", "add", "alice").returncode == 0
-    done = run_cli(router_env, "contacts", "add", "--user", "alice", "--transport", "sms",
-                   "--value", "(415) 555-1234", "--region", "US", "--label", "mobile",
-                   "--primary", "--verified", "--json")
+    done = run_cli(
+        router_env,
+        "contacts",
+        "add",
+        "--user",
+        "alice",
+        "--transport",
+        "sms",
+        "--value",
+        "(415) 555-1234",
+        "--region",
+        "US",
+        "--label",
+        "mobile",
+        "--primary",
+        "--verified",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     method = ContactMethod.model_validate_json(done.stdout)
     assert (method.value, method.label, method.is_primary, method.verified) == (
-        "+14155551234", "mobile", True, True)
+        "+14155551234",
+        "mobile",
+        True,
+        True,
+    )
 
 
 def test_contacts_add_plain_output_names_the_id(router_env: dict[str, str]) -> None:
     run_cli(router_env, "users", "add", "alice")
-    done = run_cli(router_env, "contacts", "add", "--user", "alice", "--transport", "email",
-                   "--value", "A@Example.com")
+    done = run_cli(
+        router_env,
+        "contacts",
+        "add",
+        "--user",
+        "alice",
+        "--transport",
+        "email",
+        "--value",
+        "A@Example.com",
+    )
     assert done.returncode == 0
     assert done.stdout.startswith("added ") and "a@example.com" in done.stdout
 
@@ -55,12 +84,24 @@ def test_an_invalid_phone_is_refused_with_a_fix_and_nothing_is_written(
     router_env: dict[str, str],
 ) -> None:
     run_cli(router_env, "users", "add", "alice")
-    done = run_cli(router_env, "contacts", "add", "--user", "alice", "--transport", "sms",
-                   "--value", "555-1234", "--region", "US")
+    done = run_cli(
+        router_env,
+        "contacts",
+        "add",
+        "--user",
+        "alice",
+        "--transport",
+        "sms",
+        "--value",
+        "555-1234",
+        "--region",
+        "US",
+    )
     assert done.returncode == 1
     assert done.stderr.strip() == (
         "router: error: value: '555-1234' is not a valid phone number for region US; give it "
-        "in international form, e.g. +14155551234")
+        "in international form, e.g. +14155551234"
+    )
     assert methods(router_env) == []
 
 
@@ -69,14 +110,42 @@ def test_refusals_are_one_line_without_traceback(router_env: dict[str, str]) -> 
     cases = [
         (["users", "add", "alice"], "already exists"),
         (["users", "add", "bob", "--timezone", "Mars/Olympus"], "IANA time zone"),
-        (["contacts", "add", "--user", "ghost", "--transport", "email", "--value", "g@example.com"],
-         "does not exist"),
-        (["contacts", "add", "--user", "alice", "--transport", "email", "--value", "nope"],
-         "not a valid email address"),
-        (["contacts", "add", "--user", "alice", "--transport", "webhook", "--value", "ftp://x"],
-         "http(s) URL"),
-        (["contacts", "add", "--user", "alice", "--transport", "email", "--value", "a@example.com",
-          "--header", "X:1"], "only to --transport webhook"),
+        (
+            [
+                "contacts",
+                "add",
+                "--user",
+                "ghost",
+                "--transport",
+                "email",
+                "--value",
+                "g@example.com",
+            ],
+            "does not exist",
+        ),
+        (
+            ["contacts", "add", "--user", "alice", "--transport", "email", "--value", "nope"],
+            "not a valid email address",
+        ),
+        (
+            ["contacts", "add", "--user", "alice", "--transport", "webhook", "--value", "ftp://x"],
+            "http(s) URL",
+        ),
+        (
+            [
+                "contacts",
+                "add",
+                "--user",
+                "alice",
+                "--transport",
+                "email",
+                "--value",
+                "a@example.com",
+                "--header",
+                "X:1",
+            ],
+            "only to --transport webhook",
+        ),
     ]
     for args, message in cases:
         done = run_cli(router_env, *args)
@@ -88,10 +157,31 @@ def test_refusals_are_one_line_without_traceback(router_env: dict[str, str]) -> 
 
 def test_a_duplicate_method_is_refused_naming_the_existing_id(router_env: dict[str, str]) -> None:
     run_cli(router_env, "users", "add", "alice")
-    first = json.loads(run_cli(router_env, "contacts", "add", "--user", "alice", "--transport",
-                               "email", "--value", "a@example.com", "--json").stdout)
-    again = run_cli(router_env, "contacts", "add", "--user", "alice", "--transport", "email",
-                    "--value", "A@EXAMPLE.COM")
+    first = json.loads(
+        run_cli(
+            router_env,
+            "contacts",
+            "add",
+            "--user",
+            "alice",
+            "--transport",
+            "email",
+            "--value",
+            "a@example.com",
+            "--json",
+        ).stdout
+    )
+    again = run_cli(
+        router_env,
+        "contacts",
+        "add",
+        "--user",
+        "alice",
+        "--transport",
+        "email",
+        "--value",
+        "A@EXAMPLE.COM",
+    )
     assert again.returncode == 1 and first["id"] in again.stderr
 
 

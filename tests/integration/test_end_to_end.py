@@ -15,8 +15,15 @@ def topics(env: dict[str, str]) -> dict[str, str]:
 
 
 def alert(event_id: str, users: list[str]) -> bytes:
-    return json.dumps({"event_id": event_id, "kind": "down", "severity": "critical",
-                       "user_ids": users, "title": f"{event_id} is down"}).encode()
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "kind": "down",
+            "severity": "critical",
+            "user_ids": users,
+            "title": f"{event_id} is down",
+        }
+    ).encode()
 
 
 async def publish_when_ready(bootstrap: str, t: dict[str, str], *values: bytes) -> None:
@@ -29,40 +36,62 @@ def add_alice(env: dict[str, str]) -> dict[str, str]:
     """alice with one method per transport, through the directory commands; returns ids."""
     assert run_cli(env, "users", "add", "alice", "--timezone", "Europe/Berlin").returncode == 0
     ids = {}
-    for transport, value in (("email", "Alice@Example.com"), ("sms", "+1 415 555 1234"),
-                             ("webhook", "https://hooks.example.com/alice")):
-        done = run_cli(env, "contacts", "add", "--user", "alice", "--transport", transport,
-                       "--value", value, "--json")
+    for transport, value in (
+        ("email", "Alice@Example.com"),
+        ("sms", "+1 415 555 1234"),
+        ("webhook", "https://hooks.example.com/alice"),
+    ):
+        done = run_cli(
+            env,
+            "contacts",
+            "add",
+            "--user",
+            "alice",
+            "--transport",
+            transport,
+            "--value",
+            value,
+            "--json",
+        )
         assert done.returncode == 0, done.stderr
         ids[transport] = json.loads(done.stdout)["id"]
     return ids
 
 
 async def test_event_for_user_with_three_methods_yields_one_job_per_topic(
-    router_env: dict[str, str], start_router: Callable[[dict[str, str]], RouterProcess],
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
 ) -> None:
     ids = add_alice(router_env)
     router = start_router(router_env)
     t = topics(router_env)
     bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
     await publish_when_ready(bootstrap, t, alert("e1", ["alice"]))
-    seen = await collect(bootstrap, [t[o] for o in OUTPUTS],
-                         until=lambda s: len(s[t["decisions"]]) >= 3)
-    for transport, to in (("email", "alice@example.com"), ("sms", "+14155551234"),
-                          ("webhook", "https://hooks.example.com/alice")):
+    seen = await collect(
+        bootstrap, [t[o] for o in OUTPUTS], until=lambda s: len(s[t["decisions"]]) >= 3
+    )
+    for transport, to in (
+        ("email", "alice@example.com"),
+        ("sms", "+14155551234"),
+        ("webhook", "https://hooks.example.com/alice"),
+    ):
         [record] = seen[t[transport]]
         job = json.loads(record.value)
         assert (job["to"], job["transport"], job["event_id"]) == (to, transport, "e1")
         assert record.key == ids[transport].encode(), "jobs are keyed by contact_method_id"
     decisions = [json.loads(r.value) for r in seen[t["decisions"]]]
     assert sorted((d["transport"], d["outcome"]) for d in decisions) == [
-        ("email", "sent"), ("sms", "sent"), ("webhook", "sent")]
+        ("email", "sent"),
+        ("sms", "sent"),
+        ("webhook", "sent"),
+    ]
     assert seen[t["dlq"]] == []
     assert router.stop() == 0, router.log()
 
 
 async def test_bad_messages_go_to_the_dlq_unchanged_and_the_next_event_is_routed(
-    router_env: dict[str, str], start_router: Callable[[dict[str, str]], RouterProcess],
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
 ) -> None:
     add_alice(router_env)
     start_router(router_env)
@@ -71,8 +100,11 @@ async def test_bad_messages_go_to_the_dlq_unchanged_and_the_next_event_is_routed
     not_json = b"\x00\x01 definitely not json"
     invalid = json.dumps({"event_id": "bad", "kind": "down", "severity": "urgent"}).encode()
     await publish_when_ready(bootstrap, t, not_json, invalid, alert("good", ["alice"]))
-    seen = await collect(bootstrap, [t["dlq"], t["decisions"]],
-                         until=lambda s: len(s[t["dlq"]]) >= 2 and len(s[t["decisions"]]) >= 3)
+    seen = await collect(
+        bootstrap,
+        [t["dlq"], t["decisions"]],
+        until=lambda s: len(s[t["dlq"]]) >= 2 and len(s[t["decisions"]]) >= 3,
+    )
     by_value = {r.value: dict((k, v.decode()) for k, v in r.headers) for r in seen[t["dlq"]]}
     assert set(by_value) == {not_json, invalid}
     assert by_value[not_json]["router.dlq.reason"] == "not_json"
@@ -87,37 +119,45 @@ async def test_bad_messages_go_to_the_dlq_unchanged_and_the_next_event_is_routed
 
 
 async def test_event_for_an_unknown_user_is_skipped_without_jobs(
-    router_env: dict[str, str], start_router: Callable[[dict[str, str]], RouterProcess],
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
 ) -> None:
     start_router(router_env)
     t = topics(router_env)
     bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
     await publish_when_ready(bootstrap, t, alert("e-ghost", ["ghost"]))
-    seen = await collect(bootstrap, [t[o] for o in OUTPUTS],
-                         until=lambda s: len(s[t["decisions"]]) >= 1)
+    seen = await collect(
+        bootstrap, [t[o] for o in OUTPUTS], until=lambda s: len(s[t["decisions"]]) >= 1
+    )
     [decision] = [json.loads(r.value) for r in seen[t["decisions"]]]
     assert (decision["user_id"], decision["outcome"], decision["reason"]) == (
-        "ghost", "skipped", "unknown_user")
+        "ghost",
+        "skipped",
+        "unknown_user",
+    )
     assert decision["contact_method_id"] is None and decision["job_id"] is None
     assert all(seen[t[o]] == [] for o in ("email", "sms", "webhook", "dlq"))
 
 
 async def test_a_restarted_router_resumes_after_the_committed_offsets(
-    router_env: dict[str, str], start_router: Callable[[dict[str, str]], RouterProcess],
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
 ) -> None:
     add_alice(router_env)
     t = topics(router_env)
     bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
     first = start_router(router_env)
     await publish_when_ready(bootstrap, t, alert("before", ["alice"]))
-    await collect(bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3,
-                  settle=0)
+    await collect(
+        bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3, settle=0
+    )
     assert first.stop() == 0, first.log()
 
     start_router(router_env)
     await produce(bootstrap, t["alerts"], alert("after", ["alice"]))
-    seen = await collect(bootstrap, [t["email"]], until=lambda s: len(s[t["email"]]) >= 2,
-                         settle=2.0)
+    seen = await collect(
+        bootstrap, [t["email"]], until=lambda s: len(s[t["email"]]) >= 2, settle=2.0
+    )
     assert sorted(json.loads(r.value)["event_id"] for r in seen[t["email"]]) == ["after", "before"]
 
 
@@ -130,7 +170,8 @@ def test_missing_topics_stop_the_router_with_a_clear_message(router_env: dict[st
 
 
 def test_an_unmigrated_database_stops_the_router_with_a_clear_message(
-    router_env: dict[str, str], empty_database_url: str,
+    router_env: dict[str, str],
+    empty_database_url: str,
 ) -> None:
     done = run_cli({**router_env, "ROUTER_DATABASE_URL": empty_database_url}, "run")
     assert done.returncode == 3

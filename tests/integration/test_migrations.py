@@ -17,7 +17,8 @@ async def columns(url: str, table: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table)
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table
+        )
     finally:
         await conn.close()
     return {r["column_name"] for r in rows}
@@ -43,7 +44,10 @@ async def test_migrating_again_applies_nothing(empty_database_url: str) -> None:
 
 async def test_two_concurrent_migrations_apply_each_step_once(empty_database_url: str) -> None:
     first, second = await asyncio.gather(migrate(empty_database_url), migrate(empty_database_url))
-    assert sorted([first, second], key=len) == [[], [f"{m.version:04d}_{m.name}" for m in sql.migrations()]]
+    assert sorted([first, second], key=len) == [
+        [],
+        [f"{m.version:04d}_{m.name}" for m in sql.migrations()],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -60,15 +64,24 @@ async def test_two_concurrent_migrations_apply_each_step_once(empty_database_url
         "('u', 'sms', '+14155551234', true), ('u', 'sms', '+14155551235', true)",
         "DELETE FROM users WHERE id = 'has-methods'",
     ],
-    ids=["transport-enum", "empty-value", "webhook-options-on-email", "webhook-method-enum",
-         "unknown-user", "two-primaries", "delete-user-with-methods"],
+    ids=[
+        "transport-enum",
+        "empty-value",
+        "webhook-options-on-email",
+        "webhook-method-enum",
+        "unknown-user",
+        "two-primaries",
+        "delete-user-with-methods",
+    ],
 )
 async def test_schema_refuses_what_breaks_an_invariant(database_url: str, statement: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("INSERT INTO users (id) VALUES ('u'), ('has-methods')")
-        await conn.execute("INSERT INTO contact_methods (user_id, transport, value) "
-                           "VALUES ('has-methods', 'email', 'h@example.com')")
+        await conn.execute(
+            "INSERT INTO contact_methods (user_id, transport, value) "
+            "VALUES ('has-methods', 'email', 'h@example.com')"
+        )
         with pytest.raises(asyncpg.IntegrityConstraintViolationError):
             await conn.execute(statement)
     finally:

@@ -34,14 +34,24 @@ async def test_directory_snapshot_has_known_users_and_their_methods_in_creation_
 
 async def test_webhook_options_round_trip(store: PgStore) -> None:
     await store.add_user("alice", None, "UTC")
-    created = await store.add_contact_method(NewContactMethod(
-        "alice", "webhook", "https://h.example/x", webhook_method="PUT",
-        webhook_headers={"Authorization": "Bearer t"}, webhook_query={"k": "v"},
-        webhook_body='{"t": "{{title}}"}'))
+    created = await store.add_contact_method(
+        NewContactMethod(
+            "alice",
+            "webhook",
+            "https://h.example/x",
+            webhook_method="PUT",
+            webhook_headers={"Authorization": "Bearer t"},
+            webhook_query={"k": "v"},
+            webhook_body='{"t": "{{title}}"}',
+        )
+    )
     [read] = (await store.directory_for(["alice"])).methods_of("alice")
     assert read == created
     assert (read.webhook_method, read.webhook_headers, read.webhook_query) == (
-        "PUT", {"Authorization": "Bearer t"}, {"k": "v"})
+        "PUT",
+        {"Authorization": "Bearer t"},
+        {"k": "v"},
+    )
 
 
 async def test_a_duplicate_value_is_refused_naming_the_existing_method(store: PgStore) -> None:
@@ -53,10 +63,18 @@ async def test_a_duplicate_value_is_refused_naming_the_existing_method(store: Pg
 
 async def test_a_new_primary_clears_the_old_one_of_that_transport_only(store: PgStore) -> None:
     await store.add_user("alice", None, "UTC")
-    old = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234", is_primary=True))
-    mail = await store.add_contact_method(NewContactMethod("alice", "email", "a@example.com", is_primary=True))
-    new = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551235", is_primary=True))
-    primary = {m.id: m.is_primary for m in (await store.directory_for(["alice"])).methods_of("alice")}
+    old = await store.add_contact_method(
+        NewContactMethod("alice", "sms", "+14155551234", is_primary=True)
+    )
+    mail = await store.add_contact_method(
+        NewContactMethod("alice", "email", "a@example.com", is_primary=True)
+    )
+    new = await store.add_contact_method(
+        NewContactMethod("alice", "sms", "+14155551235", is_primary=True)
+    )
+    primary = {
+        m.id: m.is_primary for m in (await store.directory_for(["alice"])).methods_of("alice")
+    }
     assert primary == {old.id: False, mail.id: True, new.id: True}
 
 

@@ -22,7 +22,9 @@ def test_phone_numbers_are_stored_in_e164(value: str, region: str | None, expect
 
 
 def test_national_number_without_region_asks_for_international_form() -> None:
-    with pytest.raises(InvalidValue, match=r"international form, e\.g\. \+14155551234, or pass --region"):
+    with pytest.raises(
+        InvalidValue, match=r"international form, e\.g\. \+14155551234, or pass --region"
+    ):
         normalize("sms", "415-555-1234")
 
 
@@ -44,15 +46,19 @@ def test_emails_are_lower_cased_and_trimmed() -> None:
     assert normalize("email", "  Alice.Smith@Example.COM ") == "alice.smith@example.com"
 
 
-@pytest.mark.parametrize("value", ["alice", "alice@", "@example.com", "a b@example.com",
-                                   "alice@example", "a@@example.com"])
+@pytest.mark.parametrize(
+    "value",
+    ["alice", "alice@", "@example.com", "a b@example.com", "alice@example", "a@@example.com"],
+)
 def test_malformed_emails_are_refused(value: str) -> None:
     with pytest.raises(InvalidValue, match="not a valid email address"):
         normalize("email", value)
 
 
 def test_webhook_urls_must_be_http_or_https() -> None:
-    assert normalize("webhook", "https://hooks.example.com/x?a=1") == "https://hooks.example.com/x?a=1"
+    assert (
+        normalize("webhook", "https://hooks.example.com/x?a=1") == "https://hooks.example.com/x?a=1"
+    )
     for bad in ("ftp://example.com", "hooks.example.com/x", "https://", "javascript:alert(1)"):
         with pytest.raises(InvalidValue, match="http"):
             normalize("webhook", bad)
@@ -61,4 +67,7 @@ def test_webhook_urls_must_be_http_or_https() -> None:
 def test_masks_hide_addresses_but_keep_them_distinguishable() -> None:
     assert mask("email", "alice@example.com") == "a***@example.com"
     assert mask("sms", "+14155551234") == "+14*******34"
-    assert mask("webhook", "https://hooks.example.com/secret?token=abc") == "https://hooks.example.com/***"
+    assert (
+        mask("webhook", "https://hooks.example.com/secret?token=abc")
+        == "https://hooks.example.com/***"
+    )

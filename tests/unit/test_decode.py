@@ -11,8 +11,9 @@ from router.decode import Rejection, decode
 from schemas import AlertEvent
 from tests.conftest import T0
 
-GOOD = json.dumps({"event_id": "e1", "kind": "down", "severity": "error", "user_ids": ["a"],
-                   "title": "t"}).encode()
+GOOD = json.dumps(
+    {"event_id": "e1", "kind": "down", "severity": "error", "user_ids": ["a"], "title": "t"}
+).encode()
 
 
 def test_valid_event_without_occurred_at_gets_the_receipt_time() -> None:

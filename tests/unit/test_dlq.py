@@ -7,8 +7,15 @@ from router.dlq import SourceRecord, dead_letter
 
 
 def test_dead_letter_keeps_key_value_and_headers_and_adds_the_reason() -> None:
-    record = SourceRecord(topic="alerts", partition=2, offset=41, timestamp_ms=1700000000000,
-                          key=b"k", value=b"\x00not json", headers=(("trace", b"abc"), ("bin", b"\xff")))
+    record = SourceRecord(
+        topic="alerts",
+        partition=2,
+        offset=41,
+        timestamp_ms=1700000000000,
+        key=b"k",
+        value=b"\x00not json",
+        headers=(("trace", b"abc"), ("bin", b"\xff")),
+    )
     letter = dead_letter(record, Rejection("not_json", "JSONDecodeError", "bad"))
     assert letter.key == b"k" and letter.value == b"\x00not json"
     assert letter.headers["trace"] == "abc"

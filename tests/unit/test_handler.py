@@ -1,4 +1,4 @@
-"""The Kafka edge: every record ends as jobs and decisions or as a dead letter, acked before return."""
+"""The Kafka edge: every record ends as jobs and decisions or a dead letter, all acked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from faststream.kafka import TestKafkaBroker
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from router.app import KafkaPublisher, create_broker, register_subscriber
@@ -30,8 +31,9 @@ class RecordingPublisher:
         self.sent: list[tuple[str, bytes, bytes | None, dict[str, str]]] = []
         self.unacked: list[asyncio.Future[None]] = []
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None,
-                   headers: dict[str, str]) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
+    ) -> asyncio.Future[None]:
         self.sent.append((topic, value, key, headers))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(future.set_result, None)
@@ -43,13 +45,28 @@ class RecordingPublisher:
 
 
 def record(value: bytes | None, offset: int = 0) -> SourceRecord:
-    return SourceRecord(topic="alerts", partition=0, offset=offset, timestamp_ms=None, key=None,
-                        value=value, headers=())
+    return SourceRecord(
+        topic="alerts",
+        partition=0,
+        offset=offset,
+        timestamp_ms=None,
+        key=None,
+        value=value,
+        headers=(),
+    )
 
 
 def alert(event_id: str = "e1", users: list[str] | None = None, **extra: object) -> bytes:
-    return json.dumps({"event_id": event_id, "kind": "down", "severity": "critical",
-                       "user_ids": users or ["alice"], "title": "db down", **extra}).encode()
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "kind": "down",
+            "severity": "critical",
+            "user_ids": users or ["alice"],
+            "title": "db down",
+            **extra,
+        }
+    ).encode()
 
 
 async def directory() -> InMemoryStore:
@@ -66,8 +83,11 @@ async def test_a_valid_event_yields_one_job_per_topic_and_a_decision_each() -> N
     worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
     result = await worker.handle([record(alert())])
     assert (result.events, result.jobs, result.decisions, result.rejected) == (1, 3, 3, 0)
-    for topic, to in (("deliveries.email", "alice@example.com"), ("deliveries.sms", "+14155551234"),
-                      ("deliveries.webhook", "https://h.example/a")):
+    for topic, to in (
+        ("deliveries.email", "alice@example.com"),
+        ("deliveries.sms", "+14155551234"),
+        ("deliveries.webhook", "https://h.example/a"),
+    ):
         [job] = publisher.on(topic)
         assert job["to"] == to
     keys = {t: k for t, _, k, _ in publisher.sent}
@@ -79,11 +99,15 @@ async def test_a_valid_event_yields_one_job_per_topic_and_a_decision_each() -> N
 async def test_bad_records_go_to_the_dlq_and_the_rest_of_the_batch_is_routed() -> None:
     publisher = RecordingPublisher()
     worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
-    result = await worker.handle([record(b"nope", 0), record(b'{"event_id": "x"}', 1),
-                                  record(alert("e2"), 2)])
+    result = await worker.handle(
+        [record(b"nope", 0), record(b'{"event_id": "x"}', 1), record(alert("e2"), 2)]
+    )
     assert (result.rejected, result.events, result.jobs) == (2, 1, 3)
-    dead = [(v, h["router.dlq.reason"], h["__connect.errors.offset"])
-            for t, v, _, h in publisher.sent if t == "alerts.dlq"]
+    dead = [
+        (v, h["router.dlq.reason"], h["__connect.errors.offset"])
+        for t, v, _, h in publisher.sent
+        if t == "alerts.dlq"
+    ]
     assert dead == [(b"nope", "not_json", "0"), (b'{"event_id": "x"}', "schema_invalid", "1")]
 
 
@@ -117,10 +141,14 @@ async def test_an_unreachable_store_fails_the_batch_without_publishing() -> None
 inputs = st.lists(
     st.one_of(
         st.binary(max_size=40),
-        st.builds(lambda i, users: alert(f"e{i}", users), st.integers(0, 9),
-                  st.lists(st.sampled_from(["alice", "ghost"]), min_size=1, max_size=2)),
+        st.builds(
+            lambda i, users: alert(f"e{i}", users),
+            st.integers(0, 9),
+            st.lists(st.sampled_from(["alice", "ghost"]), min_size=1, max_size=2),
+        ),
     ),
-    min_size=1, max_size=8,
+    min_size=1,
+    max_size=8,
 )
 
 
@@ -132,8 +160,9 @@ def test_every_input_ends_as_jobs_decisions_or_a_dead_letter(values: list[bytes]
         worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
         result = await worker.handle([record(v, i) for i, v in enumerate(values)])
         decided = {d["event_id"] for d in publisher.on("routing.decisions")}
-        dead_offsets = {int(h["__connect.errors.offset"]) for t, _, _, h in publisher.sent
-                        if t == "alerts.dlq"}
+        dead_offsets = {
+            int(h["__connect.errors.offset"]) for t, _, _, h in publisher.sent if t == "alerts.dlq"
+        }
         for offset, value in enumerate(values):
             try:
                 event_id = json.loads(value)["event_id"]
@@ -155,6 +184,7 @@ async def test_subscriber_wiring_routes_through_faststream() -> None:
     def collector(topic: str) -> Any:
         async def collect(body: Any) -> None:
             seen.setdefault(topic, []).append(body)
+
         return collect
 
     async def raw(message: Any, _default: Any) -> Any:
@@ -166,8 +196,9 @@ async def test_subscriber_wiring_routes_through_faststream() -> None:
 
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(alert("e-fs"), SETTINGS.topic_alerts)
-        await test_broker.publish(b"{broken", SETTINGS.topic_alerts,
-                                  headers={"content-type": "application/json"})
+        await test_broker.publish(
+            b"{broken", SETTINGS.topic_alerts, headers={"content-type": "application/json"}
+        )
 
     assert [j["to"] for j in seen["deliveries.email"]] == ["alice@example.com"]
     assert [j["to"] for j in seen["deliveries.sms"]] == ["+14155551234"]

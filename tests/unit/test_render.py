@@ -13,8 +13,14 @@ from tests.conftest import T0, make_method
 
 
 def event(**fields: object) -> AlertEvent:
-    base: dict[str, object] = {"event_id": "e1", "kind": "down", "severity": "critical",
-                               "user_ids": ["alice"], "title": "db-1 down", "occurred_at": T0}
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "kind": "down",
+        "severity": "critical",
+        "user_ids": ["alice"],
+        "title": "db-1 down",
+        "occurred_at": T0,
+    }
     return AlertEvent.model_validate({**base, **fields}, strict=False)
 
 
@@ -61,10 +67,18 @@ def test_email_subject_is_one_line() -> None:
 
 
 def test_email_text_has_the_fields_a_responder_needs() -> None:
-    text = render.email_text(event(body="details", url="https://x.example", source="mon",
-                                   labels={"team": "db"}))
-    for expected in ("db-1 down", "details", "Severity:    critical", "https://x.example",
-                     "team=db", "Event id:    e1", "Source:      mon"):
+    text = render.email_text(
+        event(body="details", url="https://x.example", source="mon", labels={"team": "db"})
+    )
+    for expected in (
+        "db-1 down",
+        "details",
+        "Severity:    critical",
+        "https://x.example",
+        "team=db",
+        "Event id:    e1",
+        "Source:      mon",
+    ):
         assert expected in text
 
 
@@ -75,13 +89,21 @@ def test_default_webhook_is_a_json_post_of_the_alert() -> None:
     assert render.webhook_headers(method) == {"Content-Type": "application/json"}
     assert body is not None
     payload = json.loads(body)
-    assert payload["event_id"] == "e1" and payload["job_id"] == "j1" and payload["title"] == "db-1 down"
+    assert (
+        payload["event_id"] == "e1"
+        and payload["job_id"] == "j1"
+        and payload["title"] == "db-1 down"
+    )
 
 
 def test_webhook_options_follow_the_contact_method() -> None:
     method = make_method(
-        "w1", transport="webhook", value="https://h.example/x?a=1", webhook_method="PUT",
-        webhook_headers={"Authorization": "Bearer t"}, webhook_query={"b": "2"},
+        "w1",
+        transport="webhook",
+        value="https://h.example/x?a=1",
+        webhook_method="PUT",
+        webhook_headers={"Authorization": "Bearer t"},
+        webhook_query={"b": "2"},
         webhook_body='{"text": "{{title}} ({{severity}}) {{unknown}}"}',
     )
     body = render.webhook_body(event(title='say "hi"'), method, job_id="j1")

@@ -1,4 +1,4 @@
-"""The wire contract: what AlertEvent accepts and refuses, and that the JSON Schema files are current."""
+"""The wire contract: what AlertEvent accepts and refuses; the JSON Schema files are current."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ from pydantic import ValidationError
 from schemas import AlertEvent, Decision, job_id_for
 from schemas.export import JSON_DIR, MODELS, render
 
-VALID = {"event_id": "e1", "kind": "down", "severity": "critical", "user_ids": ["alice"],
-         "title": "db down"}
+VALID = {
+    "event_id": "e1",
+    "kind": "down",
+    "severity": "critical",
+    "user_ids": ["alice"],
+    "title": "db down",
+}
 
 
 def parse(**changes: object) -> AlertEvent:
@@ -77,8 +82,13 @@ def test_job_ids_are_deterministic_and_distinct() -> None:
 
 
 def test_decision_reason_must_match_outcome() -> None:
-    base = {"event_id": "e", "user_id": "u", "contact_method_id": "m", "transport": "sms",
-            "decided_at": "2026-01-01T00:00:00Z"}
+    base = {
+        "event_id": "e",
+        "user_id": "u",
+        "contact_method_id": "m",
+        "transport": "sms",
+        "decided_at": "2026-01-01T00:00:00Z",
+    }
     with pytest.raises(ValidationError):
         Decision.model_validate({**base, "outcome": "sent", "reason": "disabled", "job_id": "j"})
     with pytest.raises(ValidationError):
