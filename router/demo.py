@@ -21,7 +21,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router.addresses import mask
-from router.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
+from router.embedded import EmbeddedKafka, EmbeddedPostgres, die_with_parent, embedded_env
 from router.migrate import migrate
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
@@ -190,6 +190,7 @@ def main(keep_running: bool = False) -> None:
                     env={**os.environ, "ROUTER_LOG_FORMAT": "json"},
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
                 )
                 print(
                     "worker: `router run` started (log: .demo/worker.log); output as it "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -32,8 +33,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # Linux: if the test run or demo is killed outright, take the broker with it.
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """``preexec_fn`` for child servers: own session (a terminal's Ctrl-C reaches only
+    the parent, which stops children in order) and, on Linux, SIGTERM when the
+    parent dies outright."""
+    os.setsid()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -64,7 +68,7 @@ class EmbeddedKafka:
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
