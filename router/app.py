@@ -6,6 +6,7 @@ how the pieces fit together.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from router import logging as router_logging
 from router.dlq import SourceRecord
 from router.handler import Worker
+from router.janitor import run_janitor
 from router.settings import Settings
 from router.store import PgStore, Store
 from router.topics import ensure_topics
@@ -88,13 +90,9 @@ def _source(record: ConsumerRecord[Any, Any]) -> SourceRecord:
     )
 
 
-def register_subscriber(
-    broker: KafkaBroker, settings: Settings, worker: Callable[[], Worker]
-) -> None:
-    """Consume the alerts topic in batches; commit a batch only after its output is acknowledged."""
-
-    @broker.subscriber(
-        Topic(settings.topic_alerts, declare=False),
+def _batch_subscriber(broker: KafkaBroker, settings: Settings, topic: str) -> Any:
+    return broker.subscriber(
+        Topic(topic, declare=False),  # router.topics manages topics, not FastStream
         group_id=settings.group_id,
         batch=True,
         max_records=settings.batch_max_records,
@@ -106,10 +104,25 @@ def register_subscriber(
         parser=_tolerant_parser,
         decoder=_raw_records,
     )
+
+
+def register_subscriber(
+    broker: KafkaBroker, settings: Settings, worker: Callable[[], Worker]
+) -> None:
+    """Consume alerts and contact events in batches; commit only after the output is acked."""
+
     async def on_alerts(body: Any, message: KafkaMessage) -> None:
         records = message.raw_message
         assert isinstance(records, tuple)
         await worker().handle([_source(r) for r in records])
+
+    async def on_contact_events(body: Any, message: KafkaMessage) -> None:
+        records = message.raw_message
+        assert isinstance(records, tuple)
+        await worker().handle_contact_events([_source(r) for r in records])
+
+    _batch_subscriber(broker, settings, settings.topic_alerts)(on_alerts)
+    _batch_subscriber(broker, settings, settings.topic_contact_events)(on_contact_events)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastStream:
@@ -140,6 +153,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         else:
             active = store
         workers.append(Worker(active, KafkaPublisher(broker), settings))
+        stop = asyncio.Event()
+        janitor = (
+            asyncio.create_task(run_janitor(own_store, settings, stop), name="router-janitor")
+            if own_store is not None
+            else None
+        )
         log.info(
             "router_started",
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -149,6 +168,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         try:
             yield
         finally:
+            stop.set()
+            if janitor is not None:
+                try:
+                    await asyncio.wait_for(janitor, timeout=5)
+                except Exception as error:  # it must not keep the process from stopping
+                    log.warning("janitor_stop_failed", error=repr(error))
             if own_store is not None:
                 await own_store.close()
             log.info("router_stopped")

@@ -1,34 +1,41 @@
-"""Stage one: raw Kafka value -> :class:`AlertEvent`, or a :class:`Rejection` saying why not.
+"""Stage one: raw Kafka value -> a wire model, or a :class:`Rejection` saying why not.
 
 Pure: the caller supplies the receipt time. Nothing here raises for bad input;
-every message ends as an event or a rejection, and rejections go to the DLQ.
+every message ends as a model or a rejection, and rejections go to the DLQ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from schemas import AlertEvent
+from router.addresses import normalize
+from router.errors import InvalidValue
+from schemas import AlertEvent, ContactEvent
 
-RejectReason = Literal["too_large", "not_json", "schema_invalid", "routing_failed"]
+RejectReason = Literal[
+    "too_large", "not_json", "schema_invalid", "invalid_address", "routing_failed"
+]
 
 #: DLQ reason codes and what each means; the README's table is checked against this.
 REJECT_REASONS: dict[str, str] = {
     "too_large": "The message is larger than ROUTER_MAX_EVENT_BYTES.",
     "not_json": "The message is empty, not UTF-8, or not valid JSON.",
-    "schema_invalid": "The JSON does not match the AlertEvent schema.",
+    "schema_invalid": "The JSON does not match the topic's schema (AlertEvent or ContactEvent).",
+    "invalid_address": "A contacts.events address does not normalize (bad phone or email).",
     "routing_failed": "The event was valid but routing it raised an error (a router bug); "
     "the error class and message are in the headers. Re-publish it once fixed.",
 }
 
+Model = TypeVar("Model", bound=BaseModel)
+
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why a message could not become an event."""
+    """Why a message could not be used."""
 
     reason: RejectReason
     error_class: str
@@ -46,8 +53,8 @@ def _summarize(error: ValidationError, limit: int = 5) -> str:
     return "; ".join(parts)
 
 
-def decode(value: bytes | None, *, max_bytes: int, received_at: datetime) -> AlertEvent | Rejection:
-    """Parse and validate one message; a missing ``occurred_at`` becomes ``received_at``."""
+def parse(value: bytes | None, model: type[Model], *, max_bytes: int) -> Model | Rejection:
+    """Parse and validate one JSON message as ``model``."""
     if value is None or not value.strip():
         return Rejection("not_json", "EmptyMessage", "the message has no value")
     if len(value) > max_bytes:
@@ -57,11 +64,28 @@ def decode(value: bytes | None, *, max_bytes: int, received_at: datetime) -> Ale
             f"the message is {len(value)} bytes; the limit is {max_bytes} (ROUTER_MAX_EVENT_BYTES)",
         )
     try:
-        event = AlertEvent.model_validate_json(value)
+        return model.model_validate_json(value)
     except ValidationError as error:
         if any(e["type"] == "json_invalid" for e in error.errors()):
             return Rejection("not_json", "JSONDecodeError", _summarize(error))
         return Rejection("schema_invalid", "ValidationError", _summarize(error))
-    if event.occurred_at is None:
+
+
+def decode(value: bytes | None, *, max_bytes: int, received_at: datetime) -> AlertEvent | Rejection:
+    """An alert event; a missing ``occurred_at`` becomes ``received_at``."""
+    event = parse(value, AlertEvent, max_bytes=max_bytes)
+    if isinstance(event, AlertEvent) and event.occurred_at is None:
         event = event.model_copy(update={"occurred_at": received_at})
     return event
+
+
+def decode_contact_event(value: bytes | None, *, max_bytes: int) -> ContactEvent | Rejection:
+    """An opt-out/opt-in message with its address normalized as on write."""
+    event = parse(value, ContactEvent, max_bytes=max_bytes)
+    if isinstance(event, Rejection):
+        return event
+    try:
+        address = normalize(event.transport, event.address, event.region)
+    except InvalidValue as error:
+        return Rejection("invalid_address", "InvalidValue", str(error))
+    return event.model_copy(update={"address": address})

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas import Transport, WebhookMethod
+from schemas import Severity, Transport, WebhookMethod
 
 
 class User(BaseModel):
@@ -22,7 +23,14 @@ class User(BaseModel):
 
     id: str
     name: str | None = None
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", description="IANA zone; quiet hours are read in it.")
+    quiet_hours_start: time | None = Field(default=None, description="Local start, inclusive.")
+    quiet_hours_end: time | None = Field(default=None, description="Local end, exclusive.")
+    quiet_bypass: Severity = Field(
+        default="critical", description="Events at or above this severity ignore quiet hours."
+    )
+    channel_order: tuple[Transport, ...] = ("sms", "email", "webhook")
+    delivery_mode: Literal["all", "preferred"] = "all"
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -51,6 +59,7 @@ class ContactMethod(BaseModel):
     suppress_first: bool = False
     suppress_diagnostic: bool = False
     suppress_all: bool = False
+    min_severity: Severity | None = None
     webhook_method: WebhookMethod | None = None
     webhook_headers: dict[str, str] = Field(default_factory=dict)
     webhook_query: dict[str, str] = Field(default_factory=dict)
@@ -69,11 +78,19 @@ class Directory:
 
     users: Mapping[str, User] = field(default_factory=dict)
     methods: Mapping[str, tuple[ContactMethod, ...]] = field(default_factory=dict)
-    #: schedule id -> user ids on call for the event being routed.
-    on_call: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: (schedule id, instant) -> user ids on call then; absent for unknown schedules.
+    on_call: Mapping[tuple[str, datetime], tuple[str, ...]] = field(default_factory=dict)
+    #: (transport, normalized address) pairs on the opt-out list.
+    opt_outs: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
-    def of(cls, users: Iterable[User], methods: Iterable[ContactMethod]) -> Directory:
+    def of(
+        cls,
+        users: Iterable[User],
+        methods: Iterable[ContactMethod],
+        on_call: Mapping[tuple[str, datetime], tuple[str, ...]] | None = None,
+        opt_outs: Iterable[tuple[str, str]] = (),
+    ) -> Directory:
         """Build a snapshot from rows in any order."""
         by_user: dict[str, list[ContactMethod]] = {}
         for method in methods:
@@ -81,6 +98,8 @@ class Directory:
         return cls(
             users={u.id: u for u in users},
             methods={uid: tuple(sorted(ms, key=_creation_order)) for uid, ms in by_user.items()},
+            on_call=dict(on_call or {}),
+            opt_outs=frozenset(opt_outs),
         )
 
     def methods_of(self, user_id: str) -> tuple[ContactMethod, ...]:

@@ -14,19 +14,22 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from router.decode import Rejection, decode
+from router.decode import Rejection, decode, decode_contact_event
+from router.directory import Directory
 from router.dlq import DeadLetter, SourceRecord, dead_letter
 from router.errors import StoreUnavailable
-from router.pipeline import Routed, RoutingOptions, route
+from router.pipeline import Planned, Routed, RoutingOptions, duplicate, finish, plan, sends
 from router.settings import Settings
 from router.store import Store
 from schemas import AlertEvent
 
 log = structlog.get_logger("router.handler")
+
+T = TypeVar("T")
 
 
 class Publisher(Protocol):
@@ -67,18 +70,33 @@ class Worker:
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
-        self._options = RoutingOptions(sms_max_segments=settings.sms_max_segments)
+        self._options = RoutingOptions(
+            sms_max_segments=settings.sms_max_segments,
+            require_verified=settings.require_verified,
+        )
+        self._limits = settings.rate_limits()
         self._failures = 0
 
     async def handle(self, records: Sequence[SourceRecord]) -> BatchResult:
-        """Route ``records``; on a retryable failure, wait (backing off) and re-raise.
+        """Route a batch of alert records; on failure, wait (backing off) and re-raise.
 
         Re-raising makes the consumer rewind to the batch's first offsets, so the
         same records are tried again; job ids are deterministic, so a retry that
         re-publishes produces the same jobs.
         """
+        return await self._retrying(self._handle, records)
+
+    async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
+        """Apply opt-out/opt-in messages (bad ones go to the DLQ); returns how many applied."""
+        return await self._retrying(self._handle_contact_events, records)
+
+    async def _retrying(
+        self,
+        handler: Callable[[Sequence[SourceRecord]], Awaitable[T]],
+        records: Sequence[SourceRecord],
+    ) -> T:
         try:
-            result = await self._handle(records)
+            result = await handler(records)
         except Exception as error:
             self._failures += 1
             delay = min(self._settings.retry_backoff_max_seconds, 0.5 * 2 ** (self._failures - 1))
@@ -99,20 +117,25 @@ class Worker:
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
         received_at = self._clock()
-        decoded: list[tuple[SourceRecord, AlertEvent | Rejection]] = [
-            (r, decode(r.value, max_bytes=self._settings.max_event_bytes, received_at=received_at))
+        decoded = [
+            decode(r.value, max_bytes=self._settings.max_event_bytes, received_at=received_at)
             for r in records
         ]
-        events = [item for _, item in decoded if isinstance(item, AlertEvent)]
-        user_ids = {uid for event in events for uid in event.recipients()}
-        directory = await self._store.directory_for(user_ids)
+        events = [item for item in decoded if isinstance(item, AlertEvent)]
+        done_before = await self._store.routed_within(
+            {e.event_id for e in events}, self._settings.dedup_window_seconds
+        )
+        directory = await self._store.directory_for(
+            {uid for e in events for uid in e.recipients()},
+            {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
+        )
         now = self._clock()
 
-        result = BatchResult()
-        pending: list[Awaitable[Any]] = []
-        for record, item in decoded:
+        # First pass, pure: what each record becomes, except for rate limits.
+        outcomes: list[Planned | Routed | DeadLetter] = []
+        claimed: set[str] = set()
+        for record, item in zip(records, decoded, strict=True):
             if isinstance(item, Rejection):
-                result.rejected += 1
                 log.warning(
                     "event_rejected",
                     reason=item.reason,
@@ -121,24 +144,37 @@ class Worker:
                     partition=record.partition,
                     offset=record.offset,
                 )
-                pending += await self._send_dead_letter(dead_letter(record, item))
+                outcomes.append(dead_letter(record, item))
+            elif item.event_id in done_before or item.event_id in claimed:
+                outcomes.append(duplicate(item, now))
+            else:
+                claimed.add(item.event_id)
+                outcomes.append(self._plan(record, item, directory, now))
+
+        # Rate limits are shared by every router: one reservation for the batch.
+        planned = [o for o in outcomes if isinstance(o, Planned)]
+        allowed = await self._store.reserve_sends(
+            [s for p in planned for s in sends(p)], self._limits
+        )
+
+        result = BatchResult()
+        pending: list[Awaitable[Any]] = []
+        for outcome in outcomes:
+            if isinstance(outcome, DeadLetter):
+                result.rejected += 1
+                pending += await self._send_dead_letter(outcome)
                 continue
-            with structlog.contextvars.bound_contextvars(event_id=item.event_id):
-                try:
-                    routed = route(item, directory, now, self._options)
-                except Exception as error:  # a bug must not block the partition: keep the event
-                    log.exception("routing_failed")
-                    failure = Rejection("routing_failed", type(error).__name__, str(error))
-                    pending += await self._send_dead_letter(dead_letter(record, failure))
-                    result.rejected += 1
-                    continue
+            routed = finish(outcome, allowed) if isinstance(outcome, Planned) else outcome
             result.events += 1
             result.routed.append(routed)
             pending += await self._send_routed(routed)
 
-        # The batch is done only when the broker has every message.
+        # The batch is done only when the broker has every message; only then
+        # are its events recorded as routed, so a crash before this point
+        # re-routes them (with the same job ids) instead of dropping them.
         for ack in asyncio.as_completed(pending):
             await ack
+        await self._store.mark_routed([p.event.event_id for p in planned])
         for routed in result.routed:
             result.jobs += len(routed.jobs)
             result.decisions += len(routed.decisions)
@@ -161,6 +197,43 @@ class Worker:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return result
+
+    def _plan(
+        self, record: SourceRecord, event: AlertEvent, directory: Directory, now: datetime
+    ) -> Planned | DeadLetter:
+        with structlog.contextvars.bound_contextvars(event_id=event.event_id):
+            try:
+                return plan(event, directory, now, self._options)
+            except Exception as error:  # a bug must not block the partition: keep the event
+                log.exception("routing_failed")
+                failure = Rejection("routing_failed", type(error).__name__, str(error))
+                return dead_letter(record, failure)
+
+    async def _handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
+        applied = 0
+        pending: list[Awaitable[Any]] = []
+        for record in records:
+            item = decode_contact_event(record.value, max_bytes=self._settings.max_event_bytes)
+            if isinstance(item, Rejection):
+                log.warning(
+                    "contact_event_rejected",
+                    reason=item.reason,
+                    detail=item.message,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+                pending += await self._send_dead_letter(dead_letter(record, item))
+                continue
+            if item.type == "opt_out":
+                await self._store.add_opt_out(item.transport, item.address, "topic")
+            else:
+                await self._store.remove_opt_out(item.transport, item.address)
+            applied += 1
+            log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
+        for ack in asyncio.as_completed(pending):
+            await ack
+        return applied
 
     async def _send(
         self, topic: str, value: bytes, key: bytes | None, headers: dict[str, str]

@@ -1,27 +1,38 @@
-"""An in-memory :class:`router.store.Store` for unit tests and the pipeline's property tests.
+"""An in-memory :class:`router.store.Store` for unit tests and the handler's property tests.
 
 It keeps the same rules as the schema (unknown user, duplicate value, one
-primary per transport) so tests against it mean what they say; integration
-tests still run against real PostgreSQL.
+primary per transport, shared rate limits) so tests against it mean what they
+say; integration tests still run against real PostgreSQL.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from router.directory import ContactMethod, Directory, User
 from router.errors import Conflict, NotFound, StoreUnavailable
-from router.store import NewContactMethod
+from router.rules import RateLimit, Send, within_rate_limits
+from router.store import NewContactMethod, ScheduleLookup, Shift
 
 
 class InMemoryStore:
-    """Users and contact methods in dicts. Set ``down = True`` to simulate an outage."""
+    """Users, methods, schedules, opt-outs and ledgers in dicts.
 
-    def __init__(self) -> None:
+    Set ``down = True`` to simulate an outage; ``clock`` is the database's "now".
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.users: dict[str, User] = {}
         self.methods: dict[str, ContactMethod] = {}
+        self.opt_outs: set[tuple[str, str]] = set()
+        self.schedules: set[str] = set()
+        self.shifts: list[Shift] = []
+        self.routed: dict[str, datetime] = {}
+        self.sends: dict[str, tuple[str, datetime]] = {}  # job id -> (method id, sent at)
+        self.clock = clock
         self.down = False
         self.reads = 0
 
@@ -29,23 +40,82 @@ class InMemoryStore:
         if self.down:
             raise StoreUnavailable("The in-memory store is marked down.")
 
-    async def directory_for(self, user_ids: Collection[str]) -> Directory:
+    # -- the worker -------------------------------------------------------------
+
+    async def directory_for(
+        self, user_ids: Collection[str], schedules: Collection[ScheduleLookup] = ()
+    ) -> Directory:
         """Same contract as :meth:`router.store.PgStore.directory_for`."""
         self._check()
         self.reads += 1
-        wanted = set(user_ids)
+        on_call = {
+            (sid, at): tuple(
+                dict.fromkeys(
+                    s.user_id
+                    for s in sorted(self.shifts, key=lambda s: (s.starts_at, s.user_id))
+                    if s.schedule_id == sid and s.starts_at <= at < s.ends_at
+                )
+            )
+            for sid, at in schedules
+            if sid in self.schedules
+        }
+        wanted = set(user_ids) | {u for us in on_call.values() for u in us}
+        methods = [m for m in self.methods.values() if m.user_id in wanted]
         return Directory.of(
             (u for uid, u in self.users.items() if uid in wanted),
-            (m for m in self.methods.values() if m.user_id in wanted),
+            methods,
+            on_call=on_call,
+            opt_outs=(o for o in self.opt_outs if o[1] in {m.value for m in methods}),
         )
+
+    async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
+        """Same contract as :meth:`router.store.PgStore.routed_within`."""
+        self._check()
+        since = self.clock() - timedelta(seconds=window_seconds)
+        return {e for e in event_ids if e in self.routed and self.routed[e] > since}
+
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        """Same contract as :meth:`router.store.PgStore.mark_routed`."""
+        self._check()
+        for event_id in event_ids:
+            self.routed[event_id] = self.clock()
+
+    async def reserve_sends(
+        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
+    ) -> set[str]:
+        """Same contract as :meth:`router.store.PgStore.reserve_sends`."""
+        self._check()
+        now = self.clock()
+        window = {s.contact_method_id: limits[s.transport].window_seconds for s in sends}
+        recent: dict[str, int] = {}
+        for method_id, sent_at in self.sends.values():
+            if method_id in window and sent_at > now - timedelta(seconds=window[method_id]):
+                recent[method_id] = recent.get(method_id, 0) + 1
+        counted = {s.job_id for s in sends if s.job_id in self.sends}
+        allowed = within_rate_limits(sends, recent, counted, limits)
+        for s in sends:
+            if s.job_id in allowed and s.job_id not in counted:
+                self.sends[s.job_id] = (s.contact_method_id, now)
+        return allowed
+
+    # -- directory --------------------------------------------------------------
 
     async def add_user(self, user_id: str, name: str | None = None, timezone: str = "UTC") -> User:
         """Same contract as :meth:`router.store.PgStore.add_user`."""
         self._check()
         if user_id in self.users:
             raise Conflict(f"User {user_id!r} already exists.")
-        now = datetime.now(UTC)
+        now = self.clock()
         user = User(id=user_id, name=name, timezone=timezone, created_at=now, updated_at=now)
+        self.users[user_id] = user
+        return user
+
+    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
+        """Same contract as :meth:`router.store.PgStore.update_user`."""
+        self._check()
+        if user_id not in self.users:
+            raise NotFound(f"User {user_id!r} does not exist.")
+        user = User.model_validate({**self.users[user_id].model_dump(), **changes})
         self.users[user_id] = user
         return user
 
@@ -61,10 +131,14 @@ class InMemoryStore:
                     f"{new.value!r} as contact method {m.id}."
                 )
         if new.is_primary:
-            for mid, m in list(self.methods.items()):
-                if m.user_id == new.user_id and m.transport == new.transport and m.is_primary:
-                    self.methods[mid] = m.model_copy(update={"is_primary": False})
-        now = datetime.now(UTC)
+            self._clear_primary(new.user_id, new.transport, None)
+        # Strictly increasing creation times keep "oldest first" well defined.
+        now = max(
+            [
+                self.clock(),
+                *(m.created_at + timedelta(microseconds=1) for m in self.methods.values()),
+            ]
+        )
         method = ContactMethod(
             id=str(uuid.uuid4()),
             user_id=new.user_id,
@@ -83,13 +157,48 @@ class InMemoryStore:
         self.methods[method.id] = method
         return method
 
-    async def set_disabled(self, method_id: str, disabled: bool) -> None:
-        """Same contract as :meth:`router.store.PgStore.set_disabled`."""
+    def _clear_primary(self, user_id: str, transport: str, keep: str | None) -> None:
+        for mid, m in list(self.methods.items()):
+            if m.user_id == user_id and m.transport == transport and m.is_primary and mid != keep:
+                self.methods[mid] = m.model_copy(update={"is_primary": False})
+
+    async def update_contact_method(
+        self, method_id: str, changes: Mapping[str, Any]
+    ) -> ContactMethod:
+        """Same contract as :meth:`router.store.PgStore.update_contact_method`."""
         self._check()
         if method_id not in self.methods:
-            raise NotFound(f"Contact method {method_id} does not exist.")
-        self.replace(self.methods[method_id].model_copy(update={"disabled": disabled}))
+            raise NotFound(f"Contact method {method_id!r} does not exist.")
+        method = ContactMethod.model_validate({**self.methods[method_id].model_dump(), **changes})
+        if method.is_primary:
+            self._clear_primary(method.user_id, method.transport, method.id)
+        self.methods[method_id] = method
+        return method
 
-    def replace(self, method: ContactMethod) -> None:
-        """Overwrite a stored method (tests use this to set mute, disabled, ...)."""
-        self.methods[method.id] = method
+    async def set_disabled(self, method_id: str, disabled: bool) -> None:
+        """Same contract as :meth:`router.store.PgStore.set_disabled`."""
+        await self.update_contact_method(method_id, {"disabled": disabled})
+
+    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
+        """Same contract as :meth:`router.store.PgStore.add_opt_out`."""
+        self._check()
+        self.opt_outs.add((transport, address))
+
+    async def remove_opt_out(self, transport: str, address: str) -> bool:
+        """Same contract as :meth:`router.store.PgStore.remove_opt_out`."""
+        self._check()
+        was = (transport, address) in self.opt_outs
+        self.opt_outs.discard((transport, address))
+        return was
+
+    async def add_shift(
+        self, schedule_id: str, user_id: str, starts_at: datetime, ends_at: datetime
+    ) -> Shift:
+        """Same contract as :meth:`router.store.PgStore.add_shift`."""
+        self._check()
+        if user_id not in self.users:
+            raise NotFound(f"User {user_id!r} does not exist.")
+        self.schedules.add(schedule_id)
+        shift = Shift(len(self.shifts) + 1, schedule_id, user_id, starts_at, ends_at)
+        self.shifts.append(shift)
+        return shift

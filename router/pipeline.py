@@ -1,8 +1,9 @@
-"""The routing pipeline for one decoded event: recipients -> rules -> fan-out. Pure.
+"""The routing pipeline for one decoded event: recipients -> rules -> preference -> fan-out.
 
-``route`` takes an event and a directory snapshot and returns every job to
-publish and every decision to record. It performs no I/O; the Kafka handler
-feeds it and publishes what it returns.
+Pure. ``plan`` applies everything that needs only the event and a directory
+snapshot; the handler then asks the store which planned jobs the shared rate
+limits allow (:func:`sends` lists them), and ``finish`` turns the plan into the
+jobs to publish and the decisions to record.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 
 from router import render
 from router.directory import ContactMethod, Directory, User
-from router.rules import Candidate, skip_reason
+from router.rules import Candidate, Send, preferred, skip_reason
 from schemas import (
     AlertEvent,
     Decision,
@@ -30,6 +31,17 @@ class RoutingOptions:
     """The settings the pure stages need, taken from :class:`router.settings.Settings`."""
 
     sms_max_segments: int = 3
+    require_verified: bool = False
+
+
+@dataclass
+class Planned:
+    """An event's routing before rate limits: skip decisions and jobs not yet allowed,
+    in the order the methods were considered."""
+
+    event: AlertEvent
+    now: datetime
+    entries: list[Decision | DeliveryJob] = field(default_factory=list)
 
 
 @dataclass
@@ -39,11 +51,6 @@ class Routed:
     event: AlertEvent
     jobs: list[DeliveryJob] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
-
-
-def recipients(event: AlertEvent) -> list[str]:
-    """The user ids an event names directly (schedules are looked up in the directory)."""
-    return event.recipients()
 
 
 def build_job(
@@ -92,13 +99,14 @@ def build_job(
     )
 
 
-def _skipped(
+def skipped(
     event: AlertEvent,
     now: datetime,
     reason: Reason,
     user_id: str | None,
     method: ContactMethod | None = None,
 ) -> Decision:
+    """A skip decision; ``user_id`` and ``method`` are None for event-level outcomes."""
     return Decision(
         event_id=event.event_id,
         user_id=user_id,
@@ -111,55 +119,121 @@ def _skipped(
     )
 
 
-def _route_user(
+def duplicate(event: AlertEvent, now: datetime) -> Routed:
+    """The outcome for an event already fully routed: one decision, no jobs."""
+    return Routed(event=event, decisions=[skipped(event, now, "duplicate_event", None)])
+
+
+def _plan_user(
     event: AlertEvent,
     user: User,
     methods: tuple[ContactMethod, ...],
-    now: datetime,
+    directory: Directory,
     options: RoutingOptions,
-    out: Routed,
+    out: Planned,
 ) -> None:
     if not methods:
-        out.decisions.append(_skipped(event, now, "no_contact_methods", user.id))
+        out.entries.append(skipped(event, out.now, "no_contact_methods", user.id))
         return
+    reasons: dict[str, Reason | None] = {}
     for method in methods:
-        reason = skip_reason(Candidate(event=event, user=user, method=method, now=now))
-        if reason is not None:
-            out.decisions.append(_skipped(event, now, reason, user.id, method))
-            continue
-        job = build_job(event, method, now, options)
-        out.jobs.append(job)
-        out.decisions.append(
-            Decision(
-                event_id=event.event_id,
-                user_id=user.id,
-                contact_method_id=method.id,
-                transport=method.transport,
-                outcome="sent",
-                reason=None,
-                job_id=job.job_id,
-                decided_at=now,
-            )
+        candidate = Candidate(
+            event=event,
+            user=user,
+            method=method,
+            now=out.now,
+            opt_outs=directory.opt_outs,
+            require_verified=options.require_verified,
         )
+        reasons[method.id] = skip_reason(candidate)
+    eligible = [m for m in methods if reasons[m.id] is None]
+    chosen = preferred(user, event, eligible)
+    for method in methods:
+        reason = reasons[method.id] or (None if method.id in chosen else "not_preferred")
+        if reason is not None:
+            out.entries.append(skipped(event, out.now, reason, user.id, method))
+        else:
+            out.entries.append(build_job(event, method, out.now, options))
+
+
+def plan(
+    event: AlertEvent, directory: Directory, now: datetime, options: RoutingOptions
+) -> Planned:
+    """Every decision for ``event`` except rate limiting; there is always at least one entry."""
+    out = Planned(event=event, now=now)
+    if event.schedule_id is not None:
+        assert event.occurred_at is not None, "decode fills occurred_at"
+        on_call = directory.on_call.get((event.schedule_id, event.occurred_at))
+        if on_call is None:
+            out.entries.append(skipped(event, now, "unknown_schedule", None))
+            return out
+        if not on_call:
+            out.entries.append(skipped(event, now, "no_one_on_call", None))
+            return out
+        user_ids = list(on_call)
+    else:
+        user_ids = event.recipients()
+    for user_id in user_ids:
+        user = directory.users.get(user_id)
+        if user is None:
+            out.entries.append(skipped(event, now, "unknown_user", user_id))
+            continue
+        _plan_user(event, user, directory.methods_of(user_id), directory, options, out)
+    return out
+
+
+def sends(planned: Planned) -> list[Send]:
+    """The planned jobs, as the rate limiter sees them."""
+    critical = planned.event.severity == "critical"
+    return [
+        Send(e.job_id, e.contact_method_id, e.transport, critical)
+        for e in planned.entries
+        if not isinstance(e, Decision)
+    ]
+
+
+def finish(planned: Planned, allowed: set[str] | None = None) -> Routed:
+    """Jobs and decisions: planned jobs not in ``allowed`` become ``rate_limited`` skips.
+
+    ``allowed=None`` means no rate limit applies.
+    """
+    event, now = planned.event, planned.now
+    out = Routed(event=event)
+    for entry in planned.entries:
+        if isinstance(entry, Decision):
+            out.decisions.append(entry)
+        elif allowed is None or entry.job_id in allowed:
+            out.jobs.append(entry)
+            out.decisions.append(
+                Decision(
+                    event_id=event.event_id,
+                    user_id=entry.user_id,
+                    contact_method_id=entry.contact_method_id,
+                    transport=entry.transport,
+                    outcome="sent",
+                    reason=None,
+                    job_id=entry.job_id,
+                    decided_at=now,
+                )
+            )
+        else:
+            out.decisions.append(
+                Decision(
+                    event_id=event.event_id,
+                    user_id=entry.user_id,
+                    contact_method_id=entry.contact_method_id,
+                    transport=entry.transport,
+                    outcome="skipped",
+                    reason="rate_limited",
+                    job_id=None,
+                    decided_at=now,
+                )
+            )
+    return out
 
 
 def route(
     event: AlertEvent, directory: Directory, now: datetime, options: RoutingOptions
 ) -> Routed:
-    """Every job and decision for ``event``. There is always at least one decision."""
-    out = Routed(event=event)
-    if event.schedule_id is not None:
-        on_call = directory.on_call.get(event.schedule_id)
-        if on_call is None:
-            out.decisions.append(_skipped(event, now, "unknown_schedule", None))
-            return out
-        user_ids = list(on_call)
-    else:
-        user_ids = recipients(event)
-    for user_id in user_ids:
-        user = directory.users.get(user_id)
-        if user is None:
-            out.decisions.append(_skipped(event, now, "unknown_user", user_id))
-            continue
-        _route_user(event, user, directory.methods_of(user_id), now, options, out)
-    return out
+    """``plan`` then ``finish`` with no rate limit: for tests and tools without a store."""
+    return finish(plan(event, directory, now, options))

@@ -1,18 +1,26 @@
 """The user's rules: may this contact method be told about this event? Pure functions.
 
-Each rule looks at one (event, user, contact method) at one instant and returns
-the reason code for skipping it, or ``None``. ``RULES`` is the order in which
-they are asked; the first reason found is the one reported.
+Each per-method rule looks at one :class:`Candidate` and returns the reason to
+skip it, or ``None``. ``RULES`` is the order they are asked in; the first
+reason found is the one reported. Two steps look at more than one method and
+come after: the channel preference (:func:`preferred`) and the rate limit
+(:func:`within_rate_limits`), which also needs what was sent recently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
 
 from router.directory import ContactMethod, User
-from schemas import AlertEvent, Reason
+from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
+
+#: Transports in the order used after a user's own channel order runs out.
+DEFAULT_CHANNEL_ORDER: tuple[Transport, ...] = ("sms", "email", "webhook")
+
+OptOuts = Collection[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -23,9 +31,15 @@ class Candidate:
     user: User
     method: ContactMethod
     now: datetime
+    opt_outs: OptOuts = frozenset()
+    require_verified: bool = False
 
 
 Rule = Callable[[Candidate], Reason | None]
+
+
+def _at_least(severity: str, threshold: str) -> bool:
+    return SEVERITY_RANK[severity] >= SEVERITY_RANK[threshold]
 
 
 def disabled(c: Candidate) -> Reason | None:
@@ -33,13 +47,145 @@ def disabled(c: Candidate) -> Reason | None:
     return "disabled" if c.method.disabled else None
 
 
-RULES: Sequence[Rule] = (disabled,)
+def opted_out(c: Candidate) -> Reason | None:
+    """An address on the opt-out list gets nothing, whichever user's method it is."""
+    return "opted_out" if (c.method.transport, c.method.value) in c.opt_outs else None
+
+
+def unverified(c: Candidate) -> Reason | None:
+    """Unverified methods are skipped only when the router requires verification."""
+    return "unverified" if c.require_verified and not c.method.verified else None
+
+
+def muted(c: Candidate) -> Reason | None:
+    """Muted until cleared, or until ``mute_until``; a past (or exactly now) mute-until is over."""
+    until = c.method.mute_until
+    return "muted" if c.method.muted or (until is not None and until > c.now) else None
+
+
+def suppressed(c: Candidate) -> Reason | None:
+    """NodePing's per-address suppress flags: one per event kind, or all."""
+    m = c.method
+    flags = {
+        "up": m.suppress_up,
+        "down": m.suppress_down,
+        "first": m.suppress_first,
+        "diagnostic": m.suppress_diagnostic,
+    }
+    return "suppressed" if m.suppress_all or flags[c.event.kind] else None
+
+
+def below_min_severity(c: Candidate) -> Reason | None:
+    """A method with a minimum severity gets only events at or above it."""
+    floor = c.method.min_severity
+    return "below_min_severity" if floor and not _at_least(c.event.severity, floor) else None
+
+
+def in_quiet_window(user: User, at: datetime) -> bool:
+    """Whether ``at`` falls in the user's daily quiet window, read on the user's local clock.
+
+    The window is [start, end); when start > end it crosses midnight.
+    """
+    start, end = user.quiet_hours_start, user.quiet_hours_end
+    if start is None or end is None:
+        return False
+    local: time = at.astimezone(ZoneInfo(user.timezone)).time().replace(tzinfo=None)
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def quiet_hours(c: Candidate) -> Reason | None:
+    """No non-urgent events in the user's quiet hours; severities at or above the bypass pass."""
+    if _at_least(c.event.severity, c.user.quiet_bypass):
+        return None
+    assert c.event.occurred_at is not None, "decode fills occurred_at"
+    return "quiet_hours" if in_quiet_window(c.user, c.event.occurred_at) else None
+
+
+RULES: Sequence[Rule] = (
+    disabled,
+    opted_out,
+    unverified,
+    muted,
+    suppressed,
+    below_min_severity,
+    quiet_hours,
+)
 
 
 def skip_reason(candidate: Candidate, rules: Sequence[Rule] = RULES) -> Reason | None:
-    """The first rule's reason to skip ``candidate``, or ``None`` when it should get a job."""
+    """The first rule's reason to skip ``candidate``, or ``None`` when it may get a job."""
     for rule in rules:
         reason = rule(candidate)
         if reason is not None:
             return reason
     return None
+
+
+def channel_order(user: User) -> tuple[Transport, ...]:
+    """The user's channel order, followed by any transport it leaves out."""
+    own = tuple(dict.fromkeys(user.channel_order))
+    return own + tuple(t for t in DEFAULT_CHANNEL_ORDER if t not in own)
+
+
+def preferred(user: User, event: AlertEvent, eligible: Sequence[ContactMethod]) -> set[str]:
+    """Ids of the eligible methods that get the event under the user's delivery mode.
+
+    Mode ``all``, or a ``critical`` event: every eligible method. Mode
+    ``preferred``: the first transport in the channel order with an eligible
+    method, and within it the primary (else the oldest eligible) method.
+    ``eligible`` must be in creation order.
+    """
+    if user.delivery_mode == "all" or event.severity == "critical":
+        return {m.id for m in eligible}
+    for transport in channel_order(user):
+        of_transport = [m for m in eligible if m.transport == transport]
+        if of_transport:
+            chosen = next((m for m in of_transport if m.is_primary), of_transport[0])
+            return {chosen.id}
+    return set()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` jobs per contact method in any ``window_seconds``."""
+
+    count: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class Send:
+    """A job that would be sent, as the rate limiter sees it."""
+
+    job_id: str
+    contact_method_id: str
+    transport: Transport
+    critical: bool
+
+
+def within_rate_limits(
+    sends: Iterable[Send],
+    recent: Mapping[str, int],
+    already_counted: Collection[str],
+    limits: Mapping[str, RateLimit],
+) -> set[str]:
+    """Job ids allowed to go out, in the order given.
+
+    ``recent`` is how many jobs each method got in its window (from every
+    router); ``already_counted`` are job ids reserved before (a redelivered
+    batch), which are allowed again without counting twice. Critical jobs are
+    always allowed, and they count.
+    """
+    used = dict(recent)
+    allowed: set[str] = set()
+    for send in sends:
+        if send.job_id in already_counted:
+            allowed.add(send.job_id)
+            continue
+        count = used.get(send.contact_method_id, 0)
+        if send.critical or count < limits[send.transport].count:
+            allowed.add(send.job_id)
+            used[send.contact_method_id] = count + 1
+    return allowed

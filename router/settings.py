@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.rules import RateLimit
 from schemas import Transport
 
 
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     topic_webhook: str = "deliveries.webhook"
     topic_decisions: str = "routing.decisions"
     topic_dlq: str = "alerts.dlq"
+    topic_contact_events: str = "contacts.events"
     create_topics: bool = False
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
@@ -52,6 +54,18 @@ class Settings(BaseSettings):
     # Postgres pool
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
+
+    # Rules
+    require_verified: bool = False
+    dedup_window_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    # Defaults modelled on GoAlert's per-contact-method limits.
+    rate_limit_sms_count: int = Field(default=5, ge=1)
+    rate_limit_sms_window_seconds: int = Field(default=15 * 60, ge=1)
+    rate_limit_email_count: int = Field(default=20, ge=1)
+    rate_limit_email_window_seconds: int = Field(default=15 * 60, ge=1)
+    rate_limit_webhook_count: int = Field(default=60, ge=1)
+    rate_limit_webhook_window_seconds: int = Field(default=60, ge=1)
+    janitor_interval_seconds: float = Field(default=600.0, gt=0)
 
     # Rendering
     sms_max_segments: int = Field(default=3, ge=1, le=10)
@@ -68,6 +82,16 @@ class Settings(BaseSettings):
             "webhook": self.topic_webhook,
         }[transport]
 
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """The per-contact-method limit of each transport."""
+        return {
+            "sms": RateLimit(self.rate_limit_sms_count, self.rate_limit_sms_window_seconds),
+            "email": RateLimit(self.rate_limit_email_count, self.rate_limit_email_window_seconds),
+            "webhook": RateLimit(
+                self.rate_limit_webhook_count, self.rate_limit_webhook_window_seconds
+            ),
+        }
+
     def output_topics(self) -> list[str]:
         """Every topic the router writes to."""
         return [
@@ -80,4 +104,4 @@ class Settings(BaseSettings):
 
     def all_topics(self) -> list[str]:
         """Every topic the router reads or writes."""
-        return [self.topic_alerts, *self.output_topics()]
+        return [self.topic_alerts, self.topic_contact_events, *self.output_topics()]

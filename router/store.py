@@ -1,17 +1,19 @@
 """The Postgres directory: the only module that runs SQL.
 
-``Store`` is the narrow interface the worker and the commands use; ``PgStore``
-implements it on an asyncpg pool and ``router.memstore.InMemoryStore`` in
-memory for unit tests. Driver errors are translated once, here, into
-:mod:`router.errors`, so callers never see asyncpg exceptions.
+``Store`` is the narrow interface the worker uses; ``PgStore`` implements it on
+an asyncpg pool (plus the directory commands), and
+``router.memstore.InMemoryStore`` in memory for unit tests. Driver errors are
+translated once, here, into :mod:`router.errors`, so callers never see asyncpg
+exceptions.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +22,10 @@ import asyncpg
 from router import sql
 from router.directory import ContactMethod, Directory, User
 from router.errors import Conflict, NotFound, NotMigrated, StoreError, StoreUnavailable
+from router.rules import RateLimit, Send, within_rate_limits
 from schemas import Transport, WebhookMethod
+
+ScheduleLookup = tuple[str, datetime]
 
 
 @dataclass(frozen=True)
@@ -39,20 +44,46 @@ class NewContactMethod:
     webhook_body: str | None = None
 
 
+@dataclass(frozen=True)
+class Shift:
+    """Someone on call for a schedule from ``starts_at`` (inclusive) to ``ends_at``."""
+
+    id: int
+    schedule_id: str
+    user_id: str
+    starts_at: datetime
+    ends_at: datetime
+
+
 class Store(Protocol):
-    """What the router needs from its directory."""
+    """What the worker needs from its directory, a few round trips per batch."""
 
-    async def directory_for(self, user_ids: Collection[str]) -> Directory:
-        """Users among ``user_ids`` that exist, with their contact methods, in one snapshot."""
+    async def directory_for(
+        self, user_ids: Collection[str], schedules: Collection[ScheduleLookup] = ()
+    ) -> Directory:
+        """Named users, whoever is on call for ``schedules``, their methods and opt-outs."""
         ...
 
-    async def add_user(self, user_id: str, name: str | None, timezone: str) -> User:
-        """Create a user; :class:`Conflict` if the id is taken."""
+    async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
+        """Which of ``event_ids`` were fully routed less than ``window_seconds`` ago."""
         ...
 
-    async def add_contact_method(self, new: NewContactMethod) -> ContactMethod:
-        """Create a method; :class:`NotFound` for an unknown user, :class:`Conflict` for a
-        duplicate value. Making it primary clears the user's other primary of that transport."""
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        """Record that every job and decision of these events was acknowledged."""
+        ...
+
+    async def reserve_sends(
+        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
+    ) -> set[str]:
+        """Count ``sends`` against their methods' shared limits; return the job ids allowed."""
+        ...
+
+    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
+        """Put a normalized address on the opt-out list (no-op if already there)."""
+        ...
+
+    async def remove_opt_out(self, transport: str, address: str) -> bool:
+        """Take an address off the list; whether it was there."""
         ...
 
 
@@ -83,9 +114,9 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
     """Turn asyncpg's exceptions into the router's own, with a next step in each message."""
     try:
         yield
-    except asyncpg.UndefinedTableError as error:
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as error:
         raise NotMigrated(
-            f"The database at {redact_url(url)} has no router schema ({error}); "
+            f"The database at {redact_url(url)} lacks part of the router schema ({error}); "
             "run `router db migrate` first."
         ) from error
     except asyncpg.UniqueViolationError as error:
@@ -103,6 +134,7 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("uuid", encoder=str, decoder=str, schema="pg_catalog", format="text")
 
 
 def _method(row: Mapping[str, Any]) -> ContactMethod:
@@ -111,6 +143,10 @@ def _method(row: Mapping[str, Any]) -> ContactMethod:
 
 def _user(row: Mapping[str, Any]) -> User:
     return User.model_validate(dict(row))
+
+
+def _shift(row: Mapping[str, Any]) -> Shift:
+    return Shift(**dict(row))
 
 
 class PgStore:
@@ -143,6 +179,8 @@ class PgStore:
         async with translate_errors(self._url), self._pool.acquire() as conn:
             yield conn
 
+    # -- schema ---------------------------------------------------------------
+
     async def schema_version(self) -> int:
         """The newest migration applied; 0 for a database never migrated."""
         async with self._conn() as conn:
@@ -161,15 +199,107 @@ class PgStore:
                 f"router needs {need}. Run `router db migrate` (it is safe to run repeatedly)."
             )
 
-    async def directory_for(self, user_ids: Collection[str]) -> Directory:
-        """One snapshot of the named users and their methods, read in one transaction."""
-        ids = list(user_ids)
-        if not ids:
-            return Directory()
-        async with self._conn() as conn, conn.transaction(readonly=True):
+    # -- the worker -------------------------------------------------------------
+
+    async def directory_for(
+        self, user_ids: Collection[str], schedules: Collection[ScheduleLookup] = ()
+    ) -> Directory:
+        """One consistent snapshot for a batch, read in one read-only transaction."""
+        lookups = list(dict.fromkeys(schedules))
+        on_call: dict[ScheduleLookup, tuple[str, ...]] = {}
+        async with (
+            self._conn() as conn,
+            conn.transaction(readonly=True, isolation="repeatable_read"),
+        ):
+            if lookups:
+                rows = await conn.fetch(
+                    self._q["on_call"], [s for s, _ in lookups], [at for _, at in lookups]
+                )
+                found: dict[int, list[str]] = {}
+                for row in rows:
+                    if row["known"]:
+                        users = found.setdefault(row["idx"], [])
+                        if row["user_id"] is not None and row["user_id"] not in users:
+                            users.append(row["user_id"])
+                on_call = {lookups[i - 1]: tuple(users) for i, users in found.items()}
+            ids = list(dict.fromkeys([*user_ids, *(u for us in on_call.values() for u in us)]))
+            if not ids:
+                return Directory(on_call=on_call)
             users = await conn.fetch(self._q["users_by_ids"], ids)
-            methods = await conn.fetch(self._q["contact_methods_for_users"], ids)
-        return Directory.of((_user(r) for r in users), (_method(r) for r in methods))
+            methods = [
+                _method(r) for r in await conn.fetch(self._q["contact_methods_for_users"], ids)
+            ]
+            addresses = list({m.value for m in methods if m.transport in ("sms", "email")})
+            opt_outs = (
+                await conn.fetch(self._q["opt_outs_for_addresses"], addresses) if addresses else []
+            )
+        return Directory.of(
+            (_user(r) for r in users),
+            methods,
+            on_call=on_call,
+            opt_outs=((r["transport"], r["address"]) for r in opt_outs),
+        )
+
+    async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
+        """Which of ``event_ids`` were fully routed less than ``window_seconds`` ago."""
+        if not event_ids:
+            return set()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["routed_within"], list(event_ids), float(window_seconds)
+            )
+        return {r["event_id"] for r in rows}
+
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        """Record events whose output the broker acknowledged."""
+        if event_ids:
+            async with self._conn() as conn:
+                await conn.execute(self._q["mark_routed"], list(event_ids))
+
+    async def reserve_sends(
+        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
+    ) -> set[str]:
+        """Count ``sends`` against their methods' limits, shared by every router.
+
+        The methods' rows are locked for the transaction, so two routers
+        counting for the same method take turns. A job counted before (a
+        redelivered batch) is allowed again and not counted twice.
+        """
+        if not sends:
+            return set()
+        method_ids = sorted({s.contact_method_id for s in sends})
+        window = {s.contact_method_id: limits[s.transport].window_seconds for s in sends}
+        async with self._conn() as conn, conn.transaction():
+            await conn.fetch(self._q["lock_methods_for_rate_limit"], method_ids)
+            counted = {
+                r["job_id"]
+                for r in await conn.fetch(
+                    self._q["sends_already_counted"], [s.job_id for s in sends]
+                )
+            }
+            recent = {
+                r["contact_method_id"]: int(r["sent"])
+                for r in await conn.fetch(
+                    self._q["recent_sends"], method_ids, [float(window[m]) for m in method_ids]
+                )
+            }
+            allowed = within_rate_limits(sends, recent, counted, limits)
+            new = [s for s in sends if s.job_id in allowed and s.job_id not in counted]
+            if new:
+                await conn.execute(
+                    self._q["count_sends"],
+                    [s.job_id for s in new],
+                    [s.contact_method_id for s in new],
+                )
+        return allowed
+
+    async def purge(self, routed_older_than: float, sends_older_than: float) -> None:
+        """Forget routed events and counted sends past their windows."""
+        async with self._conn() as conn:
+            await conn.execute(self._q["purge_routed_events"], float(routed_older_than))
+            await conn.execute(self._q["purge_rate_limit_sends"], float(sends_older_than))
+
+    # -- users ----------------------------------------------------------------
 
     async def add_user(self, user_id: str, name: str | None, timezone: str) -> User:
         """Create a user; :class:`Conflict` if the id is taken."""
@@ -180,11 +310,27 @@ class PgStore:
             raise Conflict(f"User {user_id!r} already exists.") from None
         return _user(row)
 
-    async def set_disabled(self, method_id: str, disabled: bool) -> None:
-        """Disable or enable a method; :class:`NotFound` if it does not exist."""
-        async with self._conn() as conn:
-            if await conn.fetchval(self._q["set_disabled"], method_id, disabled) is None:
-                raise NotFound(f"Contact method {method_id} does not exist.")
+    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
+        """Apply ``changes`` (User field -> value) and return the stored user."""
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(self._q["user_for_update"], user_id)
+            if row is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            user = User.model_validate({**_user(row).model_dump(), **changes})
+            row = await conn.fetchrow(
+                self._q["update_user"],
+                user.id,
+                user.name,
+                user.timezone,
+                user.quiet_hours_start,
+                user.quiet_hours_end,
+                user.quiet_bypass,
+                list(user.channel_order),
+                user.delivery_mode,
+            )
+        return _user(row)
+
+    # -- contact methods ------------------------------------------------------
 
     async def add_contact_method(self, new: NewContactMethod) -> ContactMethod:
         """Create a method in one transaction (clearing another primary when asked)."""
@@ -219,3 +365,83 @@ class PgStore:
                     f"`router users add {new.user_id}`."
                 ) from None
         return _method(row)
+
+    async def update_contact_method(
+        self, method_id: str, changes: Mapping[str, Any]
+    ) -> ContactMethod:
+        """Apply ``changes`` (ContactMethod field -> value) in one transaction.
+
+        Making a method primary clears the flag on the user's other methods of
+        that transport in the same transaction.
+        """
+        async with self._conn() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(self._q["contact_method_for_update"], method_id)
+            except asyncpg.DataError:
+                row = None  # not a uuid
+            if row is None:
+                raise NotFound(f"Contact method {method_id!r} does not exist.")
+            method = ContactMethod.model_validate({**_method(row).model_dump(), **changes})
+            if method.is_primary:
+                await conn.execute(
+                    self._q["clear_primary"], method.user_id, method.transport, method.id
+                )
+            row = await conn.fetchrow(
+                self._q["update_contact_method"],
+                method.id,
+                method.label,
+                method.is_primary,
+                method.verified,
+                method.disabled,
+                method.muted,
+                method.mute_until,
+                method.suppress_up,
+                method.suppress_down,
+                method.suppress_first,
+                method.suppress_diagnostic,
+                method.suppress_all,
+                method.min_severity,
+            )
+        return _method(row)
+
+    async def set_disabled(self, method_id: str, disabled: bool) -> None:
+        """Disable or enable a method; :class:`NotFound` if it does not exist."""
+        await self.update_contact_method(method_id, {"disabled": disabled})
+
+    # -- opt-outs -------------------------------------------------------------
+
+    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
+        """Put a normalized address on the opt-out list (no-op if already there)."""
+        async with self._conn() as conn:
+            await conn.execute(self._q["add_opt_out"], transport, address, source)
+
+    async def remove_opt_out(self, transport: str, address: str) -> bool:
+        """Take an address off the list; whether it was there."""
+        async with self._conn() as conn:
+            status = await conn.execute(self._q["remove_opt_out"], transport, address)
+        return bool(status != "DELETE 0")
+
+    # -- schedules ------------------------------------------------------------
+
+    async def add_shift(
+        self, schedule_id: str, user_id: str, starts_at: datetime, ends_at: datetime
+    ) -> Shift:
+        """Add a shift, creating the schedule on first use."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["ensure_schedule"], schedule_id)
+            try:
+                row = await conn.fetchrow(
+                    self._q["add_shift"], schedule_id, user_id, starts_at, ends_at
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise NotFound(
+                    f"User {user_id!r} does not exist; add it first with "
+                    f"`router users add {user_id}`."
+                ) from None
+        return _shift(row)
+
+    async def list_shifts(self, schedule_id: str | None = None) -> list[Shift]:
+        """Every shift, or one schedule's, by schedule then start."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["list_shifts"], schedule_id)
+        return [_shift(r) for r in rows]

@@ -7,6 +7,7 @@ refuse wrong types. ``python -m schemas.export`` writes their JSON Schema to
 """
 
 from schemas.alert import SEVERITY_RANK, AlertEvent, Kind, Severity
+from schemas.contact_event import ContactEvent
 from schemas.decision import REASONS, Decision, Outcome, Reason
 from schemas.jobs import (
     DeliveryJob,
@@ -22,6 +23,7 @@ __all__ = [
     "REASONS",
     "SEVERITY_RANK",
     "AlertEvent",
+    "ContactEvent",
     "Decision",
     "DeliveryJob",
     "EmailJob",

@@ -11,18 +11,38 @@ from schemas.jobs import Transport
 Outcome = Literal["sent", "skipped"]
 
 Reason = Literal[
+    "disabled",
+    "opted_out",
+    "unverified",
+    "muted",
+    "suppressed",
+    "below_min_severity",
+    "quiet_hours",
+    "not_preferred",
+    "rate_limited",
     "unknown_user",
     "no_contact_methods",
-    "disabled",
     "unknown_schedule",
+    "no_one_on_call",
+    "duplicate_event",
 ]
 
 #: Every reason code with its meaning; the README's table is checked against this.
 REASONS: dict[str, str] = {
+    "disabled": "The contact method is disabled.",
+    "opted_out": "The address is on the opt-out list for its transport.",
+    "unverified": "The method is not verified and ROUTER_REQUIRE_VERIFIED is true.",
+    "muted": "The method is muted, or muted until a time still in the future.",
+    "suppressed": "The method suppresses this event kind (or all kinds).",
+    "below_min_severity": "The event is below the method's minimum severity.",
+    "quiet_hours": "The event falls in the user's quiet hours and is below the bypass severity.",
+    "not_preferred": "The user's delivery mode is preferred and another method was chosen.",
+    "rate_limited": "The method already got its limit of jobs in the sliding window.",
     "unknown_user": "The event names a user the directory does not know.",
     "no_contact_methods": "The user exists but has no contact methods.",
-    "disabled": "The contact method is disabled.",
     "unknown_schedule": "The event names a schedule the directory does not know.",
+    "no_one_on_call": "The schedule exists but nobody is on call at the event's time.",
+    "duplicate_event": "The same event_id was already fully routed within the retention window.",
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.alert import AlertEvent
+from schemas.contact_event import ContactEvent
 from schemas.decision import Decision
 from schemas.jobs import EmailJob, SmsJob, WebhookJob
 
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "sms_job": SmsJob,
     "webhook_job": WebhookJob,
     "decision": Decision,
+    "contact_event": ContactEvent,
 }
 
 

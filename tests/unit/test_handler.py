@@ -56,12 +56,17 @@ def record(value: bytes | None, offset: int = 0) -> SourceRecord:
     )
 
 
-def alert(event_id: str = "e1", users: list[str] | None = None, **extra: object) -> bytes:
+def alert(
+    event_id: str = "e1",
+    users: list[str] | None = None,
+    severity: str = "critical",
+    **extra: object,
+) -> bytes:
     return json.dumps(
         {
             "event_id": event_id,
             "kind": "down",
-            "severity": "critical",
+            "severity": severity,
             "user_ids": users or ["alice"],
             "title": "db down",
             **extra,
@@ -204,3 +209,108 @@ async def test_subscriber_wiring_routes_through_faststream() -> None:
     assert [j["to"] for j in seen["deliveries.sms"]] == ["+14155551234"]
     assert len(seen["routing.decisions"]) == 3
     assert seen["alerts.dlq"] == [b"{broken"]
+
+
+# -- duplicates, redelivery, shared rate limits, opt-outs -----------------------------
+
+
+class FailingPublisher(RecordingPublisher):
+    """The broker takes the messages but never acknowledges them (a crash mid-batch)."""
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key, headers))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_exception(ConnectionError("broker went away"))
+        return future
+
+
+def decisions_of(publisher: RecordingPublisher) -> list[tuple[str, str | None]]:
+    return [(d["event_id"], d["reason"]) for d in publisher.on("routing.decisions")]
+
+
+async def test_an_event_routed_before_yields_only_a_duplicate_decision() -> None:
+    store = await directory()
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
+    await worker.handle([record(alert("e1"))])
+    await worker.handle([record(alert("e1"), 1)])
+    assert len(publisher.on("deliveries.email")) == 1
+    assert decisions_of(publisher)[-1] == ("e1", "duplicate_event")
+
+
+async def test_the_same_event_twice_in_one_batch_is_routed_once() -> None:
+    publisher = RecordingPublisher()
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    await worker.handle([record(alert("e1"), 0), record(alert("e1"), 1)])
+    assert len(publisher.on("deliveries.sms")) == 1
+    assert decisions_of(publisher).count(("e1", "duplicate_event")) == 1
+
+
+async def test_a_batch_whose_output_was_not_acked_is_routed_again_with_the_same_job_ids() -> None:
+    store = await directory()
+    crashed = FailingPublisher()
+    with pytest.raises(ConnectionError):
+        await Worker(store, crashed, SETTINGS, clock=lambda: T0).handle([record(alert("e1"))])
+    assert store.routed == {}, "nothing is recorded as routed before its output is acked"
+    retry = RecordingPublisher()
+    await Worker(store, retry, SETTINGS, clock=lambda: T0).handle([record(alert("e1"))])
+    first_ids = {
+        json.loads(v)["job_id"] for t, v, *_ in crashed.sent if t.startswith("deliveries.")
+    }
+    retry_ids = {
+        j["job_id"]
+        for t in ("deliveries.email", "deliveries.sms", "deliveries.webhook")
+        for j in retry.on(t)
+    }
+    assert first_ids == retry_ids and len(retry_ids) == 3
+    assert "rate_limited" not in {r for _, r in decisions_of(retry)}
+
+
+async def test_two_workers_share_one_rate_limit() -> None:
+    store = await directory()
+    limited = Settings(retry_backoff_max_seconds=0.01, rate_limit_sms_count=3)
+    a, b = RecordingPublisher(), RecordingPublisher()
+    worker_a = Worker(store, a, limited, clock=lambda: T0)
+    worker_b = Worker(store, b, limited, clock=lambda: T0)
+    for i in range(3):
+        await worker_a.handle([record(alert(f"a{i}", severity="warning"), i)])
+        await worker_b.handle([record(alert(f"b{i}", severity="warning"), i)])
+    assert len(a.on("deliveries.sms")) + len(b.on("deliveries.sms")) == 3
+    reasons = [
+        r
+        for p in (a, b)
+        for d in p.on("routing.decisions")
+        if d["transport"] == "sms"
+        for r in [d["reason"]]
+    ]
+    assert reasons.count("rate_limited") == 3
+
+
+async def test_an_opt_out_message_applies_to_the_next_alert_and_opt_in_restores() -> None:
+    store = await directory()
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
+    opt_out = json.dumps({"type": "opt_out", "transport": "sms", "address": "+1 415 555 1234"})
+    assert await worker.handle_contact_events([record(opt_out.encode())]) == 1
+    await worker.handle([record(alert("e1"))])
+    assert publisher.on("deliveries.sms") == []
+    assert ("e1", "opted_out") in decisions_of(publisher)
+    opt_in = json.dumps({"type": "opt_in", "transport": "sms", "address": "+14155551234"})
+    await worker.handle_contact_events([record(opt_in.encode())])
+    await worker.handle([record(alert("e2"))])
+    assert [j["event_id"] for j in publisher.on("deliveries.sms")] == ["e2"]
+
+
+async def test_bad_contact_events_go_to_the_dlq() -> None:
+    publisher = RecordingPublisher()
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    bad = [
+        b"nope",
+        b'{"type": "opt_out", "transport": "fax", "address": "1"}',
+        b'{"type": "opt_out", "transport": "sms", "address": "555-1234"}',
+    ]
+    assert await worker.handle_contact_events([record(v, i) for i, v in enumerate(bad)]) == 0
+    reasons = [h["router.dlq.reason"] for t, _, _, h in publisher.sent if t == "alerts.dlq"]
+    assert reasons == ["not_json", "schema_invalid", "invalid_address"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from router.directory import Directory
-from router.pipeline import RoutingOptions, route
+from router.pipeline import RoutingOptions, duplicate, finish, plan, route, sends
+from router.rules import RateLimit, within_rate_limits
 from schemas import AlertEvent, EmailJob, SmsJob, WebhookJob, job_id_for
 from tests.conftest import T0, make_method, make_user
 
@@ -147,3 +148,184 @@ def test_every_event_ends_with_a_decision_and_jobs_only_for_enabled_methods(ms, 
     disabled = {m.id for m in ms if m.disabled}
     assert not any(j.contact_method_id in disabled for j in routed.jobs)
     assert len([d for d in routed.decisions if d.outcome == "sent"]) == len(routed.jobs)
+
+
+# -- on call, preference, rate limits (issue: routing rules) --------------------------
+
+
+def test_schedule_events_go_to_whoever_is_on_call_then() -> None:
+    directory = Directory.of(
+        [make_user("a"), make_user("b")],
+        [make_method("ma", user_id="a"), make_method("mb", user_id="b")],
+        on_call={("primary", T0): ("a", "b")},
+    )
+    routed = route(event(user_ids=None, schedule_id="primary"), directory, T0, OPTIONS)
+    assert [j.user_id for j in routed.jobs] == ["a", "b"]
+
+
+def test_a_known_schedule_with_nobody_on_call_is_reported() -> None:
+    directory = Directory.of([], [], on_call={("primary", T0): ()})
+    routed = route(event(user_ids=None, schedule_id="primary"), directory, T0, OPTIONS)
+    assert [(d.user_id, d.reason) for d in routed.decisions] == [(None, "no_one_on_call")]
+
+
+def test_preferred_mode_falls_back_when_the_preferred_transport_is_muted() -> None:
+    user = make_user("alice", delivery_mode="preferred", channel_order=("sms", "email", "webhook"))
+    directory = Directory.of(
+        [user],
+        [
+            make_method("sms", transport="sms", muted=True),
+            make_method("mail", transport="email", created_at=T0 + timedelta(seconds=1)),
+            make_method("hook", transport="webhook", created_at=T0 + timedelta(seconds=2)),
+        ],
+    )
+    routed = route(event(severity="warning"), directory, T0, OPTIONS)
+    assert [j.contact_method_id for j in routed.jobs] == ["mail"]
+    assert [(d.contact_method_id, d.reason) for d in routed.decisions] == [
+        ("sms", "muted"),
+        ("mail", None),
+        ("hook", "not_preferred"),
+    ]
+
+
+def test_planned_jobs_the_limiter_refuses_become_rate_limited() -> None:
+    planned = plan(event(severity="warning"), alice_with_three_methods(), T0, OPTIONS)
+    assert [s.contact_method_id for s in sends(planned)] == ["m-email", "m-sms", "m-hook"]
+    allowed = {s.job_id for s in sends(planned) if s.contact_method_id != "m-sms"}
+    routed = finish(planned, allowed)
+    assert [(d.contact_method_id, d.outcome, d.reason) for d in routed.decisions] == [
+        ("m-email", "sent", None),
+        ("m-sms", "skipped", "rate_limited"),
+        ("m-hook", "sent", None),
+    ]
+    assert [j.contact_method_id for j in routed.jobs] == ["m-email", "m-hook"]
+
+
+def test_a_duplicate_event_is_one_decision_without_jobs() -> None:
+    routed = duplicate(event(), T0)
+    assert routed.jobs == []
+    assert [(d.user_id, d.reason) for d in routed.decisions] == [(None, "duplicate_event")]
+
+
+# -- properties ------------------------------------------------------------------------
+
+LIMITS = {"sms": RateLimit(1, 900), "email": RateLimit(1, 900), "webhook": RateLimit(1, 60)}
+
+any_method = st.builds(
+    lambda i, transport, disabled, muted, until, opted, suppress, floor, primary: (
+        make_method(
+            f"m{i}",
+            transport=transport,
+            value=f"+1415555{i:04d}" if transport == "sms" else None,
+            disabled=disabled,
+            muted=muted,
+            is_primary=primary,
+            mute_until=T0 + timedelta(minutes=until) if until is not None else None,
+            suppress_all=suppress,
+            min_severity=floor,
+            created_at=T0 + timedelta(seconds=i),
+        ),
+        opted,
+    ),
+    st.integers(0, 40),
+    st.sampled_from(["email", "sms", "webhook"]),
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.integers(-10, 10),
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.sampled_from(["info", "warning", "error", "critical"]),
+    st.booleans(),
+)
+any_user = st.builds(
+    lambda mode, order, quiet, tz: make_user(
+        "alice",
+        delivery_mode=mode,
+        channel_order=order,
+        timezone=tz,
+        quiet_hours_start=time(quiet[0]) if quiet else None,
+        quiet_hours_end=time(quiet[1]) if quiet else None,
+    ),
+    st.sampled_from(["all", "preferred"]),
+    st.permutations(["sms", "email", "webhook"]).map(tuple),
+    st.none() | st.tuples(st.integers(0, 23), st.integers(0, 23)).filter(lambda q: q[0] != q[1]),
+    st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
+)
+any_event = st.builds(
+    lambda severity, kind, minutes: event(
+        severity=severity, kind=kind, occurred_at=T0 + timedelta(minutes=minutes)
+    ),
+    st.sampled_from(["info", "warning", "error", "critical"]),
+    st.sampled_from(["down", "up", "first", "diagnostic"]),
+    st.integers(0, 24 * 60),
+)
+
+
+def scenario(methods_opted, user, ev, recent):
+    methods = [m for m, _ in methods_opted]
+    unique = {m.id: m for m in methods}
+    seen_primary: set[str] = set()
+    cleaned = []
+    for m in unique.values():  # one primary per transport, as the schema enforces
+        if m.is_primary and m.transport in seen_primary:
+            m = m.model_copy(update={"is_primary": False})
+        seen_primary |= {m.transport} if m.is_primary else set()
+        cleaned.append(m)
+    opt_outs = [(m.transport, m.value) for m, opted in methods_opted if opted and m.id in unique]
+    directory = Directory.of([user], cleaned, opt_outs=opt_outs)
+    planned = plan(ev, directory, T0, OPTIONS)
+    allowed = within_rate_limits(sends(planned), recent, set(), LIMITS)
+    return cleaned, directory, finish(planned, allowed)
+
+
+@given(
+    st.lists(any_method, max_size=6),
+    any_user,
+    any_event,
+    st.dictionaries(st.sampled_from([f"m{i}" for i in range(41)]), st.integers(0, 3)),
+)
+def test_muted_disabled_or_opted_out_methods_never_get_a_job(ms, user, ev, recent) -> None:
+    methods, directory, routed = scenario(ms, user, ev, recent)
+    blocked = {
+        m.id
+        for m in methods
+        if m.disabled
+        or m.muted
+        or (m.mute_until is not None and m.mute_until > T0)
+        or (m.transport, m.value) in directory.opt_outs
+    }
+    assert not blocked & {j.contact_method_id for j in routed.jobs}
+
+
+@given(
+    st.lists(any_method, max_size=6),
+    any_user,
+    any_event,
+    st.dictionaries(st.sampled_from([f"m{i}" for i in range(41)]), st.integers(0, 3)),
+)
+def test_a_critical_event_is_never_skipped_for_quiet_hours_preference_or_rate_limits(
+    ms,
+    user,
+    ev,
+    recent,
+) -> None:
+    critical = ev.model_copy(update={"severity": "critical"})
+    _, _, routed = scenario(ms, user, critical, recent)
+    reasons = {d.reason for d in routed.decisions}
+    assert not reasons & {"quiet_hours", "not_preferred", "rate_limited"}
+
+
+@given(
+    st.lists(any_method, max_size=6),
+    any_user,
+    any_event,
+    st.dictionaries(st.sampled_from([f"m{i}" for i in range(41)]), st.integers(0, 3)),
+)
+def test_every_event_ends_with_at_least_one_decision_and_one_per_method(
+    ms, user, ev, recent
+) -> None:
+    methods, _, routed = scenario(ms, user, ev, recent)
+    assert routed.decisions
+    if methods:
+        assert len(routed.decisions) == len(methods)
+        assert {d.contact_method_id for d in routed.decisions} == {m.id for m in methods}

@@ -1,0 +1,36 @@
+"""A background task that forgets what no rule needs any more.
+
+Routed-event ids older than the duplicate window and counted sends older than
+the longest rate-limit window are deleted every ``ROUTER_JANITOR_INTERVAL_SECONDS``.
+Any router may run it; the deletes are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+import structlog
+
+from router.errors import RouterError
+from router.settings import Settings
+
+log = structlog.get_logger("router.janitor")
+
+
+class Purgeable(Protocol):
+    async def purge(self, routed_older_than: float, sends_older_than: float) -> None: ...
+
+
+async def run_janitor(store: Purgeable, settings: Settings, stop: asyncio.Event) -> None:
+    """Purge every interval until ``stop`` is set; a failed purge is logged and retried later."""
+    longest_window = max(limit.window_seconds for limit in settings.rate_limits().values())
+    while not stop.is_set():
+        try:
+            await store.purge(settings.dedup_window_seconds, longest_window)
+            log.debug("janitor_purged")
+        except RouterError as error:
+            log.warning("janitor_failed", error=str(error))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.janitor_interval_seconds)
