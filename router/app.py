@@ -90,10 +90,10 @@ def _source(record: ConsumerRecord[Any, Any]) -> SourceRecord:
     )
 
 
-def _batch_subscriber(broker: KafkaBroker, settings: Settings, topic: str) -> Any:
+def _batch_subscriber(broker: KafkaBroker, settings: Settings, topic: str, group_id: str) -> Any:
     return broker.subscriber(
         Topic(topic, declare=False),  # router.topics manages topics, not FastStream
-        group_id=settings.group_id,
+        group_id=group_id,
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
@@ -121,8 +121,11 @@ def register_subscriber(
         assert isinstance(records, tuple)
         await worker().handle_contact_events([_source(r) for r in records])
 
-    _batch_subscriber(broker, settings, settings.topic_alerts)(on_alerts)
-    _batch_subscriber(broker, settings, settings.topic_contact_events)(on_contact_events)
+    # One consumer group per input stream: a rebalance of one never pauses the other.
+    _batch_subscriber(broker, settings, settings.topic_alerts, settings.group_id)(on_alerts)
+    _batch_subscriber(
+        broker, settings, settings.topic_contact_events, settings.contact_events_group_id()
+    )(on_contact_events)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastStream:

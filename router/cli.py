@@ -1,145 +1,74 @@
-"""The ``router`` command: run the worker, migrate the database, manage the directory.
+"""The ``router`` command line: argument parsing and exit codes. Commands live in
+:mod:`router.commands`.
 
-Every refusal prints one line to stderr that says what is wrong and what would
-be accepted, and exits non-zero; nothing is written when a command is refused.
+Exit status: 0 done; 1 refused (bad value, duplicate, unknown user...); 2 bad
+usage or setting; 3 database or Kafka unavailable or not set up; 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from collections.abc import Sequence
 
-from pydantic import ValidationError
+from router import commands
+from router.errors import RouterError
 
-from router import addresses
-from router.directory import ContactMethod
-from router.errors import ConfigError, InvalidValue, RouterError
-from router.migrate import migrate
-from router.settings import Settings
-from router.store import NewContactMethod, PgStore
-
-_USER_ID = re.compile(r"^[^\s\x00-\x1f]{1,256}$")
+SEVERITIES = ["critical", "error", "warning", "info"]
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        name = "ROUTER_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r}).") from None
-
-
-def _user_id(value: str) -> str:
-    if not _USER_ID.match(value):
-        raise InvalidValue("user id", value, "must be 1 to 256 characters with no spaces")
-    return value
-
-
-def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidValue(
-            "--timezone",
-            value,
-            "is not an IANA time zone; give one such as Europe/Berlin or America/New_York",
-        ) from None
-    return value
-
-
-def _pairs(values: Sequence[str] | None, sep: str, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values or ():
-        key, found, value = item.partition(sep)
-        if not found or not key.strip():
-            raise InvalidValue(flag, item, f"must be KEY{sep}VALUE")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _describe(method: ContactMethod) -> str:
-    flags = [
-        "primary" if method.is_primary else None,
-        "verified" if method.verified else "unverified",
-        "disabled" if method.disabled else None,
-    ]
-    label = f" [{method.label}]" if method.label else ""
-    return (
-        f"{method.id}  {method.user_id}  {method.transport:<7} {method.value}{label}  "
-        f"({', '.join(f for f in flags if f)})"
+def _user_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name")
+    parser.add_argument("--timezone", help="IANA zone, e.g. Europe/Berlin (default UTC)")
+    quiet = parser.add_mutually_exclusive_group()
+    quiet.add_argument(
+        "--quiet-hours",
+        metavar="HH:MM-HH:MM",
+        help="daily local window with no non-urgent alerts; may cross midnight",
     )
-
-
-async def _with_store(settings: Settings, action: Callable[[PgStore], Awaitable[None]]) -> None:
-    store = await PgStore.connect(settings.database_url, min_size=1, max_size=2)
-    try:
-        await store.check_schema()
-        await action(store)
-    finally:
-        await store.close()
-
-
-def cmd_run(args: argparse.Namespace) -> None:
-    from router.app import run
-
-    asyncio.run(run(_settings()))
-
-
-def cmd_db_migrate(args: argparse.Namespace) -> None:
-    applied = asyncio.run(migrate(_settings().database_url))
-    print("applied: " + ", ".join(applied) if applied else "database is up to date")
-
-
-def cmd_users_add(args: argparse.Namespace) -> None:
-    user_id = _user_id(args.user_id)
-    timezone = _timezone(args.timezone)
-
-    async def action(store: PgStore) -> None:
-        user = await store.add_user(user_id, args.name, timezone)
-        print(user.model_dump_json() if args.json else f"added user {user.id} ({user.timezone})")
-
-    asyncio.run(_with_store(_settings(), action))
-
-
-def cmd_contacts_add(args: argparse.Namespace) -> None:
-    transport = args.transport
-    value = addresses.normalize(transport, args.value, args.region)
-    webhook_flags = (args.webhook_method, args.header, args.query, args.body)
-    if transport != "webhook" and any(webhook_flags):
-        raise InvalidValue(
-            "--webhook-method/--header/--query/--body",
-            transport,
-            "options apply only to --transport webhook",
-        )
-    new = NewContactMethod(
-        user_id=_user_id(args.user),
-        transport=transport,
-        value=value,
-        label=args.label,
-        is_primary=args.primary,
-        verified=args.verified,
-        webhook_method=args.webhook_method,
-        webhook_headers=_pairs(args.header, ":", "--header"),
-        webhook_query=_pairs(args.query, "=", "--query"),
-        webhook_body=args.body,
+    quiet.add_argument("--no-quiet-hours", action="store_true", help="remove quiet hours")
+    parser.add_argument(
+        "--quiet-bypass",
+        choices=SEVERITIES,
+        help="severities at or above this ignore quiet hours (default critical)",
     )
+    parser.add_argument(
+        "--channel-order", metavar="LIST", help="transports by preference, e.g. sms,email,webhook"
+    )
+    parser.add_argument(
+        "--delivery-mode",
+        choices=["all", "preferred"],
+        help="all eligible methods, or only the preferred one (critical: all)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the user as JSON")
 
-    async def action(store: PgStore) -> None:
-        method = await store.add_contact_method(new)
-        print(method.model_dump_json() if args.json else "added " + _describe(method))
 
-    asyncio.run(_with_store(_settings(), action))
-
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    from router.demo import main as demo_main
-
-    demo_main(keep_running=args.keep_running)
+def _method_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label", help="a label ('' removes it)")
+    parser.add_argument(
+        "--primary",
+        action="store_true",
+        help="make it the primary of its transport (clears the old one)",
+    )
+    verified = parser.add_mutually_exclusive_group()
+    verified.add_argument("--verified", dest="verified", action="store_true", default=None)
+    verified.add_argument("--unverified", dest="verified", action="store_false")
+    disabled = parser.add_mutually_exclusive_group()
+    disabled.add_argument("--disabled", dest="disabled", action="store_true", default=None)
+    disabled.add_argument("--enabled", dest="disabled", action="store_false")
+    suppress = parser.add_mutually_exclusive_group()
+    suppress.add_argument(
+        "--suppress",
+        metavar="KINDS",
+        help="suppress exactly these kinds: up,down,first,diagnostic or all",
+    )
+    suppress.add_argument("--no-suppress", action="store_true", help="suppress nothing")
+    parser.add_argument(
+        "--min-severity",
+        choices=[*SEVERITIES, "none"],
+        help="only events at or above this severity ('none' removes it)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the method as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="consume alerts and publish delivery jobs until stopped")
-    run.set_defaults(func=cmd_run)
+    sub.add_parser(
+        "run", help="consume alerts and publish delivery jobs until stopped"
+    ).set_defaults(func=commands.run)
 
     demo = sub.add_parser("demo", help="run everything on embedded Kafka and PostgreSQL")
     demo.add_argument(
@@ -160,24 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the worker running after the sample alerts (Ctrl-C stops)",
     )
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=commands.demo)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
     )
     db.add_parser(
         "migrate", help="apply pending migrations (safe to repeat, and from several pods at once)"
-    ).set_defaults(func=cmd_db_migrate)
+    ).set_defaults(func=commands.db_migrate)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION"
     )
-    users_add = users.add_parser("add", help="create a user")
-    users_add.add_argument("user_id")
-    users_add.add_argument("--name")
-    users_add.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
-    users_add.add_argument("--json", action="store_true", help="print the user as JSON")
-    users_add.set_defaults(func=cmd_users_add)
+    for action, func, text in (
+        ("add", commands.users_add, "create a user"),
+        ("update", commands.users_update, "change a user's settings"),
+    ):
+        p = users.add_parser(action, help=text)
+        p.add_argument("user_id")
+        _user_settings(p)
+        p.set_defaults(func=func)
 
     contacts = sub.add_parser("contacts", help="manage contact methods").add_subparsers(
         dest="contacts_command", required=True, metavar="ACTION"
@@ -211,7 +143,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}, ... are filled")
     add.add_argument("--json", action="store_true", help="print the created method as JSON")
-    add.set_defaults(func=cmd_contacts_add)
+    add.set_defaults(func=commands.contacts_add)
+
+    update = contacts.add_parser("update", help="change a contact method's settings")
+    update.add_argument("id")
+    _method_settings(update)
+    update.set_defaults(func=commands.contacts_update)
+
+    mute = contacts.add_parser("mute", help="mute a method until cleared, or until --until")
+    mute.add_argument("id")
+    mute.add_argument("--until", metavar="ISO", help="unmute automatically at this time")
+    mute.add_argument("--json", action="store_true")
+    mute.set_defaults(func=commands.contacts_mute)
+
+    unmute = contacts.add_parser("unmute", help="clear a mute (and any mute-until)")
+    unmute.add_argument("id")
+    unmute.add_argument("--json", action="store_true")
+    unmute.set_defaults(func=commands.contacts_unmute)
+
+    optout = sub.add_parser(
+        "optout", help="the opt-out list (SMS numbers, email addresses)"
+    ).add_subparsers(dest="optout_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("add", "stop all delivery to an address, for every user"),
+        ("remove", "allow delivery to an address again"),
+    ):
+        p = optout.add_parser(action, help=text)
+        p.add_argument("--transport", required=True, choices=["sms", "email"])
+        p.add_argument("--address", required=True)
+        p.add_argument("--region", help="ISO country code for a national phone format")
+        p.set_defaults(func=commands.optout)
+    optout.add_parser("list", help="every address on the list").set_defaults(func=commands.optout)
+
+    schedules = sub.add_parser("schedules", help="on-call schedules").add_subparsers(
+        dest="schedules_command", required=True, metavar="ACTION"
+    )
+    shift = schedules.add_parser("add-shift", help="put a user on call for a time range")
+    shift.add_argument("schedule_id")
+    shift.add_argument("--user", required=True)
+    shift.add_argument("--start", required=True, metavar="ISO", help="inclusive, with offset")
+    shift.add_argument("--end", required=True, metavar="ISO", help="exclusive, with offset")
+    shift.set_defaults(func=commands.schedules_add_shift)
+    listing = schedules.add_parser("list", help="shifts, by schedule and start")
+    listing.add_argument("schedule_id", nargs="?")
+    listing.set_defaults(func=commands.schedules_list)
     return parser
 
 

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
             "webhook": self.topic_webhook,
         }[transport]
 
+    def contact_events_group_id(self) -> str:
+        """The consumer group of the contacts.events subscriber (its own, beside the alerts')."""
+        return f"{self.group_id}.contact-events"
+
     def rate_limits(self) -> dict[str, RateLimit]:
         """The per-contact-method limit of each transport."""
         return {

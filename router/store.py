@@ -421,6 +421,12 @@ class PgStore:
             status = await conn.execute(self._q["remove_opt_out"], transport, address)
         return bool(status != "DELETE 0")
 
+    async def list_opt_outs(self) -> list[tuple[str, str]]:
+        """Every (transport, address) on the list."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["list_opt_outs"])
+        return [(r["transport"], r["address"]) for r in rows]
+
     # -- schedules ------------------------------------------------------------
 
     async def add_shift(

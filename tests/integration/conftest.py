@@ -158,7 +158,7 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
         "ROUTER_LOG_FORMAT": "json",
         "ROUTER_RETRY_BACKOFF_MAX_SECONDS": "1",
     }
-    for name in ("alerts", "email", "sms", "webhook", "decisions", "dlq"):
+    for name in ("alerts", "contact_events", "email", "sms", "webhook", "decisions", "dlq"):
         env[f"ROUTER_TOPIC_{name.upper()}"] = prefix + name
     return env
 

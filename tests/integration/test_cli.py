@@ -197,3 +197,218 @@ def test_a_bad_setting_names_the_variable(router_env: dict[str, str]) -> None:
     done = run_cli({**router_env, "ROUTER_TOPIC_PARTITIONS": "many"}, "db", "migrate")
     assert done.returncode == 2
     assert "ROUTER_TOPIC_PARTITIONS" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- rule settings (issue: routing rules) ------------------------------------------------
+
+
+def add_method(env: dict[str, str], transport: str, value: str, *extra: str) -> dict[str, object]:
+    done = run_cli(
+        env,
+        "contacts",
+        "add",
+        "--user",
+        "alice",
+        "--transport",
+        transport,
+        "--value",
+        value,
+        "--json",
+        *extra,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_user_rule_settings_round_trip_as_json(router_env: dict[str, str]) -> None:
+    done = run_cli(
+        router_env,
+        "users",
+        "add",
+        "alice",
+        "--timezone",
+        "Europe/Berlin",
+        "--quiet-hours",
+        "22:00-07:00",
+        "--quiet-bypass",
+        "error",
+        "--channel-order",
+        "email,sms",
+        "--delivery-mode",
+        "preferred",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    user = json.loads(done.stdout)
+    assert (user["quiet_hours_start"], user["quiet_hours_end"], user["quiet_bypass"]) == (
+        "22:00:00",
+        "07:00:00",
+        "error",
+    )
+    assert (user["channel_order"], user["delivery_mode"]) == (["email", "sms"], "preferred")
+    cleared = json.loads(
+        run_cli(
+            router_env,
+            "users",
+            "update",
+            "alice",
+            "--no-quiet-hours",
+            "--delivery-mode",
+            "all",
+            "--json",
+        ).stdout
+    )
+    assert cleared["quiet_hours_start"] is None and cleared["delivery_mode"] == "all"
+
+
+def test_making_a_method_primary_clears_the_other_primary(router_env: dict[str, str]) -> None:
+    run_cli(router_env, "users", "add", "alice")
+    first = add_method(router_env, "sms", "+14155551234", "--primary")
+    second = add_method(router_env, "sms", "+14155551235")
+    done = run_cli(router_env, "contacts", "update", str(second["id"]), "--primary", "--json")
+    assert json.loads(done.stdout)["is_primary"] is True
+    again = run_cli(router_env, "contacts", "update", str(first["id"]), "--label", "old", "--json")
+    assert json.loads(again.stdout)["is_primary"] is False
+
+
+def test_mute_until_and_unmute(router_env: dict[str, str]) -> None:
+    run_cli(router_env, "users", "add", "alice")
+    mid = str(add_method(router_env, "email", "a@example.com")["id"])
+    muted = json.loads(
+        run_cli(
+            router_env, "contacts", "mute", mid, "--until", "2999-01-01T00:00:00Z", "--json"
+        ).stdout
+    )
+    assert muted["mute_until"].startswith("2999-01-01") and muted["muted"] is False
+    forever = json.loads(run_cli(router_env, "contacts", "mute", mid, "--json").stdout)
+    assert forever["muted"] is True and forever["mute_until"] is None
+    cleared = json.loads(run_cli(router_env, "contacts", "unmute", mid, "--json").stdout)
+    assert cleared["muted"] is False and cleared["mute_until"] is None
+
+
+def test_suppress_and_min_severity_settings(router_env: dict[str, str]) -> None:
+    run_cli(router_env, "users", "add", "alice")
+    mid = str(add_method(router_env, "email", "a@example.com")["id"])
+    done = json.loads(
+        run_cli(
+            router_env,
+            "contacts",
+            "update",
+            mid,
+            "--suppress",
+            "up,first",
+            "--min-severity",
+            "error",
+            "--disabled",
+            "--json",
+        ).stdout
+    )
+    assert (done["suppress_up"], done["suppress_first"], done["suppress_down"]) == (
+        True,
+        True,
+        False,
+    )
+    assert done["min_severity"] == "error" and done["disabled"] is True
+    undone = json.loads(
+        run_cli(
+            router_env,
+            "contacts",
+            "update",
+            mid,
+            "--no-suppress",
+            "--min-severity",
+            "none",
+            "--enabled",
+            "--json",
+        ).stdout
+    )
+    assert not any(undone[f"suppress_{k}"] for k in ("up", "down", "first", "diagnostic", "all"))
+    assert undone["min_severity"] is None and undone["disabled"] is False
+
+
+def test_schedules_and_opt_outs_are_listed(router_env: dict[str, str]) -> None:
+    run_cli(router_env, "users", "add", "alice")
+    done = run_cli(
+        router_env,
+        "schedules",
+        "add-shift",
+        "primary",
+        "--user",
+        "alice",
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--end",
+        "2026-01-08T00:00:00+00:00",
+    )
+    assert done.returncode == 0 and done.stdout.startswith("added shift")
+    listing = run_cli(router_env, "schedules", "list").stdout
+    assert "primary  alice  2026-01-01T00:00:00+00:00 -> 2026-01-08T00:00:00+00:00" in listing
+    assert (
+        run_cli(
+            router_env, "optout", "add", "--transport", "email", "--address", "A@Example.com"
+        ).stdout.strip()
+        == "opted out: email a@example.com"
+    )
+    assert run_cli(router_env, "optout", "list").stdout.strip() == "email  a@example.com"
+    assert (
+        "opted in"
+        in run_cli(
+            router_env, "optout", "remove", "--transport", "email", "--address", "a@example.com"
+        ).stdout
+    )
+    assert run_cli(router_env, "optout", "list").stdout.strip() == ""
+
+
+def test_rule_setting_refusals_are_one_line_and_change_nothing(router_env: dict[str, str]) -> None:
+    run_cli(router_env, "users", "add", "alice")
+    mid = str(add_method(router_env, "email", "a@example.com")["id"])
+    cases = [
+        (["users", "update", "alice", "--quiet-hours", "22-7"], "HH:MM-HH:MM"),
+        (["users", "update", "alice", "--quiet-hours", "07:00-07:00"], "different times"),
+        (["users", "update", "alice", "--channel-order", "sms,fax"], "sms, email and webhook"),
+        (["users", "update", "alice", "--channel-order", "sms,sms"], "at most once"),
+        (["users", "update", "alice"], "at least one setting"),
+        (["users", "update", "ghost", "--delivery-mode", "all"], "does not exist"),
+        (["contacts", "update", mid, "--suppress", "sideways"], "up, down, first"),
+        (["contacts", "update", "not-an-id", "--disabled"], "does not exist"),
+        (["contacts", "mute", mid, "--until", "2001-01-01T00:00:00Z"], "not in the future"),
+        (["contacts", "mute", mid, "--until", "tomorrow"], "ISO 8601"),
+        (["contacts", "mute", mid, "--until", "2999-01-01T00:00:00"], "offset"),
+        (
+            [
+                "schedules",
+                "add-shift",
+                "s",
+                "--user",
+                "alice",
+                "--start",
+                "2026-01-02T00:00:00Z",
+                "--end",
+                "2026-01-01T00:00:00Z",
+            ],
+            "must be after --start",
+        ),
+        (
+            [
+                "schedules",
+                "add-shift",
+                "s",
+                "--user",
+                "ghost",
+                "--start",
+                "2026-01-01T00:00:00Z",
+                "--end",
+                "2026-01-02T00:00:00Z",
+            ],
+            "does not exist",
+        ),
+        (["optout", "add", "--transport", "sms", "--address", "12"], "not a valid phone number"),
+    ]
+    for args, message in cases:
+        done = run_cli(router_env, *args)
+        assert done.returncode != 0, args
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert run_cli(router_env, "schedules", "list").stdout == ""
+    method = json.loads(run_cli(router_env, "contacts", "unmute", mid, "--json").stdout)
+    assert not method["suppress_up"] and method["mute_until"] is None

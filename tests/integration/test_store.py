@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from router.errors import Conflict, NotFound, NotMigrated, StoreUnavailable
+from router.rules import RateLimit, Send
 from router.store import NewContactMethod, PgStore
 
 
@@ -104,3 +107,70 @@ async def test_an_unmigrated_database_is_reported_as_such(empty_database_url: st
             await store.directory_for(["alice"])
     finally:
         await store.close()
+
+
+# -- rule state (issue: routing rules) ---------------------------------------------------
+
+
+LIMITS = {"sms": RateLimit(3, 900), "email": RateLimit(20, 900), "webhook": RateLimit(60, 60)}
+
+
+async def test_concurrent_reservations_from_two_pools_share_one_limit(
+    store: PgStore,
+    database_url: str,
+) -> None:
+    await store.add_user("alice", None, "UTC")
+    method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
+    other = await PgStore.connect(database_url)
+    try:
+        batches = [
+            [Send(f"{i:08d}-0000-4000-8000-{n:012d}", method.id, "sms", False) for i in range(4)]
+            for n in range(2)
+        ]
+        allowed = await asyncio.gather(
+            store.reserve_sends(batches[0], LIMITS), other.reserve_sends(batches[1], LIMITS)
+        )
+    finally:
+        await other.close()
+    assert len(allowed[0]) + len(allowed[1]) == 3
+
+
+async def test_a_reservation_repeated_after_a_crash_is_allowed_and_not_counted_twice(
+    store: PgStore,
+) -> None:
+    await store.add_user("alice", None, "UTC")
+    method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
+    jobs = [Send(f"00000000-0000-4000-8000-{n:012d}", method.id, "sms", False) for n in range(3)]
+    assert await store.reserve_sends(jobs, LIMITS) == {j.job_id for j in jobs}
+    assert await store.reserve_sends(jobs, LIMITS) == {j.job_id for j in jobs}
+    extra = Send("00000000-0000-4000-8000-000000000099", method.id, "sms", False)
+    assert await store.reserve_sends([extra], LIMITS) == set()
+    critical = Send("00000000-0000-4000-8000-000000000098", method.id, "sms", True)
+    assert await store.reserve_sends([critical], LIMITS) == {critical.job_id}
+
+
+async def test_routed_events_are_remembered_within_the_window(store: PgStore) -> None:
+    await store.mark_routed(["e1", "e2"])
+    assert await store.routed_within(["e1", "e3"], 3600) == {"e1"}
+    await asyncio.sleep(0.05)
+    assert await store.routed_within(["e1"], 0.01) == set()
+    await store.purge(routed_older_than=0.01, sends_older_than=3600)
+    assert await store.routed_within(["e1", "e2"], 3600) == set()
+
+
+async def test_on_call_lookup_finds_overlapping_shifts_at_each_instant(store: PgStore) -> None:
+    for user in ("a", "b"):
+        await store.add_user(user, None, "UTC")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    await store.add_shift("primary", "a", t0, t0 + timedelta(hours=8))
+    await store.add_shift("primary", "b", t0 + timedelta(hours=4), t0 + timedelta(hours=12))
+    await store.add_shift("empty", "a", t0 - timedelta(days=2), t0 - timedelta(days=1))
+    lookups = [
+        ("primary", t0 + timedelta(hours=5)),
+        ("primary", t0 + timedelta(hours=8)),
+        ("empty", t0),
+        ("nope", t0),
+    ]
+    directory = await store.directory_for([], lookups)
+    assert directory.on_call == {lookups[0]: ("a", "b"), lookups[1]: ("b",), lookups[2]: ()}
+    assert set(directory.users) == {"a", "b"}
