@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from router.store import PgStore
 from tests.integration.conftest import RouterProcess, collect, produce, run_cli, wait_for_topics
@@ -113,16 +114,10 @@ def build_directory(env: dict[str, str]) -> None:
         "critical",
     )
     method(env, "quiet", "email", "q@example.com")
-    cli(
-        env,
-        "users",
-        "update",
-        "quiet",
-        "--timezone",
-        "Asia/Kolkata",
-        "--quiet-hours",
-        "00:00-23:59",
-    )
+    # A two-hour window around the test's own moment, on the user's clock.
+    local = NOW.astimezone(ZoneInfo("Asia/Kolkata"))
+    window = f"{(local - timedelta(hours=1)):%H:%M}-{(local + timedelta(hours=1)):%H:%M}"
+    cli(env, "users", "update", "quiet", "--timezone", "Asia/Kolkata", "--quiet-hours", window)
     method(env, "pref", "sms", "+14155550102")
     method(env, "pref", "email", "p@example.com", "--primary")
     cli(
