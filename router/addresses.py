@@ -47,6 +47,43 @@ def normalize_phone(value: str, region: str | None = None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_NUMBER_TYPES = {
+    value: name.lower()
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if name.isupper()
+}
+
+
+def check_sms_capable(e164: str) -> None:
+    """Refuse a number that phonenumbers classes as fixed-line only (it cannot take SMS).
+
+    "Fixed line or mobile" (as in the US and Canada) and unknown types pass.
+    """
+    number = phonenumbers.parse(e164)
+    if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.FIXED_LINE:
+        raise InvalidValue(
+            "value",
+            e164,
+            "is a fixed-line number, which cannot receive SMS; give a mobile number, or pass "
+            "--allow-landline if this line does take text messages",
+        )
+
+
+def phone_details(e164: str) -> dict[str, str | None]:
+    """The number in every common form, with its region and type, as the seed APIs show it."""
+    number = phonenumbers.parse(e164)
+    fmt = phonenumbers.PhoneNumberFormat
+    return {
+        "e164": phonenumbers.format_number(number, fmt.E164),
+        "international": phonenumbers.format_number(number, fmt.INTERNATIONAL),
+        "national": phonenumbers.format_number(number, fmt.NATIONAL),
+        "rfc3966": phonenumbers.format_number(number, fmt.RFC3966),
+        "country_code": str(number.country_code),
+        "region": phonenumbers.region_code_for_number(number),
+        "number_type": _NUMBER_TYPES.get(phonenumbers.number_type(number), "unknown"),
+    }
+
+
 def normalize_email(value: str) -> str:
     """Return ``value`` trimmed and lower-cased, or raise :class:`InvalidValue`."""
     address = value.strip().lower()

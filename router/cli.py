@@ -71,6 +71,32 @@ def _method_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the method as JSON")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _method_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", help="only this user's methods")
+    parser.add_argument("--transport", choices=["email", "sms", "webhook"])
+    verified = parser.add_mutually_exclusive_group()
+    verified.add_argument("--verified", dest="verified", action="store_true", default=None)
+    verified.add_argument("--unverified", dest="verified", action="store_false")
+    parser.add_argument("--search", metavar="TEXT", help="text in the value, label or user id")
+    parser.add_argument(
+        "--meta",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only methods with this metadata (repeatable)",
+    )
+    parser.add_argument("--tag", help="only methods with this tag")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -111,6 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
         _user_settings(p)
         p.set_defaults(func=func)
 
+    get = users.add_parser("get", help="show a user")
+    get.add_argument("user_id")
+    get.add_argument("--json", action="store_true")
+    get.set_defaults(func=commands.users_get)
+    listing = users.add_parser("list", help="users by id (a table, or JSON lines)")
+    listing.add_argument("--search", help="text in the id or name")
+    listing.add_argument("--limit", type=_positive, default=100)
+    listing.add_argument("--after", metavar="USER_ID", help="start after this id (next page)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(func=commands.users_list)
+    delete = users.add_parser("delete", help="delete a user")
+    delete.add_argument("user_id")
+    delete.add_argument(
+        "--cascade", action="store_true", help="also delete the user's contact methods and shifts"
+    )
+    delete.set_defaults(func=commands.users_delete)
+
     contacts = sub.add_parser("contacts", help="manage contact methods").add_subparsers(
         dest="contacts_command", required=True, metavar="ACTION"
     )
@@ -124,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--primary", action="store_true", help="make it the user's primary for this transport"
     )
     add.add_argument("--verified", action="store_true")
+    add.add_argument(
+        "--allow-landline", action="store_true", help="accept a fixed-line number for sms"
+    )
+    add.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
+    add.add_argument("--tag", action="append", help="a tag (repeatable)")
     add.add_argument(
         "--webhook-method",
         choices=["GET", "POST", "PUT", "HEAD", "DELETE"],
@@ -148,7 +196,89 @@ def build_parser() -> argparse.ArgumentParser:
     update = contacts.add_parser("update", help="change a contact method's settings")
     update.add_argument("id")
     _method_settings(update)
+    update.add_argument(
+        "--meta",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set metadata (KEY= removes it; repeatable)",
+    )
+    update.add_argument("--tag", action="append", help="add a tag (repeatable)")
+    update.add_argument("--untag", action="append", help="remove a tag (repeatable)")
     update.set_defaults(func=commands.contacts_update)
+
+    get = contacts.add_parser("get", help="show a method (phones in every format)")
+    get.add_argument("id")
+    get.add_argument("--json", action="store_true")
+    get.set_defaults(func=commands.contacts_get)
+
+    for action, func, text in (
+        ("list", commands.contacts_list, "methods (a table, or JSON lines)"),
+        ("count", commands.contacts_count, "how many methods match"),
+        ("export", commands.contacts_export, "write methods as CSV or JSON lines"),
+    ):
+        p = contacts.add_parser(action, help=text)
+        _method_filters(p)
+        if action == "list":
+            p.add_argument("--limit", type=_positive, default=50)
+            p.add_argument("--cursor", help="continue after the last page (printed on stderr)")
+            p.add_argument("--page", type=_positive, help="page number (with --limit)")
+        if action == "export":
+            p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+            p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+        else:
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+    primary = contacts.add_parser("primary", help="the user's primary method of a transport")
+    primary.add_argument("user_id")
+    primary.add_argument("transport", choices=["email", "sms", "webhook"])
+    primary.add_argument("--json", action="store_true")
+    primary.set_defaults(func=commands.contacts_primary)
+
+    delete = contacts.add_parser("delete", help="delete a method, or all of a user's")
+    delete.add_argument("id", nargs="?")
+    delete.add_argument("--user", help="with --all: the user whose methods to delete")
+    delete.add_argument("--all", action="store_true", help="every method of --user, at once")
+    delete.set_defaults(func=commands.contacts_delete)
+
+    verify = contacts.add_parser("verify", help="send a verification code to the method")
+    verify.add_argument("id")
+    verify.set_defaults(func=commands.contacts_verify)
+    confirm = contacts.add_parser("confirm", help="confirm a method with the code it received")
+    confirm.add_argument("id")
+    confirm.add_argument("code")
+    confirm.add_argument("--json", action="store_true")
+    confirm.set_defaults(func=commands.contacts_confirm)
+
+    imp = contacts.add_parser("import", help="upsert methods from CSV or JSON lines")
+    imp.add_argument("file")
+    imp.add_argument(
+        "--format",
+        choices=["csv", "jsonl"],
+        help="default: from the file name or its first character",
+    )
+    mode = imp.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--atomic",
+        dest="skip_invalid",
+        action="store_false",
+        help="write nothing if any row is invalid (the default)",
+    )
+    mode.add_argument(
+        "--skip-invalid",
+        dest="skip_invalid",
+        action="store_true",
+        help="write the valid rows and list the invalid ones",
+    )
+    imp.add_argument(
+        "--create-users",
+        action="store_true",
+        help="create users the file names that do not exist yet",
+    )
+    imp.add_argument(
+        "--allow-landline", action="store_true", help="accept fixed-line numbers for sms"
+    )
+    imp.set_defaults(func=commands.contacts_import, skip_invalid=False)
 
     mute = contacts.add_parser("mute", help="mute a method until cleared, or until --until")
     mute.add_argument("id")

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import re
+import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, time
-from typing import Any, get_args
+from datetime import UTC, datetime, time
+from typing import Any, TextIO, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ValidationError
 
-from router import addresses
+from router import addresses, bulk, table, verification
 from router.directory import ContactMethod, User
-from router.errors import ConfigError, InvalidValue
+from router.errors import ConfigError, InvalidValue, KafkaSetupError
 from router.migrate import migrate
 from router.settings import Settings
-from router.store import NewContactMethod, PgStore, Shift
+from router.store import MethodFilter, NewContactMethod, PgStore, Shift
 from schemas import Kind, Transport
 
 _USER_ID = re.compile(r"^[^\s\x00-\x1f]{1,256}$")
@@ -131,6 +134,15 @@ def pairs(values: Sequence[str] | None, sep: str, flag: str) -> dict[str, str]:
 
 
 # -- output ------------------------------------------------------------------------
+
+
+def tags(values: Sequence[str] | None) -> list[str]:
+    """Tags, trimmed, each once, in the order given."""
+    out = list(dict.fromkeys(t.strip() for t in values or () if t.strip()))
+    for tag in out:
+        if len(tag) > 64 or "," in tag:
+            raise InvalidValue("--tag", tag, "must be at most 64 characters without commas")
+    return out
 
 
 def _print(record: BaseModel, as_json: bool, line: str) -> None:
@@ -263,6 +275,8 @@ def contacts_add(args: argparse.Namespace) -> None:
     """``router contacts add``."""
     transport: Transport = args.transport
     value = addresses.normalize(transport, args.value, args.region)
+    if transport == "sms" and not args.allow_landline:
+        addresses.check_sms_capable(value)
     webhook_flags = (args.webhook_method, args.header, args.query, args.body)
     if transport != "webhook" and any(webhook_flags):
         raise InvalidValue(
@@ -281,6 +295,8 @@ def contacts_add(args: argparse.Namespace) -> None:
         webhook_headers=pairs(args.header, ":", "--header"),
         webhook_query=pairs(args.query, "=", "--query"),
         webhook_body=args.body,
+        metadata=pairs(args.meta, "=", "--meta"),
+        tags=tags(args.tag),
     )
 
     async def action(store: PgStore) -> None:
@@ -309,6 +325,22 @@ def _method_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
+def _extras_changes(args: argparse.Namespace, method: ContactMethod) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.meta:
+        metadata = dict(method.metadata)
+        for key, value in pairs(args.meta, "=", "--meta").items():
+            if value:
+                metadata[key] = value
+            else:
+                metadata.pop(key, None)  # KEY= removes the key
+        changes["metadata"] = metadata
+    if args.tag or args.untag:
+        removed = set(tags(args.untag))
+        changes["tags"] = [t for t in tags([*method.tags, *(args.tag or [])]) if t not in removed]
+    return changes
+
+
 def _update_method(method_id: str, changes: dict[str, Any], as_json: bool, verb: str) -> None:
     async def action(store: PgStore) -> None:
         method = await store.update_contact_method(method_id, changes)
@@ -320,13 +352,21 @@ def _update_method(method_id: str, changes: dict[str, Any], as_json: bool, verb:
 def contacts_update(args: argparse.Namespace) -> None:
     """``router contacts update``."""
     changes = _method_changes(args)
-    if not changes:
+    if not changes and not (args.meta or args.tag or args.untag):
         raise InvalidValue(
             "contacts update",
             args.id,
             "needs at least one setting to change; see `router contacts update --help`",
         )
-    _update_method(args.id, changes, args.json, "updated")
+
+    async def action(store: PgStore) -> None:
+        current = await store.get_contact_method(args.id)
+        method = await store.update_contact_method(
+            args.id, {**changes, **_extras_changes(args, current)}
+        )
+        _print(method, args.json, "updated " + describe_method(method))
+
+    _run(action)
 
 
 def contacts_mute(args: argparse.Namespace) -> None:
@@ -404,3 +444,348 @@ def demo(args: argparse.Namespace) -> None:
     from router.demo import main as demo_main
 
     demo_main(keep_running=args.keep_running)
+
+
+# -- directory management --------------------------------------------------------------
+
+
+def users_get(args: argparse.Namespace) -> None:
+    """``router users get``."""
+
+    async def action(store: PgStore) -> None:
+        user = await store.get_user(args.user_id)
+        _print(user, args.json, describe_user(user))
+
+    _run(action)
+
+
+def users_list(args: argparse.Namespace) -> None:
+    """``router users list``: a table on a terminal, JSON lines under ``--json``."""
+
+    async def action(store: PgStore) -> None:
+        users = await store.list_users(after=args.after, search=args.search, limit=args.limit + 1)
+        more, users = len(users) > args.limit, users[: args.limit]
+        if args.json:
+            for user in users:
+                print(user.model_dump_json())
+        else:
+            rows = [
+                [
+                    u.id,
+                    u.name or "",
+                    u.timezone,
+                    f"{u.quiet_hours_start:%H:%M}-{u.quiet_hours_end:%H:%M}"
+                    if u.quiet_hours_start and u.quiet_hours_end
+                    else "",
+                    u.delivery_mode,
+                    ",".join(u.channel_order),
+                ]
+                for u in users
+            ]
+            print(table.render(["ID", "NAME", "TIMEZONE", "QUIET HOURS", "MODE", "ORDER"], rows))
+        if more:
+            print(f"more: --after {users[-1].id}", file=sys.stderr)
+
+    _run(action)
+
+
+def users_delete(args: argparse.Namespace) -> None:
+    """``router users delete``: refused while the user has methods or shifts, unless --cascade."""
+
+    async def action(store: PgStore) -> None:
+        methods, shifts = await store.delete_user(args.user_id, cascade=args.cascade)
+        also = f" with {methods} contact method(s) and {shifts} shift(s)" if args.cascade else ""
+        print(f"deleted user {args.user_id}{also}")
+
+    _run(action)
+
+
+def method_filter(args: argparse.Namespace) -> MethodFilter:
+    """The filter flags shared by ``contacts list``, ``count`` and ``export``."""
+    return MethodFilter(
+        user_id=args.user,
+        transport=args.transport,
+        verified=args.verified,
+        search=args.search,
+        metadata=pairs(args.meta, "=", "--meta") or None,
+        tag=args.tag,
+    )
+
+
+def encode_cursor(method: ContactMethod) -> str:
+    """An opaque cursor for the rows after ``method``."""
+    key = json.dumps([method.user_id, method.transport, method.value]).encode()
+    return base64.urlsafe_b64encode(key).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str, str]:
+    """The key a cursor stands for; :class:`InvalidValue` for anything else."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        user, transport, value = json.loads(base64.urlsafe_b64decode(padded))
+        return str(user), str(transport), str(value)
+    except (ValueError, TypeError):
+        raise InvalidValue(
+            "--cursor", cursor, "is not a cursor this command printed; start again without it"
+        ) from None
+
+
+def _flags(method: ContactMethod) -> str:
+    flags = [
+        "primary" if method.is_primary else "",
+        "verified" if method.verified else "",
+        "disabled" if method.disabled else "",
+        "muted" if method.muted or method.mute_until else "",
+    ]
+    return ",".join(f for f in flags if f)
+
+
+def contacts_list(args: argparse.Namespace) -> None:
+    """``router contacts list``: a table on a terminal, JSON lines under ``--json``."""
+    if args.cursor and args.page:
+        raise InvalidValue("--page", args.page, "cannot be combined with --cursor; use one")
+    after = decode_cursor(args.cursor) if args.cursor else None
+    offset = (args.page - 1) * args.limit if args.page else 0
+
+    async def action(store: PgStore) -> None:
+        methods = await store.list_contact_methods(
+            method_filter(args), after=after, limit=args.limit + 1, offset=offset
+        )
+        more, methods = len(methods) > args.limit, methods[: args.limit]
+        if args.json:
+            for method in methods:
+                print(method.model_dump_json())
+        else:
+            rows = [
+                [m.id, m.user_id, m.transport, m.value, m.label or "", _flags(m), ",".join(m.tags)]
+                for m in methods
+            ]
+            print(
+                table.render(["ID", "USER", "TRANSPORT", "VALUE", "LABEL", "FLAGS", "TAGS"], rows)
+            )
+        if more:
+            page = f" or --page {args.page + 1}" if args.page else ""
+            print(f"more: --cursor {encode_cursor(methods[-1])}{page}", file=sys.stderr)
+
+    _run(action)
+
+
+def contacts_count(args: argparse.Namespace) -> None:
+    """``router contacts count``."""
+
+    async def action(store: PgStore) -> None:
+        count = await store.count_contact_methods(method_filter(args))
+        print(json.dumps({"count": count}) if args.json else count)
+
+    _run(action)
+
+
+def contacts_get(args: argparse.Namespace) -> None:
+    """``router contacts get``: the record, and for phones every format with region and type."""
+
+    async def action(store: PgStore) -> None:
+        method = await store.get_contact_method(args.id)
+        phone = addresses.phone_details(method.value) if method.transport == "sms" else None
+        if args.json:
+            record = method.model_dump(mode="json")
+            if phone:
+                record["phone"] = phone
+            print(json.dumps(record))
+            return
+        print(describe_method(method))
+        meta = ", ".join(f"{k}={v}" for k, v in sorted(method.metadata.items()))
+        extra = {"metadata": meta, "tags": ",".join(method.tags)}
+        for key, value in {**(phone or {}), **extra}.items():
+            if value:
+                print(f"  {key + ':':<14} {value}")
+
+    _run(action)
+
+
+def contacts_primary(args: argparse.Namespace) -> None:
+    """``router contacts primary USER TRANSPORT``."""
+
+    async def action(store: PgStore) -> None:
+        method = await store.primary_contact_method(args.user_id, args.transport)
+        _print(method, args.json, describe_method(method))
+
+    _run(action)
+
+
+def contacts_delete(args: argparse.Namespace) -> None:
+    """``router contacts delete ID`` or ``--user U --all`` (one transaction)."""
+    if bool(args.id) == bool(args.user and args.all) or (args.user and not args.all):
+        raise InvalidValue(
+            "contacts delete", args.id or args.user or "", "takes a method ID, or --user USER --all"
+        )
+
+    async def action(store: PgStore) -> None:
+        if args.id:
+            await store.delete_contact_method(args.id)
+            print(f"deleted contact method {args.id}")
+        else:
+            count = await store.delete_user_methods(args.user)
+            print(f"deleted {count} contact method(s) of user {args.user}")
+
+    _run(action)
+
+
+async def publish_one(config: Settings, topic: str, job: BaseModel, key: str) -> None:
+    """Publish one job and wait for the broker's acknowledgement."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=config.kafka_bootstrap_servers,
+        client_id=config.kafka_client_id,
+        acks="all",
+        enable_idempotence=config.kafka_enable_idempotence,
+    )
+    try:
+        await producer.start()
+        await producer.send_and_wait(topic, job.model_dump_json().encode(), key=key.encode())
+    except KafkaError as error:
+        raise KafkaSetupError(
+            f"Could not publish to {topic} on {config.kafka_bootstrap_servers}: {error}. "
+            "Check ROUTER_KAFKA_BOOTSTRAP_SERVERS, then run verify again."
+        ) from error
+    finally:
+        await producer.stop()
+
+
+def contacts_verify(args: argparse.Namespace) -> None:
+    """``router contacts verify``: send a short-lived code to the method itself."""
+    config = settings()
+
+    async def action(store: PgStore) -> None:
+        code = verification.new_code()
+        method, expires_at = await store.start_verification(
+            args.id, verification.hash_code(args.id, code), config.verification_code_ttl_seconds
+        )
+        job = verification.verification_job(method, code, expires_at, datetime.now(UTC))
+        await publish_one(config, config.delivery_topic(method.transport), job, method.id)
+        where = addresses.mask(method.transport, method.value)
+        print(
+            f"sent a verification code to {method.transport} {where}; it expires at "
+            f"{expires_at.isoformat()}. Confirm with `router contacts confirm {method.id} CODE`."
+        )
+
+    _run(action)
+
+
+def contacts_confirm(args: argparse.Namespace) -> None:
+    """``router contacts confirm``: mark verified when the code is right and fresh."""
+    config = settings()
+
+    async def action(store: PgStore) -> None:
+        method = await store.confirm_verification(
+            args.id,
+            lambda stored: verification.code_matches(args.id, args.code, stored),
+            config.verification_max_attempts,
+        )
+        _print(method, args.json, "verified " + describe_method(method))
+
+    _run(action)
+
+
+class Progress:
+    """A one-line progress bar on a terminal's stderr; silent elsewhere."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.shown = label, max(total, 1), -1
+        self.active = sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        """Show ``done`` of ``total``, redrawing only when the percentage changes."""
+        percent = min(100, done * 100 // self.total)
+        if self.active and percent != self.shown:
+            self.shown = percent
+            bar = "#" * (percent // 4)
+            print(f"\r{self.label} [{bar:<25}] {percent:3d}%", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """End the bar's line."""
+        if self.active:
+            print(file=sys.stderr)
+
+
+def _drop_unknown_users(result: bulk.ImportPlan, existing: set[str]) -> None:
+    missing = result.users - existing
+    if not missing:
+        return
+    keep_lines, keep_rows = [], []
+    for line, row in zip(result.lines, result.rows, strict=True):
+        if row[0] in missing:
+            result.errors.append(
+                bulk.RowError(
+                    line, f"user {row[0]!r} does not exist (add it, or pass --create-users)"
+                )
+            )
+        else:
+            keep_lines.append(line)
+            keep_rows.append(row)
+    result.lines, result.rows = keep_lines, keep_rows
+
+
+def contacts_import(args: argparse.Namespace) -> None:
+    """``router contacts import FILE``: validate every row, then write all (or the good ones)."""
+    try:
+        with open(args.file, newline="", encoding="utf-8") as handle:
+            lines = handle.read().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidValue("FILE", args.file, f"cannot be read as UTF-8 text ({error})") from None
+    fmt = args.format or bulk.detect_format(args.file, lines[0] if lines else "")
+    progress = Progress("validating", len(lines))
+    records = []
+    for record in bulk.read(lines, fmt):
+        records.append(record)
+        if len(records) % 1000 == 0:
+            progress.update(record[0])
+    progress.update(len(lines))
+    progress.close()
+    result = bulk.plan(records, allow_landline=args.allow_landline)
+
+    async def action(store: PgStore) -> None:
+        if not args.create_users:
+            _drop_unknown_users(result, await store.users_that_exist(result.users))
+        result.errors.sort(key=lambda e: e.line)
+        for error in result.errors:
+            print(f"{args.file}:{error.line}: {error.message}", file=sys.stderr)
+        if result.errors and not args.skip_invalid:
+            raise InvalidValue(
+                "FILE",
+                args.file,
+                f"has {len(result.errors)} invalid row(s), listed above; nothing was written "
+                "(fix them, or pass --skip-invalid to write the valid rows)",
+            )
+        inserted, updated = await store.import_contact_methods(
+            result.rows, create_users=args.create_users
+        )
+        unchanged = len(result.rows) - inserted - updated
+        print(
+            f"imported {len(result.rows)} row(s): {inserted} added, {updated} updated, "
+            f"{unchanged} unchanged, {len(result.errors)} skipped as invalid"
+        )
+
+    _run(action)
+
+
+def contacts_export(args: argparse.Namespace) -> None:
+    """``router contacts export``: every method (or the filtered ones), CSV or JSON lines."""
+    fmt: bulk.Format = args.format
+
+    async def write(store: PgStore, out: TextIO) -> None:
+        out.write(bulk.export_header(fmt))
+        after = None
+        while page := await store.list_contact_methods(
+            method_filter(args), after=after, limit=5000
+        ):
+            out.write(bulk.export_rows(page, fmt))
+            last = page[-1]
+            after = (last.user_id, last.transport, last.value)
+
+    if not args.output:
+        _run(lambda store: write(store, sys.stdout))
+        return
+    with open(args.output, "w", newline="", encoding="utf-8") as out:
+        _run(lambda store: write(store, out))

@@ -89,7 +89,7 @@ async def seed(store: PgStore) -> None:
         NewContactMethod("alice", "sms", "+14155551234", "mobile", True, True),
         NewContactMethod("alice", "webhook", "https://hooks.example.com/alice", "chat-bridge"),
         NewContactMethod("bob", "email", "bob@example.com", None, True),
-        NewContactMethod("bob", "sms", "+442071838750", "desk"),
+        NewContactMethod("bob", "sms", "+4915112345678", "mobile"),
     ):
         method = await store.add_contact_method(new)
         if method.user_id == "bob" and method.transport == "sms":

@@ -64,6 +64,8 @@ class ContactMethod(BaseModel):
     webhook_headers: dict[str, str] = Field(default_factory=dict)
     webhook_query: dict[str, str] = Field(default_factory=dict)
     webhook_body: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict, description="Free-form key/value.")
+    tags: tuple[str, ...] = ()
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

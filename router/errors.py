@@ -9,6 +9,7 @@
     │   ├── NotMigrated        the schema is missing or older than this code
     │   ├── NotFound           the user or contact method does not exist
     │   └── Conflict           the write breaks a uniqueness rule
+    ├── VerificationRefused    a wrong, expired or missing verification code
     └── KafkaSetupError        topics missing or the broker refused to create them
 """
 
@@ -66,3 +67,7 @@ class KafkaSetupError(RouterError):
     """Topics are missing or could not be created at start-up."""
 
     exit_code = 3
+
+
+class VerificationRefused(RouterError):
+    """A verification code was wrong, expired, or never requested."""

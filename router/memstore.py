@@ -151,6 +151,8 @@ class InMemoryStore:
             webhook_headers=dict(new.webhook_headers),
             webhook_query=dict(new.webhook_query),
             webhook_body=new.webhook_body,
+            metadata=dict(new.metadata),
+            tags=tuple(new.tags),
             created_at=now,
             updated_at=now,
         )

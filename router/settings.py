@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     rate_limit_webhook_window_seconds: int = Field(default=60, ge=1)
     janitor_interval_seconds: float = Field(default=600.0, gt=0)
 
+    # Verification codes
+    verification_code_ttl_seconds: int = Field(default=15 * 60, ge=30)
+    verification_max_attempts: int = Field(default=5, ge=1)
+
     # Rendering
     sms_max_segments: int = Field(default=3, ge=1, le=10)
 

@@ -10,7 +10,7 @@ exceptions.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +21,14 @@ import asyncpg
 
 from router import sql
 from router.directory import ContactMethod, Directory, User
-from router.errors import Conflict, NotFound, NotMigrated, StoreError, StoreUnavailable
+from router.errors import (
+    Conflict,
+    NotFound,
+    NotMigrated,
+    StoreError,
+    StoreUnavailable,
+    VerificationRefused,
+)
 from router.rules import RateLimit, Send, within_rate_limits
 from schemas import Transport, WebhookMethod
 
@@ -42,6 +49,31 @@ class NewContactMethod:
     webhook_headers: Mapping[str, str] = field(default_factory=dict)
     webhook_query: Mapping[str, str] = field(default_factory=dict)
     webhook_body: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class MethodFilter:
+    """Which contact methods ``list`` and ``count`` return; None means any."""
+
+    user_id: str | None = None
+    transport: Transport | None = None
+    verified: bool | None = None
+    search: str | None = None
+    metadata: Mapping[str, str] | None = None
+    tag: str | None = None
+
+    def params(self) -> list[Any]:
+        """The filter's query parameters, in the order the SQL takes them."""
+        return [
+            self.user_id,
+            self.transport,
+            self.verified,
+            self.search,
+            dict(self.metadata) if self.metadata else None,
+            self.tag,
+        ]
 
 
 @dataclass(frozen=True)
@@ -358,6 +390,8 @@ class PgStore:
                     dict(new.webhook_headers),
                     dict(new.webhook_query),
                     new.webhook_body,
+                    dict(new.metadata),
+                    list(new.tags),
                 )
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(
@@ -401,6 +435,8 @@ class PgStore:
                 method.suppress_diagnostic,
                 method.suppress_all,
                 method.min_severity,
+                dict(method.metadata),
+                list(method.tags),
             )
         return _method(row)
 
@@ -451,3 +487,206 @@ class PgStore:
         async with self._conn() as conn:
             rows = await conn.fetch(self._q["list_shifts"], schedule_id)
         return [_shift(r) for r in rows]
+
+    # -- directory management -------------------------------------------------
+
+    async def get_user(self, user_id: str) -> User:
+        """One user; :class:`NotFound` if there is none."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(self._q["get_user"], user_id)
+        if row is None:
+            raise NotFound(f"User {user_id!r} does not exist.")
+        return _user(row)
+
+    async def list_users(
+        self, *, after: str | None = None, search: str | None = None, limit: int = 100
+    ) -> list[User]:
+        """Users by id, after ``after``, whose id or name contains ``search``."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["list_users"], after, search, limit)
+        return [_user(r) for r in rows]
+
+    async def delete_user(self, user_id: str, *, cascade: bool = False) -> tuple[int, int]:
+        """Delete a user; with ``cascade`` also its methods and shifts (returns their counts).
+
+        Without ``cascade``, a user with methods or shifts is refused with :class:`Conflict`.
+        """
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(self._q["user_for_update"], user_id)
+            if row is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            deps = await conn.fetchrow(self._q["user_dependents"], user_id)
+            methods, shifts = int(deps["methods"]), int(deps["shifts"])
+            if (methods or shifts) and not cascade:
+                raise Conflict(
+                    f"User {user_id!r} has {methods} contact method(s) and {shifts} shift(s); "
+                    "delete them first or pass --cascade."
+                )
+            await conn.execute(self._q["delete_user_methods"], user_id)
+            await conn.execute(self._q["delete_user_shifts"], user_id)
+            await conn.execute(self._q["delete_user"], user_id)
+        return methods, shifts
+
+    async def get_contact_method(self, method_id: str) -> ContactMethod:
+        """One method; :class:`NotFound` if there is none."""
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(self._q["get_contact_method"], method_id)
+            except asyncpg.DataError:
+                row = None  # not a uuid
+        if row is None:
+            raise NotFound(f"Contact method {method_id!r} does not exist.")
+        return _method(row)
+
+    async def list_contact_methods(
+        self,
+        where: MethodFilter,
+        *,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[ContactMethod]:
+        """Methods in (user, transport, value) order, after the key ``after`` (keyset paging)."""
+        cursor = list(after) if after else [None, None, None]
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["list_contact_methods"], *where.params(), *cursor, limit, offset
+            )
+        return [_method(r) for r in rows]
+
+    async def count_contact_methods(self, where: MethodFilter) -> int:
+        """How many methods match ``where``."""
+        async with self._conn() as conn:
+            return int(await conn.fetchval(self._q["count_contact_methods"], *where.params()))
+
+    async def primary_contact_method(self, user_id: str, transport: str) -> ContactMethod:
+        """The user's primary method of ``transport``; :class:`NotFound` when there is none."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(self._q["primary_contact_method"], user_id, transport)
+        if row is None:
+            raise NotFound(f"User {user_id!r} has no primary {transport} method.")
+        return _method(row)
+
+    async def delete_contact_method(self, method_id: str) -> None:
+        """Delete one method; :class:`NotFound` if there is none."""
+        async with self._conn() as conn:
+            try:
+                deleted = await conn.fetchval(self._q["delete_contact_method"], method_id)
+            except asyncpg.DataError:
+                deleted = None
+        if deleted is None:
+            raise NotFound(f"Contact method {method_id!r} does not exist.")
+
+    async def delete_user_methods(self, user_id: str) -> int:
+        """Delete all of a user's methods in one transaction; how many there were."""
+        async with self._conn() as conn, conn.transaction():
+            if await conn.fetchrow(self._q["user_for_update"], user_id) is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            status = await conn.execute(self._q["delete_user_methods"], user_id)
+        return int(status.split()[-1])
+
+    async def start_verification(
+        self, method_id: str, code_hash: str, ttl_seconds: float
+    ) -> tuple[ContactMethod, datetime]:
+        """Store a new code (replacing any pending one); the method and when the code expires."""
+        method = await self.get_contact_method(method_id)
+        async with self._conn() as conn:
+            expires_at = await conn.fetchval(
+                self._q["start_verification"], method_id, code_hash, float(ttl_seconds)
+            )
+        return method, expires_at
+
+    async def confirm_verification(
+        self, method_id: str, matches: Callable[[str], bool], max_attempts: int
+    ) -> ContactMethod:
+        """Mark the method verified if ``matches(stored_hash)``; else count and refuse.
+
+        The failed attempt is counted even though the command is refused.
+        """
+        await self.get_contact_method(method_id)
+        refusal: str | None = None
+        async with self._conn() as conn, conn.transaction():
+            pending = await conn.fetchrow(self._q["pending_verification"], method_id)
+            if pending is None:
+                refusal = (
+                    f"Contact method {method_id} has no verification pending; run "
+                    f"`router contacts verify {method_id}` to send a code."
+                )
+            elif pending["expired"]:
+                await conn.execute(self._q["end_verification"], method_id)
+                refusal = (
+                    "The code has expired; run `router contacts verify "
+                    f"{method_id}` to send a new one."
+                )
+            elif not matches(pending["code_hash"]):
+                failed = await conn.fetchval(self._q["count_failed_verification"], method_id)
+                left = max_attempts - int(failed)
+                if left <= 0:
+                    await conn.execute(self._q["end_verification"], method_id)
+                    refusal = (
+                        "Wrong code, and too many wrong codes: this code is void; run "
+                        f"`router contacts verify {method_id}` to send a new one."
+                    )
+                else:
+                    refusal = f"Wrong code; {left} attempt(s) left before it is void."
+            else:
+                await conn.execute(self._q["end_verification"], method_id)
+                row = await conn.fetchrow(self._q["mark_verified"], method_id)
+                return _method(row)
+        raise VerificationRefused(refusal)
+
+    async def users_that_exist(self, user_ids: Collection[str]) -> set[str]:
+        """Which of ``user_ids`` exist."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["users_that_exist"], list(user_ids))
+        return {r["id"] for r in rows}
+
+    async def import_contact_methods(
+        self, rows: Sequence[Sequence[Any]], *, create_users: bool = False
+    ) -> tuple[int, int]:
+        """Upsert rows (in ``IMPORT_COLUMNS`` order) by (user, transport, value), all or nothing.
+
+        Rows are copied into a temporary table and merged with one statement;
+        an imported primary replaces the old primary of its (user, transport).
+        Returns (inserted, updated).
+        """
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["create_import_table"])
+            await conn.copy_records_to_table("import_rows", records=rows, columns=IMPORT_COLUMNS)
+            if create_users:
+                await conn.execute(self._q["create_missing_users"])
+            await conn.execute(self._q["clear_primaries_for_import"])
+            try:
+                counts = await conn.fetchrow(self._q["upsert_imported"])
+            except asyncpg.ForeignKeyViolationError as error:
+                raise NotFound(
+                    f"An imported row names a user that does not exist ({error.detail}); "
+                    "add the users first or pass --create-users."
+                ) from None
+        return int(counts["inserted"]), int(counts["updated"])
+
+
+#: Columns of an import row, as ``import_contact_methods`` takes them.
+IMPORT_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "transport",
+    "value",
+    "label",
+    "is_primary",
+    "verified",
+    "disabled",
+    "muted",
+    "mute_until",
+    "suppress_up",
+    "suppress_down",
+    "suppress_first",
+    "suppress_diagnostic",
+    "suppress_all",
+    "min_severity",
+    "webhook_method",
+    "webhook_headers",
+    "webhook_query",
+    "webhook_body",
+    "metadata",
+    "tags",
+)

@@ -28,6 +28,9 @@ def job_id_for(event_id: str, contact_method_id: str) -> str:
 class _JobBase(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    purpose: Literal["alert", "verification"] = Field(
+        default="alert", description="verification: a code for the user to confirm the method."
+    )
     job_id: str = Field(
         description="uuid5 of event_id and contact_method_id: stable across "
         "redeliveries, so workers can de-duplicate on it."

@@ -91,8 +91,9 @@ WHERE user_id = $1 AND transport = $2 AND is_primary AND id IS DISTINCT FROM $3:
 
 -- name: insert_contact_method
 INSERT INTO contact_methods (user_id, transport, value, label, is_primary, verified,
-                             webhook_method, webhook_headers, webhook_query, webhook_body)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                             webhook_method, webhook_headers, webhook_query, webhook_body,
+                             metadata, tags)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 RETURNING *;
 
 -- name: contact_method_by_value
@@ -105,7 +106,7 @@ SELECT * FROM contact_methods WHERE id = $1::uuid FOR UPDATE;
 UPDATE contact_methods
 SET label = $2, is_primary = $3, verified = $4, disabled = $5, muted = $6, mute_until = $7,
     suppress_up = $8, suppress_down = $9, suppress_first = $10, suppress_diagnostic = $11,
-    suppress_all = $12, min_severity = $13, updated_at = now()
+    suppress_all = $12, min_severity = $13, metadata = $14, tags = $15, updated_at = now()
 WHERE id = $1::uuid
 RETURNING *;
 
@@ -135,3 +136,150 @@ RETURNING id, schedule_id, user_id, starts_at, ends_at;
 SELECT id, schedule_id, user_id, starts_at, ends_at FROM shifts
 WHERE $1::text IS NULL OR schedule_id = $1
 ORDER BY schedule_id, starts_at, user_id;
+
+------------------------------------------------------------------ directory management
+
+-- name: get_user
+SELECT * FROM users WHERE id = $1;
+
+-- name: list_users
+-- Keyset pagination by id; $1 is the last id seen (NULL for the first page).
+SELECT * FROM users
+WHERE ($1::text IS NULL OR id > $1)
+  AND ($2::text IS NULL OR id ILIKE '%' || $2 || '%' OR name ILIKE '%' || $2 || '%')
+ORDER BY id
+LIMIT $3;
+
+-- name: user_dependents
+SELECT (SELECT count(*) FROM contact_methods WHERE user_id = $1) AS methods,
+       (SELECT count(*) FROM shifts WHERE user_id = $1) AS shifts;
+
+-- name: delete_user_methods
+DELETE FROM contact_methods WHERE user_id = $1;
+
+-- name: delete_user_shifts
+DELETE FROM shifts WHERE user_id = $1;
+
+-- name: delete_user
+DELETE FROM users WHERE id = $1;
+
+-- name: get_contact_method
+SELECT * FROM contact_methods WHERE id = $1::uuid;
+
+-- name: list_contact_methods
+-- Filters are NULL when not given. Keyset pagination on (user_id, transport,
+-- value), which is unique; $7..$9 are the last row seen. $10 is LIMIT, $11 OFFSET.
+SELECT * FROM contact_methods
+WHERE ($1::text IS NULL OR user_id = $1)
+  AND ($2::text IS NULL OR transport = $2)
+  AND ($3::boolean IS NULL OR verified = $3)
+  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' OR label ILIKE '%' || $4 || '%'
+       OR user_id ILIKE '%' || $4 || '%')
+  AND ($5::jsonb IS NULL OR metadata @> $5)
+  AND ($6::text IS NULL OR $6 = ANY (tags))
+  AND ($7::text IS NULL OR (user_id, transport, value) > ($7, $8, $9))
+ORDER BY user_id, transport, value
+LIMIT $10 OFFSET $11;
+
+-- name: count_contact_methods
+SELECT count(*) FROM contact_methods
+WHERE ($1::text IS NULL OR user_id = $1)
+  AND ($2::text IS NULL OR transport = $2)
+  AND ($3::boolean IS NULL OR verified = $3)
+  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' OR label ILIKE '%' || $4 || '%'
+       OR user_id ILIKE '%' || $4 || '%')
+  AND ($5::jsonb IS NULL OR metadata @> $5)
+  AND ($6::text IS NULL OR $6 = ANY (tags));
+
+-- name: primary_contact_method
+SELECT * FROM contact_methods WHERE user_id = $1 AND transport = $2 AND is_primary;
+
+-- name: delete_contact_method
+DELETE FROM contact_methods WHERE id = $1::uuid RETURNING id;
+
+-- name: start_verification
+INSERT INTO contact_method_verifications (contact_method_id, code_hash, expires_at)
+VALUES ($1::uuid, $2, now() + make_interval(secs => $3))
+ON CONFLICT (contact_method_id) DO UPDATE
+SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, failed_attempts = 0,
+    created_at = now()
+RETURNING expires_at;
+
+-- name: pending_verification
+SELECT code_hash, expires_at, failed_attempts, expires_at <= now() AS expired
+FROM contact_method_verifications WHERE contact_method_id = $1::uuid FOR UPDATE;
+
+-- name: count_failed_verification
+UPDATE contact_method_verifications SET failed_attempts = failed_attempts + 1
+WHERE contact_method_id = $1::uuid
+RETURNING failed_attempts;
+
+-- name: end_verification
+DELETE FROM contact_method_verifications WHERE contact_method_id = $1::uuid;
+
+-- name: mark_verified
+UPDATE contact_methods SET verified = true, updated_at = now()
+WHERE id = $1::uuid
+RETURNING *;
+
+-- name: users_that_exist
+SELECT id FROM users WHERE id = ANY($1::text[]);
+
+-- name: create_import_table
+CREATE TEMPORARY TABLE import_rows (
+    user_id text, transport text, value text, label text, is_primary boolean,
+    verified boolean, disabled boolean, muted boolean, mute_until timestamptz,
+    suppress_up boolean, suppress_down boolean, suppress_first boolean,
+    suppress_diagnostic boolean, suppress_all boolean, min_severity text,
+    webhook_method text, webhook_headers jsonb, webhook_query jsonb, webhook_body text,
+    metadata jsonb, tags text[]
+) ON COMMIT DROP;
+
+-- name: create_missing_users
+INSERT INTO users (id) SELECT DISTINCT user_id FROM import_rows ON CONFLICT (id) DO NOTHING;
+
+-- name: clear_primaries_for_import
+-- Imported primaries replace the old primary of their (user, transport).
+UPDATE contact_methods cm SET is_primary = false, updated_at = now()
+FROM import_rows r
+WHERE r.is_primary AND cm.is_primary AND cm.user_id = r.user_id
+  AND cm.transport = r.transport AND cm.value <> r.value;
+
+-- name: upsert_imported
+-- Returns how many rows were inserted and how many updated.
+WITH upserted AS (
+INSERT INTO contact_methods AS cm (
+    user_id, transport, value, label, is_primary, verified, disabled, muted, mute_until,
+    suppress_up, suppress_down, suppress_first, suppress_diagnostic, suppress_all,
+    min_severity, webhook_method, webhook_headers, webhook_query, webhook_body, metadata, tags)
+SELECT user_id, transport, value, label, is_primary, verified, disabled, muted, mute_until,
+       suppress_up, suppress_down, suppress_first, suppress_diagnostic, suppress_all,
+       min_severity, webhook_method, webhook_headers, webhook_query, webhook_body, metadata, tags
+FROM import_rows
+ON CONFLICT (user_id, transport, value) DO UPDATE SET
+    label = excluded.label, is_primary = excluded.is_primary, verified = excluded.verified,
+    disabled = excluded.disabled, muted = excluded.muted, mute_until = excluded.mute_until,
+    suppress_up = excluded.suppress_up, suppress_down = excluded.suppress_down,
+    suppress_first = excluded.suppress_first,
+    suppress_diagnostic = excluded.suppress_diagnostic, suppress_all = excluded.suppress_all,
+    min_severity = excluded.min_severity, webhook_method = excluded.webhook_method,
+    webhook_headers = excluded.webhook_headers, webhook_query = excluded.webhook_query,
+    webhook_body = excluded.webhook_body, metadata = excluded.metadata, tags = excluded.tags,
+    updated_at = now()
+-- A row identical to what is stored is left alone, so re-importing an export
+-- changes nothing, updated_at included.
+WHERE (cm.label, cm.is_primary, cm.verified, cm.disabled, cm.muted, cm.mute_until,
+       cm.suppress_up, cm.suppress_down, cm.suppress_first, cm.suppress_diagnostic,
+       cm.suppress_all, cm.min_severity, cm.webhook_method, cm.webhook_headers,
+       cm.webhook_query, cm.webhook_body, cm.metadata, cm.tags)
+  IS DISTINCT FROM
+      (excluded.label, excluded.is_primary, excluded.verified, excluded.disabled,
+       excluded.muted, excluded.mute_until, excluded.suppress_up, excluded.suppress_down,
+       excluded.suppress_first, excluded.suppress_diagnostic, excluded.suppress_all,
+       excluded.min_severity, excluded.webhook_method, excluded.webhook_headers,
+       excluded.webhook_query, excluded.webhook_body, excluded.metadata, excluded.tags)
+RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted) AS inserted,
+       count(*) FILTER (WHERE NOT inserted) AS updated
+FROM upserted;
