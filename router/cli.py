@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from router import commands
+from router import bulk_commands, commands, contact_commands
 from router.errors import RouterError
 
 SEVERITIES = ["critical", "error", "warning", "info"]
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}, ... are filled")
     add.add_argument("--json", action="store_true", help="print the created method as JSON")
-    add.set_defaults(func=commands.contacts_add)
+    add.set_defaults(func=contact_commands.contacts_add)
 
     update = contacts.add_parser("update", help="change a contact method's settings")
     update.add_argument("id")
@@ -204,17 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--tag", action="append", help="add a tag (repeatable)")
     update.add_argument("--untag", action="append", help="remove a tag (repeatable)")
-    update.set_defaults(func=commands.contacts_update)
+    update.set_defaults(func=contact_commands.contacts_update)
 
     get = contacts.add_parser("get", help="show a method (phones in every format)")
     get.add_argument("id")
     get.add_argument("--json", action="store_true")
-    get.set_defaults(func=commands.contacts_get)
+    get.set_defaults(func=contact_commands.contacts_get)
 
     for action, func, text in (
-        ("list", commands.contacts_list, "methods (a table, or JSON lines)"),
-        ("count", commands.contacts_count, "how many methods match"),
-        ("export", commands.contacts_export, "write methods as CSV or JSON lines"),
+        ("list", contact_commands.contacts_list, "methods (a table, or JSON lines)"),
+        ("count", contact_commands.contacts_count, "how many methods match"),
+        ("export", bulk_commands.contacts_export, "write methods as CSV or JSON lines"),
     ):
         p = contacts.add_parser(action, help=text)
         _method_filters(p)
@@ -233,22 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     primary.add_argument("user_id")
     primary.add_argument("transport", choices=["email", "sms", "webhook"])
     primary.add_argument("--json", action="store_true")
-    primary.set_defaults(func=commands.contacts_primary)
+    primary.set_defaults(func=contact_commands.contacts_primary)
 
     delete = contacts.add_parser("delete", help="delete a method, or all of a user's")
     delete.add_argument("id", nargs="?")
     delete.add_argument("--user", help="with --all: the user whose methods to delete")
     delete.add_argument("--all", action="store_true", help="every method of --user, at once")
-    delete.set_defaults(func=commands.contacts_delete)
+    delete.set_defaults(func=contact_commands.contacts_delete)
 
     verify = contacts.add_parser("verify", help="send a verification code to the method")
     verify.add_argument("id")
-    verify.set_defaults(func=commands.contacts_verify)
+    verify.set_defaults(func=contact_commands.contacts_verify)
     confirm = contacts.add_parser("confirm", help="confirm a method with the code it received")
     confirm.add_argument("id")
     confirm.add_argument("code")
     confirm.add_argument("--json", action="store_true")
-    confirm.set_defaults(func=commands.contacts_confirm)
+    confirm.set_defaults(func=contact_commands.contacts_confirm)
 
     imp = contacts.add_parser("import", help="upsert methods from CSV or JSON lines")
     imp.add_argument("file")
@@ -278,18 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--allow-landline", action="store_true", help="accept fixed-line numbers for sms"
     )
-    imp.set_defaults(func=commands.contacts_import, skip_invalid=False)
+    imp.set_defaults(func=bulk_commands.contacts_import, skip_invalid=False)
 
     mute = contacts.add_parser("mute", help="mute a method until cleared, or until --until")
     mute.add_argument("id")
     mute.add_argument("--until", metavar="ISO", help="unmute automatically at this time")
     mute.add_argument("--json", action="store_true")
-    mute.set_defaults(func=commands.contacts_mute)
+    mute.set_defaults(func=contact_commands.contacts_mute)
 
     unmute = contacts.add_parser("unmute", help="clear a mute (and any mute-until)")
     unmute.add_argument("id")
     unmute.add_argument("--json", action="store_true")
-    unmute.set_defaults(func=commands.contacts_unmute)
+    unmute.set_defaults(func=contact_commands.contacts_unmute)
 
     optout = sub.add_parser(
         "optout", help="the opt-out list (SMS numbers, email addresses)"
