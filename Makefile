@@ -41,3 +41,6 @@ schemas: $(STAMP)  ## regenerate the committed JSON Schema files
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+
+bench: $(STAMP)  ## import 100,000 contact methods; prints time and peak memory
+	$(PY) bench/import_contacts.py

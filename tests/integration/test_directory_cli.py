@@ -33,8 +33,20 @@ def refused(env: dict[str, str], *args: str, code: int = 1) -> str:
 
 def add(env: dict[str, str], user: str, transport: str, value: str, *extra: str) -> ContactMethod:
     return ContactMethod.model_validate_json(
-        ok(env, "contacts", "add", "--user", user, "--transport", transport, "--value", value,
-           "--json", *extra))
+        ok(
+            env,
+            "contacts",
+            "add",
+            "--user",
+            user,
+            "--transport",
+            transport,
+            "--value",
+            value,
+            "--json",
+            *extra,
+        )
+    )
 
 
 @pytest.fixture
@@ -43,8 +55,19 @@ def people(router_env: dict[str, str]) -> dict[str, ContactMethod]:
     for user in ("alice", "bob"):
         ok(router_env, "users", "add", user, "--name", user.title())
     return {
-        "alice-email": add(router_env, "alice", "email", "alice@example.com", "--primary",
-                           "--label", "work", "--tag", "oncall", "--meta", "team=db"),
+        "alice-email": add(
+            router_env,
+            "alice",
+            "email",
+            "alice@example.com",
+            "--primary",
+            "--label",
+            "work",
+            "--tag",
+            "oncall",
+            "--meta",
+            "team=db",
+        ),
         "alice-sms": add(router_env, "alice", "sms", "+14155551234", "--verified"),
         "alice-hook": add(router_env, "alice", "webhook", "https://h.example/alice"),
         "bob-email": add(router_env, "bob", "email", "bob@example.com", "--meta", "team=web"),
@@ -58,18 +81,32 @@ def listed(env: dict[str, str], *filters: str) -> list[ContactMethod]:
 
 # -- users ---------------------------------------------------------------------------------
 
-def test_users_get_list_and_delete(router_env: dict[str, str], people: dict[str, ContactMethod]) -> None:
+
+def test_users_get_list_and_delete(
+    router_env: dict[str, str], people: dict[str, ContactMethod]
+) -> None:
     assert json.loads(ok(router_env, "users", "get", "alice", "--json"))["name"] == "Alice"
     table = ok(router_env, "users", "list")
-    assert table.splitlines()[0].split() == ["ID", "NAME", "TIMEZONE", "QUIET", "HOURS", "MODE", "ORDER"]
-    assert [json.loads(x)["id"] for x in ok(router_env, "users", "list", "--json").splitlines()] == ["alice", "bob"]
+    assert table.splitlines()[0].split() == [
+        "ID",
+        "NAME",
+        "TIMEZONE",
+        "QUIET",
+        "HOURS",
+        "MODE",
+        "ORDER",
+    ]
+    assert [
+        json.loads(x)["id"] for x in ok(router_env, "users", "list", "--json").splitlines()
+    ] == ["alice", "bob"]
     page = run_cli(router_env, "users", "list", "--json", "--limit", "1")
     assert [json.loads(x)["id"] for x in page.stdout.splitlines()] == ["alice"]
     assert "more: --after alice" in page.stderr
     assert "has 1 contact method(s)" in refused(router_env, "users", "delete", "bob")
     assert "--cascade" in refused(router_env, "users", "delete", "bob")
     assert ok(router_env, "users", "delete", "bob", "--cascade").strip() == (
-        "deleted user bob with 1 contact method(s) and 0 shift(s)")
+        "deleted user bob with 1 contact method(s) and 0 shift(s)"
+    )
     assert "does not exist" in refused(router_env, "users", "get", "bob")
     ok(router_env, "users", "add", "carol")
     assert ok(router_env, "users", "delete", "carol").strip() == "deleted user carol"
@@ -77,38 +114,56 @@ def test_users_get_list_and_delete(router_env: dict[str, str], people: dict[str,
 
 # -- contacts: read --------------------------------------------------------------------------
 
+
 def test_list_is_a_table_on_a_terminal_and_model_lines_under_json(
-    router_env: dict[str, str], people: dict[str, ContactMethod],
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
 ) -> None:
     lines = ok(router_env, "contacts", "list").splitlines()
     assert lines[0].split() == ["ID", "USER", "TRANSPORT", "VALUE", "LABEL", "FLAGS", "TAGS"]
     assert set(lines[1]) <= {"-", " "}
     row = next(line for line in lines if "alice@example.com" in line)
-    assert row.split() == [people["alice-email"].id, "alice", "email", "alice@example.com", "work",
-                           "primary", "oncall"]
-    assert [m.id for m in listed(router_env)] == [people[k].id for k in (
-        "alice-email", "alice-sms", "alice-hook", "bob-email")]
+    assert row.split() == [
+        people["alice-email"].id,
+        "alice",
+        "email",
+        "alice@example.com",
+        "work",
+        "primary",
+        "oncall",
+    ]
+    assert [m.id for m in listed(router_env)] == [
+        people[k].id for k in ("alice-email", "alice-sms", "alice-hook", "bob-email")
+    ]
 
 
-@pytest.mark.parametrize(("filters", "expected"), [
-    (("--user", "bob"), ["bob-email"]),
-    (("--transport", "email"), ["alice-email", "bob-email"]),
-    (("--verified",), ["alice-sms"]),
-    (("--unverified", "--user", "alice"), ["alice-email", "alice-hook"]),
-    (("--search", "h.example"), ["alice-hook"]),
-    (("--search", "BOB"), ["bob-email"]),
-    (("--search", "work"), ["alice-email"]),
-    (("--meta", "team=db"), ["alice-email"]),
-    (("--tag", "oncall"), ["alice-email"]),
-])
-def test_list_and_count_filters(router_env: dict[str, str], people: dict[str, ContactMethod],
-                                filters: tuple[str, ...], expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (("--user", "bob"), ["bob-email"]),
+        (("--transport", "email"), ["alice-email", "bob-email"]),
+        (("--verified",), ["alice-sms"]),
+        (("--unverified", "--user", "alice"), ["alice-email", "alice-hook"]),
+        (("--search", "h.example"), ["alice-hook"]),
+        (("--search", "BOB"), ["bob-email"]),
+        (("--search", "work"), ["alice-email"]),
+        (("--meta", "team=db"), ["alice-email"]),
+        (("--tag", "oncall"), ["alice-email"]),
+    ],
+)
+def test_list_and_count_filters(
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
+    filters: tuple[str, ...],
+    expected: list[str],
+) -> None:
     assert [m.id for m in listed(router_env, *filters)] == [people[k].id for k in expected]
     assert ok(router_env, "contacts", "count", *filters).strip() == str(len(expected))
 
 
 def test_list_pages_by_cursor_and_by_page_number(
-    router_env: dict[str, str], people: dict[str, ContactMethod],
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
 ) -> None:
     first = run_cli(router_env, "contacts", "list", "--json", "--limit", "3")
     cursor = re.search(r"--cursor (\S+)", first.stderr)
@@ -116,24 +171,35 @@ def test_list_pages_by_cursor_and_by_page_number(
     rest = listed(router_env, "--limit", "3", "--cursor", cursor.group(1))
     assert [m.id for m in rest] == [people["bob-email"].id]
     assert [m.id for m in listed(router_env, "--limit", "2", "--page", "2")] == [
-        people["alice-hook"].id, people["bob-email"].id]
+        people["alice-hook"].id,
+        people["bob-email"].id,
+    ]
     assert "not a cursor" in refused(router_env, "contacts", "list", "--cursor", "bogus!")
     assert refused(router_env, "contacts", "list", "--limit", "0", code=2)
 
 
-def test_get_shows_a_phone_in_every_format(router_env: dict[str, str], people: dict[str, ContactMethod]) -> None:
+def test_get_shows_a_phone_in_every_format(
+    router_env: dict[str, str], people: dict[str, ContactMethod]
+) -> None:
     record = json.loads(ok(router_env, "contacts", "get", people["alice-sms"].id, "--json"))
     assert ContactMethod.model_validate(record).id == people["alice-sms"].id
     assert record["phone"] == {
-        "e164": "+14155551234", "international": "+1 415-555-1234", "national": "(415) 555-1234",
-        "rfc3966": "tel:+1-415-555-1234", "country_code": "1", "region": "US",
-        "number_type": "fixed_line_or_mobile"}
+        "e164": "+14155551234",
+        "international": "+1 415-555-1234",
+        "national": "(415) 555-1234",
+        "rfc3966": "tel:+1-415-555-1234",
+        "country_code": "1",
+        "region": "US",
+        "number_type": "fixed_line_or_mobile",
+    }
     text = ok(router_env, "contacts", "get", people["alice-email"].id)
     assert "metadata:      team=db" in text and "tags:          oncall" in text
     assert "does not exist" in refused(router_env, "contacts", "get", "nope")
 
 
-def test_primary_of_a_transport(router_env: dict[str, str], people: dict[str, ContactMethod]) -> None:
+def test_primary_of_a_transport(
+    router_env: dict[str, str], people: dict[str, ContactMethod]
+) -> None:
     shown = json.loads(ok(router_env, "contacts", "primary", "alice", "email", "--json"))
     assert shown["id"] == people["alice-email"].id
     assert "no primary sms" in refused(router_env, "contacts", "primary", "alice", "sms")
@@ -141,38 +207,70 @@ def test_primary_of_a_transport(router_env: dict[str, str], people: dict[str, Co
 
 # -- contacts: write -------------------------------------------------------------------------
 
-def test_update_metadata_and_tags(router_env: dict[str, str], people: dict[str, ContactMethod]) -> None:
+
+def test_update_metadata_and_tags(
+    router_env: dict[str, str], people: dict[str, ContactMethod]
+) -> None:
     mid = people["alice-email"].id
-    updated = json.loads(ok(router_env, "contacts", "update", mid, "--meta", "team=", "--meta",
-                            "tier=gold", "--tag", "vip", "--untag", "oncall", "--json"))
+    updated = json.loads(
+        ok(
+            router_env,
+            "contacts",
+            "update",
+            mid,
+            "--meta",
+            "team=",
+            "--meta",
+            "tier=gold",
+            "--tag",
+            "vip",
+            "--untag",
+            "oncall",
+            "--json",
+        )
+    )
     assert updated["metadata"] == {"tier": "gold"} and updated["tags"] == ["vip"]
 
 
 def test_landlines_are_refused_for_sms_unless_allowed(router_env: dict[str, str]) -> None:
     ok(router_env, "users", "add", "alice")
-    stderr = refused(router_env, "contacts", "add", "--user", "alice", "--transport", "sms",
-                     "--value", "+44 20 7183 8750")
+    stderr = refused(
+        router_env,
+        "contacts",
+        "add",
+        "--user",
+        "alice",
+        "--transport",
+        "sms",
+        "--value",
+        "+44 20 7183 8750",
+    )
     assert "fixed-line number" in stderr and "--allow-landline" in stderr
     assert listed(router_env) == []
     added = add(router_env, "alice", "sms", "+44 20 7183 8750", "--allow-landline")
     assert added.value == "+442071838750"
 
 
-def test_delete_one_or_all_of_a_user(router_env: dict[str, str], people: dict[str, ContactMethod]) -> None:
+def test_delete_one_or_all_of_a_user(
+    router_env: dict[str, str], people: dict[str, ContactMethod]
+) -> None:
     ok(router_env, "contacts", "delete", people["bob-email"].id)
     assert "does not exist" in refused(router_env, "contacts", "delete", people["bob-email"].id)
     assert "--user USER --all" in refused(router_env, "contacts", "delete", "--user", "alice")
     assert "--user USER --all" in refused(router_env, "contacts", "delete")
     assert ok(router_env, "contacts", "delete", "--user", "alice", "--all").strip() == (
-        "deleted 3 contact method(s) of user alice")
+        "deleted 3 contact method(s) of user alice"
+    )
     assert listed(router_env) == []
     assert "does not exist" in refused(router_env, "contacts", "delete", "--user", "zed", "--all")
 
 
 # -- verification -------------------------------------------------------------------------------
 
+
 async def test_verification_code_round_trip_with_wrong_and_expired_codes(
-    router_env: dict[str, str], people: dict[str, ContactMethod],
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
 ) -> None:
     env = {**router_env, "ROUTER_VERIFICATION_MAX_ATTEMPTS": "2"}
     await ensure_topics(Settings(**{k.removeprefix("ROUTER_").lower(): v for k, v in env.items()}))  # type: ignore[arg-type]
@@ -180,9 +278,15 @@ async def test_verification_code_round_trip_with_wrong_and_expired_codes(
     sms = env["ROUTER_TOPIC_EMAIL"]
 
     async def send_code() -> str:
-        assert "sent a verification code to email a***@example.com" in ok(env, "contacts", "verify", mid)
-        seen = await collect(env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"], [sms],
-                             until=lambda s: len(s[sms]) >= 1, settle=0.5)
+        assert "sent a verification code to email a***@example.com" in ok(
+            env, "contacts", "verify", mid
+        )
+        seen = await collect(
+            env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+            [sms],
+            until=lambda s: len(s[sms]) >= 1,
+            settle=0.5,
+        )
         job = json.loads(seen[sms][-1].value)
         assert job["purpose"] == "verification" and job["to"] == "alice@example.com"
         assert seen[sms][-1].key == mid.encode()
@@ -200,7 +304,9 @@ async def test_verification_code_round_trip_with_wrong_and_expired_codes(
     code = await asyncio.sleep(1.1, await send_code())  # a second code replaces the first
     conn = await asyncpg.connect(env["ROUTER_DATABASE_URL"])
     try:
-        await conn.execute("UPDATE contact_method_verifications SET expires_at = now() - interval '1 s'")
+        await conn.execute(
+            "UPDATE contact_method_verifications SET expires_at = now() - interval '1 s'"
+        )
     finally:
         await conn.close()
     assert "expired" in refused(env, "contacts", "confirm", mid, code)
@@ -212,6 +318,7 @@ async def test_verification_code_round_trip_with_wrong_and_expired_codes(
 
 # -- import and export -------------------------------------------------------------------------
 
+
 def write(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
@@ -219,13 +326,16 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 
 def test_export_reimports_unchanged_as_csv_and_jsonl(
-    router_env: dict[str, str], people: dict[str, ContactMethod], tmp_path: Path,
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
+    tmp_path: Path,
 ) -> None:
     for fmt in ("csv", "jsonl"):
         exported = ok(router_env, "contacts", "export", "--format", fmt)
         path = write(tmp_path, f"all.{fmt}", exported)
         assert ok(router_env, "contacts", "import", path).strip() == (
-            "imported 4 row(s): 0 added, 0 updated, 4 unchanged, 0 skipped as invalid")
+            "imported 4 row(s): 0 added, 0 updated, 4 unchanged, 0 skipped as invalid"
+        )
         assert ok(router_env, "contacts", "export", "--format", fmt) == exported
     rows = list(csv.DictReader(io.StringIO(ok(router_env, "contacts", "export"))))
     assert {"user_id", "transport", "value"} <= set(rows[0])
@@ -233,44 +343,73 @@ def test_export_reimports_unchanged_as_csv_and_jsonl(
 
 
 def test_import_adds_updates_and_replaces_the_primary(
-    router_env: dict[str, str], people: dict[str, ContactMethod], tmp_path: Path,
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
+    tmp_path: Path,
 ) -> None:
-    path = write(tmp_path, "in.csv", "user_id,transport,value,label,is_primary,tags\n"
-                 "alice,email,ALICE@example.com,renamed,false,\n"
-                 "alice,email,alice2@example.com,,true,\"a,b\"\n"
-                 "bob,sms,(415) 555-0100,,,\n")
+    path = write(
+        tmp_path,
+        "in.csv",
+        "user_id,transport,value,label,is_primary,tags\n"
+        "alice,email,ALICE@example.com,renamed,false,\n"
+        'alice,email,alice2@example.com,,true,"a,b"\n'
+        "bob,sms,(415) 555-0100,,,\n",
+    )
     stderr = refused(router_env, "contacts", "import", path)
     assert f"{path}:4: value: '(415) 555-0100' is not a valid phone number" in stderr
-    path = write(tmp_path, "in2.csv", "user_id,transport,value,region,label,is_primary,tags\n"
-                 "alice,email,ALICE@example.com,,renamed,false,\n"
-                 "alice,email,alice2@example.com,,,true,\"a,b\"\n"
-                 "bob,sms,(415) 555-0100,US,,,\n")
+    path = write(
+        tmp_path,
+        "in2.csv",
+        "user_id,transport,value,region,label,is_primary,tags\n"
+        "alice,email,ALICE@example.com,,renamed,false,\n"
+        'alice,email,alice2@example.com,,,true,"a,b"\n'
+        "bob,sms,(415) 555-0100,US,,,\n",
+    )
     assert ok(router_env, "contacts", "import", path).strip() == (
-        "imported 3 row(s): 2 added, 1 updated, 0 unchanged, 0 skipped as invalid")
+        "imported 3 row(s): 2 added, 1 updated, 0 unchanged, 0 skipped as invalid"
+    )
     emails = {m.value: m for m in listed(router_env, "--user", "alice", "--transport", "email")}
-    assert emails["alice@example.com"].label == "renamed" and not emails["alice@example.com"].is_primary
-    assert emails["alice2@example.com"].is_primary and emails["alice2@example.com"].tags == ("a", "b")
-    assert [m.value for m in listed(router_env, "--user", "bob", "--transport", "sms")] == ["+14155550100"]
+    assert (
+        emails["alice@example.com"].label == "renamed"
+        and not emails["alice@example.com"].is_primary
+    )
+    assert emails["alice2@example.com"].is_primary and emails["alice2@example.com"].tags == (
+        "a",
+        "b",
+    )
+    assert [m.value for m in listed(router_env, "--user", "bob", "--transport", "sms")] == [
+        "+14155550100"
+    ]
 
 
 def test_an_import_with_bad_rows_writes_nothing_and_lists_each_by_line(
-    router_env: dict[str, str], people: dict[str, ContactMethod], tmp_path: Path,
+    router_env: dict[str, str],
+    people: dict[str, ContactMethod],
+    tmp_path: Path,
 ) -> None:
-    path = write(tmp_path, "bad.csv", "user_id,transport,value,is_primary\n"
-                 "alice,email,new@example.com,\n"            # line 2: fine
-                 "alice,fax,123,\n"                          # 3: transport
-                 "alice,sms,555-1234,\n"                     # 4: no region
-                 "ghost,email,g@example.com,\n"              # 5: unknown user
-                 "alice,email,new@example.com,\n"            # 6: repeats line 2
-                 "alice,sms,+14155550001,true\n"             # 7: fine, primary
-                 "alice,sms,+14155550002,true\n"             # 8: second primary
-                 "alice,sms,+442071838750,\n"                # 9: landline
-                 "alice,email,x@example.com,maybe\n")        # 10: not a boolean
+    path = write(
+        tmp_path,
+        "bad.csv",
+        "user_id,transport,value,is_primary\n"
+        "alice,email,new@example.com,\n"  # line 2: fine
+        "alice,fax,123,\n"  # 3: transport
+        "alice,sms,555-1234,\n"  # 4: no region
+        "ghost,email,g@example.com,\n"  # 5: unknown user
+        "alice,email,new@example.com,\n"  # 6: repeats line 2
+        "alice,sms,+14155550001,true\n"  # 7: fine, primary
+        "alice,sms,+14155550002,true\n"  # 8: second primary
+        "alice,sms,+442071838750,\n"  # 9: landline
+        "alice,email,x@example.com,maybe\n",
+    )  # 10: not a boolean
     before = ok(router_env, "contacts", "export")
     stderr = refused(router_env, "contacts", "import", path)
     lines = [int(m) for m in re.findall(rf"{re.escape(path)}:(\d+):", stderr)]
     assert lines == [3, 4, 5, 6, 8, 9, 10]
-    assert "transport" in stderr and "international form" in stderr and "'ghost' does not exist" in stderr
+    assert (
+        "transport" in stderr
+        and "international form" in stderr
+        and "'ghost' does not exist" in stderr
+    )
     assert "already on line 2" in stderr and "second primary" in stderr and "fixed-line" in stderr
     assert "nothing was written" in stderr
     assert ok(router_env, "contacts", "export") == before
@@ -278,19 +417,30 @@ def test_an_import_with_bad_rows_writes_nothing_and_lists_each_by_line(
     done = run_cli(router_env, "contacts", "import", path, "--skip-invalid")
     assert done.returncode == 0
     assert done.stdout.strip() == (
-        "imported 2 row(s): 2 added, 0 updated, 0 unchanged, 7 skipped as invalid")
+        "imported 2 row(s): 2 added, 0 updated, 0 unchanged, 7 skipped as invalid"
+    )
 
 
 def test_import_jsonl_can_create_users(router_env: dict[str, str], tmp_path: Path) -> None:
-    path = write(tmp_path, "in.jsonl",
-                 '{"user_id": "dora", "transport": "webhook", "value": "https://h.example/d", '
-                 '"webhook_method": "PUT", "webhook_headers": {"X": "1"}, "metadata": {"k": "v"}}\n'
-                 "\n"
-                 '{"user_id": "dora", "transport": "email", "value": "d@example.com", "verified": true}\n')
+    path = write(
+        tmp_path,
+        "in.jsonl",
+        '{"user_id": "dora", "transport": "webhook", "value": "https://h.example/d", '
+        '"webhook_method": "PUT", "webhook_headers": {"X": "1"}, "metadata": {"k": "v"}}\n'
+        "\n"
+        '{"user_id": "dora", "transport": "email", "value": "d@example.com", "verified": true}\n',
+    )
     assert "'dora' does not exist" in refused(router_env, "contacts", "import", path)
     assert "2 added" in ok(router_env, "contacts", "import", path, "--create-users")
     [hook] = listed(router_env, "--transport", "webhook")
-    assert (hook.webhook_method, hook.webhook_headers, hook.metadata) == ("PUT", {"X": "1"}, {"k": "v"})
-    assert "not valid JSON" in refused(router_env, "contacts", "import",
-                                       write(tmp_path, "x.jsonl", '{"user_id": \n'))
-    assert "cannot be read" in refused(router_env, "contacts", "import", str(tmp_path / "missing.csv"))
+    assert (hook.webhook_method, hook.webhook_headers, hook.metadata) == (
+        "PUT",
+        {"X": "1"},
+        {"k": "v"},
+    )
+    assert "not valid JSON" in refused(
+        router_env, "contacts", "import", write(tmp_path, "x.jsonl", '{"user_id": \n')
+    )
+    assert "cannot be read" in refused(
+        router_env, "contacts", "import", str(tmp_path / "missing.csv")
+    )
