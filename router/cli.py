@@ -303,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--address", required=True)
         p.add_argument("--region", help="ISO country code for a national phone format")
         p.set_defaults(func=commands.optout)
-    optout.add_parser("list", help="every address on the list").set_defaults(func=commands.optout)
+    optout_list = optout.add_parser("list", help="every address on the list")
+    optout_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    optout_list.set_defaults(func=commands.optout)
 
     schedules = sub.add_parser("schedules", help="on-call schedules").add_subparsers(
         dest="schedules_command", required=True, metavar="ACTION"
@@ -313,9 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     shift.add_argument("--user", required=True)
     shift.add_argument("--start", required=True, metavar="ISO", help="inclusive, with offset")
     shift.add_argument("--end", required=True, metavar="ISO", help="exclusive, with offset")
+    shift.add_argument("--json", action="store_true", help="print the shift as JSON")
     shift.set_defaults(func=commands.schedules_add_shift)
     listing = schedules.add_parser("list", help="shifts, by schedule and start")
     listing.add_argument("schedule_id", nargs="?")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=commands.schedules_list)
     return parser
 

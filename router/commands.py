@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,10 +18,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from router import addresses, table
-from router.directory import ContactMethod, User
+from router.directory import ContactMethod, Shift, User
 from router.errors import InvalidValue
 from router.migrate import migrate
-from router.store import PgStore, Shift
+from router.store import PgStore
 from router.values import KINDS, channel_order, instant, quiet_hours, settings, timezone, user_id
 
 
@@ -156,7 +157,10 @@ def optout(args: argparse.Namespace) -> None:
 
         async def show(store: PgStore) -> None:
             for transport, address in sorted(await store.list_opt_outs()):
-                print(f"{transport}  {address}")
+                if args.json:
+                    print(json.dumps({"transport": transport, "address": address}))
+                else:
+                    print(f"{transport}  {address}")
 
         _run(show)
         return
@@ -184,7 +188,7 @@ def schedules_add_shift(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         shift = await store.add_shift(schedule, uid, start, end)
-        print(f"added shift {shift.id}: " + _describe_shift(shift))
+        _print(shift, args.json, f"added shift {shift.id}: " + _describe_shift(shift))
 
     _run(action)
 
@@ -194,7 +198,7 @@ def schedules_list(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         for shift in await store.list_shifts(args.schedule_id):
-            print(_describe_shift(shift))
+            print(shift.model_dump_json() if args.json else _describe_shift(shift))
 
     _run(action)
 

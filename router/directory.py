@@ -70,6 +70,18 @@ class ContactMethod(BaseModel):
     updated_at: AwareDatetime
 
 
+class Shift(BaseModel):
+    """Someone on call for a schedule from ``starts_at`` (inclusive) to ``ends_at`` (exclusive)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    schedule_id: str
+    user_id: str
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
 @dataclass(frozen=True)
 class Directory:
     """A snapshot of the users a batch of events names, with their methods.

@@ -12,10 +12,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from router.directory import ContactMethod, Directory, User
+from router.directory import ContactMethod, Directory, Shift, User
 from router.errors import Conflict, NotFound, StoreUnavailable
 from router.rules import RateLimit, Send, within_rate_limits
-from router.store import NewContactMethod, ScheduleLookup, Shift
+from router.store import NewContactMethod, ScheduleLookup
 
 
 class InMemoryStore:
@@ -201,6 +201,12 @@ class InMemoryStore:
         if user_id not in self.users:
             raise NotFound(f"User {user_id!r} does not exist.")
         self.schedules.add(schedule_id)
-        shift = Shift(len(self.shifts) + 1, schedule_id, user_id, starts_at, ends_at)
+        shift = Shift(
+            id=len(self.shifts) + 1,
+            schedule_id=schedule_id,
+            user_id=user_id,
+            starts_at=starts_at,
+            ends_at=ends_at,
+        )
         self.shifts.append(shift)
         return shift

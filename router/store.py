@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from router import sql
-from router.directory import ContactMethod, Directory, User
+from router.directory import ContactMethod, Directory, Shift, User
 from router.errors import (
     Conflict,
     NotFound,
@@ -74,17 +74,6 @@ class MethodFilter:
             dict(self.metadata) if self.metadata else None,
             self.tag,
         ]
-
-
-@dataclass(frozen=True)
-class Shift:
-    """Someone on call for a schedule from ``starts_at`` (inclusive) to ``ends_at``."""
-
-    id: int
-    schedule_id: str
-    user_id: str
-    starts_at: datetime
-    ends_at: datetime
 
 
 class Store(Protocol):
@@ -162,6 +151,8 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         ) from error
     except asyncpg.PostgresError as error:
         raise StoreError(f"PostgreSQL refused the operation: {error}.") from error
+    except asyncpg.InternalClientError as error:
+        raise StoreError(f"The PostgreSQL driver failed: {error}.") from error
 
 
 def _jsonb_encode(value: Any) -> bytes:
@@ -189,7 +180,7 @@ def _user(row: Mapping[str, Any]) -> User:
 
 
 def _shift(row: Mapping[str, Any]) -> Shift:
-    return Shift(**dict(row))
+    return Shift.model_validate(dict(row))
 
 
 class PgStore:

@@ -444,3 +444,40 @@ def test_import_jsonl_can_create_users(router_env: dict[str, str], tmp_path: Pat
     assert "cannot be read" in refused(
         router_env, "contacts", "import", str(tmp_path / "missing.csv")
     )
+
+
+def test_every_listing_of_records_takes_json(router_env: dict[str, str]) -> None:
+    ok(router_env, "users", "add", "alice")
+    shift = json.loads(
+        ok(
+            router_env,
+            "schedules",
+            "add-shift",
+            "primary",
+            "--user",
+            "alice",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--end",
+            "2026-01-02T00:00:00Z",
+            "--json",
+        )
+    )
+    assert (shift["schedule_id"], shift["user_id"]) == ("primary", "alice")
+    [listed_shift] = [
+        json.loads(x) for x in ok(router_env, "schedules", "list", "--json").splitlines()
+    ]
+    assert listed_shift == shift
+    ok(router_env, "optout", "add", "--transport", "sms", "--address", "+14155551234")
+    assert json.loads(ok(router_env, "optout", "list", "--json")) == {
+        "transport": "sms",
+        "address": "+14155551234",
+    }
+
+
+def test_an_unmigrated_database_gives_one_line(
+    router_env: dict[str, str], empty_database_url: str
+) -> None:
+    env = {**router_env, "ROUTER_DATABASE_URL": empty_database_url}
+    stderr = refused(env, "contacts", "list", code=3)
+    assert "router db migrate" in stderr and len(stderr.strip().splitlines()) == 1
