@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the router end to end on embedded Kafka (Tansu) and PostgreSQL
 	$(VENV)/bin/router demo
 
+# Integration tests mostly wait on brokers and subprocesses, so four workers
+# halve the run even on two cores; each worker starts its own embedded servers.
 test: $(STAMP)  ## lint, type-check, then every test (unit and integration)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n 4
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
