@@ -17,13 +17,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
 from router import addresses
 from router.directory import ContactMethod
 from router.errors import InvalidValue
 from router.store import IMPORT_COLUMNS
-from schemas import Severity, Transport, WebhookMethod
 
 #: What export writes, in order: every field of the model the worker reads.
 EXPORT_FIELDS: tuple[str, ...] = tuple(ContactMethod.model_fields)
@@ -32,33 +31,19 @@ _IGNORED = {"id", "created_at", "updated_at"}
 Format = Literal["csv", "jsonl"]
 
 
-class ImportRow(BaseModel):
-    """One row as import accepts it; unknown columns are refused so typos are not lost."""
+class ImportRow(ContactMethod):
+    """One row as import accepts it: the exported record, where only ``user_id``,
+    ``transport`` and ``value`` are required and ``region`` may help parse a phone.
+    Unknown columns are refused so a misspelt one is not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
+    id: str | None = None  # type: ignore[assignment]
     user_id: str = Field(min_length=1, max_length=256, pattern=r"^[^\s\x00-\x1f]+$")
-    transport: Transport
     value: str = Field(min_length=1)
     region: str | None = None
-    label: str | None = None
-    is_primary: bool = False
-    verified: bool = False
-    disabled: bool = False
-    muted: bool = False
-    mute_until: AwareDatetime | None = None
-    suppress_up: bool = False
-    suppress_down: bool = False
-    suppress_first: bool = False
-    suppress_diagnostic: bool = False
-    suppress_all: bool = False
-    min_severity: Severity | None = None
-    webhook_method: WebhookMethod | None = None
-    webhook_headers: dict[str, str] = Field(default_factory=dict)
-    webhook_query: dict[str, str] = Field(default_factory=dict)
-    webhook_body: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list)
+    created_at: AwareDatetime | None = None  # type: ignore[assignment]
+    updated_at: AwareDatetime | None = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -152,6 +137,7 @@ def validate(number: int, raw: dict[str, Any], allow_landline: bool) -> tuple[An
         return RowError(number, "webhook_* fields apply only to transport webhook")
     data = row.model_dump()
     data["value"] = value
+    data["tags"] = list(data["tags"])
     return tuple(data[c] for c in IMPORT_COLUMNS)
 
 

@@ -40,6 +40,17 @@ class Publisher(Protocol):
     ) -> Awaitable[Any] | None: ...
 
 
+def _log_rejection(event: str, record: SourceRecord, rejection: Rejection) -> None:
+    log.warning(
+        event,
+        reason=rejection.reason,
+        detail=rejection.message,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
+
+
 def utc_now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
@@ -136,14 +147,7 @@ class Worker:
         claimed: set[str] = set()
         for record, item in zip(records, decoded, strict=True):
             if isinstance(item, Rejection):
-                log.warning(
-                    "event_rejected",
-                    reason=item.reason,
-                    detail=item.message,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
+                _log_rejection("event_rejected", record, item)
                 outcomes.append(dead_letter(record, item))
             elif item.event_id in done_before or item.event_id in claimed:
                 outcomes.append(duplicate(item, now))
@@ -215,14 +219,7 @@ class Worker:
         for record in records:
             item = decode_contact_event(record.value, max_bytes=self._settings.max_event_bytes)
             if isinstance(item, Rejection):
-                log.warning(
-                    "contact_event_rejected",
-                    reason=item.reason,
-                    detail=item.message,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                )
+                _log_rejection("contact_event_rejected", record, item)
                 pending += await self._send_dead_letter(dead_letter(record, item))
                 continue
             if item.type == "opt_out":

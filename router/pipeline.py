@@ -202,33 +202,22 @@ def finish(planned: Planned, allowed: set[str] | None = None) -> Routed:
     for entry in planned.entries:
         if isinstance(entry, Decision):
             out.decisions.append(entry)
-        elif allowed is None or entry.job_id in allowed:
+            continue
+        sent = allowed is None or entry.job_id in allowed
+        if sent:
             out.jobs.append(entry)
-            out.decisions.append(
-                Decision(
-                    event_id=event.event_id,
-                    user_id=entry.user_id,
-                    contact_method_id=entry.contact_method_id,
-                    transport=entry.transport,
-                    outcome="sent",
-                    reason=None,
-                    job_id=entry.job_id,
-                    decided_at=now,
-                )
+        out.decisions.append(
+            Decision(
+                event_id=event.event_id,
+                user_id=entry.user_id,
+                contact_method_id=entry.contact_method_id,
+                transport=entry.transport,
+                outcome="sent" if sent else "skipped",
+                reason=None if sent else "rate_limited",
+                job_id=entry.job_id if sent else None,
+                decided_at=now,
             )
-        else:
-            out.decisions.append(
-                Decision(
-                    event_id=event.event_id,
-                    user_id=entry.user_id,
-                    contact_method_id=entry.contact_method_id,
-                    transport=entry.transport,
-                    outcome="skipped",
-                    reason="rate_limited",
-                    job_id=None,
-                    decided_at=now,
-                )
-            )
+        )
     return out
 
 

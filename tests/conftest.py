@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from router.directory import ContactMethod, User
+from schemas import AlertEvent
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +49,16 @@ def make_method(
         updated_at=T0,
         **fields,  # type: ignore[arg-type]
     )
+
+
+def make_event(**fields: object) -> AlertEvent:
+    """A decoded alert for alice at T0 (critical, down) with ``fields`` changed."""
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "kind": "down",
+        "severity": "critical",
+        "user_ids": ["alice"],
+        "title": "db-1 down",
+        "occurred_at": T0,
+    }
+    return AlertEvent.model_validate({**base, **fields}, strict=False)

@@ -31,6 +31,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from router.directory import ContactMethod
 from router.embedded import EmbeddedKafka, EmbeddedPostgres
 from router.migrate import migrate
 
@@ -173,6 +174,41 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+def cli_ok(env: dict[str, str], *args: str) -> str:
+    """Run a ``router`` command that must succeed; its stdout."""
+    done = run_cli(env, *args)
+    assert done.returncode == 0, (args, done.stderr)
+    return done.stdout
+
+
+def cli_refused(env: dict[str, str], *args: str, code: int = 1) -> str:
+    """Run a ``router`` command that must be refused with ``code`` and no traceback; its stderr."""
+    done = run_cli(env, *args)
+    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+def add_contact(
+    env: dict[str, str], user: str, transport: str, value: str, *extra: str
+) -> ContactMethod:
+    """``router contacts add ... --json``, parsed as the model the worker reads."""
+    out = cli_ok(
+        env,
+        "contacts",
+        "add",
+        "--user",
+        user,
+        "--transport",
+        transport,
+        "--value",
+        value,
+        "--json",
+        *extra,
+    )
+    return ContactMethod.model_validate_json(out)
 
 
 class RouterProcess:

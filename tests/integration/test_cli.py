@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from router.directory import ContactMethod
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import add_contact, run_cli
 
 
 def methods(env: dict[str, str]) -> list[str]:
@@ -203,21 +203,7 @@ def test_a_bad_setting_names_the_variable(router_env: dict[str, str]) -> None:
 
 
 def add_method(env: dict[str, str], transport: str, value: str, *extra: str) -> dict[str, object]:
-    done = run_cli(
-        env,
-        "contacts",
-        "add",
-        "--user",
-        "alice",
-        "--transport",
-        transport,
-        "--value",
-        value,
-        "--json",
-        *extra,
-    )
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout))
+    return add_contact(env, "alice", transport, value, *extra).model_dump(mode="json")
 
 
 def test_user_rule_settings_round_trip_as_json(router_env: dict[str, str]) -> None:

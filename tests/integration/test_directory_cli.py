@@ -15,38 +15,10 @@ import pytest
 from router.directory import ContactMethod
 from router.settings import Settings
 from router.topics import ensure_topics
+from tests.integration.conftest import add_contact as add
+from tests.integration.conftest import cli_ok as ok
+from tests.integration.conftest import cli_refused as refused
 from tests.integration.conftest import collect, run_cli
-
-
-def ok(env: dict[str, str], *args: str) -> str:
-    done = run_cli(env, *args)
-    assert done.returncode == 0, (args, done.stderr)
-    return done.stdout
-
-
-def refused(env: dict[str, str], *args: str, code: int = 1) -> str:
-    done = run_cli(env, *args)
-    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr
-    return done.stderr
-
-
-def add(env: dict[str, str], user: str, transport: str, value: str, *extra: str) -> ContactMethod:
-    return ContactMethod.model_validate_json(
-        ok(
-            env,
-            "contacts",
-            "add",
-            "--user",
-            user,
-            "--transport",
-            transport,
-            "--value",
-            value,
-            "--json",
-            *extra,
-        )
-    )
 
 
 @pytest.fixture

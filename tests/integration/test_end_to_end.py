@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.integration.conftest import RouterProcess, collect, produce, run_cli, wait_for_topics
+from tests.integration.conftest import (
+    RouterProcess,
+    add_contact,
+    cli_ok,
+    collect,
+    produce,
+    run_cli,
+    wait_for_topics,
+)
 
 OUTPUTS = ("email", "sms", "webhook", "decisions", "dlq")
 
@@ -34,28 +42,13 @@ async def publish_when_ready(bootstrap: str, t: dict[str, str], *values: bytes) 
 
 def add_alice(env: dict[str, str]) -> dict[str, str]:
     """alice with one method per transport, through the directory commands; returns ids."""
-    assert run_cli(env, "users", "add", "alice", "--timezone", "Europe/Berlin").returncode == 0
-    ids = {}
-    for transport, value in (
-        ("email", "Alice@Example.com"),
-        ("sms", "+1 415 555 1234"),
-        ("webhook", "https://hooks.example.com/alice"),
-    ):
-        done = run_cli(
-            env,
-            "contacts",
-            "add",
-            "--user",
-            "alice",
-            "--transport",
-            transport,
-            "--value",
-            value,
-            "--json",
-        )
-        assert done.returncode == 0, done.stderr
-        ids[transport] = json.loads(done.stdout)["id"]
-    return ids
+    cli_ok(env, "users", "add", "alice", "--timezone", "Europe/Berlin")
+    values = {
+        "email": "Alice@Example.com",
+        "sms": "+1 415 555 1234",
+        "webhook": "https://hooks.example.com/alice",
+    }
+    return {t: add_contact(env, "alice", t, v).id for t, v in values.items()}
 
 
 async def test_event_for_user_with_three_methods_yields_one_job_per_topic(

@@ -9,34 +9,25 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from router.store import PgStore
-from tests.integration.conftest import RouterProcess, collect, produce, run_cli, wait_for_topics
+from tests.integration.conftest import (
+    RouterProcess,
+    add_contact,
+    cli_ok,
+    collect,
+    produce,
+    run_cli,
+    wait_for_topics,
+)
 
 NOW = datetime.now(UTC)
 
 
-def cli(env: dict[str, str], *args: str) -> dict[str, object] | None:
-    done = run_cli(env, *args)
-    assert done.returncode == 0, (args, done.stderr)
-    return json.loads(done.stdout) if "--json" in args else None
+def cli(env: dict[str, str], *args: str) -> None:
+    cli_ok(env, *args)
 
 
 def method(env: dict[str, str], user: str, transport: str, value: str, *extra: str) -> str:
-    created = cli(
-        env,
-        "contacts",
-        "add",
-        "--user",
-        user,
-        "--transport",
-        transport,
-        "--value",
-        value,
-        "--verified",
-        "--json",
-        *extra,
-    )
-    assert created is not None
-    return str(created["id"])
+    return add_contact(env, user, transport, value, "--verified", *extra).id
 
 
 def alert(

@@ -11,21 +11,13 @@ from router.directory import Directory
 from router.pipeline import RoutingOptions, duplicate, finish, plan, route, sends
 from router.rules import RateLimit, within_rate_limits
 from schemas import AlertEvent, EmailJob, SmsJob, WebhookJob, job_id_for
-from tests.conftest import T0, make_method, make_user
+from tests.conftest import T0, make_event, make_method, make_user
 
 OPTIONS = RoutingOptions()
 
 
 def event(**fields: object) -> AlertEvent:
-    base: dict[str, object] = {
-        "event_id": "e1",
-        "kind": "down",
-        "severity": "critical",
-        "user_ids": ["alice"],
-        "title": "db-1 down",
-        "occurred_at": T0,
-    }
-    return AlertEvent.model_validate({**base, **fields}, strict=False)
+    return make_event(**fields)
 
 
 def alice_with_three_methods() -> Directory:

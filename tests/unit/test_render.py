@@ -9,19 +9,11 @@ from hypothesis import strategies as st
 
 from router import render
 from schemas import AlertEvent
-from tests.conftest import T0, make_method
+from tests.conftest import make_event, make_method
 
 
 def event(**fields: object) -> AlertEvent:
-    base: dict[str, object] = {
-        "event_id": "e1",
-        "kind": "down",
-        "severity": "critical",
-        "user_ids": ["alice"],
-        "title": "db-1 down",
-        "occurred_at": T0,
-    }
-    return AlertEvent.model_validate({**base, **fields}, strict=False)
+    return make_event(**fields)
 
 
 def test_gsm_text_uses_160_then_153_per_segment() -> None:

@@ -12,19 +12,11 @@ from router import rules
 from router.directory import ContactMethod, User
 from router.rules import Candidate, RateLimit, Send, skip_reason, within_rate_limits
 from schemas import AlertEvent
-from tests.conftest import T0, make_method, make_user
+from tests.conftest import T0, make_event, make_method, make_user
 
 
 def event(**fields: object) -> AlertEvent:
-    base: dict[str, object] = {
-        "event_id": "e1",
-        "kind": "down",
-        "severity": "warning",
-        "user_ids": ["alice"],
-        "title": "t",
-        "occurred_at": T0,
-    }
-    return AlertEvent.model_validate({**base, **fields}, strict=False)
+    return make_event(**{"severity": "warning", "title": "t", **fields})
 
 
 def candidate(
