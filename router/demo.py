@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -74,26 +75,54 @@ SAMPLES: list[bytes] = [
             "title": "db-1 is back",
         }
     ).encode(),
+    json.dumps(
+        {
+            "event_id": "demo-6",
+            "kind": "down",
+            "severity": "warning",
+            "user_ids": ["carol"],
+            "title": "queue lag 5 min",
+        }
+    ).encode(),
+    json.dumps(
+        {
+            "event_id": "demo-7",
+            "kind": "down",
+            "severity": "error",
+            "schedule_id": "primary",
+            "title": "payments API 5xx",
+        }
+    ).encode(),
 ]
-# alice: 3 methods; bob: 1 enabled + 1 disabled; mallory: unknown.
-EXPECTED_DECISIONS = 3 + 2 + 1 + 3
+# demo-1: alice's 3 methods; demo-2: bob's email + disabled sms; demo-3: unknown
+# user; demo-5: alice's 3 (webhook suppresses "up"); demo-6: carol prefers sms,
+# so her email is not_preferred; demo-7: bob is on call for "primary".
+EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2
 EXPECTED_DEAD_LETTERS = 2
 
 
 async def seed(store: PgStore) -> None:
-    """A small directory: alice with email, SMS and webhook; bob with email and a disabled SMS."""
+    """A small directory that shows the rules at work (see EXPECTED_DECISIONS)."""
     await store.add_user("alice", "Alice Example", "Europe/Berlin")
     await store.add_user("bob", "Bob Example", "America/New_York")
+    await store.add_user("carol", "Carol Example", "Asia/Kolkata")
+    await store.update_user("carol", {"delivery_mode": "preferred", "channel_order": ("sms",)})
     for new in (
         NewContactMethod("alice", "email", "alice@example.com", "work", True, True),
         NewContactMethod("alice", "sms", "+14155551234", "mobile", True, True),
         NewContactMethod("alice", "webhook", "https://hooks.example.com/alice", "chat-bridge"),
         NewContactMethod("bob", "email", "bob@example.com", None, True),
         NewContactMethod("bob", "sms", "+4915112345678", "mobile"),
+        NewContactMethod("carol", "email", "carol@example.com", None, True),
+        NewContactMethod("carol", "sms", "+447911123456", "mobile", True),
     ):
         method = await store.add_contact_method(new)
         if method.user_id == "bob" and method.transport == "sms":
             await store.set_disabled(method.id, True)
+        if method.transport == "webhook":
+            await store.update_contact_method(method.id, {"suppress_up": True})
+    now = datetime.now(UTC)
+    await store.add_shift("primary", "bob", now - timedelta(hours=1), now + timedelta(hours=8))
 
 
 def _show(topic: str, value: bytes, headers: dict[str, str]) -> str:
@@ -152,7 +181,10 @@ async def _prepare(settings: Settings) -> None:
         await seed(store)
     finally:
         await store.close()
-    print("seeded: alice (email, sms, webhook), bob (email, disabled sms)")
+    print(
+        "seeded: alice (email, sms, webhook that suppresses 'up'), bob (email, disabled sms;"
+        " on call for 'primary'), carol (prefers sms over email)"
+    )
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False
