@@ -51,6 +51,17 @@ def _log_rejection(event: str, record: SourceRecord, rejection: Rejection) -> No
     )
 
 
+async def _all_acked(pending: Sequence[Awaitable[Any]]) -> None:
+    """Wait for every acknowledgement; then raise the first failure, if any.
+
+    Waiting for all (not stopping at the first error) leaves no future
+    unobserved, so a broker outage logs one batch failure, not one per message.
+    """
+    for outcome in await asyncio.gather(*pending, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 def utc_now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
@@ -176,8 +187,7 @@ class Worker:
         # The batch is done only when the broker has every message; only then
         # are its events recorded as routed, so a crash before this point
         # re-routes them (with the same job ids) instead of dropping them.
-        for ack in asyncio.as_completed(pending):
-            await ack
+        await _all_acked(pending)
         await self._store.mark_routed([p.event.event_id for p in planned])
         for routed in result.routed:
             result.jobs += len(routed.jobs)
@@ -228,8 +238,7 @@ class Worker:
                 await self._store.remove_opt_out(item.transport, item.address)
             applied += 1
             log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
-        for ack in asyncio.as_completed(pending):
-            await ack
+        await _all_acked(pending)
         return applied
 
     async def _send(
