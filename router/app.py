@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy, FastStream
+from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 
 from router import logging as router_logging
@@ -111,15 +112,24 @@ def register_subscriber(
 ) -> None:
     """Consume alerts and contact events in batches; commit only after the output is acked."""
 
+    # The worker has already logged a failed batch (once, with the traceback
+    # only when it is not a known outage) and waited its backoff; NackMessage
+    # rewinds the batch without FastStream logging the traceback again.
     async def on_alerts(body: Any, message: KafkaMessage) -> None:
         records = message.raw_message
         assert isinstance(records, tuple)
-        await worker().handle([_source(r) for r in records])
+        try:
+            await worker().handle([_source(r) for r in records])
+        except Exception as error:
+            raise NackMessage() from error
 
     async def on_contact_events(body: Any, message: KafkaMessage) -> None:
         records = message.raw_message
         assert isinstance(records, tuple)
-        await worker().handle_contact_events([_source(r) for r in records])
+        try:
+            await worker().handle_contact_events([_source(r) for r in records])
+        except Exception as error:
+            raise NackMessage() from error
 
     # One consumer group per input stream: a rebalance of one never pauses the other.
     _batch_subscriber(broker, settings, settings.topic_alerts, settings.group_id)(on_alerts)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from router.decode import Rejection, decode, decode_contact_event
 from router.directory import Directory
@@ -122,11 +123,15 @@ class Worker:
         except Exception as error:
             self._failures += 1
             delay = min(self._settings.retry_backoff_max_seconds, 0.5 * 2 ** (self._failures - 1))
+            outage = isinstance(
+                error, StoreUnavailable | KafkaError | ConnectionError | TimeoutError
+            )
             log.error(
                 "batch_failed",
+                exc_info=not outage,  # a stack trace helps with bugs, not with outages
                 error=str(error),
                 error_class=type(error).__name__,
-                retryable=isinstance(error, StoreUnavailable),
+                retryable=outage,
                 records=len(records),
                 retry_in_seconds=delay,
                 consecutive_failures=self._failures,

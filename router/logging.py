@@ -70,3 +70,6 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     root.setLevel(level)
     # aiokafka reports every retried connection at INFO; keep the stream readable.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # During a database outage asyncpg's pool warns, with a traceback, on every
+    # reconnect attempt; the router's own batch_failed line already says it.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
