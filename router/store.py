@@ -117,14 +117,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# Conditions that say "the database is not usable right now", not "this
+# operation is wrong": retried by the worker, exit status 3 for commands.
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.OperatorInterventionError,  # class 57: shutdown, cannot connect now, timeout
+    asyncpg.ObjectNotInPrerequisiteStateError,  # 55000: "not currently accepting connections"
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
-    asyncpg.AdminShutdownError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
 )

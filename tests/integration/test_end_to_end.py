@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from tests.integration.conftest import (
     RouterProcess,
@@ -170,3 +174,46 @@ def test_an_unmigrated_database_stops_the_router_with_a_clear_message(
     assert done.returncode == 3
     assert "router db migrate" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_database_outage_mid_run_delays_routing_but_loses_nothing(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+    postgres_url: str,
+) -> None:
+    add_alice(router_env)
+    router = start_router(router_env)
+    t = topics(router_env)
+    bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    await publish_when_ready(bootstrap, t, alert("before", ["alice"]))
+    await collect(
+        bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3, settle=0
+    )
+
+    name = urlsplit(router_env["ROUTER_DATABASE_URL"]).path.lstrip("/")
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await produce(bootstrap, t["alerts"], alert("during", ["alice"]))
+        for _ in range(100):
+            if "batch_failed" in router.log():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the router never reported the failed batch:\n" + router.log())
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    seen = await collect(bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 6)
+    assert sorted({json.loads(r.value)["event_id"] for r in seen[t["decisions"]]}) == [
+        "before",
+        "during",
+    ]
+    assert "Traceback" not in router.log(), "an outage is reported in one line per retry"
+    assert router.stop() == 0
