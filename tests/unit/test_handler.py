@@ -314,3 +314,26 @@ async def test_bad_contact_events_go_to_the_dlq() -> None:
     assert await worker.handle_contact_events([record(v, i) for i, v in enumerate(bad)]) == 0
     reasons = [h["router.dlq.reason"] for t, _, _, h in publisher.sent if t == "alerts.dlq"]
     assert reasons == ["not_json", "schema_invalid", "invalid_address"]
+
+
+async def test_an_event_the_pipeline_fails_on_goes_to_the_dlq_and_the_batch_carries_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from router import handler
+
+    real_plan = handler.plan
+
+    def flaky_plan(event: Any, *args: Any) -> Any:
+        if event.event_id == "poison":
+            raise ZeroDivisionError("a bug")
+        return real_plan(event, *args)
+
+    monkeypatch.setattr(handler, "plan", flaky_plan)
+    publisher = RecordingPublisher()
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    result = await worker.handle([record(alert("poison"), 0), record(alert("fine"), 1)])
+    assert (result.rejected, result.events, result.jobs) == (1, 1, 3)
+    [(value, headers)] = [(v, h) for t, v, _, h in publisher.sent if t == "alerts.dlq"]
+    assert value == alert("poison")
+    assert headers["router.dlq.reason"] == "routing_failed"
+    assert headers["kafka_dlt-exception-fqcn"] == "ZeroDivisionError"
