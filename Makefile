@@ -44,5 +44,6 @@ schemas: $(STAMP)  ## regenerate the committed JSON Schema files
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
 
-bench: $(STAMP)  ## import 100,000 contact methods; prints time and peak memory
+bench: $(STAMP)  ## print figures: 100,000-row import; router throughput next to a bare loop
 	$(PY) bench/import_contacts.py
+	$(PY) bench/throughput.py
