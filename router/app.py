@@ -11,15 +11,17 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from itertools import chain
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 
 from router import logging as router_logging
+from router.consume import PartitionGuard
 from router.dlq import SourceRecord
 from router.handler import Worker
 from router.janitor import run_janitor
@@ -91,20 +93,41 @@ def _source(record: ConsumerRecord[Any, Any]) -> SourceRecord:
     )
 
 
+def _guarded_fetch(subscriber: Any, settings: Settings, guard: PartitionGuard) -> None:
+    """Make ``subscriber`` fetch through ``guard`` (see router.consume).
+
+    FastStream's consume loop calls ``get_msg(consumer)`` for each batch; this
+    replaces that one method on this one subscriber, nothing else.
+    """
+
+    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+        batches = await guard.getmany(
+            consumer, timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records
+        )
+        if not batches and guard.incidents:
+            await asyncio.sleep(settings.batch_timeout_ms / 1000)  # no busy loop while paused
+        return tuple(chain.from_iterable(batches.values()))
+
+    subscriber.get_msg = get_msg
+
+
 def _batch_subscriber(broker: KafkaBroker, settings: Settings, topic: str, group_id: str) -> Any:
-    return broker.subscriber(
+    subscriber = broker.subscriber(
         Topic(topic, declare=False),  # router.topics manages topics, not FastStream
         group_id=group_id,
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         auto_offset_reset=settings.kafka_auto_offset_reset,
+        isolation_level=settings.kafka_isolation_level,
         # ack = commit after the handler returns; an exception rewinds to the
         # batch's first offsets so the same records are tried again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
         parser=_tolerant_parser,
         decoder=_raw_records,
     )
+    _guarded_fetch(subscriber, settings, PartitionGuard(settings.undecodable_retry_seconds))
+    return subscriber
 
 
 def register_subscriber(

@@ -17,13 +17,19 @@ from router.errors import InvalidValue
 from schemas import AlertEvent, ContactEvent
 
 RejectReason = Literal[
-    "too_large", "not_json", "schema_invalid", "invalid_address", "routing_failed"
+    "empty_value",
+    "too_large",
+    "not_json",
+    "schema_invalid",
+    "invalid_address",
+    "routing_failed",
 ]
 
 #: DLQ reason codes and what each means; the README's table is checked against this.
 REJECT_REASONS: dict[str, str] = {
+    "empty_value": "The record has no value (a tombstone) or an empty one.",
     "too_large": "The message is larger than ROUTER_MAX_EVENT_BYTES.",
-    "not_json": "The message is empty, not UTF-8, or not valid JSON.",
+    "not_json": "The message is blank, not UTF-8, or not valid JSON.",
     "schema_invalid": "The JSON does not match the topic's schema (AlertEvent or ContactEvent).",
     "invalid_address": "A contacts.events address does not normalize (bad phone or email).",
     "routing_failed": "The event was valid but routing it raised an error (a router bug); "
@@ -55,8 +61,12 @@ def _summarize(error: ValidationError, limit: int = 5) -> str:
 
 def parse(value: bytes | None, model: type[Model], *, max_bytes: int) -> Model | Rejection:
     """Parse and validate one JSON message as ``model``."""
-    if value is None or not value.strip():
-        return Rejection("not_json", "EmptyMessage", "the message has no value")
+    if value is None:
+        return Rejection("empty_value", "NullValue", "the record has no value (a tombstone)")
+    if not value:
+        return Rejection("empty_value", "EmptyValue", "the record's value is empty")
+    if not value.strip():
+        return Rejection("not_json", "BlankMessage", "the message is only whitespace")
     if len(value) > max_bytes:
         return Rejection(
             "too_large",

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = True
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # read_committed: an alert whose producer aborted its transaction pages no one.
+    kafka_isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
 
     # Topics
     topic_alerts: str = "alerts"
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
     retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A partition whose records the client cannot decode is paused, then retried this often.
+    undecodable_retry_seconds: float = Field(default=300.0, gt=0)
 
     # Postgres pool
     db_pool_min_size: int = Field(default=1, ge=0)

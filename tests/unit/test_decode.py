@@ -39,10 +39,15 @@ def test_invalid_utf8_is_rejected_as_not_json() -> None:
     assert isinstance(result, Rejection) and result.reason == "not_json"
 
 
-def test_empty_or_missing_value_is_rejected() -> None:
-    for value in (None, b"", b"   "):
+def test_a_tombstone_or_empty_value_is_rejected_as_empty_value() -> None:
+    for value in (None, b""):
         result = decode(value, max_bytes=10_000, received_at=T0)
-        assert isinstance(result, Rejection) and result.reason == "not_json"
+        assert isinstance(result, Rejection) and result.reason == "empty_value"
+
+
+def test_a_blank_value_is_rejected_as_not_json() -> None:
+    result = decode(b"  \n ", max_bytes=10_000, received_at=T0)
+    assert isinstance(result, Rejection) and result.reason == "not_json"
 
 
 def test_json_that_is_not_an_object_is_schema_invalid() -> None:
