@@ -2,6 +2,6 @@
 
 import sys
 
-from router.cli import main
+from router.entry import main
 
 sys.exit(main())

@@ -7,8 +7,11 @@ how the pieces fit together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import functools
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from itertools import chain
@@ -43,6 +46,22 @@ class KafkaPublisher:
     ) -> Awaitable[Any] | None:
         """Queue one message; the returned future resolves when the broker has it."""
         return await self._broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+
+
+async def broker_answers(bootstrap_servers: str) -> bool:
+    """Whether any bootstrap server accepts a TCP connection within a second."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]") or "localhost", int(port or 9092)),
+                1.0,
+            )
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        return True
+    return False
 
 
 def create_broker(settings: Settings) -> KafkaBroker:
@@ -111,10 +130,15 @@ def _guarded_fetch(subscriber: Any, settings: Settings, guard: PartitionGuard) -
     subscriber.get_msg = get_msg
 
 
-def _batch_subscriber(broker: KafkaBroker, settings: Settings, topic: str, group_id: str) -> Any:
+def _batch_subscriber(
+    broker: KafkaBroker, settings: Settings, topic: str, group_id: str, instance_id: str | None
+) -> Any:
     subscriber = broker.subscriber(
         Topic(topic, declare=False),  # router.topics manages topics, not FastStream
         group_id=group_id,
+        group_instance_id=instance_id,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
@@ -155,9 +179,15 @@ def register_subscriber(
             raise NackMessage() from error
 
     # One consumer group per input stream: a rebalance of one never pauses the other.
-    _batch_subscriber(broker, settings, settings.topic_alerts, settings.group_id)(on_alerts)
     _batch_subscriber(
-        broker, settings, settings.topic_contact_events, settings.contact_events_group_id()
+        broker, settings, settings.topic_alerts, settings.group_id, settings.group_instance_id()
+    )(on_alerts)
+    _batch_subscriber(
+        broker,
+        settings,
+        settings.topic_contact_events,
+        settings.contact_events_group_id(),
+        settings.group_instance_id(".contact-events"),
     )(on_contact_events)
 
 
@@ -188,7 +218,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             active = own_store
         else:
             active = store
-        workers.append(Worker(active, KafkaPublisher(broker), settings))
+        workers.append(
+            Worker(
+                active,
+                KafkaPublisher(broker),
+                settings,
+                broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
+            )
+        )
         stop = asyncio.Event()
         janitor = (
             asyncio.create_task(run_janitor(own_store, settings, stop), name="router-janitor")
@@ -218,6 +255,35 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
 
 
 async def run(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then drain the batch in flight and stop."""
+    """Run until SIGINT or SIGTERM, then drain the batch in flight and stop.
+
+    A signal that arrives while the router is still starting (connecting,
+    joining its group) cancels the start instead of waiting for it, so a pod
+    told to go while it starts goes promptly, with status 0.
+    """
     router_logging.configure(settings.log_format, settings.log_level)
-    await create_app(settings).run()
+    app = create_app(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with app.lifespan_context():
+        starting = asyncio.create_task(app.start(), name="router-start")
+        stopping = asyncio.create_task(stop.wait(), name="router-stop-signal")
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # Nothing was consumed yet, so nothing is left to commit: leave now.
+            # aiokafka's group join does not always yield to cancellation at
+            # once, so neither waiting for it nor stopping the broker may hold
+            # the exit for more than a moment.
+            log.info("stop_requested_while_starting")
+            starting.cancel()
+            await asyncio.wait({starting}, timeout=0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(app.stop(), timeout=1.0)
+            return
+        else:
+            starting.result()  # a start-up failure ends the command here
+            log.info("router_consuming")
+            await stopping
+        await app.stop()

@@ -23,6 +23,7 @@ RejectReason = Literal[
     "schema_invalid",
     "invalid_address",
     "routing_failed",
+    "publish_refused",
 ]
 
 #: DLQ reason codes and what each means; the README's table is checked against this.
@@ -34,6 +35,9 @@ REJECT_REASONS: dict[str, str] = {
     "invalid_address": "A contacts.events address does not normalize (bad phone or email).",
     "routing_failed": "The event was valid but routing it raised an error (a router bug); "
     "the error class and message are in the headers. Re-publish it once fixed.",
+    "publish_refused": "The broker refused the router's output for this event for a reason "
+    "that will not change (for example a job too large for the topic); the rest of the batch "
+    "was routed.",
 }
 
 Model = TypeVar("Model", bound=BaseModel)

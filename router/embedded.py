@@ -207,4 +207,7 @@ def embedded_env(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> dict[str, 
         "ROUTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
         "ROUTER_CREATE_TOPICS": "true",
         "ROUTER_TOPIC_PARTITIONS": "3",
+        # Tansu holds a group join for half the session timeout: 1.5 s, not 5.
+        "ROUTER_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
     }

@@ -14,16 +14,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
 
 from router.decode import Rejection, decode, decode_contact_event
 from router.directory import Directory
-from router.dlq import DeadLetter, SourceRecord, dead_letter
+from router.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
 from router.errors import StoreUnavailable
 from router.pipeline import Planned, Routed, RoutingOptions, duplicate, finish, plan, sends
+from router.publish import Identity, Outgoing, Publisher, deliver
 from router.settings import Settings
 from router.store import Store
 from schemas import AlertEvent
@@ -31,14 +32,6 @@ from schemas import AlertEvent
 log = structlog.get_logger("router.handler")
 
 T = TypeVar("T")
-
-
-class Publisher(Protocol):
-    """Sends one message; returns something to await for the broker's acknowledgement."""
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
-    ) -> Awaitable[Any] | None: ...
 
 
 def _log_rejection(event: str, record: SourceRecord, rejection: Rejection) -> None:
@@ -52,15 +45,17 @@ def _log_rejection(event: str, record: SourceRecord, rejection: Rejection) -> No
     )
 
 
-async def _all_acked(pending: Sequence[Awaitable[Any]]) -> None:
-    """Wait for every acknowledgement; then raise the first failure, if any.
-
-    Waiting for all (not stopping at the first error) leaves no future
-    unobserved, so a broker outage logs one batch failure, not one per message.
-    """
-    for outcome in await asyncio.gather(*pending, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            raise outcome
+def _log_refusal(record: SourceRecord, error: BaseException) -> None:
+    log.error(
+        "output_refused",
+        error=str(error),
+        error_class=type(error).__name__,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        hint="the broker will never take this output as it is; the record goes to the DLQ "
+        "and the rest of its batch carries on",
+    )
 
 
 def utc_now() -> datetime:
@@ -88,8 +83,10 @@ class Worker:
         publisher: Publisher,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
+        broker_probe: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._store = store
+        self._broker_probe = broker_probe
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
@@ -99,6 +96,9 @@ class Worker:
         )
         self._limits = settings.rate_limits()
         self._failures = 0
+        # Messages the broker acknowledged in a failed attempt at the current
+        # batch: a retry does not send them again. Emptied when a batch succeeds.
+        self._acked: set[Identity] = set()
 
     async def handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         """Route a batch of alert records; on failure, wait (backing off) and re-raise.
@@ -136,10 +136,32 @@ class Worker:
                 retry_in_seconds=delay,
                 consecutive_failures=self._failures,
             )
-            await asyncio.sleep(delay)
+            await self._back_off(error if outage else None, delay)
             raise
         self._failures = 0
+        self._acked.clear()
         return result
+
+    async def _back_off(self, outage: BaseException | None, delay: float) -> None:
+        """Wait ``delay`` seconds, or less: during an outage, probe the dependency that
+        failed on a short period and return as soon as it answers.
+
+        The backoff protects a struggling dependency from whole batches; a probe
+        is one cheap round trip, so a pager is not kept waiting once it is back.
+        """
+        probe: Callable[[], Awaitable[bool]] | None = None
+        name = ""
+        if isinstance(outage, StoreUnavailable):
+            probe, name = self._store.ping, "database"
+        elif outage is not None and self._broker_probe is not None:
+            probe, name = self._broker_probe, "broker"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while (remaining := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(remaining, self._settings.recovery_probe_seconds))
+            if probe is not None and loop.time() < deadline and await probe():
+                log.info("dependency_answers", dependency=name, retrying_now=True)
+                return
 
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -178,22 +200,34 @@ class Worker:
         )
 
         result = BatchResult()
-        pending: list[Awaitable[Any]] = []
-        for outcome in outcomes:
+        outgoing: list[Outgoing] = []
+        for index, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
             if isinstance(outcome, DeadLetter):
                 result.rejected += 1
-                pending += await self._send_dead_letter(outcome)
+                outgoing += self._letter_messages(index, record, outcome)
                 continue
             routed = finish(outcome, allowed) if isinstance(outcome, Planned) else outcome
             result.events += 1
             result.routed.append(routed)
-            pending += await self._send_routed(routed)
+            outgoing += self._routed_messages(index, record, routed)
 
         # The batch is done only when the broker has every message; only then
         # are its events recorded as routed, so a crash before this point
         # re-routes them (with the same job ids) instead of dropping them.
-        await _all_acked(pending)
-        await self._store.mark_routed([p.event.event_id for p in planned])
+        refused = await self._publish(records, outgoing)
+        refused_events = {
+            item.event_id
+            for index, item in enumerate(decoded)
+            if index in refused
+            and isinstance(item, AlertEvent)
+            and not isinstance(outcomes[index], DeadLetter)
+        }
+        result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
+        result.rejected += len(refused_events)
+        result.events -= len(refused_events)
+        await self._store.mark_routed(
+            [p.event.event_id for p in planned if p.event.event_id not in refused_events]
+        )
         for routed in result.routed:
             result.jobs += len(routed.jobs)
             result.decisions += len(routed.decisions)
@@ -230,12 +264,12 @@ class Worker:
 
     async def _handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
         applied = 0
-        pending: list[Awaitable[Any]] = []
-        for record in records:
+        outgoing: list[Outgoing] = []
+        for index, record in enumerate(records):
             item = decode_contact_event(record.value, max_bytes=self._settings.max_event_bytes)
             if isinstance(item, Rejection):
                 _log_rejection("contact_event_rejected", record, item)
-                pending += await self._send_dead_letter(dead_letter(record, item))
+                outgoing += self._letter_messages(index, record, dead_letter(record, item))
                 continue
             if item.type == "opt_out":
                 await self._store.add_opt_out(item.transport, item.address, "topic")
@@ -243,33 +277,84 @@ class Worker:
                 await self._store.remove_opt_out(item.transport, item.address)
             applied += 1
             log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
-        await _all_acked(pending)
+        await self._publish(records, outgoing)
         return applied
 
-    async def _send(
-        self, topic: str, value: bytes, key: bytes | None, headers: dict[str, str]
-    ) -> list[Awaitable[Any]]:
-        ack = await self._publisher.send(topic, value, key=key, headers=headers)
-        return [] if ack is None else [ack]
+    async def _publish(self, records: Sequence[SourceRecord], outgoing: list[Outgoing]) -> set[int]:
+        """Publish ``outgoing``; the indexes of records whose output the broker refused.
 
-    async def _send_dead_letter(self, letter: DeadLetter) -> list[Awaitable[Any]]:
-        return await self._send(self._settings.topic_dlq, letter.value, letter.key, letter.headers)
+        A refused record ends in the DLQ on its own (its dead letter cut further
+        if even that is refused); an outage raises, after every acknowledgement
+        was observed, so the batch is retried without what was acknowledged.
+        """
+        delivery = await deliver(self._publisher, outgoing, self._acked)
+        refused = set(delivery.refused)
+        letters = {m.origin: m for m in outgoing if m.topic == self._settings.topic_dlq}
+        pending = delivery.refused
+        # Each round keeps less of the original value: what fits a request,
+        # a 1 KiB sample, nothing. A DLQ that refuses even that is an outage.
+        for keep in (1024, 0):
+            if not pending or delivery.outage is not None:
+                break
+            retry: list[Outgoing] = []
+            for index, error in pending.items():
+                record = records[index]
+                _log_refusal(record, error)
+                previous = letters.get(index)
+                letter = (
+                    DeadLetter(previous.key, previous.value, previous.headers)
+                    if previous is not None
+                    else fit(
+                        dead_letter(
+                            record,
+                            Rejection("publish_refused", type(error).__name__, str(error)),
+                        ),
+                        self._settings.kafka_max_request_bytes,
+                    )
+                )
+                if previous is not None:
+                    letter = cut(letter, keep, f"refused by the broker: {type(error).__name__}")
+                retry += self._letter_messages(index, record, letter, attempt=keep + 1)
+            letters.update({m.origin: m for m in retry})
+            round_result = await deliver(self._publisher, retry, self._acked)
+            pending, delivery.outage = round_result.refused, round_result.outage
+        if delivery.outage is not None:
+            raise delivery.outage
+        if pending:
+            raise next(iter(pending.values()))
+        return refused
 
-    async def _send_routed(self, routed: Routed) -> list[Awaitable[Any]]:
-        acks: list[Awaitable[Any]] = []
+    def _letter_messages(
+        self, index: int, record: SourceRecord, letter: DeadLetter, attempt: int = 0
+    ) -> list[Outgoing]:
+        letter = fit(letter, self._settings.kafka_max_request_bytes)
+        identity = (record.topic, record.partition, record.offset, -1 - attempt)
+        return [
+            Outgoing(
+                self._settings.topic_dlq, letter.value, letter.key, letter.headers, index, identity
+            )
+        ]
+
+    def _routed_messages(self, index: int, record: SourceRecord, routed: Routed) -> list[Outgoing]:
+        messages: list[Outgoing] = []
         event_id = routed.event.event_id
+
+        def add(topic: str, value: bytes, key: bytes, headers: dict[str, str]) -> None:
+            identity = (record.topic, record.partition, record.offset, len(messages))
+            messages.append(Outgoing(topic, value, key, headers, index, identity))
+
         for job in routed.jobs:
-            acks += await self._send(
+            add(
                 self._settings.delivery_topic(job.transport),
                 job.model_dump_json().encode(),
                 job.contact_method_id.encode(),
                 {"router.event_id": event_id, "router.job_id": job.job_id},
             )
         for decision in routed.decisions:
-            acks += await self._send(
+            add(
                 self._settings.topic_decisions,
                 decision.model_dump_json().encode(),
                 event_id.encode(),
                 {"router.event_id": event_id},
             )
-        return acks
+        return messages

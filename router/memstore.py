@@ -42,6 +42,10 @@ class InMemoryStore:
 
     # -- the worker -------------------------------------------------------------
 
+    async def ping(self) -> bool:
+        """Whether the store is up (``down`` is False)."""
+        return not self.down
+
     async def directory_for(
         self, user_ids: Collection[str], schedules: Collection[ScheduleLookup] = ()
     ) -> Directory:

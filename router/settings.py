@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = True
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Group membership: how fast a dead member is noticed and its partitions
+    # move. Real Kafka refuses sessions below its group.min.session.timeout.ms (6 s).
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # Static membership (KIP-345): a member that restarts with the same id
+    # (e.g. the pod name) gets its partitions back without a rebalance.
+    kafka_group_instance_id: str | None = None
     # read_committed: an alert whose producer aborted its transaction pages no one.
     kafka_isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
 
@@ -51,6 +58,8 @@ class Settings(BaseSettings):
     batch_timeout_ms: int = Field(default=100, ge=1)
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
     retry_backoff_max_seconds: float = Field(default=30.0, gt=0)
+    # While backing off after an outage, probe the failed dependency this often.
+    recovery_probe_seconds: float = Field(default=0.5, gt=0)
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
     # A partition whose records the client cannot decode is paused, then retried this often.
     undecodable_retry_seconds: float = Field(default=300.0, gt=0)
@@ -89,6 +98,12 @@ class Settings(BaseSettings):
             "sms": self.topic_sms,
             "webhook": self.topic_webhook,
         }[transport]
+
+    def group_instance_id(self, suffix: str = "") -> str | None:
+        """The static member id for one consumer group (None: dynamic membership)."""
+        if not self.kafka_group_instance_id:
+            return None
+        return self.kafka_group_instance_id + suffix
 
     def contact_events_group_id(self) -> str:
         """The consumer group of the contacts.events subscriber (its own, beside the alerts')."""

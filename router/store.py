@@ -103,6 +103,10 @@ class Store(Protocol):
         """Put a normalized address on the opt-out list (no-op if already there)."""
         ...
 
+    async def ping(self) -> bool:
+        """Whether the store answers now (a cheap probe, used while backing off)."""
+        ...
+
     async def remove_opt_out(self, transport: str, address: str) -> bool:
         """Take an address off the list; whether it was there."""
         ...
@@ -210,6 +214,14 @@ class PgStore:
     async def close(self) -> None:
         """Close every connection, waiting for queries in flight."""
         await self._pool.close()
+
+    async def ping(self) -> bool:
+        """Whether PostgreSQL answers a trivial query within a second."""
+        try:
+            await self._pool.fetchval(self._q["ping"], timeout=1.0)
+        except (asyncpg.PostgresError, *_UNAVAILABLE):
+            return False
+        return True
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:

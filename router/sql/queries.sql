@@ -2,6 +2,9 @@
 -- once; router/store.py refers to the blocks by name and nowhere else holds SQL.
 -- uuid columns come back as text (a codec set on every connection).
 
+-- name: ping
+SELECT 1;
+
 -- name: schema_version
 -- The newest migration applied, or NULL on an empty table.
 SELECT max(version) FROM schema_migrations;

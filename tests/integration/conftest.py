@@ -108,6 +108,9 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
         "ROUTER_TOPIC_PARTITIONS": "3",
         "ROUTER_LOG_FORMAT": "json",
         "ROUTER_RETRY_BACKOFF_MAX_SECONDS": "1",
+        # Tansu holds a group join for half the session timeout: 1.5 s, not 5.
+        "ROUTER_KAFKA_SESSION_TIMEOUT_MS": "3000",
+        "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
     }
     for name in ("alerts", "contact_events", "email", "sms", "webhook", "decisions", "dlq"):
         env[f"ROUTER_TOPIC_{name.upper()}"] = prefix + name

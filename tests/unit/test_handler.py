@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from faststream.kafka import TestKafkaBroker
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -22,6 +23,7 @@ from router.store import NewContactMethod
 from tests.conftest import T0
 
 SETTINGS = Settings(retry_backoff_max_seconds=0.01)
+DELIVERY_TOPICS = ("deliveries.email", "deliveries.sms", "deliveries.webhook")
 
 
 class RecordingPublisher:
@@ -337,3 +339,64 @@ async def test_an_event_the_pipeline_fails_on_goes_to_the_dlq_and_the_batch_carr
     assert value == alert("poison")
     assert headers["router.dlq.reason"] == "routing_failed"
     assert headers["kafka_dlt-exception-fqcn"] == "ZeroDivisionError"
+
+
+class RefusingPublisher(RecordingPublisher):
+    """Acks everything except messages ``refuse`` picks, which fail as too large;
+    then, while ``down``, fails the rest as a broker outage."""
+
+    def __init__(self, refuse: Any = lambda topic, value: False, down: int = 0) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.down = down
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key, headers))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.refuse(topic, value):
+            future.set_exception(MessageSizeTooLargeError())
+        elif self.down > 0:
+            self.down -= 1
+            future.set_exception(KafkaConnectionError("broker gone"))
+        else:
+            future.set_result(None)
+        return future
+
+
+async def test_output_the_broker_refuses_sends_only_its_record_to_the_dlq() -> None:
+    publisher = RefusingPublisher(refuse=lambda t, v: t == "deliveries.sms" and b'"e2"' in v)
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    result = await worker.handle([record(alert("e1"), 0), record(alert("e2"), 1)])
+    [letter] = [(v, h) for t, v, _, h in publisher.sent if t == "alerts.dlq"]
+    assert letter[0] == alert("e2")
+    assert letter[1]["router.dlq.reason"] == "publish_refused"
+    assert letter[1]["kafka_dlt-exception-fqcn"] == "MessageSizeTooLargeError"
+    assert [r.event.event_id for r in result.routed] == ["e1"]
+    assert {j["event_id"] for j in publisher.on("deliveries.email")} == {"e1", "e2"}
+
+
+async def test_a_dead_letter_the_broker_refuses_is_cut_until_it_is_taken() -> None:
+    publisher = RefusingPublisher(refuse=lambda t, v: t == "alerts.dlq" and len(v) > 1024)
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    big = b"\x00" + b"x" * 100_000
+    await worker.handle([record(big, 0), record(alert("e1"), 1)])
+    letters = [(v, h) for t, v, _, h in publisher.sent if t == "alerts.dlq"]
+    assert [len(v) for v, _ in letters] == [len(big), 1024]
+    assert letters[-1][1]["router.dlq.original_size"] == str(len(big))
+    assert letters[-1][1]["router.dlq.reason"] == "not_json"
+    assert len(publisher.on("deliveries.email")) == 1
+
+
+async def test_a_retry_after_an_outage_sends_only_what_was_not_acknowledged() -> None:
+    publisher = RefusingPublisher(down=2)
+    worker = Worker(await directory(), publisher, SETTINGS, clock=lambda: T0)
+    batch = [record(alert("e1"), 0), record(alert("e2"), 1)]
+    with pytest.raises(KafkaConnectionError):
+        await worker.handle(batch)
+    first = len(publisher.sent)
+    await worker.handle(batch)
+    assert len(publisher.sent) - first == 2, "only the two messages that failed are sent again"
+    jobs = [j["job_id"] for t in DELIVERY_TOPICS for j in publisher.on(t)]
+    assert len(set(jobs)) == 6

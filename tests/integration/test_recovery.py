@@ -1,0 +1,65 @@
+"""Outages delay routing and lose nothing; routing resumes as soon as the dependency answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from tests.integration.conftest import RouterProcess, collect, produce
+from tests.integration.test_end_to_end import add_alice, alert, publish_when_ready, topics
+
+
+async def test_after_a_20_s_database_outage_every_alert_is_routed_and_routing_resumes_at_once(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+    postgres_url: str,
+) -> None:
+    add_alice(router_env)
+    env = {**router_env, "ROUTER_RETRY_BACKOFF_MAX_SECONDS": "30"}  # the default backoff
+    router = start_router(env)
+    t = topics(env)
+    bootstrap = env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    await publish_when_ready(bootstrap, t, alert("before", ["alice"]))
+    await collect(
+        bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3, settle=0
+    )
+
+    name = urlsplit(env["ROUTER_DATABASE_URL"]).path.lstrip("/")
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        outage_started = time.monotonic()
+        for n in range(40):  # 40 alerts over the 20 s outage
+            await produce(bootstrap, t["alerts"], alert(f"during-{n}", ["alice"]))
+            await asyncio.sleep(max(0.0, outage_started + (n + 1) * 0.5 - time.monotonic()))
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        back_at = time.time()
+        await admin.close()
+
+    seen = await collect(
+        bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3 * 41, timeout=60
+    )
+    decisions = [json.loads(r.value) for r in seen[t["decisions"]]]
+    assert sorted({d["event_id"] for d in decisions}) == sorted(
+        ["before", *(f"during-{n}" for n in range(40))]
+    )
+    first_after = min(r.timestamp for r in seen[t["decisions"]] if b'"during-' in r.value)
+    log = router.log()
+    print(
+        f"\n20 s database outage, 40 alerts meanwhile: routing resumed "
+        f"{first_after / 1000 - back_at:.2f} s after the database answered again "
+        f"({log.count('batch_failed')} failed attempts logged)"
+    )
+    assert "dependency_answers" in log
+    assert "Traceback" not in log
