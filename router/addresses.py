@@ -3,7 +3,7 @@
 - SMS numbers are parsed with ``phonenumbers`` and stored in E.164.
 - Email addresses are checked for shape and lower-cased whole (as opt-out
   lists compare them), since real providers treat the local part case-blind.
-- Webhook URLs must be absolute http(s) URLs.
+- Webhook URLs must be absolute http(s) URLs to a safe target (router.targets).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from router.errors import InvalidValue
+from router.targets import TargetPolicy, UnsafeTarget, check_target
 from schemas import Transport
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
@@ -94,8 +95,9 @@ def normalize_email(value: str) -> str:
     return address
 
 
-def normalize_url(value: str) -> str:
-    """``value`` trimmed if it is an absolute http(s) URL; else :class:`InvalidValue`."""
+def normalize_url(value: str, policy: TargetPolicy | None = None) -> str:
+    """``value`` trimmed if it is an absolute http(s) URL to a target ``policy`` allows;
+    else :class:`InvalidValue` saying why."""
     url = value.strip()
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
@@ -104,16 +106,30 @@ def normalize_url(value: str) -> str:
         )
     if len(url) > 2000:
         raise InvalidValue("value", value[:40] + "...", "is longer than 2000 characters")
+    try:
+        check_target(url, policy or TargetPolicy())
+    except UnsafeTarget as error:
+        raise InvalidValue(
+            "value", mask("webhook", url), f"is refused as a webhook target: {error}"
+        ) from None
     return url
 
 
-def normalize(transport: Transport, value: str, region: str | None = None) -> str:
-    """Normalize ``value`` for ``transport``; the stored form is what this returns."""
+def normalize(
+    transport: Transport,
+    value: str,
+    region: str | None = None,
+    policy: TargetPolicy | None = None,
+) -> str:
+    """Normalize ``value`` for ``transport``; the stored form is what this returns.
+
+    ``policy`` says which webhook targets are allowed (the strict default if None).
+    """
     if transport == "sms":
         return normalize_phone(value, region)
     if transport == "email":
         return normalize_email(value)
-    return normalize_url(value)
+    return normalize_url(value, policy)
 
 
 def mask(transport: str | None, value: str) -> str:

@@ -23,6 +23,7 @@ from router import addresses
 from router.directory import ContactMethod
 from router.errors import InvalidValue
 from router.store import IMPORT_COLUMNS
+from router.targets import TargetPolicy
 
 #: What export writes, in order: every field of the model the worker reads.
 EXPORT_FIELDS: tuple[str, ...] = tuple(ContactMethod.model_fields)
@@ -118,7 +119,9 @@ def _explain(error: ValidationError) -> str:
     return f"{where}{shown}: {item['msg']}"
 
 
-def validate(number: int, raw: dict[str, Any], allow_landline: bool) -> tuple[Any, ...] | RowError:
+def validate(
+    number: int, raw: dict[str, Any], allow_landline: bool, policy: TargetPolicy | None = None
+) -> tuple[Any, ...] | RowError:
     """One row normalized as ``router contacts add`` would, or why not."""
     fields = {k: v for k, v in raw.items() if k not in _IGNORED}
     try:
@@ -126,7 +129,7 @@ def validate(number: int, raw: dict[str, Any], allow_landline: bool) -> tuple[An
     except ValidationError as error:
         return RowError(number, _explain(error))
     try:
-        value = addresses.normalize(row.transport, row.value, row.region)
+        value = addresses.normalize(row.transport, row.value, row.region, policy)
         if row.transport == "sms" and not allow_landline:
             addresses.check_sms_capable(value)
     except InvalidValue as error:
@@ -142,14 +145,17 @@ def validate(number: int, raw: dict[str, Any], allow_landline: bool) -> tuple[An
 
 
 def plan(
-    records: Iterable[tuple[int, dict[str, Any] | RowError]], *, allow_landline: bool = False
+    records: Iterable[tuple[int, dict[str, Any] | RowError]],
+    *,
+    allow_landline: bool = False,
+    policy: TargetPolicy | None = None,
 ) -> ImportPlan:
     """Validate every record; also refuse a key or a primary given twice in the file."""
     out = ImportPlan()
     keys: dict[tuple[str, str, str], int] = {}
     primaries: dict[tuple[str, str], int] = {}
     for number, raw in records:
-        result = raw if isinstance(raw, RowError) else validate(number, raw, allow_landline)
+        result = raw if isinstance(raw, RowError) else validate(number, raw, allow_landline, policy)
         if isinstance(result, RowError):
             out.errors.append(result)
             continue

@@ -15,6 +15,7 @@ from router.commands import _run
 from router.contact_commands import method_filter
 from router.errors import InvalidValue
 from router.store import PgStore
+from router.values import settings
 
 
 class Progress:
@@ -72,7 +73,9 @@ def contacts_import(args: argparse.Namespace) -> None:
             progress.update(record[0])
     progress.update(len(lines))
     progress.close()
-    result = bulk.plan(records, allow_landline=args.allow_landline)
+    result = bulk.plan(
+        records, allow_landline=args.allow_landline, policy=settings().target_policy()
+    )
 
     async def action(store: PgStore) -> None:
         if not args.create_users:

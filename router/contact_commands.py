@@ -28,7 +28,7 @@ from schemas import Transport
 def contacts_add(args: argparse.Namespace) -> None:
     """``router contacts add``."""
     transport: Transport = args.transport
-    value = addresses.normalize(transport, args.value, args.region)
+    value = addresses.normalize(transport, args.value, args.region, settings().target_policy())
     if transport == "sms" and not args.allow_landline:
         addresses.check_sms_capable(value)
     webhook_flags = (args.webhook_method, args.header, args.query, args.body)

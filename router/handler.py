@@ -93,6 +93,7 @@ class Worker:
         self._options = RoutingOptions(
             sms_max_segments=settings.sms_max_segments,
             require_verified=settings.require_verified,
+            target_policy=settings.target_policy(),
         )
         self._limits = settings.rate_limits()
         self._failures = 0

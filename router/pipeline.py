@@ -14,6 +14,7 @@ from datetime import datetime
 from router import render
 from router.directory import ContactMethod, Directory, User
 from router.rules import Candidate, Send, preferred, skip_reason
+from router.targets import STRICT, TargetPolicy
 from schemas import (
     AlertEvent,
     Decision,
@@ -32,6 +33,7 @@ class RoutingOptions:
 
     sms_max_segments: int = 3
     require_verified: bool = False
+    target_policy: TargetPolicy = STRICT
 
 
 @dataclass
@@ -144,6 +146,7 @@ def _plan_user(
             now=out.now,
             opt_outs=directory.opt_outs,
             require_verified=options.require_verified,
+            target_policy=options.target_policy,
         )
         reasons[method.id] = skip_reason(candidate)
     eligible = [m for m in methods if reasons[m.id] is None]

@@ -15,6 +15,7 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from router.directory import ContactMethod, User
+from router.targets import STRICT, TargetPolicy, target_problem
 from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
 
 #: Transports in the order used after a user's own channel order runs out.
@@ -33,6 +34,7 @@ class Candidate:
     now: datetime
     opt_outs: OptOuts = frozenset()
     require_verified: bool = False
+    target_policy: TargetPolicy = STRICT
 
 
 Rule = Callable[[Candidate], Reason | None]
@@ -45,6 +47,14 @@ def _at_least(severity: str, threshold: str) -> bool:
 def disabled(c: Candidate) -> Reason | None:
     """A disabled method gets nothing."""
     return "disabled" if c.method.disabled else None
+
+
+def unsafe_target(c: Candidate) -> Reason | None:
+    """A webhook whose URL points inside the network gets nothing, however it was stored
+    (before the write-time check existed, or by SQL)."""
+    if c.method.transport != "webhook":
+        return None
+    return "unsafe_target" if target_problem(c.method.value, c.target_policy) else None
 
 
 def opted_out(c: Candidate) -> Reason | None:
@@ -105,6 +115,7 @@ def quiet_hours(c: Candidate) -> Reason | None:
 
 RULES: Sequence[Rule] = (
     disabled,
+    unsafe_target,
     opted_out,
     unverified,
     muted,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.rules import RateLimit
+from router.targets import TargetPolicy, parse_networks
 from schemas import Transport
 
 
@@ -84,12 +85,35 @@ class Settings(BaseSettings):
     verification_code_ttl_seconds: int = Field(default=15 * 60, ge=30)
     verification_max_attempts: int = Field(default=5, ge=1)
 
+    # Webhook targets (see router.targets): https only, public addresses only.
+    webhook_allow_http: bool = False
+    webhook_allowed_hosts: str = ""  # comma-separated host names or addresses
+    webhook_denied_networks: str = ""  # comma-separated CIDR ranges, refused on top
+
     # Rendering
     sms_max_segments: int = Field(default=3, ge=1, le=10)
 
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("webhook_denied_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def target_policy(self) -> TargetPolicy:
+        """What webhook URLs are accepted, on write and at routing time."""
+        return TargetPolicy(
+            allow_http=self.webhook_allow_http,
+            allowed_hosts=frozenset(
+                h.strip().lower().strip("[]")
+                for h in self.webhook_allowed_hosts.split(",")
+                if h.strip()
+            ),
+            denied_networks=parse_networks(self.webhook_denied_networks),
+        )
 
     def delivery_topic(self, transport: Transport) -> str:
         """The topic that delivery jobs of ``transport`` are published to."""

@@ -12,6 +12,7 @@ Outcome = Literal["sent", "skipped"]
 
 Reason = Literal[
     "disabled",
+    "unsafe_target",
     "opted_out",
     "unverified",
     "muted",
@@ -30,6 +31,8 @@ Reason = Literal[
 #: Every reason code with its meaning; the README's table is checked against this.
 REASONS: dict[str, str] = {
     "disabled": "The contact method is disabled.",
+    "unsafe_target": "The webhook URL points inside a network (loopback, private, link-local, "
+    "metadata and similar addresses or names) or breaks the webhook URL rules.",
     "opted_out": "The address is on the opt-out list for its transport.",
     "unverified": "The method is not verified and ROUTER_REQUIRE_VERIFIED is true.",
     "muted": "The method is muted, or muted until a time still in the future.",

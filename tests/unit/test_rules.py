@@ -352,3 +352,16 @@ def test_non_critical_sends_never_exceed_the_limit(
                 if not s.critical:
                     assert total <= LIMITS["sms"].count
     assert {s.job_id for s in sends if s.critical} <= allowed
+
+
+def test_a_webhook_to_an_internal_address_is_an_unsafe_target() -> None:
+    hook = make_method("h1", transport="webhook", value="http://10.0.0.1/hook")
+    assert skip_reason(candidate(hook)) == "unsafe_target"
+    public = make_method("h2", transport="webhook", value="https://hooks.example.com/h2")
+    assert skip_reason(candidate(public)) is None
+
+
+def test_unsafe_target_comes_right_after_disabled() -> None:
+    hook = make_method("h1", transport="webhook", value="https://127.0.0.1/", muted=True)
+    assert skip_reason(candidate(hook)) == "unsafe_target"
+    assert skip_reason(candidate(hook.model_copy(update={"disabled": True}))) == "disabled"
