@@ -98,7 +98,7 @@ def test_denied_networks_refuse_more() -> None:
 
 
 def test_a_bad_network_names_itself() -> None:
-    with pytest.raises(ValueError, match="'10.0.0.0/33'"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33'"):
         parse_networks("10.0.0.0/8, 10.0.0.0/33")
 
 
