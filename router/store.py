@@ -53,6 +53,13 @@ class NewContactMethod:
     tags: Sequence[str] = ()
 
 
+def like_literal(text: str | None) -> str | None:
+    """``text`` escaped for LIKE/ILIKE, so ``%`` and ``_`` in a search match themselves."""
+    if text is None:
+        return None
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @dataclass(frozen=True)
 class MethodFilter:
     """Which contact methods ``list`` and ``count`` return; None means any."""
@@ -70,7 +77,7 @@ class MethodFilter:
             self.user_id,
             self.transport,
             self.verified,
-            self.search,
+            like_literal(self.search),
             dict(self.metadata) if self.metadata else None,
             self.tag,
         ]
@@ -520,7 +527,7 @@ class PgStore:
     ) -> list[User]:
         """Users by id, after ``after``, whose id or name contains ``search``."""
         async with self._conn() as conn:
-            rows = await conn.fetch(self._q["list_users"], after, search, limit)
+            rows = await conn.fetch(self._q["list_users"], after, like_literal(search), limit)
         return [_user(r) for r in rows]
 
     async def delete_user(self, user_id: str, *, cascade: bool = False) -> tuple[int, int]:

@@ -1,6 +1,7 @@
 -- Every query the router runs, by name. router/sql/__init__.py loads this file
 -- once; router/store.py refers to the blocks by name and nowhere else holds SQL.
 -- uuid columns come back as text (a codec set on every connection).
+-- Searches arrive LIKE-escaped (store.like_literal): '%' and '_' match themselves.
 
 -- name: ping
 SELECT 1;
@@ -149,7 +150,7 @@ SELECT * FROM users WHERE id = $1;
 -- Keyset pagination by id; $1 is the last id seen (NULL for the first page).
 SELECT * FROM users
 WHERE ($1::text IS NULL OR id > $1)
-  AND ($2::text IS NULL OR id ILIKE '%' || $2 || '%' OR name ILIKE '%' || $2 || '%')
+  AND ($2::text IS NULL OR id ILIKE '%' || $2 || '%' ESCAPE '\' OR name ILIKE '%' || $2 || '%' ESCAPE '\')
 ORDER BY id
 LIMIT $3;
 
@@ -176,8 +177,8 @@ SELECT * FROM contact_methods
 WHERE ($1::text IS NULL OR user_id = $1)
   AND ($2::text IS NULL OR transport = $2)
   AND ($3::boolean IS NULL OR verified = $3)
-  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' OR label ILIKE '%' || $4 || '%'
-       OR user_id ILIKE '%' || $4 || '%')
+  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' ESCAPE '\' OR label ILIKE '%' || $4 || '%' ESCAPE '\'
+       OR user_id ILIKE '%' || $4 || '%' ESCAPE '\')
   AND ($5::jsonb IS NULL OR metadata @> $5)
   AND ($6::text IS NULL OR $6 = ANY (tags))
   AND ($7::text IS NULL OR (user_id, transport, value) > ($7, $8, $9))
@@ -189,8 +190,8 @@ SELECT count(*) FROM contact_methods
 WHERE ($1::text IS NULL OR user_id = $1)
   AND ($2::text IS NULL OR transport = $2)
   AND ($3::boolean IS NULL OR verified = $3)
-  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' OR label ILIKE '%' || $4 || '%'
-       OR user_id ILIKE '%' || $4 || '%')
+  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' ESCAPE '\' OR label ILIKE '%' || $4 || '%' ESCAPE '\'
+       OR user_id ILIKE '%' || $4 || '%' ESCAPE '\')
   AND ($5::jsonb IS NULL OR metadata @> $5)
   AND ($6::text IS NULL OR $6 = ANY (tags));
 

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from router.directory import ContactMethod
 from router.migrate import migrate
+from tests.privacy import leaks_in
 
 pytestmark = pytest.mark.integration
 
@@ -211,6 +212,9 @@ def start_router(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], RouterPr
     yield start
     for router in started:
         router.stop()
+    for router in started:  # the session-wide privacy check, for child processes
+        leaks = leaks_in(router.log())
+        assert not leaks, f"full contact addresses in {router.log_path}: {leaks[:10]}"
 
 
 async def produce(

@@ -453,3 +453,23 @@ def test_an_unmigrated_database_gives_one_line(
     env = {**router_env, "ROUTER_DATABASE_URL": empty_database_url}
     stderr = refused(env, "contacts", "list", code=3)
     assert "router db migrate" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_search_matches_percent_and_underscore_literally(router_env: dict[str, str]) -> None:
+    for user in ("a_b", "axb", "50%off", "500ff"):
+        ok(router_env, "users", "add", user)
+    add(router_env, "a_b", "email", "a_b@example.com")
+    add(router_env, "axb", "email", "axb@example.com")
+
+    def users(search: str) -> list[str]:
+        out = ok(router_env, "users", "list", "--search", search, "--json")
+        return sorted(json.loads(line)["id"] for line in out.splitlines())
+
+    def values(search: str) -> list[str]:
+        out = ok(router_env, "contacts", "list", "--search", search, "--json")
+        return sorted(json.loads(line)["value"] for line in out.splitlines())
+
+    assert users("a_b") == ["a_b"]
+    assert users("0%") == ["50%off"]
+    assert values("a_b@") == ["a_b@example.com"]
+    assert values("_") == ["a_b@example.com"]

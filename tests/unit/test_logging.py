@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import structlog
@@ -28,5 +27,4 @@ def test_json_logs_carry_bound_event_id(capsys: pytest.CaptureFixture[str]) -> N
         assert record["event"] == "job_published" and record["event_id"] == "e-42"
         assert record["to"] == "b***@example.com"
     finally:
-        structlog.reset_defaults()
-        logging.getLogger().handlers = []
+        structlog.contextvars.clear_contextvars()
