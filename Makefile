@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint format schemas bench clean
+.PHONY: demo test test-unit test-integration lint format schemas bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ demo: $(STAMP)  ## run the router end to end on embedded Kafka (Tansu) and Postg
 
 # Integration tests mostly wait on brokers and subprocesses, so four workers
 # halve the run even on two cores; each worker starts its own embedded servers.
-test: $(STAMP)  ## lint, type-check, then every test (unit and integration)
+# Debian packages some tests use (a TLS-capable PostgreSQL 15, promtool); installs
+# what is missing, as root (CI runs as root).
+system-packages:
+	sh tests/system/install.sh
+
+test: $(STAMP) system-packages  ## lint, type-check, then every test (unit and integration)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -26,7 +31,7 @@ test: $(STAMP)  ## lint, type-check, then every test (unit and integration)
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) system-packages
 	$(PY) -m pytest tests/integration
 
 lint: $(STAMP)

@@ -28,6 +28,7 @@ from router.consume import PartitionGuard
 from router.dlq import SourceRecord
 from router.handler import Worker
 from router.janitor import run_janitor
+from router.security import broker_security
 from router.settings import Settings
 from router.store import PgStore, Store
 from router.topics import ensure_topics
@@ -64,11 +65,30 @@ async def broker_answers(bootstrap_servers: str) -> bool:
     return False
 
 
+class RouterBroker(KafkaBroker):
+    """FastStream's Kafka broker, starting its subscribers side by side.
+
+    Each subscriber's consumer waits for its group's assignment when it starts,
+    and FastStream starts them one after the other; the alerts and
+    contact-events groups join at the same time instead, which halves the time
+    a restarted pod takes to route again.
+    """
+
+    async def start(self) -> None:
+        """Connect, then start every subscriber at once, then the publishers."""
+        await self.connect()
+        await asyncio.gather(*(subscriber.start() for subscriber in self.subscribers))
+        for publisher in self.publishers:
+            await publisher.start()
+        self.running = True
+
+
 def create_broker(settings: Settings) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas."""
-    return KafkaBroker(
+    return RouterBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id,
+        security=broker_security(settings),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         max_request_size=settings.kafka_max_request_bytes,
@@ -210,7 +230,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         active: Store
         if store is None:
             own_store = await PgStore.connect(
-                settings.database_url,
+                settings.database_url.get_secret_value(),
                 min_size=settings.db_pool_min_size,
                 max_size=settings.db_pool_max_size,
             )

@@ -74,7 +74,8 @@ def _describe_shift(shift: Shift) -> str:
 
 
 async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
-    store = await PgStore.connect(settings().database_url, min_size=1, max_size=2)
+    url = settings().database_url.get_secret_value()
+    store = await PgStore.connect(url, min_size=1, max_size=2)
     try:
         await store.check_schema()
         await action(store)
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
 
 def db_migrate(args: argparse.Namespace) -> None:
     """``router db migrate``."""
-    applied = asyncio.run(migrate(settings().database_url))
+    applied = asyncio.run(migrate(settings().database_url.get_secret_value()))
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 

@@ -279,9 +279,10 @@ async def publish_one(config: Settings, topic: str, job: BaseModel, key: str) ->
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
+    from router.security import client_options
+
     producer = AIOKafkaProducer(
-        bootstrap_servers=config.kafka_bootstrap_servers,
-        client_id=config.kafka_client_id,
+        **client_options(config),
         acks="all",
         enable_idempotence=config.kafka_enable_idempotence,
     )

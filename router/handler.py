@@ -58,6 +58,23 @@ def _log_refusal(record: SourceRecord, error: BaseException) -> None:
     )
 
 
+def _is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says a dependency is unreachable now (retry the batch), rather
+    than that something about the records cannot work (decide per record)."""
+    return isinstance(error, StoreUnavailable | KafkaError | ConnectionError | TimeoutError)
+
+
+def _merge_results(results: list[BatchResult]) -> BatchResult:
+    merged = BatchResult()
+    for result in results:
+        merged.events += result.events
+        merged.rejected += result.rejected
+        merged.jobs += result.jobs
+        merged.decisions += result.decisions
+        merged.routed += result.routed
+    return merged
+
+
 def utc_now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
@@ -108,25 +125,28 @@ class Worker:
         same records are tried again; job ids are deterministic, so a retry that
         re-publishes produces the same jobs.
         """
-        return await self._retrying(self._handle, records)
+        return await self._retrying(self._handle, records, _merge_results)
 
     async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
         """Apply opt-out/opt-in messages (bad ones go to the DLQ); returns how many applied."""
-        return await self._retrying(self._handle_contact_events, records)
+        return await self._retrying(self._handle_contact_events, records, sum)
 
     async def _retrying(
         self,
         handler: Callable[[Sequence[SourceRecord]], Awaitable[T]],
         records: Sequence[SourceRecord],
+        merge: Callable[[list[T]], T],
     ) -> T:
         try:
             result = await handler(records)
         except Exception as error:
+            outage = _is_outage(error)
+            if not outage:
+                # Not the world but the data (or a bug meeting it): retrying the
+                # batch would fail the same way forever. Decide per record.
+                return await self._isolate(handler, records, merge, error)
             self._failures += 1
             delay = min(self._settings.retry_backoff_max_seconds, 0.5 * 2 ** (self._failures - 1))
-            outage = isinstance(
-                error, StoreUnavailable | KafkaError | ConnectionError | TimeoutError
-            )
             log.error(
                 "batch_failed",
                 exc_info=not outage,  # a stack trace helps with bugs, not with outages
@@ -142,6 +162,39 @@ class Worker:
         self._failures = 0
         self._acked.clear()
         return result
+
+    async def _isolate(
+        self,
+        handler: Callable[[Sequence[SourceRecord]], Awaitable[T]],
+        records: Sequence[SourceRecord],
+        merge: Callable[[list[T]], T],
+        error: Exception,
+    ) -> T:
+        """Handle ``records`` one at a time; one that still fails (not by an outage) is
+        dead-lettered as ``routing_failed`` and the others go on."""
+        log.error(
+            "batch_failed",
+            exc_info=error,
+            error=str(error),
+            error_class=type(error).__name__,
+            retryable=False,
+            records=len(records),
+            next_step="handling the batch's records one by one",
+        )
+        results: list[T] = []
+        for record in records:
+            try:
+                results.append(await handler([record]))
+            except Exception as own:
+                if _is_outage(own):
+                    raise  # the batch is retried as a whole, from its first offset
+                failure = Rejection("routing_failed", type(own).__name__, str(own))
+                _log_rejection("record_failed", record, failure)
+                letter = dead_letter(record, failure)
+                await self._publish([record], self._letter_messages(0, record, letter))
+        self._failures = 0
+        self._acked.clear()
+        return merge(results)
 
     async def _back_off(self, outage: BaseException | None, delay: float) -> None:
         """Wait ``delay`` seconds, or less: during an outage, probe the dependency that

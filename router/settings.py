@@ -7,14 +7,19 @@ The README lists them all; ``tests/unit/test_settings.py`` keeps the two in step
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.rules import RateLimit
 from router.targets import TargetPolicy, parse_networks
 from schemas import Transport
+
+#: Settings that may instead be read from a file named by ``ROUTER_<NAME>_FILE``.
+SECRET_SETTINGS = ("database_url", "kafka_sasl_password", "kafka_ssl_key_password")
 
 
 class Settings(BaseSettings):
@@ -24,7 +29,8 @@ class Settings(BaseSettings):
 
     # Connections
     kafka_bootstrap_servers: str = "localhost:9092"
-    database_url: str = "postgresql://localhost:5432/router"
+    # libpq form; TLS with ?sslmode=verify-full&sslrootcert=/path/ca.pem
+    database_url: SecretStr = SecretStr("postgresql://localhost:5432/router")
     group_id: str = "notification-router"
     kafka_client_id: str = "notification-router"
     # Idempotent producer: on for real Kafka; the embedded Tansu broker cannot
@@ -32,6 +38,15 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = True
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Secured connections (TLS and SASL), for every Kafka client the router makes.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: str | None = None
+    kafka_ssl_cert_file: str | None = None
+    kafka_ssl_key_file: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     # Group membership: how fast a dead member is noticed and its partitions
     # move. Real Kafka refuses sessions below its group.min.session.timeout.ms (6 s).
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
@@ -96,6 +111,23 @@ class Settings(BaseSettings):
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``ROUTER_<SECRET>_FILE`` (as Kubernetes mounts secrets) for each secret not set."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_SETTINGS:
+            path = os.environ.get(f"ROUTER_{name.upper()}_FILE")
+            if path and name not in data:
+                try:
+                    data[name] = Path(path).read_text().rstrip("\r\n")
+                except OSError as error:
+                    raise ValueError(
+                        f"ROUTER_{name.upper()}_FILE: cannot read {path}: {error.strerror}"
+                    ) from None
+        return data
 
     @field_validator("webhook_denied_networks")
     @classmethod

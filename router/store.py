@@ -141,6 +141,7 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.TransactionRollbackError,  # class 40: serialization failure, deadlock; retry
 )
 
 

@@ -6,6 +6,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from router.errors import KafkaSetupError
+from router.security import client_options
 from router.settings import Settings
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -16,10 +17,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
     With creation off, raise :class:`KafkaSetupError` naming every missing topic.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=settings.kafka_client_id,
-    )
+    admin = AIOKafkaAdminClient(**client_options(settings))
     try:
         await admin.start()
     except KafkaError as error:

@@ -12,7 +12,11 @@ Severity = Literal["critical", "error", "warning", "info"]
 #: Severities in ascending order of urgency, for "at or above" comparisons.
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+# No NUL: identifiers are looked up in PostgreSQL, whose text cannot hold one.
+Identifier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00]+$"),
+]
 
 
 class AlertEvent(BaseModel):

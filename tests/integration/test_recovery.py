@@ -63,3 +63,22 @@ async def test_after_a_20_s_database_outage_every_alert_is_routed_and_routing_re
     )
     assert "dependency_answers" in log
     assert "Traceback" not in log
+
+
+async def test_sigterm_while_starting_exits_0_at_once(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    """A pod told to stop while it imports, connects or joins its group goes with status 0."""
+    took = []
+    for delay in (0.1, 0.6, 1.2, 2.0):
+        router = start_router(router_env)
+        await asyncio.sleep(delay)
+        signalled = time.monotonic()
+        assert router.process is not None
+        router.process.terminate()
+        status = await asyncio.to_thread(router.process.wait, 30)
+        took.append(time.monotonic() - signalled)
+        assert status == 0, (delay, router.log())
+        assert "Traceback" not in router.log()
+    print("\nSIGTERM during start-up: exit 0 in " + ", ".join(f"{t:.2f}" for t in took) + " s")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from router.app import KafkaPublisher, create_broker, register_subscriber
 from router.dlq import SourceRecord
-from router.errors import StoreUnavailable
+from router.errors import StoreError, StoreUnavailable
 from router.handler import Worker
 from router.memstore import InMemoryStore
 from router.settings import Settings
@@ -400,3 +400,34 @@ async def test_a_retry_after_an_outage_sends_only_what_was_not_acknowledged() ->
     assert len(publisher.sent) - first == 2, "only the two messages that failed are sent again"
     jobs = [j["job_id"] for t in DELIVERY_TOPICS for j in publisher.on(t)]
     assert len(set(jobs)) == 6
+
+
+class PickyStore(InMemoryStore):
+    """Refuses (as PostgreSQL refuses bad input) any directory read naming ``poison``."""
+
+    async def directory_for(self, user_ids: Any, shifts: Any) -> Any:
+        if "poison" in user_ids:
+            raise StoreError("PostgreSQL refused the operation: invalid byte sequence.")
+        return await super().directory_for(user_ids, shifts)
+
+
+async def test_a_record_the_store_refuses_is_dead_lettered_and_the_batch_goes_on() -> None:
+    store = PickyStore()
+    await store.add_user("alice")
+    await store.add_contact_method(NewContactMethod("alice", "email", "alice@example.com"))
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
+    batch = [record(alert("e1"), 0), record(alert("e2", ["poison"]), 1), record(alert("e3"), 2)]
+    result = await worker.handle(batch)
+    assert sorted(r.event.event_id for r in result.routed) == ["e1", "e3"]
+    [letter] = [(v, h) for t, v, _, h in publisher.sent if t == "alerts.dlq"]
+    assert letter[0] == alert("e2", ["poison"])
+    assert letter[1]["router.dlq.reason"] == "routing_failed"
+    assert letter[1]["kafka_dlt-exception-fqcn"] == "StoreError"
+
+
+def test_an_identifier_with_a_nul_byte_is_schema_invalid() -> None:
+    from router.decode import Rejection, decode
+
+    rejected = decode(alert("e1", ["a\x00b"]), max_bytes=10_000, received_at=T0)
+    assert isinstance(rejected, Rejection) and rejected.reason == "schema_invalid"
