@@ -22,12 +22,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from router import logging as router_logging
 from router.consume import PartitionGuard
 from router.dlq import SourceRecord
 from router.handler import Worker
+from router.health import HttpServer, Readiness, create_http_app
 from router.janitor import run_janitor
+from router.metrics import REGISTRY
 from router.security import broker_security
 from router.settings import Settings
 from router.store import PgStore, Store
@@ -89,6 +92,14 @@ def create_broker(settings: Settings) -> KafkaBroker:
         settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id,
         security=broker_security(settings),
+        # FastStream's own message metrics (router_faststream_*), beside router.metrics.
+        middlewares=[
+            KafkaPrometheusMiddleware(
+                registry=REGISTRY,
+                app_name=settings.kafka_client_id,
+                metrics_prefix="router_faststream",
+            )
+        ],
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         max_request_size=settings.kafka_max_request_bytes,
@@ -151,7 +162,12 @@ def _guarded_fetch(subscriber: Any, settings: Settings, guard: PartitionGuard) -
 
 
 def _batch_subscriber(
-    broker: KafkaBroker, settings: Settings, topic: str, group_id: str, instance_id: str | None
+    broker: KafkaBroker,
+    settings: Settings,
+    topic: str,
+    group_id: str,
+    instance_id: str | None,
+    guard: PartitionGuard,
 ) -> Any:
     subscriber = broker.subscriber(
         Topic(topic, declare=False),  # router.topics manages topics, not FastStream
@@ -170,13 +186,16 @@ def _batch_subscriber(
         parser=_tolerant_parser,
         decoder=_raw_records,
     )
-    _guarded_fetch(subscriber, settings, PartitionGuard(settings.undecodable_retry_seconds))
+    _guarded_fetch(subscriber, settings, guard)
     return subscriber
 
 
 def register_subscriber(
-    broker: KafkaBroker, settings: Settings, worker: Callable[[], Worker]
-) -> None:
+    broker: KafkaBroker,
+    settings: Settings,
+    worker: Callable[[], Worker],
+    guard: PartitionGuard | None = None,
+) -> Any:
     """Consume alerts and contact events in batches; commit only after the output is acked."""
 
     # The worker has already logged a failed batch (once, with the traceback
@@ -199,16 +218,65 @@ def register_subscriber(
             raise NackMessage() from error
 
     # One consumer group per input stream: a rebalance of one never pauses the other.
-    _batch_subscriber(
-        broker, settings, settings.topic_alerts, settings.group_id, settings.group_instance_id()
-    )(on_alerts)
+    alerts = _batch_subscriber(
+        broker,
+        settings,
+        settings.topic_alerts,
+        settings.group_id,
+        settings.group_instance_id(),
+        guard or PartitionGuard(settings.undecodable_retry_seconds),
+    )
+    alerts(on_alerts)
     _batch_subscriber(
         broker,
         settings,
         settings.topic_contact_events,
         settings.contact_events_group_id(),
         settings.group_instance_id(".contact-events"),
+        PartitionGuard(settings.undecodable_retry_seconds),
     )(on_contact_events)
+    return alerts
+
+
+def _readiness(broker: KafkaBroker, store: Store, alerts: Any, guard: PartitionGuard) -> Readiness:
+    """/readyz: the broker and PostgreSQL answer, and the worker owns alert partitions
+    (or is still joining its group) of which none is paused as undecodable."""
+
+    async def broker_check() -> str | None:
+        return None if await broker.ping(timeout=1.0) else "the Kafka brokers do not answer"
+
+    async def database_check() -> str | None:
+        return None if await store.ping() else "PostgreSQL does not answer"
+
+    async def partitions_check() -> str | None:
+        consumer = alerts.consumer
+        if consumer is None:
+            return None  # still starting: the startup probe covers this
+        if consumer.assignment():
+            return None
+        state = getattr(consumer, "_subscription", None)
+        joining = state is not None and (
+            state.reassignment_in_progress
+            or state.subscription is None
+            or state.subscription.assignment is None
+        )
+        return None if joining else "no partitions of the alerts topic are assigned to this worker"
+
+    async def decodable_check() -> str | None:
+        if not guard.incidents:
+            return None
+        return "undecodable records pause " + ", ".join(
+            f"{i.topic}[{i.partition}]@{i.offset}" for i in guard.incidents.values()
+        )
+
+    return Readiness(
+        {
+            "broker": broker_check,
+            "database": database_check,
+            "partitions": partitions_check,
+            "decodable": decodable_check,
+        }
+    )
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastStream:
@@ -219,7 +287,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
     def current_worker() -> Worker:
         return workers[0]
 
-    register_subscriber(broker, settings, current_worker)
+    guard = PartitionGuard(settings.undecodable_retry_seconds)
+    alerts = register_subscriber(broker, settings, current_worker, guard)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -238,6 +307,17 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             active = own_store
         else:
             active = store
+        http = (
+            HttpServer(
+                create_http_app(_readiness(broker, active, alerts, guard)),
+                settings.http_host,
+                settings.http_port,
+            )
+            if settings.http_port
+            else None
+        )
+        if http is not None:
+            await http.start()
         workers.append(
             Worker(
                 active,
@@ -267,6 +347,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
                     await asyncio.wait_for(janitor, timeout=5)
                 except Exception as error:  # it must not keep the process from stopping
                     log.warning("janitor_stop_failed", error=repr(error))
+            if http is not None:
+                await http.stop()
             if own_store is not None:
                 await own_store.close()
             log.info("router_stopped")

@@ -31,6 +31,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CorruptRecordException, IllegalStateError, UnsupportedCodecError
 
+from router import metrics
+
 log = structlog.get_logger("router.consume")
 
 DECODE_ERRORS = (UnsupportedCodecError, CorruptRecordException)
@@ -83,6 +85,8 @@ class PartitionGuard:
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._on_change = on_change
+        self._lag_labels: set[TopicPartition] = set()
+        self._topics: set[str] = set()
 
     async def getmany(
         self, consumer: AIOKafkaConsumer, *, timeout_ms: int, max_records: int
@@ -96,6 +100,7 @@ class PartitionGuard:
         if not active:
             return batches
         positions = await self._positions(consumer, active)
+        self._measure(consumer, positions)
         try:
             batches.update(
                 await consumer.getmany(
@@ -122,6 +127,21 @@ class PartitionGuard:
             else:
                 self._suspect(consumer, failed)
         return batches
+
+    def _measure(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+        """Lag per owned partition (high watermark minus position) and partitions owned."""
+        owned = consumer.assignment()
+        for tp in self._lag_labels - owned:
+            metrics.LAG.remove(tp.topic, str(tp.partition))
+        self._lag_labels = set(owned)
+        topics = {tp.topic for tp in owned} | self._topics
+        self._topics = topics
+        for topic in topics:
+            metrics.ASSIGNED.labels(topic).set(sum(tp.topic == topic for tp in owned))
+        for tp, position in positions.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     def _suspect(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         # The bad batch lies below the high watermark known now; read up to it
@@ -218,5 +238,6 @@ class PartitionGuard:
             self._changed()
 
     def _changed(self) -> None:
+        metrics.UNDECODABLE.set(len(self.incidents))
         if self._on_change is not None:
             self._on_change(dict(self.incidents))

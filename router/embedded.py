@@ -214,4 +214,6 @@ def embedded_env(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> dict[str, 
         # Tansu holds a group join for half the session timeout: 1.5 s, not 5.
         "ROUTER_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        # No fixed port: several demos (or test runs) may share a machine.
+        "ROUTER_HTTP_PORT": "0",
     }

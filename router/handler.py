@@ -19,6 +19,7 @@ from typing import TypeVar
 import structlog
 from aiokafka.errors import KafkaError
 
+from router import metrics
 from router.decode import Rejection, decode, decode_contact_event
 from router.directory import Directory
 from router.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
@@ -137,10 +138,13 @@ class Worker:
         records: Sequence[SourceRecord],
         merge: Callable[[list[T]], T],
     ) -> T:
+        metrics.BATCH_SIZE.observe(len(records))
         try:
-            result = await handler(records)
+            with metrics.BATCH_SECONDS.time():
+                result = await handler(records)
         except Exception as error:
             outage = _is_outage(error)
+            metrics.FAILED_BATCHES.labels(str(outage).lower()).inc()
             if not outage:
                 # Not the world but the data (or a bug meeting it): retrying the
                 # batch would fail the same way forever. Decide per record.
@@ -225,13 +229,15 @@ class Worker:
             for r in records
         ]
         events = [item for item in decoded if isinstance(item, AlertEvent)]
-        done_before = await self._store.routed_within(
-            {e.event_id for e in events}, self._settings.dedup_window_seconds
-        )
-        directory = await self._store.directory_for(
-            {uid for e in events for uid in e.recipients()},
-            {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
-        )
+        with metrics.DB_SECONDS.labels("routed_within").time():
+            done_before = await self._store.routed_within(
+                {e.event_id for e in events}, self._settings.dedup_window_seconds
+            )
+        with metrics.DB_SECONDS.labels("directory_for").time():
+            directory = await self._store.directory_for(
+                {uid for e in events for uid in e.recipients()},
+                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
+            )
         now = self._clock()
 
         # First pass, pure: what each record becomes, except for rate limits.
@@ -249,9 +255,10 @@ class Worker:
 
         # Rate limits are shared by every router: one reservation for the batch.
         planned = [o for o in outcomes if isinstance(o, Planned)]
-        allowed = await self._store.reserve_sends(
-            [s for p in planned for s in sends(p)], self._limits
-        )
+        with metrics.DB_SECONDS.labels("reserve_sends").time():
+            allowed = await self._store.reserve_sends(
+                [s for p in planned for s in sends(p)], self._limits
+            )
 
         result = BatchResult()
         outgoing: list[Outgoing] = []
@@ -279,9 +286,16 @@ class Worker:
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
-        await self._store.mark_routed(
-            [p.event.event_id for p in planned if p.event.event_id not in refused_events]
-        )
+        with metrics.DB_SECONDS.labels("mark_routed").time():
+            await self._store.mark_routed(
+                [p.event.event_id for p in planned if p.event.event_id not in refused_events]
+            )
+        metrics.EVENTS.inc(len(result.routed))
+        for routed in result.routed:
+            for job in routed.jobs:
+                metrics.JOBS.labels(job.transport).inc()
+            for decision in routed.decisions:
+                metrics.DECISIONS.labels(decision.outcome, decision.reason or "").inc()
         for routed in result.routed:
             result.jobs += len(routed.jobs)
             result.decisions += len(routed.decisions)
@@ -376,6 +390,8 @@ class Worker:
             raise delivery.outage
         if pending:
             raise next(iter(pending.values()))
+        for message in letters.values():  # this attempt succeeded: count its letters once
+            metrics.DEAD_LETTERS.labels(message.headers.get("router.dlq.reason", "")).inc()
         return refused
 
     def _letter_messages(

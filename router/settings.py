@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     # Rendering
     sms_max_segments: int = Field(default=3, ge=1, le=10)
 
+    # Health, readiness and metrics endpoints (0 turns the HTTP port off)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
+
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -112,6 +112,7 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
         # Tansu holds a group join for half the session timeout: 1.5 s, not 5.
         "ROUTER_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        "ROUTER_HTTP_PORT": "0",  # tests that probe it choose a free port
     }
     for name in ("alerts", "contact_events", "email", "sms", "webhook", "decisions", "dlq"):
         env[f"ROUTER_TOPIC_{name.upper()}"] = prefix + name

@@ -1,0 +1,96 @@
+"""The router's Prometheus metrics, all prefixed ``router_``, in one registry.
+
+The README's Operating section lists them; ``deploy/prometheus-rules.yml`` is
+checked against :data:`NAMES` by a test. FastStream's own Kafka middleware adds
+``router_faststream_*`` metrics (messages received, processed, in flight) to the
+same registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter("router_events", "Alert events routed (decoded and planned).", registry=REGISTRY)
+JOBS = Counter(
+    "router_jobs", "Delivery jobs published, by transport.", ["transport"], registry=REGISTRY
+)
+DECISIONS = Counter(
+    "router_decisions",
+    "Decisions published, by outcome and reason (reason is empty when sent).",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "router_dead_letters",
+    "Records sent to the DLQ, by reason code.",
+    ["reason"],
+    registry=REGISTRY,
+)
+FAILED_BATCHES = Counter(
+    "router_failed_batches",
+    "Batches that failed; retryable=true for outages (retried), false when the batch was "
+    "then handled record by record.",
+    ["retryable"],
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "router_batch_size",
+    "Records per consumed batch.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "router_batch_duration_seconds",
+    "Time to handle one batch, from decode to every acknowledgement.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+DB_SECONDS = Histogram(
+    "router_db_query_duration_seconds",
+    "Time of the worker's PostgreSQL calls, by operation.",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
+LAG = Gauge(
+    "router_consumer_lag",
+    "Records behind the high watermark, per assigned partition of an input topic.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+ASSIGNED = Gauge(
+    "router_assigned_partitions",
+    "Partitions of an input topic this worker owns.",
+    ["topic"],
+    registry=REGISTRY,
+)
+UNDECODABLE = Gauge(
+    "router_undecodable_partitions",
+    "Partitions paused because the client cannot decode their records.",
+    registry=REGISTRY,
+)
+
+#: Every metric name the worker exports (counters with their ``_total`` suffix).
+NAMES = frozenset(
+    {
+        "router_events_total",
+        "router_jobs_total",
+        "router_decisions_total",
+        "router_dead_letters_total",
+        "router_failed_batches_total",
+        "router_batch_size_bucket",
+        "router_batch_size_count",
+        "router_batch_size_sum",
+        "router_batch_duration_seconds_bucket",
+        "router_batch_duration_seconds_count",
+        "router_batch_duration_seconds_sum",
+        "router_db_query_duration_seconds_bucket",
+        "router_db_query_duration_seconds_count",
+        "router_db_query_duration_seconds_sum",
+        "router_consumer_lag",
+        "router_assigned_partitions",
+        "router_undecodable_partitions",
+    }
+)
