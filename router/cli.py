@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="consume alerts and publish delivery jobs until stopped"
     ).set_defaults(func=commands.run)
 
+    status = sub.add_parser(
+        "status",
+        help="do the broker and database answer, is the schema current, the groups and their lag",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=commands.status)
+
     demo = sub.add_parser("demo", help="run everything on embedded Kafka and PostgreSQL")
     demo.add_argument(
         "--keep-running",
@@ -328,13 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``router`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except RouterError as error:
         print(f"router: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

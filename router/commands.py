@@ -94,6 +94,17 @@ def run(args: argparse.Namespace) -> None:
     asyncio.run(run_router(settings()))
 
 
+def status(args: argparse.Namespace) -> int:
+    """``router status``: 0 when the broker and database answer and the schema is current."""
+    import json
+
+    from router import status as router_status
+
+    report = asyncio.run(router_status.gather(settings()))
+    print(json.dumps(report) if args.json else router_status.render(report))
+    return 0 if report["ok"] else 1
+
+
 def db_migrate(args: argparse.Namespace) -> None:
     """``router db migrate``."""
     applied = asyncio.run(migrate(settings().database_url.get_secret_value()))

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from router.embedded import free_port
-from tests.integration.conftest import RouterProcess, collect
+from tests.integration.conftest import RouterProcess, collect, run_cli
 from tests.integration.test_end_to_end import add_alice, alert, publish_when_ready, topics
 
 
@@ -93,3 +93,41 @@ async def test_probes_and_metrics_follow_the_worker_and_its_database(
         await admin.close()
     await until_status(port, "/readyz", 200)
     assert router.stop() == 0
+
+
+async def test_router_status_reports_the_parts_and_exits_1_when_the_database_is_down(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+    postgres_url: str,
+) -> None:
+    add_alice(router_env)
+    start_router(router_env)
+    t = topics(router_env)
+    bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    await publish_when_ready(bootstrap, t, alert("s1", ["alice"]))
+    await collect(bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3)
+
+    done = await asyncio.to_thread(run_cli, router_env, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    report = json.loads(line)
+    assert report["ok"] is True
+    assert report["broker"]["ok"] and report["database"]["schema_current"]
+    alerts_group = report["groups"][0]
+    assert alerts_group["group_id"] == router_env["ROUTER_GROUP_ID"]
+    assert len(alerts_group["members"]) == 1 and alerts_group["total_lag"] == 0
+    table = (await asyncio.to_thread(run_cli, router_env, "status")).stdout
+    assert "postgresql" in table and "all well" in table
+
+    name = urlsplit(router_env["ROUTER_DATABASE_URL"]).path.lstrip("/")
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        done = await asyncio.to_thread(run_cli, router_env, "status", "--json")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False and report["broker"]["ok"] is True
+    assert report["database"]["ok"] is False and "PostgreSQL" in report["database"]["error"]
