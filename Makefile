@@ -43,8 +43,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-schemas: $(STAMP)  ## regenerate the committed JSON Schema files
+schemas: $(STAMP)  ## regenerate the committed JSON Schema files and the AsyncAPI document
 	$(PY) -m schemas.export
+	$(PY) -m router.asyncapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

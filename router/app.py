@@ -190,6 +190,31 @@ def _batch_subscriber(
     return subscriber
 
 
+def _document_outputs(broker: KafkaBroker, settings: Settings) -> None:
+    """Declare the output topics with their models, for the AsyncAPI document.
+
+    The worker publishes through the broker's producer directly (router.handler);
+    these publishers describe the contract delivery workers read.
+    """
+    from schemas import Decision, EmailJob, SmsJob, WebhookJob
+
+    outputs = (
+        (settings.topic_email, EmailJob, "One email to send. Key: contact_method_id."),
+        (settings.topic_sms, SmsJob, "One SMS to send. Key: contact_method_id."),
+        (settings.topic_webhook, WebhookJob, "One webhook request. Key: contact_method_id."),
+        (settings.topic_decisions, Decision, "What was decided per method. Key: event_id."),
+    )
+    for topic, model, description in outputs:
+        broker.publisher(topic, schema=model, title=topic, description=description)
+    broker.publisher(
+        settings.topic_dlq,
+        schema=bytes,
+        title=settings.topic_dlq,
+        description="Records the router could not route: the original key, value and "
+        "headers, plus router.dlq.reason and Kafka Connect / Spring Kafka error headers.",
+    )
+
+
 def register_subscriber(
     broker: KafkaBroker,
     settings: Settings,
@@ -217,6 +242,7 @@ def register_subscriber(
         except Exception as error:
             raise NackMessage() from error
 
+    _document_outputs(broker, settings)
     # One consumer group per input stream: a rebalance of one never pauses the other.
     alerts = _batch_subscriber(
         broker,
