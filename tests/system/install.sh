@@ -2,15 +2,27 @@
 # System packages the tests use, from Debian: a PostgreSQL built with TLS (the
 # embedded one is not) and promtool (checks deploy/prometheus-rules.yml).
 # Installs only what is missing; needs root (as in CI) when something is.
+# Several `make test` runs at once take turns (flock) and re-check inside.
 set -eu
-need=""
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql-15"
-command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+
+missing() {
+    need=""
+    [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql-15"
+    command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+    echo "$need"
+}
+
+need=$(missing)
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "tests need these Debian packages:$need; install them as root (apt-get install$need)" >&2
     exit 1
 fi
+if [ -z "${ROUTER_INSTALL_LOCKED:-}" ]; then
+    ROUTER_INSTALL_LOCKED=1 exec flock /tmp/router-system-packages.lock "$0" "$@"
+fi
+need=$(missing)  # another run may have installed them while this one waited
+[ -z "$need" ] && exit 0
 # No default cluster and no services: the tests start their own servers.
 mkdir -p /etc/postgresql-common
 grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
@@ -20,7 +32,8 @@ created_policy=""
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
 fi
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
-[ -n "$created_policy" ] && rm -f "$policy"
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+    --no-install-recommends $need >/dev/null
+if [ -n "$created_policy" ]; then rm -f "$policy"; fi
 echo "installed:$need"
