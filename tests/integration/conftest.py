@@ -11,11 +11,12 @@ database (cloned from a migrated template) and its own topics and group id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,25 @@ async def produce(
             await producer.send_and_wait(topic, value, headers=headers or [])
     finally:
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def database_refused(postgres_url: str, database_url: str) -> AsyncIterator[None]:
+    """An outage of one test's database: new connections refused and open ones ended,
+    until the block ends (the shared server keeps serving every other test)."""
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
 
 
 async def wait_for_topics(bootstrap: str, topics: list[str], timeout: float = 30) -> None:

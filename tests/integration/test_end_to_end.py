@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from urllib.parse import urlsplit
-
-import asyncpg
 
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,
     cli_ok,
     collect,
+    database_refused,
     produce,
     run_cli,
     wait_for_topics,
@@ -190,15 +188,7 @@ async def test_a_database_outage_mid_run_delays_routing_but_loses_nothing(
         bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3, settle=0
     )
 
-    name = urlsplit(router_env["ROUTER_DATABASE_URL"]).path.lstrip("/")
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
+    async with database_refused(postgres_url, router_env["ROUTER_DATABASE_URL"]):
         await produce(bootstrap, t["alerts"], alert("during", ["alice"]))
         for _ in range(100):
             if "batch_failed" in router.log():
@@ -206,9 +196,6 @@ async def test_a_database_outage_mid_run_delays_routing_but_loses_nothing(
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the router never reported the failed batch:\n" + router.log())
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
 
     seen = await collect(bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 6)
     assert sorted({json.loads(r.value)["event_id"] for r in seen[t["decisions"]]}) == [

@@ -8,12 +8,9 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from urllib.parse import urlsplit
-
-import asyncpg
 
 from router.embedded import free_port
-from tests.integration.conftest import RouterProcess, collect, run_cli
+from tests.integration.conftest import RouterProcess, collect, database_refused, run_cli
 from tests.integration.test_end_to_end import add_alice, alert, publish_when_ready, topics
 
 
@@ -76,21 +73,10 @@ async def test_probes_and_metrics_follow_the_worker_and_its_database(
     assert "router_consumer_lag{" in metrics
     assert "router_faststream_" in metrics
 
-    name = urlsplit(router_env["ROUTER_DATABASE_URL"]).path.lstrip("/")
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
+    async with database_refused(postgres_url, router_env["ROUTER_DATABASE_URL"]):
         body = json.loads(await until_status(port, "/readyz", 503))
         assert body["status"] == "not ready" and "database" in body["failed"]
         assert (await asyncio.to_thread(get, port, "/healthz"))[0] == 200, "alive all the same"
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
     await until_status(port, "/readyz", 200)
     assert router.stop() == 0
 
@@ -119,14 +105,8 @@ async def test_router_status_reports_the_parts_and_exits_1_when_the_database_is_
     table = (await asyncio.to_thread(run_cli, router_env, "status")).stdout
     assert "postgresql" in table and "all well" in table
 
-    name = urlsplit(router_env["ROUTER_DATABASE_URL"]).path.lstrip("/")
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    async with database_refused(postgres_url, router_env["ROUTER_DATABASE_URL"]):
         done = await asyncio.to_thread(run_cli, router_env, "status", "--json")
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        await admin.close()
     assert done.returncode == 1
     report = json.loads(done.stdout)
     assert report["ok"] is False and report["broker"]["ok"] is True

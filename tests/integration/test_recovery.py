@@ -8,11 +8,8 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import asyncpg
-
-from tests.integration.conftest import RouterProcess, collect, produce
+from tests.integration.conftest import RouterProcess, collect, database_refused, produce
 from tests.integration.test_end_to_end import add_alice, alert, publish_when_ready, topics
 
 
@@ -31,23 +28,12 @@ async def test_after_a_20_s_database_outage_every_alert_is_routed_and_routing_re
         bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3, settle=0
     )
 
-    name = urlsplit(env["ROUTER_DATABASE_URL"]).path.lstrip("/")
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
+    async with database_refused(postgres_url, env["ROUTER_DATABASE_URL"]):
         outage_started = time.monotonic()
         for n in range(40):  # 40 alerts over the 20 s outage
             await produce(bootstrap, t["alerts"], alert(f"during-{n}", ["alice"]))
             await asyncio.sleep(max(0.0, outage_started + (n + 1) * 0.5 - time.monotonic()))
-    finally:
-        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        back_at = time.time()
-        await admin.close()
+    back_at = time.time()
 
     seen = await collect(
         bootstrap, [t["decisions"]], until=lambda s: len(s[t["decisions"]]) >= 3 * 41, timeout=60
