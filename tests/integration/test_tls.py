@@ -35,7 +35,7 @@ from router.embedded import (
     ensure_postgres_system_user,
     free_port,
 )
-from tests.integration.conftest import RouterProcess, cli_ok, cli_refused, run_cli
+from tests.integration.conftest import RouterProcess, add_contact, cli_ok, cli_refused, run_cli
 from tests.integration.test_end_to_end import alert
 
 
@@ -220,17 +220,7 @@ async def test_the_router_routes_through_kafka_over_mutual_tls(
                 "ROUTER_KAFKA_SSL_KEY_FILE": client_files.key,
             }
             cli_ok(env, "users", "add", "alice")
-            cli_ok(
-                env,
-                "contacts",
-                "add",
-                "--user",
-                "alice",
-                "--transport",
-                "email",
-                "--value",
-                "alice@example.com",
-            )
+            add_contact(env, "alice", "email", "alice@example.com")
             router = start_router(env)
             context = client_context(client_files)
             producer = AIOKafkaProducer(
