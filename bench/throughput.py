@@ -1,4 +1,4 @@
-"""Benchmark: events per second through `router run`, next to a bare aiokafka loop.
+"""Benchmark: `router run` next to a bare aiokafka loop, and what a page costs.
 
 Both read the same alerts from one topic and write, per event, three jobs and
 three decisions (the router: one email, one SMS and one webhook method per
@@ -7,7 +7,20 @@ between the broker timestamps of the first and last output record, so start-up
 and group joins do not count. Uses embedded Tansu and PostgreSQL unless
 ROUTER_KAFKA_BOOTSTRAP_SERVERS / ROUTER_DATABASE_URL are set.
 
-    .venv/bin/python bench/throughput.py [--events 20000] [--users 1000]
+One run prints, as a table and with ``--json`` as one JSON object on the last line:
+
+- ``bare_events_per_s``, ``router_events_per_s`` and their ``ratio``;
+- ``db_round_trips_per_event``: queries the worker sent to PostgreSQL (counted by
+  asyncpg's query logger, read from its /metrics) per event, between 20% and 80%
+  of the backlog, so at steady state;
+- ``latency_ms`` (``p50``, ``p95``, ``p99``): alert produced (its record
+  timestamp) to job produced (the job record's timestamp, set when the router
+  sends it; the broker's acknowledgement follows within the same batch), with
+  alerts offered at a fixed ``--rate`` for ``--latency-seconds``;
+- ``peak_rss_mb`` of the worker process (VmHWM);
+- ``users`` (``--users``, up to 100,000: three methods each).
+
+    .venv/bin/python bench/throughput.py [--events 20000] [--users 1000] [--rate 1000] [--json]
 """
 
 from __future__ import annotations
@@ -17,15 +30,19 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
+import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from router.embedded import EmbeddedKafka, EmbeddedPostgres
+from router.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from router.migrate import migrate
 from router.settings import Settings
 from router.store import PgStore
@@ -188,6 +205,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     print(f"bare aiokafka loop: {bare_rate:8.0f} events/s")
 
     await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
+    port = free_port()
     router_env = {
         **os.environ,
         **{
@@ -195,25 +213,139 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
             for k, v in env.items()
         },
         "ROUTER_LOG_LEVEL": "WARNING",
+        "ROUTER_HTTP_PORT": str(port),
     }
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router", "run", env=router_env
     )
     try:
+        watch = asyncio.create_task(
+            round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
+        )
         router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
+        trips_per_event = await watch
+        latency = await offered_latency(
+            bootstrap, settings, args.rate, args.latency_seconds, args.users
+        )
+        peak_rss_mb = peak_rss(child.pid)
     finally:
         child.send_signal(signal.SIGTERM)
         await asyncio.wait_for(child.wait(), 60)
+    report = {
+        "bare_events_per_s": round(bare_rate),
+        "router_events_per_s": round(router_rate),
+        "ratio": round(router_rate / bare_rate, 3),
+        "db_round_trips_per_event": round(trips_per_event, 4),
+        "latency_ms": latency,
+        "latency_offered_events_per_s": args.rate,
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "users": args.users,
+        "events": args.events,
+        "cpus": os.cpu_count(),
+    }
     print(
         f"router run:         {router_rate:8.0f} events/s  "
-        f"({100 * router_rate / bare_rate:.0f}% of the bare loop)"
+        f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
+        f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
+        f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
+        f"p99 {latency['p99']} ms\n"
+        f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
     )
+    if args.json:
+        print(json.dumps(report))
+
+
+def scrape(port: int, name: str) -> float:
+    """One counter's value from the worker's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def round_trips_at_steady_state(port: int, bootstrap: str, topic: str, events: int) -> float:
+    """Queries per event between 20% and 80% of the backlog (by routed-event count)."""
+    samples: list[tuple[float, float]] = []
+    for share in (0.2, 0.8):
+        while True:
+            try:
+                routed = await asyncio.to_thread(scrape, port, "router_events_total")
+            except OSError:
+                routed = 0.0
+            if routed >= share * events:
+                trips = await asyncio.to_thread(scrape, port, "router_db_round_trips_total")
+                samples.append((routed, trips))
+                break
+            await asyncio.sleep(0.02)
+    (events_a, trips_a), (events_b, trips_b) = samples
+    return (trips_b - trips_a) / max(events_b - events_a, 1)
+
+
+async def offered_latency(
+    bootstrap: str, settings: Settings, per_second: int, seconds: float, users: int
+) -> dict[str, float]:
+    """Alert produced to job produced, at a fixed offered rate; percentiles in ms."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    sent: dict[str, int] = {}
+    try:
+        total = int(per_second * seconds)
+        start = time.monotonic()
+        pending = []
+        for i in range(total):
+            await asyncio.sleep(max(0.0, start + i / per_second - time.monotonic()))
+            alert = {
+                "event_id": f"latency-{i}",
+                "kind": "down",
+                "severity": "critical",
+                "user_ids": [f"user{random.randrange(users)}"],
+                "title": f"latency probe {i}",
+            }
+            pending.append(
+                (
+                    alert["event_id"],
+                    await producer.send(settings.topic_alerts, json.dumps(alert).encode()),
+                )
+            )
+        for event_id, ack in pending:
+            sent[str(event_id)] = (await ack).timestamp
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    latencies: list[float] = []
+    try:
+        parts = [TopicPartition(settings.topic_email, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + 120
+        while len(latencies) < len(sent) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10000)).values():
+                for record in records:
+                    job: dict[str, Any] = json.loads(record.value)
+                    if job["event_id"] in sent:
+                        latencies.append(record.timestamp - sent[job["event_id"]])
+    finally:
+        await consumer.stop()
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
+
+
+def peak_rss(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--users", type=int, default=1_000, help="up to 100,000")
+    parser.add_argument("--rate", type=int, default=1_000, help="offered events/s for latency")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
         kafka = postgres = None

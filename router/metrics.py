@@ -54,6 +54,11 @@ DB_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
     registry=REGISTRY,
 )
+DB_ROUND_TRIPS = Counter(
+    "router_db_round_trips",
+    "Queries sent to PostgreSQL (each one a round trip), counted by asyncpg's query logger.",
+    registry=REGISTRY,
+)
 LAG = Gauge(
     "router_consumer_lag",
     "Records behind the high watermark, per assigned partition of an input topic.",
@@ -89,6 +94,7 @@ NAMES = frozenset(
         "router_db_query_duration_seconds_bucket",
         "router_db_query_duration_seconds_count",
         "router_db_query_duration_seconds_sum",
+        "router_db_round_trips_total",
         "router_consumer_lag",
         "router_assigned_partitions",
         "router_undecodable_partitions",

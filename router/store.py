@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from router import sql
+from router import metrics, sql
 from router.directory import ContactMethod, Directory, Shift, User
 from router.errors import (
     Conflict,
@@ -178,7 +178,13 @@ def _jsonb_decode(data: bytes) -> Any:
     return json.loads(data[1:])
 
 
+def _count_round_trip(_record: Any) -> None:
+    metrics.DB_ROUND_TRIPS.inc()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Every query this connection sends, counted (router_db_round_trips_total).
+    conn.add_query_logger(_count_round_trip)
     # Binary, so COPY (bulk import) can send jsonb too.
     await conn.set_type_codec(
         "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog", format="binary"
