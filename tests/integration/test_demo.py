@@ -1,0 +1,31 @@
+"""`router demo` (what `make demo` runs) works end to end, as a newcomer runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.privacy import leaks_in
+
+
+def test_the_demo_runs_end_to_end_on_its_own_embedded_servers(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "TEST_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "demo"],
+        cwd=tmp_path,  # the demo keeps its logs in ./.demo
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "All 13 decisions and 2 dead letters seen." in out
+    assert "worker stopped (exit status 0)" in out
+    assert out.rstrip().endswith("embedded Kafka and PostgreSQL stopped")
+    assert "Traceback" not in done.stderr
+    worker_log = (tmp_path / ".demo" / "worker.log").read_text()
+    assert leaks_in(out) == [] and leaks_in(worker_log) == []
