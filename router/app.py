@@ -18,7 +18,7 @@ from itertools import chain
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
@@ -31,7 +31,7 @@ from router.handler import Worker
 from router.health import HttpServer, Readiness, create_http_app
 from router.janitor import run_janitor
 from router.metrics import REGISTRY
-from router.security import broker_security
+from router.security import broker_security, client_options
 from router.settings import Settings
 from router.store import PgStore, Store
 from router.topics import ensure_topics
@@ -39,8 +39,37 @@ from router.topics import ensure_topics
 log = structlog.get_logger("router.app")
 
 
+class ProducerPublisher:
+    """:class:`router.handler.Publisher` straight on an aiokafka producer: the worker's
+    output does not pass through FastStream's per-message publish path."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
+    ) -> Awaitable[Any] | None:
+        """Queue one message; the returned future resolves when the broker has it."""
+        ack: Awaitable[Any] = await self._producer.send(
+            topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
+        )
+        return ack
+
+
+def create_producer(settings: Settings) -> AIOKafkaProducer:
+    """The worker's producer: acks from all in-sync replicas, idempotent where the broker can."""
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        max_request_size=settings.kafka_max_request_bytes,
+        linger_ms=5,  # lets a batch's jobs share produce requests
+    )
+
+
 class KafkaPublisher:
-    """:class:`router.handler.Publisher` on the FastStream broker's producer."""
+    """:class:`router.handler.Publisher` on the FastStream broker's producer (tests use it
+    with FastStream's TestKafkaBroker)."""
 
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
@@ -344,10 +373,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         )
         if http is not None:
             await http.start()
+        producer = create_producer(settings)
+        await producer.start()
         workers.append(
             Worker(
                 active,
-                KafkaPublisher(broker),
+                ProducerPublisher(producer),
                 settings,
                 broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
             )
@@ -373,6 +404,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
                     await asyncio.wait_for(janitor, timeout=5)
                 except Exception as error:  # it must not keep the process from stopping
                     log.warning("janitor_stop_failed", error=repr(error))
+            await producer.stop()  # flushes what is queued
             if http is not None:
                 await http.stop()
             if own_store is not None:
