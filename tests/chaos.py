@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -91,6 +92,17 @@ async def _directory(env: dict[str, str], users: int, workdir: Path) -> None:
     _cli(env, "contacts", "import", str(path), "--allow-landline")
 
 
+async def _create_topics(env: dict[str, str]) -> None:
+    """Every topic the router uses, as `router run` with ROUTER_CREATE_TOPICS would."""
+    from router.settings import Settings
+    from router.topics import ensure_topics
+
+    names = {
+        k.removeprefix("ROUTER_").lower(): v for k, v in env.items() if k.startswith("ROUTER_")
+    }
+    await ensure_topics(Settings(**{**names, "create_topics": True}))
+
+
 async def _backlog(bootstrap: str, topic: str, events: int, users: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
     await producer.start()
@@ -116,27 +128,57 @@ async def _backlog(bootstrap: str, topic: str, events: int, users: int) -> None:
 
 
 class _Outputs:
-    """End offsets of the job topics: cheap progress, without reading them (a signal
-    only: Tansu may under-report them, so the final count reads every record)."""
+    """How many jobs are on the job topics, counted by reading them as they come.
+
+    Not from end offsets: Tansu under-reports those (ListOffsets) once a producer
+    pipelines batches, though every record is there to fetch.
+    """
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self._topics = topics
-        self._partitions: list[TopicPartition] = []
+        self._count = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._consumer.start()
         await self._consumer.topics()
-        for topic in self._topics:
-            for p in self._consumer.partitions_for_topic(topic) or {0}:
-                self._partitions.append(TopicPartition(topic, p))
+        parts = [
+            TopicPartition(t, p)
+            for t in self._topics
+            for p in self._consumer.partitions_for_topic(t) or {0}
+        ]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_beginning(*parts)
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+            self._count += sum(len(records) for records in batch.values())
 
     async def jobs(self) -> int:
-        ends = await self._consumer.end_offsets(self._partitions)
-        return int(sum(ends.values()))
+        await asyncio.sleep(0)
+        return self._count
 
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         await self._consumer.stop()
+
+
+async def _settled(outputs: _Outputs, quiet: float = 1.0) -> int:
+    """The job count once it has stopped growing for ``quiet`` seconds (the reader
+    has caught up with everything the killed worker published)."""
+    count, since = await outputs.jobs(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        await asyncio.sleep(0.05)
+        now = await outputs.jobs()
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
 
 
 async def _read_jobs(bootstrap: str, topics: list[str]) -> list[dict[str, Any]]:
@@ -193,7 +235,10 @@ async def run_chaos(
         **env,
         "ROUTER_RATE_LIMIT_SMS_COUNT": "1000000",
         "ROUTER_RATE_LIMIT_EMAIL_COUNT": "1000000",
-        "ROUTER_LOG_LEVEL": "WARNING",
+        "ROUTER_LOG_LEVEL": os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),
+        # Small batches: progress shows in small steps, so every kill lands while
+        # a backlog remains, however fast the worker is.
+        "ROUTER_BATCH_MAX_RECORDS": "100",
     }
     if static:
         env["ROUTER_KAFKA_GROUP_INSTANCE_ID"] = "chaos-pod-0"
@@ -204,28 +249,18 @@ async def run_chaos(
     await _directory(env, users, workdir)
     started = time.monotonic()
     log = workdir / "chaos-router.log"
-    # The router creates its topics; the backlog goes on once they exist.
-    worker = _start({**env, "ROUTER_KAFKA_AUTO_OFFSET_RESET": "earliest"}, log)
+    # The whole backlog is on `alerts` before the worker starts, so every kill
+    # lands while a backlog remains (a worker started first would drain it as
+    # it arrives).
+    await _create_topics(env)
+    await _backlog(bootstrap, alerts, events, users)
     outputs = _Outputs(bootstrap, topics)
     result = ChaosResult(events=events, kills=kills, expected_pairs=2 * events)
+    await outputs.start()
+    worker = _start({**env, "ROUTER_KAFKA_AUTO_OFFSET_RESET": "earliest"}, log)
     try:
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                probe = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-                await probe.start()
-                existing = await probe.topics()
-                await probe.stop()
-                if {alerts, *topics} <= existing:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the router never created its topics")
-            await asyncio.sleep(0.2)
-        await outputs.start()
-        await _backlog(bootstrap, alerts, events, users)
-        step = max(1, result.expected_pairs // (kills + 2))
+        step = 200  # one batch of 100 events, two jobs each
         for _ in range(kills):
             floor = await outputs.jobs()
             while await outputs.jobs() < floor + step:  # visible progress first
@@ -236,7 +271,7 @@ async def run_chaos(
                 await asyncio.sleep(0.05)
             worker.send_signal(signal.SIGKILL)
             worker.wait()
-            before = await outputs.jobs()
+            before = await _settled(outputs)
             restarted = time.monotonic()
             worker = _start(env, log)
             while await outputs.jobs() <= before:

@@ -1,7 +1,7 @@
 """The chaos scenario of tests/chaos.py: a short form in `make test`, the long one on request.
 
 ``ROUTER_CHAOS_LONG=1`` runs 20,000 events and 10 kills (the README's Guarantees
-figures); otherwise 1,500 events and 3 kills.
+figures); otherwise 3,000 events and 3 kills.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ async def test_sigkilled_again_and_again_the_router_loses_nothing_and_keeps_job_
     result = await run_chaos(
         router_env,
         tmp_path,
-        events=20_000 if LONG else 1_500,
+        events=20_000 if LONG else 3_000,
         kills=10 if LONG else 3,
         users=200 if LONG else 50,
         timeout=900 if LONG else 240,
