@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -290,13 +291,12 @@ class Worker:
             await self._store.mark_routed(
                 [p.event.event_id for p in planned if p.event.event_id not in refused_events]
             )
-        metrics.EVENTS.inc(len(result.routed))
+        # Tallied per batch, then one increment per label: not a labelled lookup per job.
+        transports: Counter[str] = Counter()
+        outcomes_seen: Counter[tuple[str, str]] = Counter()
         for routed in result.routed:
-            for job in routed.jobs:
-                metrics.JOBS.labels(job.transport).inc()
-            for decision in routed.decisions:
-                metrics.DECISIONS.labels(decision.outcome, decision.reason or "").inc()
-        for routed in result.routed:
+            transports.update(job.transport for job in routed.jobs)
+            outcomes_seen.update((d.outcome, d.reason or "") for d in routed.decisions)
             result.jobs += len(routed.jobs)
             result.decisions += len(routed.decisions)
             structlog.contextvars.bind_contextvars(event_id=routed.event.event_id)
@@ -309,6 +309,11 @@ class Worker:
                 reasons=sorted({d.reason for d in routed.decisions if d.reason}),
             )
         structlog.contextvars.unbind_contextvars("event_id")
+        metrics.EVENTS.inc(len(result.routed))
+        for transport, count in transports.items():
+            metrics.JOBS.labels(transport).inc(count)
+        for (decided, reason), count in outcomes_seen.items():
+            metrics.DECISIONS.labels(decided, reason).inc(count)
         log.debug(
             "batch_done",
             records=len(records),
