@@ -222,7 +222,10 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         watch = asyncio.create_task(
             round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
         )
+        spy = await start_profile(child.pid, args.profile) if args.profile else None
         router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
+        if spy is not None:
+            await stop_profile(spy, args.profile)
         trips_per_event = await watch
         latency = await offered_latency(
             bootstrap, settings, args.rate, args.latency_seconds, args.users
@@ -331,6 +334,63 @@ async def offered_latency(
     return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
 
 
+async def start_profile(pid: int, path: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling the worker (collapsed stacks to ``path``) until stopped."""
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--rate",
+        "250",
+        "--output",
+        str(path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)
+    return spy
+
+
+async def stop_profile(spy: asyncio.subprocess.Process, path: Path) -> None:
+    """Stop sampling and print where the worker's time went."""
+    spy.send_signal(signal.SIGINT)
+    await asyncio.wait_for(spy.wait(), 30)
+    print(profile_summary(await asyncio.to_thread(path.read_text)))
+
+
+def profile_summary(collapsed: str, top: int = 15) -> str:
+    """Share of the worker's samples per function: inclusive (anywhere on the stack, the
+    router's own code) and self (on top of the stack, any code)."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or "Thread._bootstrap" in stack:  # idle helper threads
+            continue
+        n = int(count)
+        total += n
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    lines = [f"profile of the worker's event loop, {total} samples; inclusive, router code:"]
+    ours = [
+        (f, n)
+        for f, n in inclusive.items()
+        if re.search(r"\(router/(?!__main__|entry|cli|commands)", f)
+    ]
+    for frame, n in sorted(ours, key=lambda x: -x[1])[:top]:
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+    lines.append("self (where the CPU is):")
+    for frame, n in sorted(own.items(), key=lambda x: -x[1])[:top]:
+        lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
 def peak_rss(pid: int) -> float:
     """The process's peak resident set (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -346,6 +406,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1_000, help="offered events/s for latency")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="sample the worker with py-spy during the throughput run: collapsed stacks to "
+        "FILE, top costs printed",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
         kafka = postgres = None

@@ -25,6 +25,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from router import logging as router_logging
+from router.cache import CachedDirectory, DirectoryCache
 from router.consume import PartitionGuard
 from router.dlq import SourceRecord
 from router.handler import Worker
@@ -63,7 +64,11 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         max_request_size=settings.kafka_max_request_bytes,
-        linger_ms=5,  # lets a batch's jobs share produce requests
+        linger_ms=settings.kafka_linger_ms,
+        max_batch_size=settings.kafka_batch_bytes,
+        compression_type=(
+            None if settings.kafka_compression == "none" else settings.kafka_compression
+        ),
     )
 
 
@@ -351,6 +356,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         if created:
             log.info("topics_created", topics=created, partitions=settings.topic_partitions)
         own_store: PgStore | None = None
+        cached: CachedDirectory | None = None
         active: Store
         if store is None:
             own_store = await PgStore.connect(
@@ -360,6 +366,15 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             )
             await own_store.check_schema()
             active = own_store
+            if settings.directory_cache_users:
+                cached = CachedDirectory(
+                    own_store,
+                    DirectoryCache(
+                        settings.directory_cache_users, settings.directory_cache_ttl_seconds
+                    ),
+                )
+                await cached.start()
+                active = cached
         else:
             active = store
         http = (
@@ -407,6 +422,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             await producer.stop()  # flushes what is queued
             if http is not None:
                 await http.stop()
+            if cached is not None:
+                await cached.close()
             if own_store is not None:
                 await own_store.close()
             log.info("router_stopped")

@@ -76,6 +76,18 @@ UNDECODABLE = Gauge(
     "Partitions paused because the client cannot decode their records.",
     registry=REGISTRY,
 )
+DIRECTORY_CACHE = Counter(
+    "router_directory_cache_lookups",
+    "User lookups of the in-process directory cache, by result: hit, miss, or bypass "
+    "(the cache is off while its notification connection is down).",
+    ["result"],
+    registry=REGISTRY,
+)
+DIRECTORY_CACHE_USERS = Gauge(
+    "router_directory_cache_users",
+    "Users held in the in-process directory cache.",
+    registry=REGISTRY,
+)
 
 #: Every metric name the worker exports (counters with their ``_total`` suffix).
 NAMES = frozenset(
@@ -98,5 +110,7 @@ NAMES = frozenset(
         "router_consumer_lag",
         "router_assigned_partitions",
         "router_undecodable_partitions",
+        "router_directory_cache_lookups_total",
+        "router_directory_cache_users",
     }
 )

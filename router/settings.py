@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = True
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # The worker's producer: how long a send waits for others to share its
+    # request, how large a per-partition batch grows, and its compression.
+    # Defaults chosen with bench/throughput.py (README, Throughput).
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1000)
+    kafka_batch_bytes: int = Field(default=64 * 1024, ge=1024)
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     # Secured connections (TLS and SASL), for every Kafka client the router makes.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
@@ -83,6 +89,10 @@ class Settings(BaseSettings):
     # Postgres pool
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
+    # The in-process directory cache (0 users: off), invalidated by PostgreSQL
+    # notifications; the TTL is a safety net, not the way changes arrive.
+    directory_cache_users: int = Field(default=20_000, ge=0)
+    directory_cache_ttl_seconds: float = Field(default=300.0, gt=0)
 
     # Rules
     require_verified: bool = False

@@ -9,6 +9,7 @@ exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -204,6 +205,36 @@ def _shift(row: Mapping[str, Any]) -> Shift:
     return Shift.model_validate(dict(row))
 
 
+#: The channel migration 0004's triggers announce directory changes on.
+CHANGES_CHANNEL = "router_directory"
+
+
+class DirectoryListener:
+    """The notification connection: alive until closed or broken."""
+
+    def __init__(self, conn: asyncpg.Connection, ping: str) -> None:
+        self._conn = conn
+        self._ping = ping
+
+    def is_alive(self) -> bool:
+        return not self._conn.is_closed()
+
+    async def check(self) -> bool:
+        """Whether the connection still answers (a silent network loss shows here)."""
+        try:
+            await self._conn.fetchval(self._ping, timeout=5.0)
+        except (asyncpg.PostgresError, *_UNAVAILABLE):
+            return False
+        return True
+
+    async def close(self) -> None:
+        if not self._conn.is_closed():
+            try:
+                await asyncio.wait_for(self._conn.close(), timeout=2.0)
+            except (asyncpg.PostgresError, *_UNAVAILABLE):
+                self._conn.terminate()
+
+
 class PgStore:
     """The directory on PostgreSQL through an asyncpg pool."""
 
@@ -241,6 +272,30 @@ class PgStore:
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
         async with translate_errors(self._url), self._pool.acquire() as conn:
             yield conn
+
+    async def listen(
+        self, on_change: Callable[[str], None], on_lost: Callable[[], None]
+    ) -> DirectoryListener:
+        """A connection of its own LISTENing on ``router_directory`` (see migration 0004):
+        ``on_change(payload)`` per notification, ``on_lost()`` when the connection ends."""
+        async with translate_errors(self._url):
+            conn = await asyncpg.connect(self._url, timeout=10)
+        conn.add_query_logger(_count_round_trip)
+        listener = DirectoryListener(conn, self._q["ping"])
+
+        def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            on_change(payload)
+
+        def terminated(_conn: Any) -> None:
+            on_lost()
+
+        try:
+            conn.add_termination_listener(terminated)
+            await conn.add_listener(CHANGES_CHANNEL, notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        return listener
 
     # -- schema ---------------------------------------------------------------
 
@@ -334,18 +389,14 @@ class PgStore:
         window = {s.contact_method_id: limits[s.transport].window_seconds for s in sends}
         async with self._conn() as conn, conn.transaction():
             await conn.fetch(self._q["lock_methods_for_rate_limit"], method_ids)
-            counted = {
-                r["job_id"]
-                for r in await conn.fetch(
-                    self._q["sends_already_counted"], [s.job_id for s in sends]
-                )
-            }
-            recent = {
-                r["contact_method_id"]: int(r["sent"])
-                for r in await conn.fetch(
-                    self._q["recent_sends"], method_ids, [float(window[m]) for m in method_ids]
-                )
-            }
+            state = await conn.fetch(
+                self._q["rate_limit_state"],
+                method_ids,
+                [float(window[m]) for m in method_ids],
+                [s.job_id for s in sends],
+            )
+            counted = {r["id"] for r in state if r["kind"] == "counted"}
+            recent = {r["id"]: int(r["sent"]) for r in state if r["kind"] == "recent"}
             allowed = within_rate_limits(sends, recent, counted, limits)
             new = [s for s in sends if s.job_id in allowed and s.job_id not in counted]
             if new:

@@ -47,12 +47,14 @@ ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 -- Serializes routers that count sends for the same methods; ordered to avoid deadlocks.
 SELECT id FROM contact_methods WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
 
--- name: sends_already_counted
-SELECT job_id FROM rate_limit_sends WHERE job_id = ANY($1::uuid[]);
-
--- name: recent_sends
--- Jobs per method within each method's own window ($2, seconds).
-SELECT r.contact_method_id, count(*) AS sent
+-- name: rate_limit_state
+-- After lock_methods_for_rate_limit, in the same transaction: the jobs of $3
+-- already counted (kind 'counted', the job id) and the jobs per method within
+-- each method's own window ($2, seconds; kind 'recent', the method id).
+SELECT 'counted' AS kind, job_id AS id, 0::bigint AS sent
+FROM rate_limit_sends WHERE job_id = ANY($3::uuid[])
+UNION ALL
+SELECT 'recent', r.contact_method_id, count(*)
 FROM unnest($1::uuid[], $2::float8[]) AS w (method_id, window_seconds)
 JOIN rate_limit_sends r
   ON r.contact_method_id = w.method_id
