@@ -28,14 +28,24 @@ from router import logging as router_logging
 from router.cache import CachedDirectory, DirectoryCache
 from router.consume import PartitionGuard
 from router.dlq import SourceRecord
+from router.errors import ConfigError
 from router.handler import Worker
 from router.health import HttpServer, Readiness, create_http_app
+from router.ingest_http import (
+    ENDPOINTS,
+    BrokerUnavailable,
+    IngestConfig,
+    RateLimiter,
+    create_ingest_app,
+    publish_all,
+)
 from router.janitor import run_janitor
 from router.metrics import REGISTRY
 from router.security import broker_security, client_options
 from router.settings import Settings
 from router.store import PgStore, Store
 from router.topics import ensure_topics
+from schemas import AlertEvent
 
 log = structlog.get_logger("router.app")
 
@@ -464,3 +474,91 @@ async def run(settings: Settings) -> None:
             log.info("router_consuming")
             await stopping
         await app.stop()
+
+
+async def run_ingest(settings: Settings) -> None:
+    """``router ingest``: serve the HTTP endpoints until SIGINT or SIGTERM.
+
+    The producer connects in the background: while the broker is unreachable the
+    service answers, with 503 for alerts and on ``/readyz``.
+    """
+    router_logging.configure(settings.log_format, settings.log_level)
+    tokens = settings.ingest_tokens_list()
+    if not tokens:
+        raise ConfigError(
+            "router ingest needs at least one bearer token: set ROUTER_INGEST_TOKENS "
+            "(comma-separated, several while rotating) or ROUTER_INGEST_TOKENS_FILE."
+        )
+    created = await ensure_topics(settings)
+    if created:
+        log.info("topics_created", topics=created, partitions=settings.topic_partitions)
+    producer = create_producer(settings)
+    connected = asyncio.Event()
+
+    async def connect() -> None:
+        delay = 0.5
+        while True:
+            try:
+                await producer.start()
+            except Exception as error:  # unreachable broker: keep answering 503, retry
+                log.warning("ingest_broker_unreachable", error=str(error), retry_in_seconds=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                connected.set()
+                return
+
+    async def send(event: AlertEvent) -> asyncio.Future[Any]:
+        if not connected.is_set():
+            raise BrokerUnavailable("not connected to the broker yet")
+        future: asyncio.Future[Any] = await producer.send(
+            settings.topic_alerts,
+            event.model_dump_json(exclude_none=True).encode(),
+            key=event.event_id.encode(),
+        )
+        return future
+
+    async def publish(events: list[AlertEvent]) -> None:
+        await publish_all(send, events, settings.ingest_publish_timeout_seconds)
+
+    async def broker_check() -> str | None:
+        if not connected.is_set():
+            return "not connected to the broker yet"
+        if not await broker_answers(settings.kafka_bootstrap_servers):
+            return f"no bootstrap server answers: {settings.kafka_bootstrap_servers}"
+        return None
+
+    app = create_ingest_app(
+        IngestConfig(tokens, settings.ingest_max_bytes, settings.ingest_mapping()),
+        RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst),
+        publish,
+        Readiness({"broker": broker_check}),
+    )
+    server = HttpServer(
+        app,
+        settings.ingest_host,
+        settings.ingest_port,
+        [*sorted(ENDPOINTS), "/healthz", "/readyz", "/metrics"],
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    connecting = asyncio.create_task(connect(), name="ingest-connect")
+    await server.start()
+    log.info(
+        "ingest_listening",
+        port=settings.ingest_port,
+        endpoints=sorted(ENDPOINTS),
+        topic=settings.topic_alerts,
+        tokens=len(tokens),
+    )
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()  # in-flight requests finish, with their acks
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        if connected.is_set():
+            await producer.stop()
+        log.info("ingest_stopped")

@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="consume alerts and publish delivery jobs until stopped"
     ).set_defaults(func=commands.run)
 
+    sub.add_parser(
+        "ingest",
+        help="serve HTTP endpoints for Alertmanager, Grafana and CloudEvents; publish to alerts",
+    ).set_defaults(func=commands.ingest)
+
     status = sub.add_parser(
         "status",
         help="do the broker and database answer, is the schema current, the groups and their lag",

@@ -94,6 +94,13 @@ def run(args: argparse.Namespace) -> None:
     asyncio.run(run_router(settings()))
 
 
+def ingest(args: argparse.Namespace) -> None:
+    """``router ingest``."""
+    from router.app import run_ingest
+
+    asyncio.run(run_ingest(settings()))
+
+
 def status(args: argparse.Namespace) -> int:
     """``router status``: 0 when the broker and database answer and the schema is current."""
     import json

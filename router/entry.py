@@ -20,7 +20,7 @@ def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
 
 def main() -> int:
     """Entry point of the ``router`` console script and of ``python -m router``."""
-    if sys.argv[1:2] == ["run"]:
+    if sys.argv[1:2] in (["run"], ["ingest"]):
         signal.signal(signal.SIGTERM, _exit_cleanly)
     from router.cli import main as cli_main
 

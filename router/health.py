@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,14 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """The endpoints on ``port``, started and stopped with the worker."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        host: str,
+        port: int,
+        endpoints: Sequence[str] = ("/healthz", "/readyz", "/metrics"),
+    ) -> None:
+        self._endpoints = list(endpoints)
         config = uvicorn.Config(
             app, host=host, port=port, lifespan="off", log_config=None, access_log=False
         )
@@ -114,7 +121,7 @@ class HttpServer:
             if self._task.done():
                 self._task.result()  # raise why it could not start (port in use...)
             await asyncio.sleep(0.01)
-        log.info("http_listening", port=self.port, endpoints=["/healthz", "/readyz", "/metrics"])
+        log.info("http_listening", port=self.port, endpoints=self._endpoints)
 
     async def stop(self) -> None:
         """Stop serving (in-flight requests finish)."""

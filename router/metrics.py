@@ -88,6 +88,18 @@ DIRECTORY_CACHE_USERS = Gauge(
     "Users held in the in-process directory cache.",
     registry=REGISTRY,
 )
+INGEST_REQUESTS = Counter(
+    "router_ingest_requests",
+    "Requests to router ingest's endpoints, by endpoint and HTTP status.",
+    ["endpoint", "code"],
+    registry=REGISTRY,
+)
+INGEST_ALERTS = Counter(
+    "router_ingest_alerts",
+    "Alert events router ingest published (acknowledged by the broker), by endpoint.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
 
 #: Every metric name the worker exports (counters with their ``_total`` suffix).
 NAMES = frozenset(

@@ -14,12 +14,18 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.ingest import IngestMapping, parse_severity_map
 from router.rules import RateLimit
 from router.targets import TargetPolicy, parse_networks
-from schemas import Transport
+from schemas import Severity, Transport
 
 #: Settings that may instead be read from a file named by ``ROUTER_<NAME>_FILE``.
-SECRET_SETTINGS = ("database_url", "kafka_sasl_password", "kafka_ssl_key_password")
+SECRET_SETTINGS = (
+    "database_url",
+    "kafka_sasl_password",
+    "kafka_ssl_key_password",
+    "ingest_tokens",
+)
 
 
 class Settings(BaseSettings):
@@ -122,6 +128,22 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
 
+    # router ingest: HTTP in, alert events out (see router.ingest_http)
+    ingest_port: int = Field(default=8081, ge=1, le=65535)
+    ingest_host: str = "0.0.0.0"  # noqa: S104 - senders reach the pod's address
+    ingest_tokens: SecretStr | None = None  # comma-separated bearer tokens
+    ingest_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    ingest_rate_per_second: float = Field(default=20.0, gt=0)
+    ingest_burst: int = Field(default=100, ge=1)
+    ingest_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_schedule_label: str = "schedule"
+    ingest_users_label: str = "users"
+    ingest_severity_label: str = "severity"
+    ingest_severity_map: str = (
+        "page:critical,critical:critical,error:error,warning:warning,info:info"
+    )
+    ingest_default_severity: Severity = "warning"
+
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -142,6 +164,29 @@ class Settings(BaseSettings):
                         f"ROUTER_{name.upper()}_FILE: cannot read {path}: {error.strerror}"
                     ) from None
         return data
+
+    @field_validator("ingest_severity_map")
+    @classmethod
+    def _severity_map(cls, value: str) -> str:
+        parse_severity_map(value)
+        return value
+
+    def ingest_tokens_list(self) -> tuple[str, ...]:
+        """The accepted bearer tokens (several while one is being rotated)."""
+        if self.ingest_tokens is None:
+            return ()
+        text = self.ingest_tokens.get_secret_value()
+        return tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
+
+    def ingest_mapping(self) -> IngestMapping:
+        """How router ingest turns alerts into events."""
+        return IngestMapping(
+            schedule_label=self.ingest_schedule_label,
+            users_label=self.ingest_users_label,
+            severity_label=self.ingest_severity_label,
+            severities=parse_severity_map(self.ingest_severity_map),
+            default_severity=self.ingest_default_severity,
+        )
 
     @field_validator("webhook_denied_networks")
     @classmethod

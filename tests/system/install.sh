@@ -1,6 +1,7 @@
 #!/bin/sh
 # System packages the tests use, from Debian: a PostgreSQL built with TLS (the
-# embedded one is not) and promtool (checks deploy/prometheus-rules.yml).
+# embedded one is not), promtool (checks deploy/prometheus-rules.yml) and a
+# real Alertmanager (sends its webhooks to `router ingest` in the tests).
 # Installs only what is missing; needs root (as in CI) when something is.
 # Several `make test` runs at once take turns (flock) and re-check inside.
 set -eu
@@ -9,6 +10,7 @@ missing() {
     need=""
     [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql-15"
     command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+    [ -x /usr/bin/prometheus-alertmanager ] || need="$need prometheus-alertmanager"
     echo "$need"
 }
 

@@ -1,0 +1,260 @@
+"""`router ingest` as its senders see it: real HTTP in, real broker, real worker.
+
+The payload fixtures are written from Alertmanager's (webhook version 4) and
+Grafana Alerting's documented formats; test_alertmanager_peer.py has a real
+Alertmanager send its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.embedded import EmbeddedKafka, free_port
+from tests.integration.conftest import (
+    RouterProcess,
+    add_contact,
+    cli_ok,
+    collect,
+    wait_for_topics,
+)
+from tests.privacy import leaks_in
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
+TOKEN = "new-token"
+
+
+class IngestProcess:
+    """``router ingest`` in a child process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**env, "ROUTER_INGEST_PORT": str(self.port)}
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "router", "ingest"],
+            env={**os.environ, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def until_ready(self, path: str = "/readyz", timeout: float = 30) -> None:
+        for _ in range(int(timeout * 10)):
+            if self.process.poll() is not None:
+                raise AssertionError(f"router ingest exited:\n{self.log()}")
+            try:
+                status, _ = await request(self.url + path, method="GET")
+            except OSError:
+                status = 0
+            if status == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{path} never answered 200:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+        return self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_ingest(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], IngestProcess]]:
+    started: list[IngestProcess] = []
+
+    def start(env: dict[str, str]) -> IngestProcess:
+        ingest_env = {"ROUTER_INGEST_TOKENS": f"old-token,{TOKEN}", **env}
+        started.append(IngestProcess(ingest_env, tmp_path / f"ingest-{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for ingest in started:
+        ingest.stop()
+        log = ingest.log()
+        assert "old-token" not in log and TOKEN not in log, "a token reached the log"
+        assert not leaks_in(log)
+
+
+async def request(
+    url: str,
+    body: bytes = b"",
+    *,
+    method: str = "POST",
+    token: str | None = TOKEN,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """One HTTP request; (status, JSON body)."""
+
+    def call() -> tuple[int, dict[str, Any]]:
+        sent = {"content-type": "application/json", **(headers or {})}
+        if token is not None:
+            sent["authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(
+            url, data=body if method == "POST" else None, headers=sent, method=method
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    return await asyncio.to_thread(call)
+
+
+def values(records: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(r.value) for r in records]
+
+
+async def test_alertmanager_and_grafana_alerts_become_events_and_jobs_once(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+    start_ingest: Callable[[dict[str, str]], IngestProcess],
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    add_contact(router_env, "alice", "email", "alice@example.com", "--verified")
+    ingest = start_ingest(router_env)
+    await ingest.until_ready()
+    am = (FIXTURES / "alertmanager.json").read_bytes()
+
+    status, answer = await request(ingest.url + "/v1/alertmanager?users=alice", am)
+    assert status == 200, answer
+    assert answer["published"] == 2
+    # Alertmanager repeats a notification (repeat_interval, or a retry): same ids.
+    assert await request(ingest.url + "/v1/alertmanager?users=alice", am) == (status, answer)
+    resolved = json.loads(am)
+    resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
+    resolved["alerts"] = resolved["alerts"][:1]
+    resolved["alerts"][0]["endsAt"] = "2026-11-25T03:20:00Z"
+    status, _ = await request(
+        ingest.url + "/v1/alertmanager?users=alice", json.dumps(resolved).encode()
+    )
+    assert status == 200
+    status, _ = await request(
+        ingest.url + "/v1/grafana?users=alice", (FIXTURES / "grafana.json").read_bytes()
+    )
+    assert status == 200
+
+    start_router(router_env)
+    alerts, email, decisions = (
+        router_env["ROUTER_TOPIC_ALERTS"],
+        router_env["ROUTER_TOPIC_EMAIL"],
+        router_env["ROUTER_TOPIC_DECISIONS"],
+    )
+    seen = await collect(
+        router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+        [alerts, email, decisions],
+        until=lambda s: len(s[decisions]) >= 6,
+    )
+    events = values(seen[alerts])
+    assert len(events) == 6
+    kinds = {(e["source"], e["kind"], e["severity"]) for e in events}
+    assert kinds == {
+        ("alertmanager", "down", "critical"),
+        ("alertmanager", "up", "critical"),
+        ("grafana", "down", "warning"),
+    }
+    jobs = values(seen[email])
+    assert len(jobs) == 4  # two firing, one resolved, one from Grafana; no repeat
+    assert {j["title"] for j in jobs} == {
+        "Disk almost full on db-1",
+        "Disk almost full on db-2",
+        "This alert was triggered for zone us-1",
+    }
+    reasons = sorted(d["reason"] or "sent" for d in values(seen[decisions]))
+    assert reasons == ["duplicate_event", "duplicate_event", "sent", "sent", "sent", "sent"]
+
+
+async def test_bad_requests_are_refused_with_a_reason_and_publish_nothing(
+    router_env: dict[str, str],
+    start_ingest: Callable[[dict[str, str]], IngestProcess],
+) -> None:
+    ingest = start_ingest({**router_env, "ROUTER_INGEST_MAX_BYTES": "4096"})
+    await ingest.until_ready()
+    am = (FIXTURES / "alertmanager.json").read_bytes()
+    url = ingest.url + "/v1/alertmanager?users=alice"
+
+    assert (await request(url, am, token=None))[0] == 401
+    status, answer = await request(url, am, token="old-token-but-wrong")
+    assert (status, answer["error"]) == (401, "unauthorized")
+    assert (await request(url, am, token="old-token"))[0] == 200  # rotation: both work
+    status, answer = await request(url, b"{nope")
+    assert (status, answer["error"]) == (400, "not_json")
+    status, answer = await request(ingest.url + "/v1/alertmanager", am)
+    assert (status, answer["error"]) == (422, "no_audience")
+    status, answer = await request(url, b'{"alerts": [' + b" " * 5000 + b"]}")
+    assert (status, answer["error"]) == (413, "too_large")
+    assert (await request(url, method="GET"))[0] == 405
+    cloudevent = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "billing",
+        "type": "com.example.alert",
+        "data": {"kind": "down", "severity": "error", "title": "stuck", "user_ids": ["alice"]},
+    }
+    status, answer = await request(
+        ingest.url + "/v1/events",
+        json.dumps(cloudevent).encode(),
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert (status, answer["event_ids"]) == (200, ["billing:1"])
+
+    alerts = router_env["ROUTER_TOPIC_ALERTS"]
+    seen = await collect(
+        router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"], [alerts], until=lambda s: len(s[alerts]) >= 3
+    )
+    assert sorted(e.get("source", "-") for e in values(seen[alerts])) == [
+        "-",
+        "alertmanager",
+        "alertmanager",
+    ]
+
+
+async def test_a_broker_outage_answers_503_so_the_sender_retries(
+    router_env: dict[str, str],
+    start_ingest: Callable[[dict[str, str]], IngestProcess],
+    tmp_path: Path,
+) -> None:
+    kafka = EmbeddedKafka(log_path=tmp_path / "tansu.log").start()
+    try:
+        env = {
+            **router_env,
+            "ROUTER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "ROUTER_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "ROUTER_INGEST_PUBLISH_TIMEOUT_SECONDS": "3",
+        }
+        ingest = start_ingest(env)
+        await ingest.until_ready()
+        await wait_for_topics(kafka.bootstrap_servers, [env["ROUTER_TOPIC_ALERTS"]])
+        am = (FIXTURES / "alertmanager.json").read_bytes()
+        url = ingest.url + "/v1/alertmanager?users=alice"
+        assert (await request(url, am))[0] == 200
+    finally:
+        kafka.stop()
+    status, answer = await request(url, am)
+    assert (status, answer["error"]) == (503, "broker_unavailable")
+    status, _ = await request(ingest.url + "/readyz", method="GET")
+    assert status == 503
+    status, _ = await request(ingest.url + "/healthz", method="GET")
+    assert status == 200
