@@ -1,8 +1,9 @@
 """``router demo`` / ``make demo``: the whole path on one machine, nothing to install by hand.
 
 Starts embedded Kafka (Tansu) and PostgreSQL, migrates, seeds a small
-directory, runs the real ``router run`` worker as a child process, publishes
-sample alerts (good and bad), and prints every job, decision and dead letter
+directory, runs the real ``router run`` worker and ``router ingest`` as child
+processes, publishes sample alerts (good and bad) to Kafka and posts an
+Alertmanager webhook over HTTP, and prints every job, decision and dead letter
 as it comes out. Ctrl-C stops everything cleanly at any point.
 """
 
@@ -16,13 +17,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router.addresses import mask
-from router.embedded import EmbeddedKafka, EmbeddedPostgres, die_with_parent, embedded_env
+from router.embedded import (
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    die_with_parent,
+    embedded_env,
+    free_port,
+)
 from router.migrate import migrate
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
@@ -97,7 +106,31 @@ SAMPLES: list[bytes] = [
 # demo-1: alice's 3 methods; demo-2: bob's email + disabled sms; demo-3: unknown
 # user; demo-5: alice's 3 (webhook suppresses "up"); demo-6: carol prefers sms,
 # so her email is not_preferred; demo-7: bob is on call for "primary".
-EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2
+# The Alertmanager webhook posted to `router ingest`: DiskFull for bob (his email,
+# and his disabled sms).
+EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2 + 2
+INGEST_TOKEN = "demo-token"  # noqa: S105 - a throwaway token for the local demo
+ALERTMANAGER_WEBHOOK = {
+    "version": "4",
+    "groupKey": '{}:{alertname="DiskFull"}',
+    "status": "firing",
+    "receiver": "team-storage",
+    "groupLabels": {"alertname": "DiskFull"},
+    "commonLabels": {"alertname": "DiskFull", "severity": "warning"},
+    "commonAnnotations": {},
+    "externalURL": "http://alertmanager.example.com:9093",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "DiskFull", "instance": "web-3:9100", "severity": "warning"},
+            "annotations": {"summary": "Disk 91% full on web-3"},
+            "startsAt": "2026-11-25T03:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example.com:9090/graph?g0.expr=disk_used_ratio",
+            "fingerprint": "d1f0a5c2b3e4f607",
+        }
+    ],
+}
 EXPECTED_DEAD_LETTERS = 2
 
 
@@ -174,6 +207,47 @@ async def _tail(settings: Settings, keep_running: bool) -> None:
         await consumer.stop()
 
 
+async def _post_alertmanager(port: int, ingest: subprocess.Popen[bytes]) -> None:
+    """Send an Alertmanager webhook to `router ingest`, as Alertmanager would."""
+    base = f"http://127.0.0.1:{port}"
+
+    def call(path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(  # noqa: S310 - http to the local ingest
+            base + path,
+            data=body,
+            headers={
+                "content-type": "application/json",
+                "authorization": f"Bearer {INGEST_TOKEN}",
+            },
+            method="POST" if body is not None else "GET",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if (await asyncio.to_thread(call, "/readyz"))[0] == 200:
+                break
+        except OSError:
+            pass
+        if ingest.poll() is not None or time.monotonic() > deadline:
+            print("demo: router ingest did not start; see .demo/ingest.log", file=sys.stderr)
+            raise SystemExit(1)
+        await asyncio.sleep(0.2)
+    path = "/v1/alertmanager?users=bob"
+    status, answer = await asyncio.to_thread(call, path, json.dumps(ALERTMANAGER_WEBHOOK).encode())
+    print(
+        f"POST {base}{path} (an Alertmanager webhook, 1 alert) -> {status} "
+        f"{answer.decode(errors='replace')}\n"
+    )
+    if status != 200:
+        raise SystemExit(1)
+
+
 async def _prepare(settings: Settings) -> None:
     url = settings.database_url.get_secret_value()
     print(f"migrations: {', '.join(await migrate(url)) or 'none'}")
@@ -206,6 +280,7 @@ def main(keep_running: bool = False) -> None:
     """Run the demo; returns when the expected output has been shown, or on Ctrl-C."""
     DEMO_DIR.mkdir(exist_ok=True)
     worker: subprocess.Popen[bytes] | None = None
+    ingest: subprocess.Popen[bytes] | None = None
     with (
         tempfile.TemporaryDirectory(prefix="router-demo-") as tmp,
         EmbeddedKafka(log_path=DEMO_DIR / "tansu.log") as kafka,
@@ -217,7 +292,10 @@ def main(keep_running: bool = False) -> None:
         settings = Settings()
         try:
             asyncio.run(_prepare(settings))
-            with open(DEMO_DIR / "worker.log", "wb") as log:
+            with (
+                open(DEMO_DIR / "worker.log", "wb") as log,
+                open(DEMO_DIR / "ingest.log", "wb") as ingest_log,
+            ):
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "router", "run"],
                     env={**os.environ, "ROUTER_LOG_FORMAT": "json"},
@@ -225,14 +303,37 @@ def main(keep_running: bool = False) -> None:
                     stderr=subprocess.STDOUT,
                     preexec_fn=die_with_parent,
                 )
-                print(
-                    "worker: `router run` started (log: .demo/worker.log); output as it "
-                    "comes out:\n"
+                port = free_port()
+                ingest = subprocess.Popen(
+                    [sys.executable, "-m", "router", "ingest"],
+                    env={
+                        **os.environ,
+                        "ROUTER_LOG_FORMAT": "json",
+                        "ROUTER_INGEST_PORT": str(port),
+                        "ROUTER_INGEST_HOST": "127.0.0.1",
+                        "ROUTER_INGEST_TOKENS": INGEST_TOKEN,
+                    },
+                    stdout=ingest_log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
                 )
+                print(
+                    "worker: `router run` started (log: .demo/worker.log); `router ingest` "
+                    f"on port {port} (log: .demo/ingest.log)"
+                )
+                asyncio.run(_post_alertmanager(port, ingest))
+                print("output as it comes out:\n")
                 asyncio.run(_tail(settings, keep_running))
         except KeyboardInterrupt:
             print("\ninterrupted")
         finally:
+            if ingest is not None and ingest.poll() is None:
+                ingest.send_signal(signal.SIGTERM)
+                try:
+                    ingest.wait(15)
+                except subprocess.TimeoutExpired:
+                    ingest.kill()
+                print(f"router ingest stopped (exit status {ingest.wait()})")
             if worker is not None and worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
                 try:
