@@ -29,7 +29,7 @@ from router.cache import CachedDirectory, DirectoryCache
 from router.consume import PartitionGuard
 from router.dlq import SourceRecord
 from router.errors import ConfigError
-from router.handler import Worker
+from router.handler import Worker, utc_now
 from router.health import HttpServer, Readiness, create_http_app
 from router.ingest_http import (
     ENDPOINTS,
@@ -41,6 +41,7 @@ from router.ingest_http import (
 )
 from router.janitor import run_janitor
 from router.metrics import REGISTRY
+from router.scheduler import HeldDelivery
 from router.security import broker_security, client_options
 from router.settings import Settings
 from router.store import PgStore, Store
@@ -414,6 +415,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             if own_store is not None
             else None
         )
+        held = (
+            asyncio.create_task(
+                HeldDelivery(own_store, ProducerPublisher(producer), settings, utc_now).run(stop),
+                name="router-held-pages",
+            )
+            if own_store is not None
+            else None
+        )
         log.info(
             "router_started",
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -424,11 +433,15 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             yield
         finally:
             stop.set()
-            if janitor is not None:
+            for task in (janitor, held):
+                if task is None:
+                    continue
                 try:
-                    await asyncio.wait_for(janitor, timeout=5)
+                    await asyncio.wait_for(task, timeout=5)
                 except Exception as error:  # it must not keep the process from stopping
-                    log.warning("janitor_stop_failed", error=repr(error))
+                    log.warning(
+                        "background_task_stop_failed", task=task.get_name(), error=repr(error)
+                    )
             await producer.stop()  # flushes what is queued
             if http is not None:
                 await http.stop()

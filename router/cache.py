@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 import structlog
@@ -30,7 +31,8 @@ from pydantic import BaseModel
 
 from router import metrics
 from router.directory import ContactMethod, Directory, User
-from router.rules import RateLimit, Send
+from router.held import HeldPage
+from router.rules import Limits, RateDecision, Send
 from router.store import ScheduleLookup, Store
 
 log = structlog.get_logger("router.cache")
@@ -252,9 +254,13 @@ class CachedDirectory:
         await self._store.mark_routed(event_ids)
 
     async def reserve_sends(
-        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
-    ) -> set[str]:
-        return await self._store.reserve_sends(sends, limits)
+        self,
+        sends: Sequence[Send],
+        limits: Limits,
+        now: datetime,
+        holds: Callable[[RateDecision], Sequence[HeldPage]] = lambda _: (),
+    ) -> RateDecision:
+        return await self._store.reserve_sends(sends, limits, now, holds)
 
     # The worker's own changes (opt-out messages) apply to its next batch at once,
     # without waiting for their notification to come back.

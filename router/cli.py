@@ -33,6 +33,12 @@ def _user_settings(parser: argparse.ArgumentParser) -> None:
         help="severities at or above this ignore quiet hours (default critical)",
     )
     parser.add_argument(
+        "--quiet-action",
+        choices=["defer", "drop"],
+        help="pages in quiet hours: held and sent as one digest when the window ends "
+        "(defer, the default) or skipped (drop)",
+    )
+    parser.add_argument(
         "--channel-order", metavar="LIST", help="transports by preference, e.g. sms,email,webhook"
     )
     parser.add_argument(
@@ -318,6 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
     optout_list = optout.add_parser("list", help="every address on the list")
     optout_list.add_argument("--json", action="store_true", help="one JSON object per line")
     optout_list.set_defaults(func=commands.optout)
+
+    held = sub.add_parser(
+        "held", help="pages held by quiet hours or rate limits, waiting to go out as digests"
+    ).add_subparsers(dest="held_command", required=True, metavar="ACTION")
+    held_list = held.add_parser("list", help="one line per held page, by user and due time")
+    held_list.add_argument("--user", help="only this user's pages")
+    held_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    held_list.set_defaults(func=commands.held_list)
+    flush = held.add_parser(
+        "flush",
+        help="send a user's held pages now, one digest per method, whatever the window or limit",
+    )
+    flush.add_argument("--user", required=True)
+    flush.set_defaults(func=commands.held_flush)
 
     schedules = sub.add_parser("schedules", help="on-call schedules").add_subparsers(
         dest="schedules_command", required=True, metavar="ACTION"

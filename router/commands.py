@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from router import addresses, table
 from router.directory import ContactMethod, Shift, User
-from router.errors import InvalidValue
+from router.errors import InvalidValue, KafkaSetupError
 from router.migrate import migrate
 from router.store import PgStore
 from router.values import KINDS, channel_order, instant, quiet_hours, settings, timezone, user_id
@@ -53,7 +53,7 @@ def describe_user(user: User) -> str:
     """One readable line for a user."""
     quiet = (
         f"quiet {user.quiet_hours_start:%H:%M}-{user.quiet_hours_end:%H:%M} "
-        f"(bypass {user.quiet_bypass})"
+        f"(bypass {user.quiet_bypass}, {user.quiet_action})"
         if user.quiet_hours_start and user.quiet_hours_end
         else "no quiet hours"
     )
@@ -130,6 +130,8 @@ def _user_changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["quiet_hours_start"] = changes["quiet_hours_end"] = None
     if args.quiet_bypass is not None:
         changes["quiet_bypass"] = args.quiet_bypass
+    if args.quiet_action is not None:
+        changes["quiet_action"] = args.quiet_action
     if args.channel_order is not None:
         changes["channel_order"] = channel_order(args.channel_order)
     if args.delivery_mode is not None:
@@ -281,3 +283,64 @@ def users_delete(args: argparse.Namespace) -> None:
         print(f"deleted user {args.user_id}{also}")
 
     _run(action)
+
+
+def held_list(args: argparse.Namespace) -> None:
+    """``router held list``."""
+
+    async def show(store: PgStore) -> None:
+        for page in await store.list_held(user_id(args.user) if args.user else None):
+            record = {
+                "event_id": page.event.event_id,
+                "user_id": page.user_id,
+                "contact_method_id": page.contact_method_id,
+                "transport": page.transport,
+                "reason": page.reason,
+                "severity": page.event.severity,
+                "title": page.event.title,
+                "deliver_at": page.deliver_at.isoformat(),
+                "held_at": page.held_at.isoformat(),
+            }
+            if args.json:
+                print(json.dumps(record))
+            else:
+                print(
+                    f"{page.event.event_id}  {page.user_id}  {page.transport:<7} "
+                    f"{page.contact_method_id}  {page.reason:<12} due {record['deliver_at']}"
+                )
+
+    _run(show)
+
+
+def held_flush(args: argparse.Namespace) -> None:
+    """``router held flush --user U``: publish the user's held pages now."""
+    from aiokafka.errors import KafkaError
+
+    from router.app import ProducerPublisher, create_producer
+    from router.handler import utc_now
+    from router.scheduler import HeldDelivery
+
+    uid = user_id(args.user)
+    config = settings()
+
+    async def flush(store: PgStore) -> None:
+        producer = create_producer(config)
+        try:
+            await producer.start()
+        except KafkaError as error:
+            raise KafkaSetupError(
+                f"Cannot reach Kafka at {config.kafka_bootstrap_servers} ({error}); the held "
+                "pages stay held. Check ROUTER_KAFKA_BOOTSTRAP_SERVERS."
+            ) from error
+        try:
+            delivery = HeldDelivery(store, ProducerPublisher(producer), config, utc_now)
+            outcome = await delivery.deliver_due(uid, force=True)
+        finally:
+            await producer.stop()
+        expired = sum(1 for how in outcome.refused.values() if how == "expired")
+        print(
+            f"flushed {uid}: {len(outcome.jobs)} digest(s) carrying {len(outcome.sent)} "
+            f"page(s); {len(outcome.refused) - expired} refused, {expired} expired"
+        )
+
+    _run(flush)

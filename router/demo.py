@@ -108,7 +108,10 @@ SAMPLES: list[bytes] = [
 # so her email is not_preferred; demo-7: bob is on call for "primary".
 # The Alertmanager webhook posted to `router ingest`: DiskFull for bob (his email,
 # and his disabled sms).
-EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2 + 2
+# demo-8 and demo-9: warnings for dan during his quiet hours, which end 20 s after
+# the demo starts: two deferred decisions, then one digest carrying both.
+EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2 + 2 + 3
+QUIET_FOR = timedelta(seconds=20)
 INGEST_TOKEN = "demo-token"  # noqa: S105 - a throwaway token for the local demo
 ALERTMANAGER_WEBHOOK = {
     "version": "4",
@@ -156,6 +159,33 @@ async def seed(store: PgStore) -> None:
             await store.update_contact_method(method.id, {"suppress_up": True})
     now = datetime.now(UTC)
     await store.add_shift("primary", "bob", now - timedelta(hours=1), now + timedelta(hours=8))
+    await store.add_user("dan", "Dan Example", "UTC")
+    await store.update_user(
+        "dan",
+        {
+            "quiet_hours_start": (now - timedelta(hours=1)).time(),
+            "quiet_hours_end": (now + QUIET_FOR).time(),
+        },
+    )
+    await store.add_contact_method(NewContactMethod("dan", "email", "dan@example.com", None, True))
+
+
+def quiet_samples() -> list[bytes]:
+    """Two warnings for dan, in his quiet hours: held, then sent as one digest."""
+    now = datetime.now(UTC).isoformat()
+    return [
+        json.dumps(
+            {
+                "event_id": f"demo-{n}",
+                "kind": "down",
+                "severity": "warning",
+                "user_ids": ["dan"],
+                "title": title,
+                "occurred_at": now,
+            }
+        ).encode()
+        for n, title in ((8, "backup job late"), (9, "cert expires in 7 days"))
+    ]
 
 
 def _show(topic: str, value: bytes, headers: dict[str, str]) -> str:
@@ -166,6 +196,10 @@ def _show(topic: str, value: bytes, headers: dict[str, str]) -> str:
         who = record["user_id"] or "-"
         what = record["transport"] or "-"
         detail = record["reason"] or f"job {record['job_id'][:8]}"
+        if record.get("deliver_at"):
+            detail += f" until {record['deliver_at']}"
+        if record.get("digest_of"):
+            detail += f" digest of {', '.join(record['digest_of'])}"
         outcome = record["outcome"]
         return f"decision     {record['event_id']:<7} {who:<8} {what:<8} {outcome:<8} {detail}"
     text = record.get("text") or record.get("subject") or record.get("method")
@@ -258,7 +292,7 @@ async def _prepare(settings: Settings) -> None:
         await store.close()
     print(
         "seeded: alice (email, sms, webhook that suppresses 'up'), bob (email, disabled sms;"
-        " on call for 'primary'), carol (prefers sms over email)"
+        " on call for 'primary'), carol (prefers sms over email), dan (quiet hours, defer)"
     )
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
@@ -266,13 +300,14 @@ async def _prepare(settings: Settings) -> None:
     )
     await producer.start()
     try:
-        for value in SAMPLES:
+        for value in [*SAMPLES, *quiet_samples()]:
             await producer.send_and_wait(settings.topic_alerts, value)
     finally:
         await producer.stop()
     print(
-        f"published {len(SAMPLES)} sample alerts to '{settings.topic_alerts}' "
-        "(2 of them invalid on purpose)\n"
+        f"published {len(SAMPLES) + 2} sample alerts to '{settings.topic_alerts}' "
+        f"(2 of them invalid on purpose; 2 for dan in his quiet hours, which end in "
+        f"{QUIET_FOR.seconds} s: held, then sent as one digest)\n"
     )
 
 
@@ -298,7 +333,11 @@ def main(keep_running: bool = False) -> None:
             ):
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "router", "run"],
-                    env={**os.environ, "ROUTER_LOG_FORMAT": "json"},
+                    env={
+                        **os.environ,
+                        "ROUTER_LOG_FORMAT": "json",
+                        "ROUTER_HELD_POLL_SECONDS": "1",
+                    },
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     preexec_fn=die_with_parent,

@@ -29,6 +29,11 @@ class User(BaseModel):
     quiet_bypass: Severity = Field(
         default="critical", description="Events at or above this severity ignore quiet hours."
     )
+    quiet_action: Literal["defer", "drop"] = Field(
+        default="defer",
+        description="defer: pages in quiet hours are held and sent as a digest when the "
+        "window ends; drop: they are skipped.",
+    )
     channel_order: tuple[Transport, ...] = ("sms", "email", "webhook")
     delivery_mode: Literal["all", "preferred"] = "all"
     created_at: AwareDatetime

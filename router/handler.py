@@ -25,8 +25,10 @@ from router.decode import Rejection, decode, decode_contact_event
 from router.directory import Directory
 from router.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
 from router.errors import StoreUnavailable
+from router.held import HeldPage
 from router.pipeline import Planned, Routed, RoutingOptions, duplicate, finish, plan, sends
 from router.publish import Identity, Outgoing, Publisher, deliver
+from router.rules import RateDecision
 from router.settings import Settings
 from router.store import Store
 from schemas import AlertEvent
@@ -254,11 +256,21 @@ class Worker:
                 claimed.add(item.event_id)
                 outcomes.append(self._plan(record, item, directory, now))
 
-        # Rate limits are shared by every router: one reservation for the batch.
+        # Rate limits are shared by every router: one reservation for the batch, in
+        # the transaction that also holds the pages deferred (quiet hours, limits).
         planned = [o for o in outcomes if isinstance(o, Planned)]
+        finished: dict[int, Routed] = {}
+
+        def holds(rate: RateDecision) -> list[HeldPage]:
+            finished.clear()
+            for index, outcome in enumerate(outcomes):
+                if isinstance(outcome, Planned):
+                    finished[index] = finish(outcome, rate)
+            return [page for routed in finished.values() for page in routed.holds]
+
         with metrics.DB_SECONDS.labels("reserve_sends").time():
-            allowed = await self._store.reserve_sends(
-                [s for p in planned for s in sends(p)], self._limits
+            await self._store.reserve_sends(
+                [s for p in planned for s in sends(p)], self._limits, now, holds
             )
 
         result = BatchResult()
@@ -268,7 +280,7 @@ class Worker:
                 result.rejected += 1
                 outgoing += self._letter_messages(index, record, outcome)
                 continue
-            routed = finish(outcome, allowed) if isinstance(outcome, Planned) else outcome
+            routed = finished[index] if isinstance(outcome, Planned) else outcome
             result.events += 1
             result.routed.append(routed)
             outgoing += self._routed_messages(index, record, routed)

@@ -1,7 +1,8 @@
 """A background task that forgets what no rule needs any more.
 
-Routed-event ids older than the duplicate window and counted sends older than
-the longest rate-limit window are deleted every ``ROUTER_JANITOR_INTERVAL_SECONDS``.
+Routed-event ids and settled held pages older than the duplicate window, and
+counted sends older than the longest rate-limit window, are deleted every
+``ROUTER_JANITOR_INTERVAL_SECONDS``.
 Any router may run it; the deletes are idempotent.
 """
 
@@ -20,15 +21,23 @@ log = structlog.get_logger("router.janitor")
 
 
 class Purgeable(Protocol):
-    async def purge(self, routed_older_than: float, sends_older_than: float) -> None: ...
+    async def purge(
+        self, routed_older_than: float, sends_older_than: float, held_older_than: float = 0
+    ) -> None: ...
 
 
 async def run_janitor(store: Purgeable, settings: Settings, stop: asyncio.Event) -> None:
     """Purge every interval until ``stop`` is set; a failed purge is logged and retried later."""
-    longest_window = max(limit.window_seconds for limit in settings.rate_limits().values())
+    longest_window = max(
+        bucket.window_seconds for buckets in settings.rate_limits().values() for bucket in buckets
+    )
     while not stop.is_set():
         try:
-            await store.purge(settings.dedup_window_seconds, longest_window)
+            # Settled held pages are kept as long as routed events, so a batch
+            # redelivered within that time cannot hold the same page again.
+            await store.purge(
+                settings.dedup_window_seconds, longest_window, settings.dedup_window_seconds
+            )
             log.debug("janitor_purged")
         except RouterError as error:
             log.warning("janitor_failed", error=str(error))

@@ -14,7 +14,8 @@ from typing import Any
 
 from router.directory import ContactMethod, Directory, Shift, User
 from router.errors import Conflict, NotFound, StoreUnavailable
-from router.rules import RateLimit, Send, within_rate_limits
+from router.held import HeldPage, PageKey
+from router.rules import Limits, RateDecision, Send, within_rate_limits
 from router.store import NewContactMethod, ScheduleLookup
 
 
@@ -32,6 +33,7 @@ class InMemoryStore:
         self.shifts: list[Shift] = []
         self.routed: dict[str, datetime] = {}
         self.sends: dict[str, tuple[str, datetime]] = {}  # job id -> (method id, sent at)
+        self.held: dict[PageKey, HeldPage] = {}
         self.clock = clock
         self.down = False
         self.reads = 0
@@ -85,22 +87,29 @@ class InMemoryStore:
             self.routed[event_id] = self.clock()
 
     async def reserve_sends(
-        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
-    ) -> set[str]:
+        self,
+        sends: Sequence[Send],
+        limits: Limits,
+        now: datetime,
+        holds: Callable[[RateDecision], Sequence[HeldPage]] = lambda _: (),
+    ) -> RateDecision:
         """Same contract as :meth:`router.store.PgStore.reserve_sends`."""
         self._check()
-        now = self.clock()
-        window = {s.contact_method_id: limits[s.transport].window_seconds for s in sends}
-        recent: dict[str, int] = {}
+        longest = {
+            s.contact_method_id: max(b.window_seconds for b in limits[s.transport]) for s in sends
+        }
+        history: dict[str, list[datetime]] = {}
         for method_id, sent_at in self.sends.values():
-            if method_id in window and sent_at > now - timedelta(seconds=window[method_id]):
-                recent[method_id] = recent.get(method_id, 0) + 1
+            if method_id in longest and sent_at > now - timedelta(seconds=longest[method_id]):
+                history.setdefault(method_id, []).append(sent_at)
         counted = {s.job_id for s in sends if s.job_id in self.sends}
-        allowed = within_rate_limits(sends, recent, counted, limits)
+        decision = within_rate_limits(sends, history, counted, limits, now)
         for s in sends:
-            if s.job_id in allowed and s.job_id not in counted:
+            if s.job_id in decision.allowed and s.job_id not in counted:
                 self.sends[s.job_id] = (s.contact_method_id, now)
-        return allowed
+        for page in holds(decision):
+            self.held.setdefault(page.key, page)
+        return decision
 
     # -- directory --------------------------------------------------------------
 

@@ -88,6 +88,12 @@ DIRECTORY_CACHE_USERS = Gauge(
     "Users held in the in-process directory cache.",
     registry=REGISTRY,
 )
+HELD = Gauge(
+    "router_held_pages",
+    "Pages held (quiet hours deferred, throttled pages bundled) and not yet sent, per transport.",
+    ["transport"],
+    registry=REGISTRY,
+)
 INGEST_REQUESTS = Counter(
     "router_ingest_requests",
     "Requests to router ingest's endpoints, by endpoint and HTTP status.",
@@ -124,5 +130,6 @@ NAMES = frozenset(
         "router_undecodable_partitions",
         "router_directory_cache_lookups_total",
         "router_directory_cache_users",
+        "router_held_pages",
     }
 )

@@ -14,7 +14,15 @@ from typing import Any
 
 from router import render
 from router.directory import ContactMethod, Directory, User
-from router.rules import Candidate, Send, preferred, skip_reason
+from router.held import HeldPage, deferred
+from router.rules import (
+    Candidate,
+    RateDecision,
+    Send,
+    preferred,
+    quiet_window_end,
+    skip_reason,
+)
 from router.targets import STRICT, TargetPolicy
 from schemas import (
     AlertEvent,
@@ -45,6 +53,8 @@ class Planned:
     event: AlertEvent
     now: datetime
     entries: list[Decision | DeliveryJob] = field(default_factory=list)
+    #: Pages deferred by quiet hours (their decisions are among the entries).
+    holds: list[HeldPage] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +64,8 @@ class Routed:
     event: AlertEvent
     jobs: list[DeliveryJob] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    #: Pages deferred (quiet hours, rate limits): written to the store with the sends.
+    holds: list[HeldPage] = field(default_factory=list)
 
 
 def build_job(
@@ -125,6 +137,8 @@ def skipped(
         reason=reason,
         job_id=None,
         decided_at=now,
+        deliver_at=None,
+        digest_of=None,
     )
 
 
@@ -156,10 +170,29 @@ def _plan_user(
             target_policy=options.target_policy,
         )
         reasons[method.id] = skip_reason(candidate)
-    eligible = [m for m in methods if reasons[m.id] is None]
+    # A page deferred by quiet hours still goes where the user prefers, later.
+    defer = user.quiet_action == "defer"
+    waiting = {m.id for m in methods if defer and reasons[m.id] == "quiet_hours"}
+    eligible = [m for m in methods if reasons[m.id] is None or m.id in waiting]
     chosen = preferred(user, event, eligible)
     for method in methods:
-        reason = reasons[method.id] or (None if method.id in chosen else "not_preferred")
+        reason = reasons[method.id]
+        if method.id in waiting and method.id in chosen:
+            assert event.occurred_at is not None, "decode fills occurred_at"
+            decision, page = deferred(
+                event,
+                user.id,
+                method.id,
+                method.transport,
+                "quiet_hours",
+                quiet_window_end(user, event.occurred_at),
+                out.now,
+            )
+            out.entries.append(decision)
+            out.holds.append(page)
+            continue
+        if method.id in waiting or (reason is None and method.id not in chosen):
+            reason = "not_preferred"
         if reason is not None:
             out.entries.append(skipped(event, out.now, reason, user.id, method))
         else:
@@ -202,30 +235,43 @@ def sends(planned: Planned) -> list[Send]:
     ]
 
 
-def finish(planned: Planned, allowed: set[str] | None = None) -> Routed:
-    """Jobs and decisions: planned jobs not in ``allowed`` become ``rate_limited`` skips.
-
-    ``allowed=None`` means no rate limit applies.
+def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
+    """Jobs, decisions and held pages: a planned job the rate limits hold back becomes a
+    ``deferred`` (``rate_limited``) decision and a held page, due when every bucket of
+    its method allows again. ``rate=None`` means no rate limit applies.
     """
     event, now = planned.event, planned.now
-    out = Routed(event=event)
+    out = Routed(event=event, holds=list(planned.holds))
     for entry in planned.entries:
         if isinstance(entry, Decision):
             out.decisions.append(entry)
             continue
-        sent = allowed is None or entry.job_id in allowed
-        if sent:
-            out.jobs.append(entry)
+        if rate is not None and entry.job_id not in rate.allowed:
+            decision, page = deferred(
+                event,
+                entry.user_id,
+                entry.contact_method_id,
+                entry.transport,
+                "rate_limited",
+                rate.retry_at.get(entry.contact_method_id, now),
+                now,
+            )
+            out.decisions.append(decision)
+            out.holds.append(page)
+            continue
+        out.jobs.append(entry)
         out.decisions.append(
             Decision.model_construct(
                 event_id=event.event_id,
                 user_id=entry.user_id,
                 contact_method_id=entry.contact_method_id,
                 transport=entry.transport,
-                outcome="sent" if sent else "skipped",
-                reason=None if sent else "rate_limited",
-                job_id=entry.job_id if sent else None,
+                outcome="sent",
+                reason=None,
+                job_id=entry.job_id,
                 decided_at=now,
+                deliver_at=None,
+                digest_of=None,
             )
         )
     return out

@@ -68,6 +68,9 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+one_line = _one_line
+
+
 def sms_text(event: AlertEvent, max_segments: int) -> str:
     """The SMS for ``event``: severity, kind, title, link, then body, cut to fit."""
     parts = [f"{event.severity.upper()} {event.kind.upper()}: {_one_line(event.title)}"]

@@ -10,8 +10,8 @@ come after: the channel preference (:func:`preferred`) and the rate limit
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from router.directory import ContactMethod, User
@@ -105,6 +105,26 @@ def in_quiet_window(user: User, at: datetime) -> bool:
     return local >= start or local < end
 
 
+def quiet_window_end(user: User, at: datetime) -> datetime:
+    """The end of the quiet window ``at`` falls in (or ``at`` itself when it is not in
+    one): the next time the user's local clock shows ``quiet_hours_end``, so across a
+    DST change the page still comes at, say, 07:00 local. An end time that a spring-
+    forward gap skips means the first instant after the gap."""
+    end = user.quiet_hours_end
+    if end is None or not in_quiet_window(user, at):
+        return at
+    zone = ZoneInfo(user.timezone)
+    local = at.astimezone(zone)
+    day = (
+        local.date()
+        if local.time().replace(tzinfo=None) < end
+        else local.date() + timedelta(days=1)
+    )
+    candidate = datetime.combine(day, end, tzinfo=zone)
+    # Normalise a time the gap skipped (02:30 on the spring-forward night) to a real instant.
+    return candidate.astimezone(UTC)
+
+
 def quiet_hours(c: Candidate) -> Reason | None:
     """No non-urgent events in the user's quiet hours; severities at or above the bypass pass."""
     if _at_least(c.event.severity, c.user.quiet_bypass):
@@ -160,10 +180,35 @@ def preferred(user: User, event: AlertEvent, eligible: Sequence[ContactMethod]) 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most ``count`` jobs per contact method in any ``window_seconds``."""
+    """At most ``count`` jobs per contact method in any ``window_seconds`` (one bucket)."""
 
     count: int
     window_seconds: int
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_buckets(text: str) -> tuple[RateLimit, ...]:
+    """``1/60s,5/900s,12/1h`` -> buckets; empty text -> none. ValueError with the fix."""
+    buckets = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        count, sep, window = part.partition("/")
+        unit = window[-1:] if window[-1:] in _UNITS else "s"
+        number = window[:-1] if window[-1:] in _UNITS else window
+        if not sep or not count.strip().isdigit() or not number.strip().isdigit():
+            raise ValueError(f"{part!r} is not COUNT/WINDOW, e.g. 5/900s, 5/15m or 12/1h")
+        bucket = RateLimit(int(count), int(number) * _UNITS[unit])
+        if bucket.count < 1 or bucket.window_seconds < 1:
+            raise ValueError(f"{part!r}: the count and the window must be at least 1")
+        buckets.append(bucket)
+    return tuple(buckets)
+
+
+Limits = Mapping[str, Sequence[RateLimit]]
 
 
 @dataclass(frozen=True)
@@ -176,27 +221,55 @@ class Send:
     critical: bool
 
 
+@dataclass
+class RateDecision:
+    """Which jobs may go now, and for each method held back, when every bucket allows."""
+
+    allowed: set[str] = field(default_factory=set)
+    retry_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def next_allowed(
+    history: Sequence[datetime], buckets: Sequence[RateLimit], now: datetime
+) -> datetime:
+    """The first instant at or after ``now`` at which one more send fits every bucket,
+    given the method's earlier sends (``history``, any order)."""
+    newest_first = sorted(history, reverse=True)
+    at = now
+    for bucket in buckets:
+        window = timedelta(seconds=bucket.window_seconds)
+        recent = [sent for sent in newest_first if sent > now - window]
+        if len(recent) >= bucket.count:
+            # When the count-th newest send leaves the window, one more fits.
+            at = max(at, recent[bucket.count - 1] + window)
+    return at
+
+
 def within_rate_limits(
     sends: Iterable[Send],
-    recent: Mapping[str, int],
+    history: Mapping[str, Sequence[datetime]],
     already_counted: Collection[str],
-    limits: Mapping[str, RateLimit],
-) -> set[str]:
-    """Job ids allowed to go out, in the order given.
+    limits: Limits,
+    now: datetime,
+) -> RateDecision:
+    """Which jobs may go out, in the order given, under every bucket of their transport.
 
-    ``recent`` is how many jobs each method got in its window (from every
-    router); ``already_counted`` are job ids reserved before (a redelivered
-    batch), which are allowed again without counting twice. Critical jobs are
-    always allowed, and they count.
+    ``history`` is when each method's recent jobs went out (from every router);
+    ``already_counted`` are job ids reserved before (a redelivered batch), which
+    are allowed again without counting twice. Critical jobs are always allowed,
+    and they count. A method held back gets the instant every bucket allows again.
     """
-    used = dict(recent)
-    allowed: set[str] = set()
+    sent = {method: list(times) for method, times in history.items()}
+    decision = RateDecision()
     for send in sends:
         if send.job_id in already_counted:
-            allowed.add(send.job_id)
+            decision.allowed.add(send.job_id)
             continue
-        count = used.get(send.contact_method_id, 0)
-        if send.critical or count < limits[send.transport].count:
-            allowed.add(send.job_id)
-            used[send.contact_method_id] = count + 1
-    return allowed
+        times = sent.setdefault(send.contact_method_id, [])
+        buckets = limits[send.transport]
+        if send.critical or next_allowed(times, buckets, now) <= now:
+            decision.allowed.add(send.job_id)
+            times.append(now)
+        else:
+            decision.retry_at[send.contact_method_id] = next_allowed(times, buckets, now)
+    return decision

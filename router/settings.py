@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.ingest import IngestMapping, parse_severity_map
-from router.rules import RateLimit
+from router.rules import RateLimit, parse_buckets
 from router.targets import TargetPolicy, parse_networks
 from schemas import Severity, Transport
 
@@ -110,7 +110,16 @@ class Settings(BaseSettings):
     rate_limit_email_window_seconds: int = Field(default=15 * 60, ge=1)
     rate_limit_webhook_count: int = Field(default=60, ge=1)
     rate_limit_webhook_window_seconds: int = Field(default=60, ge=1)
+    # Several COUNT/WINDOW buckets per transport ("1/60s,5/900s,12/3600s"); when
+    # set, they replace the transport's single COUNT and WINDOW_SECONDS above.
+    rate_limit_sms: str = ""
+    rate_limit_email: str = ""
+    rate_limit_webhook: str = ""
     janitor_interval_seconds: float = Field(default=600.0, gt=0)
+
+    # Held pages (quiet hours deferred, throttled pages bundled)
+    held_poll_seconds: float = Field(default=5.0, gt=0)
+    held_max_age_seconds: int = Field(default=24 * 3600, ge=60)
 
     # Verification codes
     verification_code_ttl_seconds: int = Field(default=15 * 60, ge=30)
@@ -224,14 +233,21 @@ class Settings(BaseSettings):
         """The consumer group of the contacts.events subscriber (its own, beside the alerts')."""
         return f"{self.group_id}.contact-events"
 
-    def rate_limits(self) -> dict[str, RateLimit]:
-        """The per-contact-method limit of each transport."""
+    @field_validator("rate_limit_sms", "rate_limit_email", "rate_limit_webhook")
+    @classmethod
+    def _buckets(cls, value: str) -> str:
+        parse_buckets(value)
+        return value
+
+    def rate_limits(self) -> dict[str, tuple[RateLimit, ...]]:
+        """The per-contact-method limits (buckets) of each transport."""
         return {
-            "sms": RateLimit(self.rate_limit_sms_count, self.rate_limit_sms_window_seconds),
-            "email": RateLimit(self.rate_limit_email_count, self.rate_limit_email_window_seconds),
-            "webhook": RateLimit(
-                self.rate_limit_webhook_count, self.rate_limit_webhook_window_seconds
-            ),
+            "sms": parse_buckets(self.rate_limit_sms)
+            or (RateLimit(self.rate_limit_sms_count, self.rate_limit_sms_window_seconds),),
+            "email": parse_buckets(self.rate_limit_email)
+            or (RateLimit(self.rate_limit_email_count, self.rate_limit_email_window_seconds),),
+            "webhook": parse_buckets(self.rate_limit_webhook)
+            or (RateLimit(self.rate_limit_webhook_count, self.rate_limit_webhook_window_seconds),),
         }
 
     def output_topics(self) -> list[str]:

@@ -30,8 +30,9 @@ from router.errors import (
     StoreUnavailable,
     VerificationRefused,
 )
-from router.rules import RateLimit, Send, within_rate_limits
-from schemas import Transport, WebhookMethod
+from router.held import HeldPage, Outcome
+from router.rules import Limits, RateDecision, Send, within_rate_limits
+from schemas import AlertEvent, Transport, WebhookMethod
 
 ScheduleLookup = tuple[str, datetime]
 
@@ -102,9 +103,15 @@ class Store(Protocol):
         ...
 
     async def reserve_sends(
-        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
-    ) -> set[str]:
-        """Count ``sends`` against their methods' shared limits; return the job ids allowed."""
+        self,
+        sends: Sequence[Send],
+        limits: Limits,
+        now: datetime,
+        holds: Callable[[RateDecision], Sequence[HeldPage]] = ...,
+    ) -> RateDecision:
+        """Count ``sends`` against their methods' shared limits (the jobs allowed, and when
+        each held-back method may send again), and in the same transaction hold the pages
+        ``holds`` lists for that decision."""
         ...
 
     async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
@@ -203,6 +210,55 @@ def _user(row: Mapping[str, Any]) -> User:
 
 def _shift(row: Mapping[str, Any]) -> Shift:
     return Shift.model_validate(dict(row))
+
+
+def _held(row: Mapping[str, Any]) -> HeldPage:
+    return HeldPage(
+        event=AlertEvent.model_validate_json(json.dumps(row["event"])),
+        contact_method_id=row["contact_method_id"],
+        user_id=row["user_id"],
+        transport=row["transport"],
+        reason=row["reason"],
+        deliver_at=row["deliver_at"],
+        held_at=row["held_at"],
+    )
+
+
+class HeldClaim:
+    """Held pages locked by one transaction, and what may be done with them in it."""
+
+    def __init__(self, store: PgStore, conn: asyncpg.Connection, pages: list[HeldPage]) -> None:
+        self._store = store
+        self._conn = conn
+        self.pages = pages
+
+    async def reserve(self, sends: Sequence[Send], limits: Limits, now: datetime) -> RateDecision:
+        """Count digests against their methods' limits, in this transaction."""
+        return await self._store._reserve(self._conn, sends, limits, now)
+
+    async def settle(self, outcome: Outcome, now: datetime) -> None:
+        """Record how each page ended, and when postponed pages are due."""
+        q = self._store._q
+        ended = [(key, "sent", job) for key, job in outcome.sent.items()] + [
+            (key, how, None) for key, how in outcome.refused.items()
+        ]
+        if ended:
+            await self._conn.execute(
+                q["settle_held_pages"],
+                [k[0] for k, _, _ in ended],
+                [k[1] for k, _, _ in ended],
+                now,
+                [how for _, how, _ in ended],
+                [job for _, _, job in ended],
+            )
+        if outcome.postponed:
+            keys = list(outcome.postponed)
+            await self._conn.execute(
+                q["postpone_held_pages"],
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [outcome.postponed[k] for k in keys],
+            )
 
 
 #: The channel migration 0004's triggers announce directory changes on.
@@ -375,43 +431,113 @@ class PgStore:
                 await conn.execute(self._q["mark_routed"], list(event_ids))
 
     async def reserve_sends(
-        self, sends: Sequence[Send], limits: Mapping[str, RateLimit]
-    ) -> set[str]:
-        """Count ``sends`` against their methods' limits, shared by every router.
+        self,
+        sends: Sequence[Send],
+        limits: Limits,
+        now: datetime,
+        holds: Callable[[RateDecision], Sequence[HeldPage]] = lambda _: (),
+    ) -> RateDecision:
+        """Count ``sends`` against their methods' limits, shared by every router, and hold
+        the pages ``holds`` names for the result, in one transaction.
 
         The methods' rows are locked for the transaction, so two routers
         counting for the same method take turns. A job counted before (a
-        redelivered batch) is allowed again and not counted twice.
+        redelivered batch) is allowed again and not counted twice; a page held
+        before stays as it was.
         """
         if not sends:
-            return set()
-        method_ids = sorted({s.contact_method_id for s in sends})
-        window = {s.contact_method_id: limits[s.transport].window_seconds for s in sends}
+            pages = holds(RateDecision())
+            if pages:
+                async with self._conn() as conn, conn.transaction():
+                    await self._hold(conn, pages)
+            return RateDecision()
         async with self._conn() as conn, conn.transaction():
-            await conn.fetch(self._q["lock_methods_for_rate_limit"], method_ids)
-            state = await conn.fetch(
-                self._q["rate_limit_state"],
-                method_ids,
-                [float(window[m]) for m in method_ids],
-                [s.job_id for s in sends],
-            )
-            counted = {r["id"] for r in state if r["kind"] == "counted"}
-            recent = {r["id"]: int(r["sent"]) for r in state if r["kind"] == "recent"}
-            allowed = within_rate_limits(sends, recent, counted, limits)
-            new = [s for s in sends if s.job_id in allowed and s.job_id not in counted]
-            if new:
-                await conn.execute(
-                    self._q["count_sends"],
-                    [s.job_id for s in new],
-                    [s.contact_method_id for s in new],
-                )
-        return allowed
+            decision = await self._reserve(conn, sends, limits, now)
+            pages = holds(decision)
+            if pages:
+                await self._hold(conn, pages)
+        return decision
 
-    async def purge(self, routed_older_than: float, sends_older_than: float) -> None:
-        """Forget routed events and counted sends past their windows."""
+    async def _reserve(
+        self, conn: asyncpg.Connection, sends: Sequence[Send], limits: Limits, now: datetime
+    ) -> RateDecision:
+        """The reservation, inside the caller's transaction."""
+        if not sends:
+            return RateDecision()
+        method_ids = sorted({s.contact_method_id for s in sends})
+        buckets = {s.contact_method_id: limits[s.transport] for s in sends}
+        await conn.fetch(self._q["lock_methods_for_rate_limit"], method_ids)
+        state = await conn.fetch(
+            self._q["rate_limit_state"],
+            method_ids,
+            [float(max(b.window_seconds for b in buckets[m])) for m in method_ids],
+            [max(b.count for b in buckets[m]) for m in method_ids],
+            [s.job_id for s in sends],
+            now,
+        )
+        counted = {r["id"] for r in state if r["kind"] == "counted"}
+        history: dict[str, list[datetime]] = {}
+        for r in state:
+            if r["kind"] == "recent":
+                history.setdefault(r["id"], []).append(r["sent_at"])
+        decision = within_rate_limits(sends, history, counted, limits, now)
+        new = [s for s in sends if s.job_id in decision.allowed and s.job_id not in counted]
+        if new:
+            await conn.execute(
+                self._q["count_sends"],
+                [s.job_id for s in new],
+                [s.contact_method_id for s in new],
+                now,
+            )
+        return decision
+
+    async def _hold(self, conn: asyncpg.Connection, pages: Sequence[HeldPage]) -> None:
+        await conn.execute(
+            self._q["hold_pages"],
+            [p.event.event_id for p in pages],
+            [p.contact_method_id for p in pages],
+            [p.user_id for p in pages],
+            [p.transport for p in pages],
+            [p.reason for p in pages],
+            [p.event.severity for p in pages],
+            [p.deliver_at for p in pages],
+            [p.held_at for p in pages],
+            [p.event.model_dump(mode="json") for p in pages],
+        )
+
+    async def purge(
+        self, routed_older_than: float, sends_older_than: float, held_older_than: float = 0
+    ) -> None:
+        """Forget routed events, counted sends and settled held pages past their windows."""
         async with self._conn() as conn:
             await conn.execute(self._q["purge_routed_events"], float(routed_older_than))
             await conn.execute(self._q["purge_rate_limit_sends"], float(sends_older_than))
+            if held_older_than:
+                await conn.execute(self._q["purge_held_pages"], float(held_older_than))
+
+    # -- held pages -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def claim_held(
+        self, now: datetime, user_id: str | None = None, everything: bool = False, limit: int = 1000
+    ) -> AsyncIterator[HeldClaim]:
+        """Lock due held pages (every page of ``user_id`` when ``everything``) for one
+        transaction; pages other workers hold are skipped. Leaving the block commits
+        what the claim settled; an exception rolls it all back."""
+        async with self._conn() as conn, conn.transaction():
+            rows = await conn.fetch(self._q["claim_held_pages"], now, user_id, everything, limit)
+            yield HeldClaim(self, conn, [_held(r) for r in rows])
+
+    async def list_held(self, user_id: str | None = None) -> list[HeldPage]:
+        """Pages waiting, by user and due time."""
+        async with self._conn() as conn:
+            return [_held(r) for r in await conn.fetch(self._q["list_held_pages"], user_id)]
+
+    async def held_counts(self) -> dict[str, int]:
+        """Pages waiting, per transport."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["held_page_counts"])
+        return {r["transport"]: int(r["held"]) for r in rows}
 
     # -- users ----------------------------------------------------------------
 
@@ -441,6 +567,7 @@ class PgStore:
                 user.quiet_bypass,
                 list(user.channel_order),
                 user.delivery_mode,
+                user.quiet_action,
             )
         return _user(row)
 

@@ -16,6 +16,7 @@ from schemas.jobs import (
     Transport,
     WebhookJob,
     WebhookMethod,
+    digest_job_id,
     job_id_for,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "Transport",
     "WebhookJob",
     "WebhookMethod",
+    "digest_job_id",
     "job_id_for",
 ]

@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from schemas.jobs import Transport
 
-Outcome = Literal["sent", "skipped"]
+Outcome = Literal["sent", "skipped", "deferred"]
 
 Reason = Literal[
     "disabled",
@@ -26,6 +26,8 @@ Reason = Literal[
     "unknown_schedule",
     "no_one_on_call",
     "duplicate_event",
+    "expired",
+    "method_deleted",
 ]
 
 #: Every reason code with its meaning; the README's table is checked against this.
@@ -38,14 +40,19 @@ REASONS: dict[str, str] = {
     "muted": "The method is muted, or muted until a time still in the future.",
     "suppressed": "The method suppresses this event kind (or all kinds).",
     "below_min_severity": "The event is below the method's minimum severity.",
-    "quiet_hours": "The event falls in the user's quiet hours and is below the bypass severity.",
+    "quiet_hours": "The event falls in the user's quiet hours and is below the bypass severity: "
+    "deferred to the window's end (the user's quiet action `defer`, the default), or dropped "
+    "(`drop`).",
     "not_preferred": "The user's delivery mode is preferred and another method was chosen.",
-    "rate_limited": "The method already got its limit of jobs in the sliding window.",
+    "rate_limited": "The method is at one of its transport's limits: the page is deferred and "
+    "sent in a bundle as soon as every limit allows.",
     "unknown_user": "The event names a user the directory does not know.",
     "no_contact_methods": "The user exists but has no contact methods.",
     "unknown_schedule": "The event names a schedule the directory does not know.",
     "no_one_on_call": "The schedule exists but nobody is on call at the event's time.",
     "duplicate_event": "The same event_id was already fully routed within the retention window.",
+    "expired": "A held page waited longer than ROUTER_HELD_MAX_AGE_SECONDS and was dropped.",
+    "method_deleted": "A held page's contact method was deleted while the page waited.",
 }
 
 
@@ -66,6 +73,13 @@ class Decision(BaseModel):
     reason: Reason | None = Field(description="Null when sent; else one documented code.")
     job_id: str | None = Field(description="The job published, when sent.")
     decided_at: AwareDatetime
+    deliver_at: AwareDatetime | None = Field(
+        default=None, description="When a deferred page is due (deferred only)."
+    )
+    digest_of: list[str] | None = Field(
+        default=None,
+        description="For a digest or bundle job: the event ids it carries, oldest first.",
+    )
 
     @model_validator(mode="after")
     def _reason_matches_outcome(self) -> Decision:
@@ -73,4 +87,13 @@ class Decision(BaseModel):
             raise ValueError("a sent decision has a job_id and no reason")
         if self.outcome == "skipped" and (self.reason is None or self.job_id is not None):
             raise ValueError("a skipped decision has a reason and no job_id")
+        if self.outcome == "deferred" and (
+            self.reason not in ("quiet_hours", "rate_limited")
+            or self.job_id is not None
+            or self.deliver_at is None
+        ):
+            raise ValueError(
+                "a deferred decision has reason quiet_hours or rate_limited, a deliver_at "
+                "and no job_id"
+            )
         return self

@@ -25,6 +25,13 @@ def job_id_for(event_id: str, contact_method_id: str) -> str:
     return str(uuid.uuid5(_JOB_NAMESPACE, f"{event_id}\x1f{contact_method_id}"))
 
 
+def digest_job_id(event_ids: list[str], contact_method_id: str) -> str:
+    """The id of a digest (or bundle) job: the same events for the same method always give
+    the same id, so a digest re-sent after a crash is recognised as the same job."""
+    key = "\x1f".join(["digest", contact_method_id, *sorted(event_ids)])
+    return str(uuid.uuid5(_JOB_NAMESPACE, key))
+
+
 class _JobBase(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -50,6 +57,11 @@ class _JobBase(BaseModel):
     )
     occurred_at: AwareDatetime
     created_at: AwareDatetime
+    digest_of: list[str] | None = Field(
+        default=None,
+        description="A digest or bundle of held pages: the event ids it carries, oldest first "
+        "(event_id is the first of them, title and text summarise them all).",
+    )
 
 
 class EmailJob(_JobBase):

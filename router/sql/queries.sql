@@ -48,23 +48,39 @@ ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 SELECT id FROM contact_methods WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
 
 -- name: rate_limit_state
--- After lock_methods_for_rate_limit, in the same transaction: the jobs of $3
--- already counted (kind 'counted', the job id) and the jobs per method within
--- each method's own window ($2, seconds; kind 'recent', the method id).
-SELECT 'counted' AS kind, job_id AS id, 0::bigint AS sent
-FROM rate_limit_sends WHERE job_id = ANY($3::uuid[])
+-- After lock_methods_for_rate_limit, in the same transaction: the jobs of $4
+-- already counted (kind 'counted', the job id) and, per method of $1, when its
+-- newest sends went out (kind 'recent', the method id): at most $3 of them
+-- (its largest bucket), within $2 seconds (its longest window) of $5 (now).
+SELECT 'counted' AS kind, job_id AS id, NULL::timestamptz AS sent_at
+FROM rate_limit_sends WHERE job_id = ANY($4::uuid[])
 UNION ALL
-SELECT 'recent', r.contact_method_id, count(*)
-FROM unnest($1::uuid[], $2::float8[]) AS w (method_id, window_seconds)
-JOIN rate_limit_sends r
-  ON r.contact_method_id = w.method_id
- AND r.sent_at > now() - make_interval(secs => w.window_seconds)
-GROUP BY r.contact_method_id;
+SELECT 'recent', ranked.contact_method_id, ranked.sent_at
+FROM (
+    SELECT r.contact_method_id, r.sent_at,
+           row_number() OVER (PARTITION BY r.contact_method_id ORDER BY r.sent_at DESC) AS n,
+           w.most
+    FROM unnest($1::uuid[], $2::float8[], $3::int[]) AS w (method_id, window_seconds, most)
+    JOIN rate_limit_sends r
+      ON r.contact_method_id = w.method_id
+     AND r.sent_at > $5::timestamptz - make_interval(secs => w.window_seconds)
+) AS ranked
+WHERE ranked.n <= ranked.most;
 
 -- name: count_sends
-INSERT INTO rate_limit_sends (job_id, contact_method_id)
-SELECT * FROM unnest($1::uuid[], $2::uuid[])
+-- Counted at the worker's clock ($3), the one the limits are read with.
+INSERT INTO rate_limit_sends (job_id, contact_method_id, sent_at)
+SELECT j, m, $3::timestamptz FROM unnest($1::uuid[], $2::uuid[]) AS t (j, m)
 ON CONFLICT (job_id) DO NOTHING;
+
+-- name: hold_pages
+-- Pages deferred by quiet hours or a rate limit. A page held before (a
+-- redelivered batch) stays as it is, done or not.
+INSERT INTO held_pages (event_id, contact_method_id, user_id, transport, reason, severity,
+                        deliver_at, held_at, event)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::timestamptz[], $9::jsonb[])
+ON CONFLICT (event_id, contact_method_id) DO NOTHING;
 
 -- name: purge_routed_events
 DELETE FROM routed_events WHERE routed_at < now() - make_interval(secs => $1);
@@ -83,7 +99,8 @@ SELECT * FROM users WHERE id = $1 FOR UPDATE;
 -- name: update_user
 UPDATE users
 SET name = $2, timezone = $3, quiet_hours_start = $4, quiet_hours_end = $5,
-    quiet_bypass = $6, channel_order = $7, delivery_mode = $8, updated_at = now()
+    quiet_bypass = $6, channel_order = $7, delivery_mode = $8, quiet_action = $9,
+    updated_at = now()
 WHERE id = $1
 RETURNING *;
 
@@ -289,3 +306,42 @@ RETURNING (xmax = 0) AS inserted
 SELECT count(*) FILTER (WHERE inserted) AS inserted,
        count(*) FILTER (WHERE NOT inserted) AS updated
 FROM upserted;
+
+------------------------------------------------------------------ held pages
+
+-- name: claim_held_pages
+-- Due pages ($1: now; all of them when $3), optionally one user's ($2), locked
+-- for this transaction; pages another worker holds are skipped, never waited for.
+SELECT event_id, contact_method_id, user_id, transport, reason, deliver_at, held_at, event
+FROM held_pages
+WHERE done_at IS NULL
+  AND ($2::text IS NULL OR user_id = $2)
+  AND ($3::bool OR deliver_at <= $1::timestamptz)
+ORDER BY contact_method_id, held_at
+LIMIT $4
+FOR UPDATE SKIP LOCKED;
+
+-- name: settle_held_pages
+-- How each page ended ('sent' with its digest's job id, 'refused', 'expired').
+UPDATE held_pages h
+SET done_at = $3::timestamptz, outcome = u.outcome, digest_job_id = u.job_id
+FROM unnest($1::text[], $2::uuid[], $4::text[], $5::uuid[]) AS u (event_id, method_id, outcome, job_id)
+WHERE h.event_id = u.event_id AND h.contact_method_id = u.method_id;
+
+-- name: postpone_held_pages
+UPDATE held_pages h
+SET deliver_at = u.deliver_at
+FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u (event_id, method_id, deliver_at)
+WHERE h.event_id = u.event_id AND h.contact_method_id = u.method_id;
+
+-- name: list_held_pages
+SELECT event_id, contact_method_id, user_id, transport, reason, deliver_at, held_at, event
+FROM held_pages
+WHERE done_at IS NULL AND ($1::text IS NULL OR user_id = $1)
+ORDER BY user_id, deliver_at, held_at, event_id;
+
+-- name: held_page_counts
+SELECT transport, count(*) AS held FROM held_pages WHERE done_at IS NULL GROUP BY transport;
+
+-- name: purge_held_pages
+DELETE FROM held_pages WHERE done_at < now() - make_interval(secs => $1);

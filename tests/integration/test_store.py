@@ -112,7 +112,11 @@ async def test_an_unmigrated_database_is_reported_as_such(empty_database_url: st
 # -- rule state (issue: routing rules) ---------------------------------------------------
 
 
-LIMITS = {"sms": RateLimit(3, 900), "email": RateLimit(20, 900), "webhook": RateLimit(60, 60)}
+LIMITS = {
+    "sms": (RateLimit(3, 900),),
+    "email": (RateLimit(20, 900),),
+    "webhook": (RateLimit(60, 60),),
+}
 
 
 async def test_concurrent_reservations_from_two_pools_share_one_limit(
@@ -127,12 +131,14 @@ async def test_concurrent_reservations_from_two_pools_share_one_limit(
             [Send(f"{i:08d}-0000-4000-8000-{n:012d}", method.id, "sms", False) for i in range(4)]
             for n in range(2)
         ]
-        allowed = await asyncio.gather(
-            store.reserve_sends(batches[0], LIMITS), other.reserve_sends(batches[1], LIMITS)
+        now = datetime.now(UTC)
+        decisions = await asyncio.gather(
+            store.reserve_sends(batches[0], LIMITS, now),
+            other.reserve_sends(batches[1], LIMITS, now),
         )
     finally:
         await other.close()
-    assert len(allowed[0]) + len(allowed[1]) == 3
+    assert len(decisions[0].allowed) + len(decisions[1].allowed) == 3
 
 
 async def test_a_reservation_repeated_after_a_crash_is_allowed_and_not_counted_twice(
@@ -141,12 +147,21 @@ async def test_a_reservation_repeated_after_a_crash_is_allowed_and_not_counted_t
     await store.add_user("alice", None, "UTC")
     method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
     jobs = [Send(f"00000000-0000-4000-8000-{n:012d}", method.id, "sms", False) for n in range(3)]
-    assert await store.reserve_sends(jobs, LIMITS) == {j.job_id for j in jobs}
-    assert await store.reserve_sends(jobs, LIMITS) == {j.job_id for j in jobs}
+    now = datetime.now(UTC)
+
+    async def allowed(sends: list[Send], at: datetime = now) -> set[str]:
+        return (await store.reserve_sends(sends, LIMITS, at)).allowed
+
+    assert await allowed(jobs) == {j.job_id for j in jobs}
+    assert await allowed(jobs) == {j.job_id for j in jobs}
     extra = Send("00000000-0000-4000-8000-000000000099", method.id, "sms", False)
-    assert await store.reserve_sends([extra], LIMITS) == set()
+    assert await allowed([extra]) == set()
+    decision = await store.reserve_sends([extra], LIMITS, now)
+    assert decision.retry_at[method.id] == now + timedelta(seconds=900)
     critical = Send("00000000-0000-4000-8000-000000000098", method.id, "sms", True)
-    assert await store.reserve_sends([critical], LIMITS) == {critical.job_id}
+    assert await allowed([critical]) == {critical.job_id}
+    # The window slides at the worker's clock: 900 s later the extra one fits again.
+    assert await allowed([extra], now + timedelta(seconds=900)) == {extra.job_id}
 
 
 async def test_routed_events_are_remembered_within_the_window(store: PgStore) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from router.directory import Directory
 from router.pipeline import RoutingOptions, duplicate, finish, plan, route, sends
-from router.rules import RateLimit, within_rate_limits
+from router.rules import RateDecision, RateLimit, within_rate_limits
 from schemas import AlertEvent, EmailJob, SmsJob, WebhookJob, job_id_for
 from tests.conftest import T0, make_event, make_method, make_user
 
@@ -184,13 +184,21 @@ def test_planned_jobs_the_limiter_refuses_become_rate_limited() -> None:
     planned = plan(event(severity="warning"), alice_with_three_methods(), T0, OPTIONS)
     assert [s.contact_method_id for s in sends(planned)] == ["m-email", "m-sms", "m-hook"]
     allowed = {s.job_id for s in sends(planned) if s.contact_method_id != "m-sms"}
-    routed = finish(planned, allowed)
+    later = T0 + timedelta(seconds=40)
+    routed = finish(planned, RateDecision(allowed, {"m-sms": later}))
     assert [(d.contact_method_id, d.outcome, d.reason) for d in routed.decisions] == [
         ("m-email", "sent", None),
-        ("m-sms", "skipped", "rate_limited"),
+        ("m-sms", "deferred", "rate_limited"),
         ("m-hook", "sent", None),
     ]
+    assert routed.decisions[1].deliver_at == later
     assert [j.contact_method_id for j in routed.jobs] == ["m-email", "m-hook"]
+    [held] = routed.holds
+    assert (held.contact_method_id, held.reason, held.deliver_at) == (
+        "m-sms",
+        "rate_limited",
+        later,
+    )
 
 
 def test_a_duplicate_event_is_one_decision_without_jobs() -> None:
@@ -201,7 +209,11 @@ def test_a_duplicate_event_is_one_decision_without_jobs() -> None:
 
 # -- properties ------------------------------------------------------------------------
 
-LIMITS = {"sms": RateLimit(1, 900), "email": RateLimit(1, 900), "webhook": RateLimit(1, 60)}
+LIMITS = {
+    "sms": (RateLimit(1, 900),),
+    "email": (RateLimit(1, 900),),
+    "webhook": (RateLimit(1, 60),),
+}
 
 any_method = st.builds(
     lambda i, transport, disabled, muted, until, opted, suppress, floor, primary: (
@@ -230,8 +242,9 @@ any_method = st.builds(
     st.booleans(),
 )
 any_user = st.builds(
-    lambda mode, order, quiet, tz: make_user(
+    lambda mode, order, quiet, tz, action: make_user(
         "alice",
+        quiet_action=action,
         delivery_mode=mode,
         channel_order=order,
         timezone=tz,
@@ -242,6 +255,7 @@ any_user = st.builds(
     st.permutations(["sms", "email", "webhook"]).map(tuple),
     st.none() | st.tuples(st.integers(0, 23), st.integers(0, 23)).filter(lambda q: q[0] != q[1]),
     st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
+    st.sampled_from(["defer", "drop"]),
 )
 any_event = st.builds(
     lambda severity, kind, minutes: event(
@@ -266,8 +280,9 @@ def scenario(methods_opted, user, ev, recent):
     opt_outs = [(m.transport, m.value) for m, opted in methods_opted if opted and m.id in unique]
     directory = Directory.of([user], cleaned, opt_outs=opt_outs)
     planned = plan(ev, directory, T0, OPTIONS)
-    allowed = within_rate_limits(sends(planned), recent, set(), LIMITS)
-    return cleaned, directory, finish(planned, allowed)
+    history = {m: [T0 - timedelta(seconds=10)] * n for m, n in recent.items()}
+    rate = within_rate_limits(sends(planned), history, set(), LIMITS, T0)
+    return cleaned, directory, finish(planned, rate)
 
 
 @given(
@@ -305,6 +320,7 @@ def test_a_critical_event_is_never_skipped_for_quiet_hours_preference_or_rate_li
     _, _, routed = scenario(ms, user, critical, recent)
     reasons = {d.reason for d in routed.decisions}
     assert not reasons & {"quiet_hours", "not_preferred", "rate_limited"}
+    assert not routed.holds
 
 
 @given(
@@ -321,3 +337,29 @@ def test_every_event_ends_with_at_least_one_decision_and_one_per_method(
     if methods:
         assert len(routed.decisions) == len(methods)
         assert {d.contact_method_id for d in routed.decisions} == {m.id for m in methods}
+
+
+@given(
+    st.lists(any_method, max_size=6),
+    any_user,
+    any_event,
+    st.dictionaries(st.sampled_from([f"m{i}" for i in range(41)]), st.integers(0, 3)),
+)
+def test_every_deferred_decision_has_exactly_one_held_page_due_no_earlier_than_now(
+    ms, user, ev, recent
+) -> None:
+    _, _, routed = scenario(ms, user, ev, recent)
+    deferred = {
+        (d.contact_method_id, d.reason, d.deliver_at)
+        for d in routed.decisions
+        if d.outcome == "deferred"
+    }
+    held = {(h.contact_method_id, h.reason, h.deliver_at) for h in routed.holds}
+    assert deferred == held and len(held) == len(routed.holds)
+    for page in routed.holds:
+        if page.reason == "rate_limited":
+            assert page.deliver_at > T0
+        else:
+            assert user.quiet_action == "defer"
+    if user.quiet_action == "drop":
+        assert all(h.reason != "quiet_hours" for h in routed.holds)

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from router import rules
 from router.directory import ContactMethod, User
-from router.rules import Candidate, RateLimit, Send, skip_reason, within_rate_limits
+from router.rules import (
+    Candidate,
+    RateLimit,
+    Send,
+    next_allowed,
+    parse_buckets,
+    skip_reason,
+    within_rate_limits,
+)
 from schemas import AlertEvent
 from tests.conftest import T0, make_event, make_method, make_user
 
@@ -308,50 +316,95 @@ def test_critical_events_go_to_every_eligible_method_whatever_the_mode() -> None
 
 # -- rate limits ---------------------------------------------------------------------
 
-LIMITS = {"sms": RateLimit(2, 900), "email": RateLimit(20, 900), "webhook": RateLimit(60, 60)}
+LIMITS = {
+    "sms": (RateLimit(2, 900),),
+    "email": (RateLimit(20, 900),),
+    "webhook": (RateLimit(60, 60),),
+}
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def ago(*seconds: int) -> list[datetime]:
+    return [NOW - timedelta(seconds=s) for s in seconds]
+
+
+def allowed(
+    sends: list[Send], history: dict[str, list[datetime]], counted: set[str] | None = None
+) -> set[str]:
+    return within_rate_limits(sends, history, counted or set(), LIMITS, NOW).allowed
 
 
 def test_a_method_gets_at_most_its_limit_counting_recent_sends() -> None:
     sends = [Send(f"j{i}", "m1", "sms", critical=False) for i in range(3)]
-    assert within_rate_limits(sends, {}, set(), LIMITS) == {"j0", "j1"}
-    assert within_rate_limits(sends, {"m1": 1}, set(), LIMITS) == {"j0"}
-    assert within_rate_limits(sends, {"m1": 2}, set(), LIMITS) == set()
+    assert allowed(sends, {}) == {"j0", "j1"}
+    assert allowed(sends, {"m1": ago(10)}) == {"j0"}
+    assert allowed(sends, {"m1": ago(10, 20)}) == set()
+    assert allowed(sends, {"m1": ago(10, 900)}) == {"j0"}  # one has left the window
 
 
 def test_critical_sends_are_never_limited_but_count() -> None:
     sends = [Send("c", "m1", "sms", critical=True), Send("w", "m1", "sms", critical=False)]
-    assert within_rate_limits(sends, {"m1": 1}, set(), LIMITS) == {"c"}
+    assert allowed(sends, {"m1": ago(10)}) == {"c"}
 
 
 def test_jobs_counted_before_are_allowed_again_without_counting_twice() -> None:
     sends = [Send("old", "m1", "sms", False), Send("new", "m1", "sms", False)]
-    assert within_rate_limits(sends, {"m1": 2}, {"old"}, LIMITS) == {"old"}
-    assert within_rate_limits(sends, {"m1": 1}, {"old"}, LIMITS) == {"old", "new"}
+    assert allowed(sends, {"m1": ago(1, 2)}, {"old"}) == {"old"}
+    assert allowed(sends, {"m1": ago(1)}, {"old"}) == {"old", "new"}
 
 
 def test_limits_are_per_method() -> None:
     sends = [Send("a", "m1", "sms", False), Send("b", "m2", "sms", False)]
-    assert within_rate_limits(sends, {"m1": 2}, set(), LIMITS) == {"b"}
+    assert allowed(sends, {"m1": ago(1, 2)}) == {"b"}
+
+
+def test_every_bucket_must_allow_and_a_held_method_learns_when_it_may_send() -> None:
+    buckets = parse_buckets("1/60s,5/15m,12/1h")
+    assert buckets == (RateLimit(1, 60), RateLimit(5, 900), RateLimit(12, 3600))
+    limits = {"sms": buckets}
+    send = [Send("j", "m1", "sms", False)]
+    # One a minute: the last went 20 s ago, so the next may go in 40 s.
+    decision = within_rate_limits(send, {"m1": ago(20)}, set(), limits, NOW)
+    assert decision.allowed == set()
+    assert decision.retry_at["m1"] == NOW + timedelta(seconds=40)
+    # Five in 15 minutes: the fifth newest (800 s ago) leaves in 100 s.
+    decision = within_rate_limits(send, {"m1": ago(100, 200, 300, 400, 800)}, set(), limits, NOW)
+    assert decision.retry_at["m1"] == NOW + timedelta(seconds=100)
+    assert next_allowed([], buckets, NOW) == NOW
+
+
+def test_bucket_settings_refuse_what_they_cannot_read() -> None:
+    assert parse_buckets("") == ()
+    for bad in ("5", "5/", "x/60s", "0/60s", "5/0s", "5/60d"):
+        with pytest.raises(ValueError, match=r"COUNT/WINDOW|at least 1"):
+            parse_buckets(bad)
 
 
 @given(
     st.lists(st.tuples(st.sampled_from(["m1", "m2"]), st.booleans()), max_size=30),
-    st.integers(0, 5),
+    st.lists(st.integers(0, 1200), max_size=5),
 )
-def test_non_critical_sends_never_exceed_the_limit(
-    items: list[tuple[str, bool]], recent: int
+def test_non_critical_sends_never_exceed_any_bucket(
+    items: list[tuple[str, bool]], history: list[int]
 ) -> None:
+    limits = {"sms": (RateLimit(2, 60), RateLimit(3, 900))}
     sends = [Send(f"j{i}", m, "sms", c) for i, (m, c) in enumerate(items)]
-    allowed = within_rate_limits(sends, {"m1": recent}, set(), LIMITS)
+    earlier = {"m1": ago(*history)}
+    decision = within_rate_limits(sends, earlier, set(), limits, NOW)
     for method in ("m1", "m2"):
-        start = recent if method == "m1" else 0
-        total = start
+        times = list(earlier.get(method, []))
         for s in sends:
-            if s.contact_method_id == method and s.job_id in allowed:
-                total += 1
+            if s.contact_method_id == method and s.job_id in decision.allowed:
                 if not s.critical:
-                    assert total <= LIMITS["sms"].count
-    assert {s.job_id for s in sends if s.critical} <= allowed
+                    for bucket in limits["sms"]:
+                        recent = [
+                            t for t in times if t > NOW - timedelta(seconds=bucket.window_seconds)
+                        ]
+                        assert len(recent) < bucket.count
+                times.append(NOW)
+            elif s.contact_method_id == method:
+                assert decision.retry_at[method] > NOW
+    assert {s.job_id for s in sends if s.critical} <= decision.allowed
 
 
 def test_a_webhook_to_an_internal_address_is_an_unsafe_target() -> None:

@@ -1,0 +1,283 @@
+"""No page silently dropped: quiet hours defer, throttled pages bundle, held pages survive.
+
+The worker and the held-page delivery run in this process, on the real broker and
+database, with a clock the test sets (hours pass in an instant, nothing sleeps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from router.app import ProducerPublisher, create_producer
+from router.dlq import SourceRecord
+from router.handler import Worker
+from router.scheduler import HeldDelivery
+from router.settings import Settings
+from router.store import NewContactMethod, PgStore
+from router.topics import ensure_topics
+from tests.integration.conftest import cli_ok, collect
+
+Output = dict[str, list[dict[str, Any]]]
+NIGHT = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)  # 03:00 in Berlin; quiet 22:00-07:00
+MORNING = datetime(2026, 1, 15, 6, 0, tzinfo=UTC)  # 07:00 in Berlin
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Rig:
+    settings: Settings
+    store: PgStore
+    producer: AIOKafkaProducer
+    clock: Clock
+    worker: Worker
+    offset: int = 0
+
+    async def page(self, event_id: str, severity: str = "warning", user: str = "alice") -> None:
+        event = {
+            "event_id": event_id,
+            "kind": "down",
+            "severity": severity,
+            "title": f"title of {event_id}",
+            "user_ids": [user],
+            "occurred_at": self.clock.now.isoformat(),
+        }
+        self.offset += 1
+        await self.worker.handle(
+            [
+                SourceRecord(
+                    topic="alerts",
+                    partition=0,
+                    offset=self.offset,
+                    timestamp_ms=None,
+                    key=None,
+                    value=json.dumps(event).encode(),
+                    headers=(),
+                )
+            ]
+        )
+
+    def delivery(self, **kwargs: Any) -> HeldDelivery:
+        return HeldDelivery(
+            self.store, ProducerPublisher(self.producer), self.settings, self.clock, **kwargs
+        )
+
+    async def output(self, until: Callable[[Output], bool]) -> Output:
+        names = {
+            "email": self.settings.topic_email,
+            "sms": self.settings.topic_sms,
+            "decisions": self.settings.topic_decisions,
+        }
+        seen = await collect(
+            self.settings.kafka_bootstrap_servers,
+            list(names.values()),
+            until=lambda s: until(
+                {k: [json.loads(r.value) for r in s[t]] for k, t in names.items()}
+            ),
+            settle=0.5,
+        )
+        return {k: [json.loads(r.value) for r in seen[t]] for k, t in names.items()}
+
+
+def settings_from(env: dict[str, str], **extra: Any) -> Settings:
+    values = {k.removeprefix("ROUTER_").lower(): v for k, v in env.items()}
+    return Settings(**{**values, **extra})
+
+
+@pytest.fixture
+async def rig(router_env: dict[str, str]) -> AsyncIterator[Rig]:
+    settings = settings_from(router_env, topic_partitions=1, rate_limit_sms="5/900s")
+    await ensure_topics(settings)
+    store = await PgStore.connect(settings.database_url.get_secret_value())
+    producer = create_producer(settings)
+    await producer.start()
+    clock = Clock(NIGHT)
+    await store.add_user("alice", "Alice", "Europe/Berlin")
+    await store.update_user(
+        "alice", {"quiet_hours_start": time(22, 0), "quiet_hours_end": time(7, 0)}
+    )
+    await store.add_contact_method(
+        NewContactMethod("alice", "email", "alice@example.com", verified=True)
+    )
+    worker = Worker(store, ProducerPublisher(producer), settings, clock=clock)
+    try:
+        yield Rig(settings, store, producer, clock, worker)
+    finally:
+        await producer.stop()
+        await store.close()
+
+
+def of(decisions: list[dict[str, Any]], outcome: str) -> list[dict[str, Any]]:
+    return [d for d in decisions if d["outcome"] == outcome]
+
+
+async def test_warnings_in_quiet_hours_wait_for_the_windows_end_and_go_as_one_digest(
+    rig: Rig,
+) -> None:
+    for n in (1, 2, 3):
+        await rig.page(f"night-{n}")
+        rig.clock.now += timedelta(minutes=10)
+    await rig.page("fire", severity="critical")  # never held
+
+    seen = await rig.output(lambda s: len(s["decisions"]) >= 4)
+    deferred = of(seen["decisions"], "deferred")
+    assert [(d["event_id"], d["reason"]) for d in deferred] == [
+        (f"night-{n}", "quiet_hours") for n in (1, 2, 3)
+    ]
+    assert {d["deliver_at"] for d in deferred} == {"2026-01-15T06:00:00Z"}
+    assert [j["event_id"] for j in seen["email"]] == ["fire"]
+
+    rig.clock.now = MORNING - timedelta(seconds=1)
+    assert (await rig.delivery().deliver_due()).jobs == []
+    rig.clock.now = MORNING
+    outcome = await rig.delivery().deliver_due()
+    assert len(outcome.jobs) == 1
+
+    seen = await rig.output(lambda s: len(s["email"]) >= 2)
+    digest = seen["email"][-1]
+    assert digest["digest_of"] == ["night-1", "night-2", "night-3"]
+    assert digest["title"] == "3 alerts held for you (highest: warning)"
+    assert all(f"title of night-{n}" in digest["text"] for n in (1, 2, 3))
+    [sent] = [d for d in seen["decisions"] if d["job_id"] == digest["job_id"]]
+    assert sent["digest_of"] == ["night-1", "night-2", "night-3"]
+    assert await rig.store.list_held() == []
+    assert (await rig.delivery().deliver_due()).jobs == []  # nothing twice
+
+
+async def test_the_sms_over_the_limit_is_held_and_bundled_when_the_window_slides(
+    rig: Rig,
+) -> None:
+    rig.clock.now = MORNING + timedelta(hours=3)  # outside quiet hours
+    start = rig.clock.now
+    await rig.store.add_contact_method(
+        NewContactMethod("alice", "sms", "+14155550123", verified=True)
+    )
+    for n in range(1, 8):
+        await rig.page(f"burst-{n}")
+    seen = await rig.output(
+        lambda s: len(s["sms"]) >= 5 and len(of(s["decisions"], "deferred")) >= 2
+    )
+    assert [j["event_id"] for j in seen["sms"]] == [f"burst-{n}" for n in range(1, 6)]
+    held = [d for d in of(seen["decisions"], "deferred") if d["transport"] == "sms"]
+    assert [(d["event_id"], d["reason"]) for d in held] == [
+        ("burst-6", "rate_limited"),
+        ("burst-7", "rate_limited"),
+    ]
+    assert {d["deliver_at"] for d in held} == {
+        (start + timedelta(seconds=900)).isoformat().replace("+00:00", "Z")
+    }
+    rig.clock.now = start + timedelta(seconds=899)
+    assert (await rig.delivery().deliver_due()).jobs == []
+    rig.clock.now = start + timedelta(seconds=900)
+    assert len((await rig.delivery().deliver_due()).jobs) == 1
+    seen = await rig.output(lambda s: len(s["sms"]) >= 6)
+    bundle = seen["sms"][-1]
+    assert bundle["digest_of"] == ["burst-6", "burst-7"]
+    assert bundle["segments"] <= rig.settings.sms_max_segments
+    assert bundle["text"].startswith(
+        "2 alerts, highest WARNING: title of burst-6; title of burst-7"
+    )
+
+
+async def test_two_workers_sharing_the_database_send_each_digest_once(
+    rig: Rig, router_env: dict[str, str]
+) -> None:
+    for n in range(1, 6):
+        await rig.page(f"night-{n}")
+    other_store = await PgStore.connect(rig.settings.database_url.get_secret_value())
+    try:
+        rig.clock.now = MORNING
+        other = HeldDelivery(other_store, ProducerPublisher(rig.producer), rig.settings, rig.clock)
+        outcomes = await asyncio.gather(
+            *(d.deliver_due() for d in (rig.delivery(), other, rig.delivery(), other))
+        )
+    finally:
+        await other_store.close()
+    assert sum(len(o.jobs) for o in outcomes) == 1
+    seen = await rig.output(lambda s: len(s["email"]) >= 1)
+    assert [j["digest_of"] for j in seen["email"]] == [[f"night-{n}" for n in range(1, 6)]]
+
+
+async def test_a_worker_killed_between_publish_and_mark_leaves_the_same_job_to_resend(
+    rig: Rig,
+) -> None:
+    await rig.page("night-1")
+    await rig.page("night-2")
+    rig.clock.now = MORNING
+
+    async def crash() -> None:
+        raise RuntimeError("killed between the acks and the commit")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        await rig.delivery(after_publish=crash).deliver_due()
+    assert len(await rig.store.list_held()) == 2  # not marked: still held
+    assert len((await rig.delivery().deliver_due()).jobs) == 1
+    seen = await rig.output(lambda s: len(s["email"]) >= 2)
+    first, second = seen["email"]
+    assert first["job_id"] == second["job_id"]
+    assert first["digest_of"] == second["digest_of"] == ["night-1", "night-2"]
+
+
+async def test_a_page_whose_method_changes_while_it_waits_is_refused_with_the_reason(
+    rig: Rig,
+) -> None:
+    await rig.page("night-1")
+    [method] = [m for m in (await rig.store.directory_for(["alice"])).methods_of("alice")]
+    await rig.store.set_disabled(method.id, True)
+    rig.clock.now = MORNING
+    outcome = await rig.delivery().deliver_due()
+    assert outcome.jobs == []
+    assert [(d.event_id, d.outcome, d.reason) for d in outcome.decisions] == [
+        ("night-1", "skipped", "disabled")
+    ]
+    await rig.store.set_disabled(method.id, False)
+    rig.clock.now = NIGHT + timedelta(days=2)  # a page held longer than a day expires
+    await rig.page("night-2")
+    rig.clock.now += timedelta(hours=25)
+    outcome = await rig.delivery().deliver_due()
+    assert [(d.event_id, d.reason) for d in outcome.decisions] == [("night-2", "expired")]
+    assert await rig.store.list_held() == []
+
+
+async def test_held_list_and_flush_from_the_command_line(
+    rig: Rig, router_env: dict[str, str]
+) -> None:
+    now = datetime.now(UTC)
+    rig.clock.now = now
+    await rig.store.update_user(
+        "alice",
+        {
+            "timezone": "UTC",
+            "quiet_hours_start": (now - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+            "quiet_hours_end": (now + timedelta(hours=2)).time().replace(second=0, microsecond=0),
+        },
+    )
+    await rig.page("late-1")
+    await rig.page("late-2")
+    listed = [
+        json.loads(line) for line in cli_ok(router_env, "held", "list", "--json").splitlines()
+    ]
+    assert [(p["event_id"], p["reason"], p["transport"]) for p in listed] == [
+        ("late-1", "quiet_hours", "email"),
+        ("late-2", "quiet_hours", "email"),
+    ]
+    assert "late-1" in cli_ok(router_env, "held", "list", "--user", "alice")
+    out = cli_ok(router_env, "held", "flush", "--user", "alice")
+    assert out.strip() == "flushed alice: 1 digest(s) carrying 2 page(s); 0 refused, 0 expired"
+    seen = await rig.output(lambda s: len(s["email"]) >= 1)
+    assert seen["email"][0]["digest_of"] == ["late-1", "late-2"]
+    assert cli_ok(router_env, "held", "list") == ""

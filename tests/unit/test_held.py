@@ -1,0 +1,133 @@
+"""Held pages: each ends exactly once (sent in a digest, refused, expired) or waits on;
+digests fit their transport."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router import render
+from router.directory import Directory
+from router.held import HeldPage, digest_job, digest_sms, plan_delivery, settle
+from schemas import SmsJob
+from tests.conftest import make_event, make_method, make_user
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MAX_AGE = timedelta(hours=24)
+
+titles = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=120
+).filter(lambda t: t.strip())
+
+
+def page(
+    n: int, method: str, user: str, held_hours_ago: float, title: str, severity: str
+) -> HeldPage:
+    event = make_event(
+        event_id=f"e{n}", title=title, severity=severity, user_ids=[user], occurred_at=NOW
+    )
+    return HeldPage(
+        event=event,
+        contact_method_id=method,
+        user_id=user,
+        transport="sms" if method.startswith("s") else "email",
+        reason="quiet_hours",
+        deliver_at=NOW,
+        held_at=NOW - timedelta(hours=held_hours_ago),
+    )
+
+
+any_pages = st.lists(
+    st.builds(
+        page,
+        st.integers(0, 10_000),
+        st.sampled_from(["s1", "e1", "gone"]),
+        st.just("alice"),
+        st.floats(0, 30),
+        titles,
+        st.sampled_from(["info", "warning", "error"]),
+    ),
+    max_size=12,
+    unique_by=lambda p: p.key,
+)
+
+
+@given(
+    any_pages,
+    st.booleans(),  # sms method disabled
+    st.booleans(),  # email opted out
+    st.booleans(),  # user in quiet hours now
+    st.booleans(),  # force (router held flush)
+    st.sets(st.sampled_from(["s1", "e1"])),  # methods the limits allow now
+    st.integers(1, 4),
+)
+def test_every_held_page_ends_exactly_once_or_waits_and_sms_digests_fit(
+    pages: list[HeldPage],
+    sms_disabled: bool,
+    email_opted_out: bool,
+    quiet_now: bool,
+    force: bool,
+    allowed_methods: set[str],
+    max_segments: int,
+) -> None:
+    quiet = (time(11), time(13)) if quiet_now else (None, None)
+    user = make_user("alice", quiet_hours_start=quiet[0], quiet_hours_end=quiet[1])
+    methods = [
+        make_method("s1", "alice", "sms", "+14155550100", disabled=sms_disabled),
+        make_method("e1", "alice", "email", "alice@example.com"),
+    ]
+    opt_outs = [("email", "alice@example.com")] if email_opted_out else []
+    directory = Directory.of([user], methods, opt_outs=opt_outs)
+    plan = plan_delivery(
+        pages, directory, NOW, max_age=MAX_AGE, sms_max_segments=max_segments, force=force
+    )
+    allowed = {
+        d.job.job_id for d in plan.digests if force or d.job.contact_method_id in allowed_methods
+    }
+    later = NOW + timedelta(minutes=5)
+    outcome = settle(plan, allowed, {m: later for m in ("s1", "e1")}, NOW)
+
+    ended = [*outcome.sent, *outcome.refused, *outcome.postponed]
+    assert sorted(ended) == sorted(p.key for p in pages)  # each page exactly once
+    for p in pages:
+        if NOW - p.held_at >= MAX_AGE:
+            assert outcome.refused.get(p.key) == "expired"
+        elif p.contact_method_id == "gone":
+            assert outcome.refused.get(p.key) == "refused"
+    reasons = {(d.event_id, d.contact_method_id): d.reason for d in outcome.decisions}
+    for key in outcome.refused:
+        assert reasons[key] is not None
+    if force:
+        assert not outcome.postponed
+    for job in outcome.jobs:
+        carried = [k for k, j in outcome.sent.items() if j == job.job_id]
+        assert sorted(job.digest_of or []) == sorted(e for e, _ in carried)
+        if isinstance(job, SmsJob):
+            assert render.sms_segments(job.text) <= max_segments
+            assert job.segments <= max_segments
+
+
+@given(st.lists(titles, min_size=1, max_size=40), st.integers(1, 10))
+def test_an_sms_digest_never_exceeds_the_segment_limit(
+    titles_: list[str], max_segments: int
+) -> None:
+    events = [make_event(event_id=f"e{i}", title=t) for i, t in enumerate(titles_)]
+    assert render.sms_segments(digest_sms(events, max_segments)) <= max_segments
+
+
+def test_a_digest_says_how_many_the_highest_severity_and_every_title() -> None:
+    events = [
+        make_event(event_id="a", title="disk 91%", severity="warning"),
+        make_event(event_id="b", title="queue lag", severity="error"),
+    ]
+    job = digest_job(events, make_method("s1", "alice", "sms", "+14155550100"), NOW, 3)
+    assert isinstance(job, SmsJob)
+    assert job.text == "2 alerts, highest ERROR: disk 91%; queue lag"
+    assert job.severity == "error"
+    assert job.digest_of == ["a", "b"]
+    again = digest_job(
+        list(reversed(events)), make_method("s1", "alice", "sms", "+14155550100"), NOW, 3
+    )
+    assert again.job_id == job.job_id  # the same events, the same job
