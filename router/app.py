@@ -41,7 +41,7 @@ from router.ingest_http import (
 )
 from router.janitor import run_janitor
 from router.metrics import REGISTRY
-from router.scheduler import HeldDelivery
+from router.scheduler import HeldDelivery, watch_silent_jobs
 from router.security import broker_security, client_options
 from router.settings import Settings
 from router.store import PgStore, Store
@@ -279,6 +279,14 @@ def register_subscriber(
         except Exception as error:
             raise NackMessage() from error
 
+    async def on_statuses(body: Any, message: KafkaMessage) -> None:
+        records = message.raw_message
+        assert isinstance(records, tuple)
+        try:
+            await worker().handle_statuses([_source(r) for r in records])
+        except Exception as error:
+            raise NackMessage() from error
+
     async def on_contact_events(body: Any, message: KafkaMessage) -> None:
         records = message.raw_message
         assert isinstance(records, tuple)
@@ -306,6 +314,14 @@ def register_subscriber(
         settings.group_instance_id(".contact-events"),
         PartitionGuard(settings.undecodable_retry_seconds),
     )(on_contact_events)
+    _batch_subscriber(
+        broker,
+        settings,
+        settings.topic_status,
+        settings.status_group_id(),
+        settings.group_instance_id(".status"),
+        PartitionGuard(settings.undecodable_retry_seconds),
+    )(on_statuses)
     return alerts
 
 
@@ -423,6 +439,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             if own_store is not None
             else None
         )
+        silent = (
+            asyncio.create_task(
+                watch_silent_jobs(own_store, workers[0], settings, utc_now, stop),
+                name="router-failover-timeouts",
+            )
+            if own_store is not None and settings.failover_timeouts()
+            else None
+        )
         log.info(
             "router_started",
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -433,7 +457,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             yield
         finally:
             stop.set()
-            for task in (janitor, held):
+            for task in (janitor, held, silent):
                 if task is None:
                     continue
                 try:

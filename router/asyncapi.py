@@ -21,13 +21,15 @@ from faststream.specification import AsyncAPI
 from router import __version__
 from router.app import create_app
 from router.settings import Settings
-from schemas import AlertEvent, ContactEvent
+from schemas import AlertEvent, ContactEvent, DeliveryStatus
 
 PATH = Path(__file__).parents[1] / "schemas" / "asyncapi.json"
 
 DESCRIPTION = (
-    "Routes alert events to per-user delivery jobs. Consumes `alerts` (AlertEvent) and "
-    "`contacts.events` (ContactEvent); publishes one job per chosen contact method to "
+    "Routes alert events to per-user delivery jobs. Consumes `alerts` (AlertEvent), "
+    "`contacts.events` (ContactEvent) and `deliveries.status` (DeliveryStatus, from delivery "
+    "workers: failover, automatic opt-out, the page trail); publishes one job per chosen "
+    "contact method to "
     "`deliveries.email`, `deliveries.sms` or `deliveries.webhook` (at least once: de-duplicate "
     "on `job_id`; keyed by `contact_method_id`), one decision per method considered to "
     "`routing.decisions`, and what it cannot route, unchanged, to `alerts.dlq`."
@@ -47,7 +49,11 @@ def document() -> dict[str, Any]:
     )
     doc: dict[str, Any] = json.loads(spec.to_specification().to_json())
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for channel, model in (("alerts", AlertEvent), ("contacts.events", ContactEvent)):
+    for channel, model in (
+        ("alerts", AlertEvent),
+        ("contacts.events", ContactEvent),
+        ("deliveries.status", DeliveryStatus),
+    ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

@@ -22,6 +22,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -34,6 +35,8 @@ from router.directory import ContactMethod, Directory, User
 from router.held import HeldPage
 from router.rules import Limits, RateDecision, Send
 from router.store import ScheduleLookup, Store
+from router.trail import JobRow, Trail, TrailRow
+from schemas import AlertEvent
 
 log = structlog.get_logger("router.cache")
 
@@ -250,8 +253,24 @@ class CachedDirectory:
     async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
         return await self._store.routed_within(event_ids, window_seconds)
 
-    async def mark_routed(self, event_ids: Collection[str]) -> None:
-        await self._store.mark_routed(event_ids)
+    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
+        await self._store.mark_routed(event_ids, trail)
+
+    async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
+        return await self._store.jobs_by_id(job_ids)
+
+    async def record_statuses(self, rows: Sequence[tuple[TrailRow, str, bool]]) -> set[str]:
+        return await self._store.record_statuses(rows)
+
+    async def pages_state(
+        self, pages: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
+        return await self._store.pages_state(pages)
+
+    def failover_step(
+        self, job: JobRow | None, decision: TrailRow
+    ) -> AbstractAsyncContextManager[bool]:
+        return self._store.failover_step(job, decision)
 
     async def reserve_sends(
         self,

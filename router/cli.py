@@ -325,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     optout_list.add_argument("--json", action="store_true", help="one JSON object per line")
     optout_list.set_defaults(func=commands.optout)
 
+    trail = sub.add_parser(
+        "trail",
+        help="the story of one page (decisions, jobs, statuses, failovers), or a user's pages",
+    )
+    trail.add_argument("event_id", nargs="?", help="the page's event_id")
+    trail.add_argument("--user", help="list this user's pages instead")
+    trail.add_argument("--since", default="24h", help="with --user: how far back (24h, 30m, 7d)")
+    trail.add_argument("--json", action="store_true", help="one JSON object per line")
+    trail.set_defaults(func=commands.trail)
+
     held = sub.add_parser(
         "held", help="pages held by quiet hours or rate limits, waiting to go out as digests"
     ).add_subparsers(dest="held_command", required=True, metavar="ACTION")

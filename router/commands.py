@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -344,3 +345,54 @@ def held_flush(args: argparse.Namespace) -> None:
         )
 
     _run(flush)
+
+
+def _since(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) < 1:
+        raise InvalidValue("--since", text, "is a duration such as 30m, 24h or 7d")
+    return timedelta(seconds=int(number) * units[unit])
+
+
+def trail(args: argparse.Namespace) -> int:
+    """``router trail EVENT_ID`` or ``router trail --user U --since 24h``."""
+    from datetime import UTC, datetime
+
+    from router.trail import story
+
+    if (args.event_id is None) == (args.user is None):
+        raise InvalidValue("trail", "", "needs an EVENT_ID, or --user U (not both)")
+    found = 0
+
+    async def show(store: PgStore) -> None:
+        nonlocal found
+        if args.user is not None:
+            since = datetime.now(UTC) - _since(args.since)
+            pages = await store.pages_of_user(user_id(args.user), since)
+            found = len(pages)
+            for page in pages:
+                if args.json:
+                    print(json.dumps(page))
+                else:
+                    print(
+                        f"{page['first_at']}  {page['event_id']}  {page['severity'] or '-'}  "
+                        f"{page['title'] or '-'}  jobs {page['jobs']}, delivered "
+                        f"{page['delivered']}, failed {page['failed']}"
+                    )
+            return
+        event, jobs, rows = await store.trail(args.event_id)
+        lines = story(event, jobs, rows)
+        found = len(lines)
+        for line in lines:
+            print(line.as_json() if args.json else line.text())
+
+    _run(show)
+    if not found:
+        print(
+            f"router: nothing on the trail for {args.event_id or args.user} (it may be older "
+            "than ROUTER_TRAIL_RETENTION_SECONDS)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from router.addresses import mask, normalize
 from router.errors import InvalidValue
-from schemas import AlertEvent, ContactEvent
+from schemas import AlertEvent, ContactEvent, DeliveryStatus
 
 RejectReason = Literal[
     "empty_value",
@@ -105,3 +105,8 @@ def decode_contact_event(value: bytes | None, *, max_bytes: int) -> ContactEvent
         shown = mask(event.transport, event.address)
         return Rejection("invalid_address", "InvalidValue", f"address {shown} {error.expected}")
     return event.model_copy(update={"address": address})
+
+
+def decode_status(value: bytes | None, *, max_bytes: int) -> DeliveryStatus | Rejection:
+    """A delivery worker's report about one job."""
+    return parse(value, DeliveryStatus, max_bytes=max_bytes)

@@ -21,17 +21,19 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from router import metrics
-from router.decode import Rejection, decode, decode_contact_event
+from router.decode import Rejection, decode, decode_contact_event, decode_status
 from router.directory import Directory
 from router.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
 from router.errors import StoreUnavailable
+from router.failover import next_step
 from router.held import HeldPage
 from router.pipeline import Planned, Routed, RoutingOptions, duplicate, finish, plan, sends
 from router.publish import Identity, Outgoing, Publisher, deliver
 from router.rules import RateDecision
 from router.settings import Settings
 from router.store import Store
-from schemas import AlertEvent
+from router.trail import JobRow, status_row, trail_of
+from schemas import FAILURES, AlertEvent, DeliveryStatus
 
 log = structlog.get_logger("router.handler")
 
@@ -299,9 +301,12 @@ class Worker:
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
+        # The batch's page trail goes with it, in the same statement.
+        trail = trail_of(((r.event, r.jobs, r.decisions) for r in result.routed), now)
         with metrics.DB_SECONDS.labels("mark_routed").time():
             await self._store.mark_routed(
-                [p.event.event_id for p in planned if p.event.event_id not in refused_events]
+                [p.event.event_id for p in planned if p.event.event_id not in refused_events],
+                trail,
             )
         # Tallied per batch, then one increment per label: not a labelled lookup per job.
         transports: Counter[str] = Counter()
@@ -364,6 +369,127 @@ class Worker:
             log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
         await self._publish(records, outgoing)
         return applied
+
+    async def handle_statuses(self, records: Sequence[SourceRecord]) -> int:
+        """Record delivery statuses; act on failures (failover, opt-out). Returns how many
+        were new (a redelivered status changes nothing twice)."""
+        return await self._retrying(self._handle_statuses, records, sum)
+
+    async def _handle_statuses(self, records: Sequence[SourceRecord]) -> int:
+        now = self._clock()
+        outgoing: list[Outgoing] = []
+        statuses: list[DeliveryStatus] = []
+        for index, record in enumerate(records):
+            item = decode_status(record.value, max_bytes=self._settings.max_event_bytes)
+            if isinstance(item, Rejection):
+                _log_rejection("status_rejected", record, item)
+                outgoing += self._letter_messages(index, record, dead_letter(record, item))
+            else:
+                statuses.append(item)
+        jobs = await self._store.jobs_by_id({s.job_id for s in statuses})
+        rows = []
+        for status in statuses:
+            job = jobs.get(status.job_id)
+            failed = job is not None and status.permanent and status.status in FAILURES
+            rows.append((status_row(status, job), status.status, failed))
+        new = await self._store.record_statuses(rows)
+        failed_jobs: dict[str, JobRow] = {}
+        for status, (row, _, failed) in zip(statuses, rows, strict=True):
+            job = jobs.get(status.job_id)
+            if row.dedup in new:
+                metrics.STATUSES.labels(status.status, str(job is not None).lower()).inc()
+                if job is None:
+                    log.warning(
+                        "status_for_unknown_job", job_id=status.job_id, status=status.status
+                    )
+                else:
+                    log.info(
+                        "delivery_status",
+                        job_id=job.job_id,
+                        event_id=job.event_id,
+                        transport=job.transport,
+                        status=status.status,
+                        permanent=status.permanent,
+                    )
+            if job is None:
+                continue
+            # Idempotent, so done again for a redelivered status (a crash may have come
+            # between recording it and acting on it).
+            if job.transport == "email" and status.status == "bounced" and status.permanent:
+                await self._store.add_opt_out("email", job.address, "bounce")
+            if job.transport == "sms" and status.detail == "opt_out":
+                await self._store.add_opt_out("sms", job.address, "status")
+            if failed:
+                failed_jobs[job.job_id] = job
+        await self.fail_over(list(failed_jobs.values()), now)
+        await self._publish(records, outgoing)
+        return len(new)
+
+    async def fail_over(self, failed: Sequence[JobRow], now: datetime) -> None:
+        """For each job failed for good: the page's next step (a job to the user's next
+        method, or ``unreachable``), published once whoever else handles it."""
+        if not failed:
+            return
+        pages = await self._store.pages_state({(j.event_id, j.user_id) for j in failed})
+        directory = await self._store.directory_for({j.user_id for j in failed})
+        for job in failed:
+            state = pages.get((job.event_id, job.user_id))
+            if state is None:
+                continue
+            event, page_jobs = state
+            step = next_step(job, event, page_jobs, directory, now, self._options)
+            new_job, row = step.rows(job.job_id)
+            if step.decision is None or row is None:
+                continue
+            async with self._store.failover_step(new_job, row) as fresh:
+                if not fresh:
+                    continue
+                messages: list[Outgoing] = []
+                if step.job is not None:
+                    messages.append(
+                        Outgoing(
+                            self._settings.delivery_topic(step.job.transport),
+                            step.job.model_dump_json().encode(),
+                            step.job.contact_method_id.encode(),
+                            {"router.event_id": event.event_id, "router.job_id": step.job.job_id},
+                            0,
+                            ("failover", 0, 0, 0),
+                        )
+                    )
+                messages.append(
+                    Outgoing(
+                        self._settings.topic_decisions,
+                        step.decision.model_dump_json().encode(),
+                        event.event_id.encode(),
+                        {"router.event_id": event.event_id},
+                        0,
+                        ("failover", 0, 0, 1),
+                    )
+                )
+                delivery = await deliver(self._publisher, messages, set())
+                failure = delivery.outage or next(iter(delivery.refused.values()), None)
+                if failure is not None:
+                    raise failure
+            metrics.DECISIONS.labels(step.decision.outcome, step.decision.reason or "").inc()
+            if step.job is not None:
+                metrics.JOBS.labels(step.job.transport).inc()
+                log.info(
+                    "failover",
+                    event_id=event.event_id,
+                    user_id=job.user_id,
+                    failed_job_id=job.job_id,
+                    job_id=step.job.job_id,
+                    transport=step.job.transport,
+                )
+            else:
+                metrics.UNREACHABLE.inc()
+                log.error(
+                    "page_unreachable",
+                    event_id=event.event_id,
+                    user_id=job.user_id,
+                    failed_job_id=job.job_id,
+                    hint="every method of the user was tried for this page; none worked",
+                )
 
     async def _publish(self, records: Sequence[SourceRecord], outgoing: list[Outgoing]) -> set[int]:
         """Publish ``outgoing``; the indexes of records whose output the broker refused.

@@ -1,7 +1,8 @@
 """A background task that forgets what no rule needs any more.
 
-Routed-event ids and settled held pages older than the duplicate window, and
-counted sends older than the longest rate-limit window, are deleted every
+Routed-event ids and settled held pages older than the duplicate window, the
+page trail older than its retention, and counted sends older than the longest
+rate-limit window, are deleted every
 ``ROUTER_JANITOR_INTERVAL_SECONDS``.
 Any router may run it; the deletes are idempotent.
 """
@@ -22,7 +23,11 @@ log = structlog.get_logger("router.janitor")
 
 class Purgeable(Protocol):
     async def purge(
-        self, routed_older_than: float, sends_older_than: float, held_older_than: float = 0
+        self,
+        routed_older_than: float,
+        sends_older_than: float,
+        held_older_than: float = 0,
+        trail_older_than: float = 0,
     ) -> None: ...
 
 
@@ -36,7 +41,10 @@ async def run_janitor(store: Purgeable, settings: Settings, stop: asyncio.Event)
             # Settled held pages are kept as long as routed events, so a batch
             # redelivered within that time cannot hold the same page again.
             await store.purge(
-                settings.dedup_window_seconds, longest_window, settings.dedup_window_seconds
+                settings.dedup_window_seconds,
+                longest_window,
+                settings.dedup_window_seconds,
+                settings.trail_retention_seconds,
             )
             log.debug("janitor_purged")
         except RouterError as error:

@@ -8,7 +8,8 @@ say; integration tests still run against real PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from router.errors import Conflict, NotFound, StoreUnavailable
 from router.held import HeldPage, PageKey
 from router.rules import Limits, RateDecision, Send, within_rate_limits
 from router.store import NewContactMethod, ScheduleLookup
+from router.trail import JobRow, Trail, TrailRow
+from schemas import AlertEvent
 
 
 class InMemoryStore:
@@ -34,6 +37,8 @@ class InMemoryStore:
         self.routed: dict[str, datetime] = {}
         self.sends: dict[str, tuple[str, datetime]] = {}  # job id -> (method id, sent at)
         self.held: dict[PageKey, HeldPage] = {}
+        self.trail: list[Trail] = []
+        self.page_jobs: dict[str, JobRow] = {}
         self.clock = clock
         self.down = False
         self.reads = 0
@@ -80,11 +85,42 @@ class InMemoryStore:
         since = self.clock() - timedelta(seconds=window_seconds)
         return {e for e in event_ids if e in self.routed and self.routed[e] > since}
 
-    async def mark_routed(self, event_ids: Collection[str]) -> None:
+    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
         """Same contract as :meth:`router.store.PgStore.mark_routed`."""
         self._check()
         for event_id in event_ids:
             self.routed[event_id] = self.clock()
+        if trail:
+            self.trail.append(trail)
+            for job in trail.jobs:
+                self.page_jobs.setdefault(job.job_id, job)
+
+    async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
+        """Same contract as :meth:`router.store.PgStore.jobs_by_id`."""
+        return {i: self.page_jobs[i] for i in job_ids if i in self.page_jobs}
+
+    async def record_statuses(self, rows: Sequence[tuple[TrailRow, str, bool]]) -> set[str]:
+        """Same contract as :meth:`router.store.PgStore.record_statuses` (no failover state)."""
+        seen = {r.dedup for t in self.trail for r in t.rows}
+        new = {row.dedup for row, _, _ in rows if row.dedup not in seen}
+        self.trail.append(Trail(rows=[row for row, _, _ in rows if row.dedup in new]))
+        return new
+
+    async def pages_state(
+        self, pages: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
+        """Not kept in memory: no page has state here."""
+        return {}
+
+    @asynccontextmanager
+    async def failover_step(self, job: JobRow | None, decision: TrailRow) -> AsyncIterator[bool]:
+        """Same contract as :meth:`router.store.PgStore.failover_step`."""
+        if job is not None:
+            if job.job_id in self.page_jobs:
+                yield False
+                return
+            self.page_jobs[job.job_id] = job
+        yield True
 
     async def reserve_sends(
         self,

@@ -88,6 +88,17 @@ DIRECTORY_CACHE_USERS = Gauge(
     "Users held in the in-process directory cache.",
     registry=REGISTRY,
 )
+STATUSES = Counter(
+    "router_delivery_statuses",
+    "Delivery statuses recorded (each once), by status and whether the job is known.",
+    ["status", "known"],
+    registry=REGISTRY,
+)
+UNREACHABLE = Counter(
+    "router_unreachable_pages",
+    "Pages whose every method was tried without success (decision reason unreachable).",
+    registry=REGISTRY,
+)
 HELD = Gauge(
     "router_held_pages",
     "Pages held (quiet hours deferred, throttled pages bundled) and not yet sent, per transport.",
@@ -131,5 +142,7 @@ NAMES = frozenset(
         "router_directory_cache_lookups_total",
         "router_directory_cache_users",
         "router_held_pages",
+        "router_delivery_statuses_total",
+        "router_unreachable_pages_total",
     }
 )

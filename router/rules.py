@@ -189,6 +189,16 @@ class RateLimit:
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
+def parse_duration(text: str) -> int:
+    """``120s``, ``2m`` or ``1h`` (or plain seconds) -> seconds; ValueError if not."""
+    text = text.strip()
+    unit = text[-1:] if text[-1:] in _UNITS else "s"
+    number = text[:-1] if text[-1:] in _UNITS else text
+    if not number.strip().isdigit() or int(number) < 1:
+        raise ValueError(f"{text!r} is not a duration such as 120s, 2m or 1h")
+    return int(number) * _UNITS[unit]
+
+
 def parse_buckets(text: str) -> tuple[RateLimit, ...]:
     """``1/60s,5/900s,12/1h`` -> buckets; empty text -> none. ValueError with the fix."""
     buckets = []

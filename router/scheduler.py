@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -26,6 +28,7 @@ from router.held import Outcome, plan_delivery, settle
 from router.publish import Outgoing, Publisher, deliver
 from router.settings import Settings
 from router.store import PgStore
+from router.trail import JobRow, TrailRow
 
 log = structlog.get_logger("router.held")
 
@@ -141,3 +144,62 @@ class HeldDelivery:
                 f"The broker did not take the held pages' digests ({failure}); they stay held "
                 "and are tried again next round."
             ) from failure
+
+
+class FailsOver(Protocol):
+    async def fail_over(self, failed: Sequence[JobRow], now: datetime) -> None: ...
+
+
+async def watch_silent_jobs(
+    store: PgStore,
+    worker: FailsOver,
+    settings: Settings,
+    clock: Callable[[], datetime],
+    stop: asyncio.Event,
+) -> None:
+    """Every ``ROUTER_HELD_POLL_SECONDS``: jobs of error/critical pages with no status
+    within their transport's ``ROUTER_FAILOVER_TIMEOUT_*`` count as failed."""
+    while not stop.is_set():
+        try:
+            await fail_silent_jobs(store, worker, settings.failover_timeouts(), clock())
+        except (RouterError, KafkaError, OSError) as error:
+            log.warning("failover_timeouts_failed", error=str(error))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.held_poll_seconds)
+
+
+async def fail_silent_jobs(
+    store: PgStore, worker: FailsOver, timeouts: Mapping[str, float], now: datetime
+) -> list[JobRow]:
+    """One round of the timeout path; the jobs it found silent."""
+    silent = await store.claim_silent_jobs(timeouts, now)
+    if not silent:
+        return []
+    rows = []
+    for job in silent:
+        note = {
+            "job_id": job.job_id,
+            "status": "no_status",
+            "permanent": True,
+            "detail": f"no status within {timeouts[job.transport]:g} s",
+            "at": now.isoformat(),
+        }
+        rows.append(
+            (
+                TrailRow(
+                    dedup=f"s|{job.job_id}|no_status",
+                    kind="status",
+                    event_id=job.event_id,
+                    user_id=job.user_id,
+                    job_id=job.job_id,
+                    at=now,
+                    record=json.dumps(note),
+                ),
+                "no_status",
+                True,
+            )
+        )
+    await store.record_statuses(rows)
+    log.warning("jobs_without_status", jobs=len(silent), job_ids=[j.job_id for j in silent][:20])
+    await worker.fail_over(silent, now)
+    return silent

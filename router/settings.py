@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.ingest import IngestMapping, parse_severity_map
-from router.rules import RateLimit, parse_buckets
+from router.rules import RateLimit, parse_buckets, parse_duration
 from router.targets import TargetPolicy, parse_networks
 from schemas import Severity, Transport
 
@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     topic_decisions: str = "routing.decisions"
     topic_dlq: str = "alerts.dlq"
     topic_contact_events: str = "contacts.events"
+    topic_status: str = "deliveries.status"
     create_topics: bool = False
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
@@ -116,6 +117,14 @@ class Settings(BaseSettings):
     rate_limit_email: str = ""
     rate_limit_webhook: str = ""
     janitor_interval_seconds: float = Field(default=600.0, gt=0)
+
+    # Failover: a job of an error/critical page with no status within this long
+    # ("120s", "2m") counts as failed. Empty: off (only reported failures count).
+    failover_timeout_sms: str = ""
+    failover_timeout_email: str = ""
+    failover_timeout_webhook: str = ""
+    # The page trail (decisions, jobs, statuses) is kept this long.
+    trail_retention_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
 
     # Held pages (quiet hours deferred, throttled pages bundled)
     held_poll_seconds: float = Field(default=5.0, gt=0)
@@ -229,9 +238,29 @@ class Settings(BaseSettings):
             return None
         return self.kafka_group_instance_id + suffix
 
+    def status_group_id(self) -> str:
+        """The consumer group of the delivery-status stream."""
+        return f"{self.group_id}.status"
+
     def contact_events_group_id(self) -> str:
         """The consumer group of the contacts.events subscriber (its own, beside the alerts')."""
         return f"{self.group_id}.contact-events"
+
+    @field_validator("failover_timeout_sms", "failover_timeout_email", "failover_timeout_webhook")
+    @classmethod
+    def _timeout(cls, value: str) -> str:
+        if value.strip():
+            parse_duration(value)
+        return value
+
+    def failover_timeouts(self) -> dict[str, float]:
+        """Seconds without a status after which a job counts as failed, per transport."""
+        configured = {
+            "sms": self.failover_timeout_sms,
+            "email": self.failover_timeout_email,
+            "webhook": self.failover_timeout_webhook,
+        }
+        return {t: float(parse_duration(v)) for t, v in configured.items() if v.strip()}
 
     @field_validator("rate_limit_sms", "rate_limit_email", "rate_limit_webhook")
     @classmethod
@@ -260,6 +289,10 @@ class Settings(BaseSettings):
             self.topic_dlq,
         ]
 
+    def input_topics(self) -> list[str]:
+        """Every topic the router reads."""
+        return [self.topic_alerts, self.topic_contact_events, self.topic_status]
+
     def all_topics(self) -> list[str]:
         """Every topic the router reads or writes."""
-        return [self.topic_alerts, self.topic_contact_events, *self.output_topics()]
+        return [*self.input_topics(), *self.output_topics()]

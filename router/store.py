@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ from router.errors import (
 )
 from router.held import HeldPage, Outcome
 from router.rules import Limits, RateDecision, Send, within_rate_limits
+from router.trail import JobRow, Trail, TrailRow
 from schemas import AlertEvent, Transport, WebhookMethod
 
 ScheduleLookup = tuple[str, datetime]
@@ -98,8 +100,29 @@ class Store(Protocol):
         """Which of ``event_ids`` were fully routed less than ``window_seconds`` ago."""
         ...
 
-    async def mark_routed(self, event_ids: Collection[str]) -> None:
-        """Record that every job and decision of these events was acknowledged."""
+    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
+        """Record that every job and decision of these events was acknowledged, and the
+        batch's page trail."""
+        ...
+
+    async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
+        """The trail's jobs among ``job_ids``."""
+        ...
+
+    async def record_statuses(self, rows: Sequence[tuple[TrailRow, str, bool]]) -> set[str]:
+        """Statuses into the trail; the dedup keys of those not recorded before."""
+        ...
+
+    async def pages_state(
+        self, pages: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
+        """For each (event, user): the event and every job it got so far."""
+        ...
+
+    def failover_step(
+        self, job: JobRow | None, decision: TrailRow
+    ) -> AbstractAsyncContextManager[bool]:
+        """Record a failover step; the block publishes it (False: already taken)."""
         ...
 
     async def reserve_sends(
@@ -210,6 +233,30 @@ def _user(row: Mapping[str, Any]) -> User:
 
 def _shift(row: Mapping[str, Any]) -> Shift:
     return Shift.model_validate(dict(row))
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _job_row(row: Mapping[str, Any]) -> JobRow:
+    return JobRow(
+        job_id=row["job_id"],
+        event_id=row["event_id"],
+        user_id=row["user_id"],
+        contact_method_id=row["contact_method_id"],
+        transport=row["transport"],
+        severity=row["severity"],
+        address=row["address"],
+        created_at=row["created_at"],
+        failover_of=row["failover_of"],
+        last_status=row["last_status"],
+        failed_at=row["failed_at"],
+    )
 
 
 def _held(row: Mapping[str, Any]) -> HeldPage:
@@ -424,11 +471,165 @@ class PgStore:
             )
         return {r["event_id"] for r in rows}
 
-    async def mark_routed(self, event_ids: Collection[str]) -> None:
-        """Record events whose output the broker acknowledged."""
-        if event_ids:
-            async with self._conn() as conn:
-                await conn.execute(self._q["mark_routed"], list(event_ids))
+    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
+        """Record events whose output the broker acknowledged, with the batch's page trail
+        (one statement, one round trip)."""
+        if not trail:
+            if event_ids:
+                async with self._conn() as conn:
+                    await conn.execute(self._q["mark_routed"], list(event_ids))
+            return
+        jobs, rows = trail.jobs, trail.rows
+        async with self._conn() as conn:
+            await conn.execute(
+                self._q["mark_routed_with_trail"],
+                list(event_ids),
+                [e[0] for e in trail.events],
+                [e[1] for e in trail.events],
+                [e[2] for e in trail.events],
+                [j.job_id for j in jobs],
+                [j.event_id for j in jobs],
+                [j.user_id for j in jobs],
+                [j.contact_method_id for j in jobs],
+                [j.transport for j in jobs],
+                [j.severity for j in jobs],
+                [j.address for j in jobs],
+                [j.created_at for j in jobs],
+                [j.failover_of for j in jobs],
+                [r.dedup for r in rows],
+                [r.kind for r in rows],
+                [r.event_id for r in rows],
+                [r.user_id for r in rows],
+                [r.job_id for r in rows],
+                [r.at for r in rows],
+                [r.record for r in rows],
+            )
+
+    # -- delivery status and the page trail ---------------------------------------
+
+    async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
+        """The trail's jobs among ``job_ids`` (ids that are not uuids are simply unknown)."""
+        ids = [i for i in job_ids if _is_uuid(i)]
+        if not ids:
+            return {}
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["jobs_by_id"], ids)
+        return {r["job_id"]: _job_row(r) for r in rows}
+
+    async def record_statuses(self, rows: Sequence[tuple[TrailRow, str, bool]]) -> set[str]:
+        """Statuses (trail row, status, failed for good) into the trail; the dedup keys of
+        those not recorded before (a redelivered status adds nothing)."""
+        if not rows:
+            return set()
+        async with self._conn() as conn:
+            added = await conn.fetch(
+                self._q["record_statuses"],
+                [r.dedup for r, _, _ in rows],
+                [r.event_id for r, _, _ in rows],
+                [r.user_id for r, _, _ in rows],
+                [r.job_id for r, _, _ in rows],
+                [r.at for r, _, _ in rows],
+                [r.record for r, _, _ in rows],
+                [status for _, status, _ in rows],
+                [failed for _, _, failed in rows],
+            )
+        return {r["dedup"] for r in added}
+
+    async def pages_state(
+        self, pages: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
+        """For each (event, user): the event and every job it got so far."""
+        if not pages:
+            return {}
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["pages_state"], [e for e, _ in pages], [u for _, u in pages]
+            )
+        found: dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]] = {}
+        for r in rows:
+            key = (r["event_id"], r["user_id"])
+            if key not in found:
+                found[key] = (AlertEvent.model_validate_json(json.dumps(r["event"])), [])
+            found[key][1].append(_job_row(r))
+        return found
+
+    @asynccontextmanager
+    async def failover_step(self, job: JobRow | None, decision: TrailRow) -> AsyncIterator[bool]:
+        """Record a failover job (or an ``unreachable`` decision) in a transaction that
+        commits after the block; yields False when another worker already took this step
+        (the same job id, or the same decision), so nothing is to be published."""
+        async with self._conn() as conn, conn.transaction():
+            if job is not None:
+                taken = await conn.fetchval(
+                    self._q["add_failover_job"],
+                    job.job_id,
+                    job.event_id,
+                    job.user_id,
+                    job.contact_method_id,
+                    job.transport,
+                    job.severity,
+                    job.address,
+                    job.created_at,
+                    job.failover_of,
+                )
+                if taken is None:
+                    yield False
+                    return
+            added = await conn.fetchval(
+                self._q["add_trail_decision"],
+                decision.dedup,
+                decision.event_id,
+                decision.user_id,
+                decision.job_id,
+                decision.at,
+                decision.record,
+            )
+            yield added is not None or job is not None
+
+    async def claim_silent_jobs(self, timeouts: Mapping[str, float], now: datetime) -> list[JobRow]:
+        """Jobs of error/critical pages with no status within their transport's timeout,
+        marked failed (each by one worker, once)."""
+        if not timeouts:
+            return []
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["claim_silent_jobs"],
+                list(timeouts),
+                [float(t) for t in timeouts.values()],
+                now,
+            )
+        return [_job_row(r) for r in rows]
+
+    async def trail(
+        self, event_id: str
+    ) -> tuple[tuple[str, datetime] | None, list[JobRow], list[tuple[str, datetime, str]]]:
+        """One page's event, jobs and trail rows."""
+        async with self._conn() as conn:
+            event = await conn.fetchrow(self._q["trail_event"], event_id)
+            jobs = [_job_row(r) for r in await conn.fetch(self._q["trail_jobs"], event_id)]
+            rows = await conn.fetch(self._q["trail_rows"], event_id)
+        return (
+            (json.dumps(event["event"]), event["routed_at"]) if event else None,
+            jobs,
+            [(r["kind"], r["at"], r["record"]) for r in rows],
+        )
+
+    async def pages_of_user(self, user_id: str, since: datetime) -> list[dict[str, Any]]:
+        """A user's pages since ``since``, with their jobs' outcome counts."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["trail_pages_of_user"], user_id, since)
+        return [
+            {
+                "event_id": r["event_id"],
+                "first_at": r["first_at"].isoformat(),
+                "title": (r["event"] or {}).get("title"),
+                "severity": (r["event"] or {}).get("severity"),
+                "jobs": int(r["jobs"]),
+                "delivered": int(r["delivered"]),
+                "failed": int(r["failed"]),
+            }
+            for r in rows
+        ]
 
     async def reserve_sends(
         self,
@@ -506,14 +707,21 @@ class PgStore:
         )
 
     async def purge(
-        self, routed_older_than: float, sends_older_than: float, held_older_than: float = 0
+        self,
+        routed_older_than: float,
+        sends_older_than: float,
+        held_older_than: float = 0,
+        trail_older_than: float = 0,
     ) -> None:
-        """Forget routed events, counted sends and settled held pages past their windows."""
+        """Forget routed events, counted sends, settled held pages and the page trail
+        past their windows."""
         async with self._conn() as conn:
             await conn.execute(self._q["purge_routed_events"], float(routed_older_than))
             await conn.execute(self._q["purge_rate_limit_sends"], float(sends_older_than))
             if held_older_than:
                 await conn.execute(self._q["purge_held_pages"], float(held_older_than))
+            if trail_older_than:
+                await conn.execute(self._q["purge_trail"], float(trail_older_than))
 
     # -- held pages -------------------------------------------------------------
 

@@ -19,20 +19,24 @@ from schemas.jobs import (
     digest_job_id,
     job_id_for,
 )
+from schemas.status import FAILURES, DeliveryStatus, Status
 
 __all__ = [
+    "FAILURES",
     "REASONS",
     "SEVERITY_RANK",
     "AlertEvent",
     "ContactEvent",
     "Decision",
     "DeliveryJob",
+    "DeliveryStatus",
     "EmailJob",
     "Kind",
     "Outcome",
     "Reason",
     "Severity",
     "SmsJob",
+    "Status",
     "Transport",
     "WebhookJob",
     "WebhookMethod",

@@ -28,6 +28,8 @@ Reason = Literal[
     "duplicate_event",
     "expired",
     "method_deleted",
+    "failover",
+    "unreachable",
 ]
 
 #: Every reason code with its meaning; the README's table is checked against this.
@@ -53,6 +55,9 @@ REASONS: dict[str, str] = {
     "duplicate_event": "The same event_id was already fully routed within the retention window.",
     "expired": "A held page waited longer than ROUTER_HELD_MAX_AGE_SECONDS and was dropped.",
     "method_deleted": "A held page's contact method was deleted while the page waited.",
+    "failover": "Sent (outcome sent) to the user's next method because an earlier job of this "
+    "page failed permanently or got no status in time (failover_of names it).",
+    "unreachable": "Every method of the user was tried for this page and none worked.",
 }
 
 
@@ -80,11 +85,17 @@ class Decision(BaseModel):
         default=None,
         description="For a digest or bundle job: the event ids it carries, oldest first.",
     )
+    failover_of: str | None = Field(
+        default=None,
+        description="For reasons failover and unreachable: the failed job that led here.",
+    )
 
     @model_validator(mode="after")
     def _reason_matches_outcome(self) -> Decision:
-        if self.outcome == "sent" and (self.reason is not None or self.job_id is None):
-            raise ValueError("a sent decision has a job_id and no reason")
+        if self.outcome == "sent" and (
+            self.reason not in (None, "failover") or self.job_id is None
+        ):
+            raise ValueError("a sent decision has a job_id and no reason (or failover)")
         if self.outcome == "skipped" and (self.reason is None or self.job_id is not None):
             raise ValueError("a skipped decision has a reason and no job_id")
         if self.outcome == "deferred" and (

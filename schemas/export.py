@@ -15,6 +15,7 @@ from schemas.alert import AlertEvent
 from schemas.contact_event import ContactEvent
 from schemas.decision import Decision
 from schemas.jobs import EmailJob, SmsJob, WebhookJob
+from schemas.status import DeliveryStatus
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -25,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "webhook_job": WebhookJob,
     "decision": Decision,
     "contact_event": ContactEvent,
+    "delivery_status": DeliveryStatus,
 }
 
 

@@ -43,6 +43,30 @@ INSERT INTO routed_events (event_id)
 SELECT unnest($1::text[])
 ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 
+-- name: mark_routed_with_trail
+-- mark_routed, and the batch's page trail in the same statement (one round
+-- trip): the events ($2-$4), the jobs ($5-$13) and the decisions ($14-$20).
+WITH routed AS (
+    INSERT INTO routed_events (event_id)
+    SELECT unnest($1::text[])
+    ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
+), events AS (
+    INSERT INTO page_events (event_id, event, routed_at)
+    SELECT e, j::jsonb, t FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, t)
+    ON CONFLICT (event_id) DO NOTHING
+), jobs AS (
+    INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
+                           address, created_at, failover_of)
+    SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                         $11::text[], $12::timestamptz[], $13::uuid[])
+    ON CONFLICT (job_id) DO NOTHING
+)
+INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
+SELECT d, k, e, u, j, t, r::jsonb
+FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::uuid[],
+            $19::timestamptz[], $20::text[]) AS x (d, k, e, u, j, t, r)
+ON CONFLICT (dedup) DO NOTHING;
+
 -- name: lock_methods_for_rate_limit
 -- Serializes routers that count sends for the same methods; ordered to avoid deadlocks.
 SELECT id FROM contact_methods WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
@@ -345,3 +369,109 @@ SELECT transport, count(*) AS held FROM held_pages WHERE done_at IS NULL GROUP B
 
 -- name: purge_held_pages
 DELETE FROM held_pages WHERE done_at < now() - make_interval(secs => $1);
+
+------------------------------------------------------------------ page trail
+
+-- name: jobs_by_id
+SELECT * FROM page_jobs WHERE job_id = ANY($1::uuid[]);
+
+-- name: record_statuses
+-- Statuses into the trail (a repeat adds nothing); for each one new, its job's
+-- last status, and failed_at when it failed for good ($8: permanent failure).
+WITH added AS (
+    INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
+    SELECT d, 'status', e, u, j, t, r::jsonb
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::text[])
+         AS x (d, e, u, j, t, r)
+    ON CONFLICT (dedup) DO NOTHING
+    RETURNING dedup, job_id
+), facts AS (
+    -- One row per job (an UPDATE applies one source row per target row): the last
+    -- status of the batch, and whether any of them failed it for good.
+    SELECT a.job_id,
+           (array_agg(f.status ORDER BY f.n DESC))[1] AS status,
+           bool_or(f.failed) AS failed
+    FROM added a
+    JOIN unnest($1::text[], $7::text[], $8::bool[]) WITH ORDINALITY AS f (dedup, status, failed, n)
+      USING (dedup)
+    GROUP BY a.job_id
+), updated AS (
+    UPDATE page_jobs p
+    SET last_status = f.status,
+        failed_at = CASE WHEN f.failed AND p.failed_at IS NULL THEN now() ELSE p.failed_at END
+    FROM facts f
+    WHERE p.job_id = f.job_id
+)
+SELECT dedup FROM added;
+
+-- name: pages_state
+-- Every job of the pages ($1 event ids, $2 user ids, pairwise) and their events.
+SELECT p.*, e.event
+FROM unnest($1::text[], $2::text[]) AS q (event_id, user_id)
+JOIN page_jobs p ON p.event_id = q.event_id AND p.user_id = q.user_id
+JOIN page_events e ON e.event_id = p.event_id
+ORDER BY p.created_at, p.job_id;
+
+-- name: add_failover_job
+INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
+                       address, created_at, failover_of)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id;
+
+-- name: add_trail_decision
+INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
+VALUES ($1, 'decision', $2, $3, $4, $5, ($6::text)::jsonb)
+ON CONFLICT (dedup) DO NOTHING
+RETURNING id;
+
+-- name: claim_silent_jobs
+-- Jobs of error/critical pages with no status within their transport's timeout
+-- ($1 transports, $2 seconds, $3 now): marked failed, once, by one worker.
+UPDATE page_jobs p
+SET failed_at = $3::timestamptz
+FROM (
+    SELECT j.job_id
+    FROM page_jobs j
+    JOIN unnest($1::text[], $2::float8[]) AS t (transport, seconds) ON t.transport = j.transport
+    WHERE j.last_status IS NULL AND j.failed_at IS NULL
+      AND j.severity IN ('error', 'critical')
+      AND j.created_at <= $3::timestamptz - make_interval(secs => t.seconds)
+    FOR UPDATE OF j SKIP LOCKED
+) AS silent
+WHERE p.job_id = silent.job_id
+RETURNING p.*;
+
+-- name: trail_event
+SELECT event, routed_at FROM page_events WHERE event_id = $1;
+
+-- name: trail_jobs
+SELECT * FROM page_jobs WHERE event_id = $1 ORDER BY created_at, job_id;
+
+-- name: trail_rows
+SELECT kind, at, record::text AS record FROM page_trail
+WHERE event_id = $1 OR job_id IN (SELECT job_id FROM page_jobs WHERE event_id = $1)
+ORDER BY at, id;
+
+-- name: trail_pages_of_user
+-- A user's pages since $2: first decision, the event, jobs sent and how they ended.
+SELECT t.event_id, min(t.at) AS first_at, e.event,
+       (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1)
+           AS jobs,
+       (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1
+            AND j.last_status = 'delivered') AS delivered,
+       (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1
+            AND j.failed_at IS NOT NULL) AS failed
+FROM page_trail t
+LEFT JOIN page_events e ON e.event_id = t.event_id
+WHERE t.user_id = $1 AND t.at >= $2::timestamptz AND t.kind = 'decision'
+GROUP BY t.event_id, e.event
+ORDER BY first_at;
+
+-- name: purge_trail
+WITH old_rows AS (
+    DELETE FROM page_trail WHERE at < now() - make_interval(secs => $1)
+), old_jobs AS (
+    DELETE FROM page_jobs WHERE created_at < now() - make_interval(secs => $1)
+)
+DELETE FROM page_events WHERE routed_at < now() - make_interval(secs => $1);

@@ -115,7 +115,16 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
         "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         "ROUTER_HTTP_PORT": "0",  # tests that probe it choose a free port
     }
-    for name in ("alerts", "contact_events", "email", "sms", "webhook", "decisions", "dlq"):
+    for name in (
+        "alerts",
+        "contact_events",
+        "status",
+        "email",
+        "sms",
+        "webhook",
+        "decisions",
+        "dlq",
+    ):
         env[f"ROUTER_TOPIC_{name.upper()}"] = prefix + name
     return env
 

@@ -12,9 +12,9 @@ def connection_args(settings: Settings) -> list[dict[str, object]]:
     return [dict(s._connection_args) for s in broker.subscribers]  # type: ignore[attr-defined]
 
 
-def test_both_subscribers_read_committed_records_only_by_default() -> None:
+def test_every_subscriber_reads_committed_records_only_by_default() -> None:
     args = connection_args(Settings())
-    assert len(args) == 2
+    assert len(args) == 3  # alerts, contacts.events, deliveries.status
     assert all(a["isolation_level"] == "read_committed" for a in args)
 
 

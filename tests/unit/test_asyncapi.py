@@ -17,6 +17,7 @@ def test_every_topic_is_a_channel_with_its_model() -> None:
     assert addresses == {
         "alerts",
         "contacts.events",
+        "deliveries.status",
         "deliveries.email",
         "deliveries.sms",
         "deliveries.webhook",
@@ -24,5 +25,13 @@ def test_every_topic_is_a_channel_with_its_model() -> None:
         "alerts.dlq",
     }
     payloads = {m["payload"].get("$ref", "") for m in doc["components"]["messages"].values()}
-    for model in ("AlertEvent", "ContactEvent", "EmailJob", "SmsJob", "WebhookJob", "Decision"):
+    for model in (
+        "AlertEvent",
+        "ContactEvent",
+        "DeliveryStatus",
+        "EmailJob",
+        "SmsJob",
+        "WebhookJob",
+        "Decision",
+    ):
         assert f"#/components/schemas/{model}" in payloads

@@ -11,13 +11,17 @@ from router.settings import Settings
 
 class CountingStore:
     def __init__(self, fail_first: bool = False) -> None:
-        self.calls: list[tuple[float, float, float]] = []
+        self.calls: list[tuple[float, float, float, float]] = []
         self.fail_first = fail_first
 
     async def purge(
-        self, routed_older_than: float, sends_older_than: float, held_older_than: float = 0
+        self,
+        routed_older_than: float,
+        sends_older_than: float,
+        held_older_than: float = 0,
+        trail_older_than: float = 0,
     ) -> None:
-        self.calls.append((routed_older_than, sends_older_than, held_older_than))
+        self.calls.append((routed_older_than, sends_older_than, held_older_than, trail_older_than))
         if self.fail_first and len(self.calls) == 1:
             raise StoreUnavailable("down")
 
@@ -30,8 +34,10 @@ async def test_purges_past_the_windows_until_stopped() -> None:
     stop.set()
     await asyncio.wait_for(task, 1)
     assert len(store.calls) >= 2
-    # dedup window, longest rate-limit window, settled held pages as long as routed events
-    assert store.calls[0] == (7 * 24 * 3600, 15 * 60, 7 * 24 * 3600)
+    # dedup window, longest rate-limit window, settled held pages as long as routed
+    # events, the page trail's retention
+    week = 7 * 24 * 3600
+    assert store.calls[0] == (week, 15 * 60, week, week)
 
 
 async def test_a_failed_purge_is_retried_on_the_next_round() -> None:

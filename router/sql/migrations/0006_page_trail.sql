@@ -1,0 +1,46 @@
+-- The page trail: every decision, job and delivery status of a page, kept for
+-- ROUTER_TRAIL_RETENTION_SECONDS, for `router trail` and for failover. Written
+-- per batch in the statement that records the batch as routed.
+
+CREATE TABLE page_events (
+    event_id   text PRIMARY KEY,
+    event      jsonb NOT NULL,
+    routed_at  timestamptz NOT NULL
+);
+CREATE INDEX page_events_by_time ON page_events (routed_at);
+
+-- One row per job published, with what failover needs to know about it.
+CREATE TABLE page_jobs (
+    job_id             uuid PRIMARY KEY,
+    event_id           text NOT NULL,
+    user_id            text NOT NULL,
+    contact_method_id  uuid NOT NULL,
+    transport          text NOT NULL,
+    severity           text NOT NULL,
+    address            text NOT NULL,
+    created_at         timestamptz NOT NULL,
+    failover_of        uuid,
+    last_status        text,
+    -- Set when the job failed for good: a permanent failure, or no status in time.
+    failed_at          timestamptz
+);
+CREATE INDEX page_jobs_by_page ON page_jobs (event_id, user_id);
+CREATE INDEX page_jobs_awaiting_status ON page_jobs (created_at)
+    WHERE last_status IS NULL AND failed_at IS NULL AND severity IN ('error', 'critical');
+
+-- Decisions and statuses, in the order they happened. `dedup` makes a
+-- redelivered batch or status add nothing twice.
+CREATE TABLE page_trail (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    dedup     text NOT NULL UNIQUE,
+    kind      text NOT NULL CHECK (kind IN ('decision', 'status')),
+    event_id  text,
+    user_id   text,
+    job_id    uuid,
+    at        timestamptz NOT NULL,
+    record    jsonb NOT NULL
+);
+CREATE INDEX page_trail_by_event ON page_trail (event_id, at);
+CREATE INDEX page_trail_by_user ON page_trail (user_id, at);
+CREATE INDEX page_trail_by_job ON page_trail (job_id);
+CREATE INDEX page_trail_by_time ON page_trail (at);

@@ -1,0 +1,200 @@
+"""The page trail: what was decided, sent and reported for each page. Pure.
+
+:func:`trail_of` turns a batch's routed events into the rows the store writes
+with the batch; :func:`story` puts one page's rows back in time order for
+``router trail``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas import AlertEvent, Decision, DeliveryJob, DeliveryStatus
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A published job as the trail and failover know it."""
+
+    job_id: str
+    event_id: str
+    user_id: str
+    contact_method_id: str
+    transport: str
+    severity: str
+    address: str
+    created_at: datetime
+    failover_of: str | None = None
+    last_status: str | None = None
+    failed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TrailRow:
+    """A decision or a status, with the key that keeps it from being written twice."""
+
+    dedup: str
+    kind: str  # decision | status
+    event_id: str | None
+    user_id: str | None
+    job_id: str | None
+    at: datetime
+    record: str  # JSON text
+
+
+@dataclass
+class Trail:
+    """What one batch adds to the trail."""
+
+    events: list[tuple[str, str, datetime]] = field(default_factory=list)  # id, JSON, at
+    jobs: list[JobRow] = field(default_factory=list)
+    rows: list[TrailRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.jobs or self.rows)
+
+
+def job_row(job: DeliveryJob, failover_of: str | None = None) -> JobRow:
+    return JobRow(
+        job_id=job.job_id,
+        event_id=job.event_id,
+        user_id=job.user_id,
+        contact_method_id=job.contact_method_id,
+        transport=job.transport,
+        severity=job.severity,
+        address=job.to,
+        created_at=job.created_at,
+        failover_of=failover_of,
+    )
+
+
+def decision_rows(decision: Decision, record: str | None = None) -> list[TrailRow]:
+    """A decision, once per event it concerns (a digest's, once per event it carries)."""
+    text = record if record is not None else decision.model_dump_json()
+    events = decision.digest_of or [decision.event_id]
+    return [
+        TrailRow(
+            dedup="|".join(
+                (
+                    "d",
+                    event_id,
+                    decision.user_id or "",
+                    decision.contact_method_id or "",
+                    decision.outcome,
+                    decision.reason or "",
+                    decision.job_id or "",
+                )
+            ),
+            kind="decision",
+            event_id=event_id,
+            user_id=decision.user_id,
+            job_id=decision.job_id,
+            at=decision.decided_at,
+            record=text,
+        )
+        for event_id in events
+    ]
+
+
+def status_row(status: DeliveryStatus, job: JobRow | None) -> TrailRow:
+    """A delivery status; one for a job the trail does not know is kept too."""
+    return TrailRow(
+        dedup="|".join(
+            ("s", status.job_id, status.status, status.at.isoformat(), status.detail or "")
+        ),
+        kind="status",
+        event_id=job.event_id if job else None,
+        user_id=job.user_id if job else None,
+        job_id=status.job_id if job else None,
+        at=status.at,
+        record=status.model_dump_json(),
+    )
+
+
+def trail_of(
+    routed: Iterable[tuple[AlertEvent, Sequence[DeliveryJob], Sequence[Decision]]],
+    now: datetime,
+) -> Trail:
+    """The rows for a batch's routed events."""
+    trail = Trail()
+    for event, jobs, decisions in routed:
+        trail.events.append((event.event_id, event.model_dump_json(), now))
+        trail.jobs.extend(job_row(job) for job in jobs)
+        for decision in decisions:
+            trail.rows.extend(decision_rows(decision))
+    return trail
+
+
+@dataclass(frozen=True)
+class Line:
+    """One entry of a page's story."""
+
+    at: datetime
+    type: str  # event | decision | job | status
+    data: dict[str, Any]
+
+    def as_json(self) -> str:
+        return json.dumps({"at": self.at.isoformat(), "type": self.type, **self.data})
+
+    def text(self) -> str:
+        d = self.data
+        at = self.at.isoformat(timespec="milliseconds")
+        if self.type == "event":
+            who = ",".join(d.get("user_ids") or []) or f"schedule {d.get('schedule_id')}"
+            return f"{at}  event     {d['severity']} {d['kind']} {d['title']!r} for {who}"
+        if self.type == "job":
+            extra = f" (failover of {d['failover_of']})" if d.get("failover_of") else ""
+            return (
+                f"{at}  job       {d['job_id']}  {d['user_id']} {d['transport']} "
+                f"{d['contact_method_id']}{extra}"
+            )
+        if self.type == "status":
+            permanent = " permanent" if d.get("permanent") else ""
+            detail = f": {d['detail']}" if d.get("detail") else ""
+            return f"{at}  status    {d['job_id']}  {d['status']}{permanent}{detail}"
+        what = d["outcome"] + (f" {d['reason']}" if d.get("reason") else "")
+        tail = []
+        if d.get("job_id"):
+            tail.append(f"job {d['job_id']}")
+        if d.get("deliver_at"):
+            tail.append(f"until {d['deliver_at']}")
+        if d.get("digest_of"):
+            tail.append(f"digest of {', '.join(d['digest_of'])}")
+        if d.get("failover_of"):
+            tail.append(f"after {d['failover_of']} failed")
+        target = " ".join(x for x in (d.get("user_id"), d.get("transport")) if x)
+        return f"{at}  decision  {target or '-'}  {what}  {'; '.join(tail)}".rstrip()
+
+
+def story(
+    event: tuple[str, datetime] | None,
+    jobs: Sequence[JobRow],
+    rows: Sequence[tuple[str, datetime, str]],  # kind, at, record JSON
+) -> list[Line]:
+    """One page's whole story, in time order (the event first)."""
+    lines: list[Line] = []
+    if event is not None:
+        lines.append(Line(event[1], "event", json.loads(event[0])))
+    for job in jobs:
+        lines.append(
+            Line(
+                job.created_at,
+                "job",
+                {
+                    "job_id": job.job_id,
+                    "user_id": job.user_id,
+                    "transport": job.transport,
+                    "contact_method_id": job.contact_method_id,
+                    "failover_of": job.failover_of,
+                    "last_status": job.last_status,
+                },
+            )
+        )
+    for kind, at, record in rows:
+        lines.append(Line(at, kind, json.loads(record)))
+    order = {"event": 0, "decision": 1, "job": 2, "status": 3}
+    return sorted(lines, key=lambda line: (line.at, order[line.type]))
