@@ -110,7 +110,10 @@ SAMPLES: list[bytes] = [
 # and his disabled sms).
 # demo-8 and demo-9: warnings for dan during his quiet hours, which end 20 s after
 # the demo starts: two deferred decisions, then one digest carrying both.
-EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2 + 2 + 3
+# demo-10: an error for carol: her sms (email not_preferred); the demo then reports
+# that sms as failed for good, and the page fails over to her email.
+EXPECTED_DECISIONS = 3 + 2 + 1 + 3 + 2 + 2 + 2 + 3 + 3
+FAILOVER_EVENT = "demo-10"
 QUIET_FOR = timedelta(seconds=20)
 INGEST_TOKEN = "demo-token"  # noqa: S105 - a throwaway token for the local demo
 ALERTMANAGER_WEBHOOK = {
@@ -185,6 +188,16 @@ def quiet_samples() -> list[bytes]:
             }
         ).encode()
         for n, title in ((8, "backup job late"), (9, "cert expires in 7 days"))
+    ] + [
+        json.dumps(
+            {
+                "event_id": FAILOVER_EVENT,
+                "kind": "down",
+                "severity": "error",
+                "user_ids": ["carol"],
+                "title": "payments queue stuck",
+            }
+        ).encode()
     ]
 
 
@@ -222,6 +235,7 @@ async def _tail(settings: Settings, keep_running: bool) -> None:
             [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
         )
         decisions = dead = 0
+        reported = False
         deadline = time.monotonic() + 90
         while keep_running or (decisions < EXPECTED_DECISIONS or dead < EXPECTED_DEAD_LETTERS):
             if not keep_running and time.monotonic() > deadline:
@@ -234,6 +248,11 @@ async def _tail(settings: Settings, keep_running: bool) -> None:
                     print(f"  [{tp.topic:<18}] {_show(tp.topic, r.value, headers)}", flush=True)
                     decisions += tp.topic == settings.topic_decisions
                     dead += tp.topic == settings.topic_dlq
+                    if tp.topic == settings.topic_sms and not reported:
+                        job = json.loads(r.value)
+                        if job["event_id"] == FAILOVER_EVENT:
+                            reported = True
+                            await _report_failure(settings, job["job_id"])
         print(
             f"\nAll {EXPECTED_DECISIONS} decisions and {EXPECTED_DEAD_LETTERS} dead letters seen."
         )
@@ -282,6 +301,45 @@ async def _post_alertmanager(port: int, ingest: subprocess.Popen[bytes]) -> None
         raise SystemExit(1)
 
 
+async def _report_failure(settings: Settings, job_id: str) -> None:
+    """What an SMS delivery worker would publish when the carrier refuses for good."""
+    status = {
+        "job_id": job_id,
+        "status": "failed",
+        "permanent": True,
+        "detail": "unknown subscriber",
+        "at": datetime.now(UTC).isoformat(),
+    }
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False
+    )
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic_status, json.dumps(status).encode(), key=job_id.encode()
+        )
+    finally:
+        await producer.stop()
+    print(
+        f"\n  (as the SMS delivery worker: {FAILOVER_EVENT}'s sms job {job_id[:8]} failed "
+        f"permanently, reported on '{settings.topic_status}')\n",
+        flush=True,
+    )
+
+
+async def _print_trail(settings: Settings, event_id: str) -> None:
+    from router.trail import story
+
+    store = await PgStore.connect(settings.database_url.get_secret_value(), min_size=1, max_size=1)
+    try:
+        event, jobs, rows = await store.trail(event_id)
+    finally:
+        await store.close()
+    print(f"\n$ router trail {event_id}")
+    for line in story(event, jobs, rows):
+        print("  " + line.text())
+
+
 async def _prepare(settings: Settings) -> None:
     url = settings.database_url.get_secret_value()
     print(f"migrations: {', '.join(await migrate(url)) or 'none'}")
@@ -305,9 +363,10 @@ async def _prepare(settings: Settings) -> None:
     finally:
         await producer.stop()
     print(
-        f"published {len(SAMPLES) + 2} sample alerts to '{settings.topic_alerts}' "
+        f"published {len(SAMPLES) + 3} sample alerts to '{settings.topic_alerts}' "
         f"(2 of them invalid on purpose; 2 for dan in his quiet hours, which end in "
-        f"{QUIET_FOR.seconds} s: held, then sent as one digest)\n"
+        f"{QUIET_FOR.seconds} s: held, then sent as one digest; {FAILOVER_EVENT} for carol, "
+        "whose sms will fail)\n"
     )
 
 
@@ -363,6 +422,7 @@ def main(keep_running: bool = False) -> None:
                 asyncio.run(_post_alertmanager(port, ingest))
                 print("output as it comes out:\n")
                 asyncio.run(_tail(settings, keep_running))
+                asyncio.run(_print_trail(settings, FAILOVER_EVENT))
         except KeyboardInterrupt:
             print("\ninterrupted")
         finally:

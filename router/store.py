@@ -261,7 +261,7 @@ def _job_row(row: Mapping[str, Any]) -> JobRow:
 
 def _held(row: Mapping[str, Any]) -> HeldPage:
     return HeldPage(
-        event=AlertEvent.model_validate_json(json.dumps(row["event"])),
+        event=AlertEvent.model_validate_json(row["event"]),
         contact_method_id=row["contact_method_id"],
         user_id=row["user_id"],
         transport=row["transport"],
@@ -549,7 +549,7 @@ class PgStore:
         for r in rows:
             key = (r["event_id"], r["user_id"])
             if key not in found:
-                found[key] = (AlertEvent.model_validate_json(json.dumps(r["event"])), [])
+                found[key] = (AlertEvent.model_validate_json(r["event"]), [])
             found[key][1].append(_job_row(r))
         return found
 
@@ -609,7 +609,7 @@ class PgStore:
             jobs = [_job_row(r) for r in await conn.fetch(self._q["trail_jobs"], event_id)]
             rows = await conn.fetch(self._q["trail_rows"], event_id)
         return (
-            (json.dumps(event["event"]), event["routed_at"]) if event else None,
+            (event["event"], event["routed_at"]) if event else None,
             jobs,
             [(r["kind"], r["at"], r["record"]) for r in rows],
         )
@@ -618,18 +618,21 @@ class PgStore:
         """A user's pages since ``since``, with their jobs' outcome counts."""
         async with self._conn() as conn:
             rows = await conn.fetch(self._q["trail_pages_of_user"], user_id, since)
-        return [
-            {
-                "event_id": r["event_id"],
-                "first_at": r["first_at"].isoformat(),
-                "title": (r["event"] or {}).get("title"),
-                "severity": (r["event"] or {}).get("severity"),
-                "jobs": int(r["jobs"]),
-                "delivered": int(r["delivered"]),
-                "failed": int(r["failed"]),
-            }
-            for r in rows
-        ]
+        found = []
+        for r in rows:
+            event = json.loads(r["event"]) if r["event"] else {}
+            found.append(
+                {
+                    "event_id": r["event_id"],
+                    "first_at": r["first_at"].isoformat(),
+                    "title": event.get("title"),
+                    "severity": event.get("severity"),
+                    "jobs": int(r["jobs"]),
+                    "delivered": int(r["delivered"]),
+                    "failed": int(r["failed"]),
+                }
+            )
+        return found
 
     async def reserve_sends(
         self,
@@ -703,7 +706,7 @@ class PgStore:
             [p.event.severity for p in pages],
             [p.deliver_at for p in pages],
             [p.held_at for p in pages],
-            [p.event.model_dump(mode="json") for p in pages],
+            [p.event.model_dump_json() for p in pages],
         )
 
     async def purge(

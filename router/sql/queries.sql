@@ -52,7 +52,7 @@ WITH routed AS (
     ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
 ), events AS (
     INSERT INTO page_events (event_id, event, routed_at)
-    SELECT e, j::jsonb, t FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, t)
+    SELECT e, j::json, t FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, t)
     ON CONFLICT (event_id) DO NOTHING
 ), jobs AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
@@ -62,7 +62,7 @@ WITH routed AS (
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
-SELECT d, k, e, u, j, t, r::jsonb
+SELECT d, k, e, u, j, t, r::json
 FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::uuid[],
             $19::timestamptz[], $20::text[]) AS x (d, k, e, u, j, t, r)
 ON CONFLICT (dedup) DO NOTHING;
@@ -102,8 +102,9 @@ ON CONFLICT (job_id) DO NOTHING;
 -- redelivered batch) stays as it is, done or not.
 INSERT INTO held_pages (event_id, contact_method_id, user_id, transport, reason, severity,
                         deliver_at, held_at, event)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::timestamptz[], $8::timestamptz[], $9::jsonb[])
+SELECT e, m, u, t, r, s, d, h, j::json
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[], $9::text[]) AS x (e, m, u, t, r, s, d, h, j)
 ON CONFLICT (event_id, contact_method_id) DO NOTHING;
 
 -- name: purge_routed_events
@@ -380,7 +381,7 @@ SELECT * FROM page_jobs WHERE job_id = ANY($1::uuid[]);
 -- last status, and failed_at when it failed for good ($8: permanent failure).
 WITH added AS (
     INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
-    SELECT d, 'status', e, u, j, t, r::jsonb
+    SELECT d, 'status', e, u, j, t, r::json
     FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::text[])
          AS x (d, e, u, j, t, r)
     ON CONFLICT (dedup) DO NOTHING
@@ -406,7 +407,7 @@ SELECT dedup FROM added;
 
 -- name: pages_state
 -- Every job of the pages ($1 event ids, $2 user ids, pairwise) and their events.
-SELECT p.*, e.event
+SELECT p.*, e.event::text AS event
 FROM unnest($1::text[], $2::text[]) AS q (event_id, user_id)
 JOIN page_jobs p ON p.event_id = q.event_id AND p.user_id = q.user_id
 JOIN page_events e ON e.event_id = p.event_id
@@ -421,7 +422,7 @@ RETURNING job_id;
 
 -- name: add_trail_decision
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
-VALUES ($1, 'decision', $2, $3, $4, $5, ($6::text)::jsonb)
+VALUES ($1, 'decision', $2, $3, $4, $5, ($6::text)::json)
 ON CONFLICT (dedup) DO NOTHING
 RETURNING id;
 
@@ -443,7 +444,7 @@ WHERE p.job_id = silent.job_id
 RETURNING p.*;
 
 -- name: trail_event
-SELECT event, routed_at FROM page_events WHERE event_id = $1;
+SELECT event::text AS event, routed_at FROM page_events WHERE event_id = $1;
 
 -- name: trail_jobs
 SELECT * FROM page_jobs WHERE event_id = $1 ORDER BY created_at, job_id;
@@ -455,7 +456,8 @@ ORDER BY at, id;
 
 -- name: trail_pages_of_user
 -- A user's pages since $2: first decision, the event, jobs sent and how they ended.
-SELECT t.event_id, min(t.at) AS first_at, e.event,
+SELECT t.event_id, min(t.at) AS first_at,
+       (SELECT e.event::text FROM page_events e WHERE e.event_id = t.event_id) AS event,
        (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1)
            AS jobs,
        (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1
@@ -463,9 +465,8 @@ SELECT t.event_id, min(t.at) AS first_at, e.event,
        (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1
             AND j.failed_at IS NOT NULL) AS failed
 FROM page_trail t
-LEFT JOIN page_events e ON e.event_id = t.event_id
 WHERE t.user_id = $1 AND t.at >= $2::timestamptz AND t.kind = 'decision'
-GROUP BY t.event_id, e.event
+GROUP BY t.event_id
 ORDER BY first_at;
 
 -- name: purge_trail

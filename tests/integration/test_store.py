@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -189,3 +190,24 @@ async def test_on_call_lookup_finds_overlapping_shifts_at_each_instant(store: Pg
     directory = await store.directory_for([], lookups)
     assert directory.on_call == {lookups[0]: ("a", "b"), lookups[1]: ("b",), lookups[2]: ()}
     assert set(directory.users) == {"a", "b"}
+
+
+async def test_alert_text_with_nul_characters_is_kept_on_the_trail_and_in_held_pages(
+    store: PgStore,
+) -> None:
+    from router.held import deferred
+    from router.trail import trail_of
+    from schemas import AlertEvent
+
+    event = AlertEvent.model_validate_json(
+        '{"event_id": "nul-1", "kind": "down", "severity": "warning", "user_ids": ["alice"],'
+        ' "title": "a\\u0000b", "body": "c\\u0000d", "occurred_at": "2026-01-01T00:00:00Z"}'
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    await store.mark_routed(["nul-1"], trail_of([(event, [], [])], now))
+    _, page = deferred(event, "alice", str(uuid.uuid4()), "email", "quiet_hours", now, now)
+    await store.reserve_sends([], LIMITS, now, lambda _: [page])
+    [held] = await store.list_held()
+    assert held.event.title == "a\x00b"
+    stored, _, _ = await store.trail("nul-1")
+    assert stored is not None and AlertEvent.model_validate_json(stored[0]).body == "c\x00d"

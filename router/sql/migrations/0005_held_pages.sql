@@ -19,7 +19,8 @@ CREATE TABLE held_pages (
     severity           text NOT NULL,
     deliver_at         timestamptz NOT NULL,
     held_at            timestamptz NOT NULL,
-    event              jsonb NOT NULL,
+    -- json, not jsonb: an alert's text may hold \u0000, which jsonb refuses.
+    event              json NOT NULL,
     done_at            timestamptz,
     outcome            text CHECK (outcome IN ('sent', 'refused', 'expired')),
     digest_job_id      uuid,

@@ -2,9 +2,11 @@
 -- ROUTER_TRAIL_RETENTION_SECONDS, for `router trail` and for failover. Written
 -- per batch in the statement that records the batch as routed.
 
+-- json, not jsonb: alerts and statuses may carry \u0000 in their text, which
+-- jsonb refuses; json keeps the text as it came.
 CREATE TABLE page_events (
     event_id   text PRIMARY KEY,
-    event      jsonb NOT NULL,
+    event      json NOT NULL,
     routed_at  timestamptz NOT NULL
 );
 CREATE INDEX page_events_by_time ON page_events (routed_at);
@@ -38,7 +40,7 @@ CREATE TABLE page_trail (
     user_id   text,
     job_id    uuid,
     at        timestamptz NOT NULL,
-    record    jsonb NOT NULL
+    record    json NOT NULL
 );
 CREATE INDEX page_trail_by_event ON page_trail (event_id, at);
 CREATE INDEX page_trail_by_user ON page_trail (user_id, at);
