@@ -253,8 +253,11 @@ class CachedDirectory:
     async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
         return await self._store.routed_within(event_ids, window_seconds)
 
-    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
-        await self._store.mark_routed(event_ids, trail)
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        await self._store.mark_routed(event_ids)
+
+    async def write_trail(self, trail: Trail) -> None:
+        await self._store.write_trail(trail)
 
     async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
         return await self._store.jobs_by_id(job_ids)

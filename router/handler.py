@@ -32,7 +32,7 @@ from router.publish import Identity, Outgoing, Publisher, deliver
 from router.rules import RateDecision
 from router.settings import Settings
 from router.store import Store
-from router.trail import JobRow, status_row, trail_of
+from router.trail import JobRow, Trail, decision_rows, job_row, status_row
 from schemas import FAILURES, AlertEvent, DeliveryStatus
 
 log = structlog.get_logger("router.handler")
@@ -277,6 +277,7 @@ class Worker:
 
         result = BatchResult()
         outgoing: list[Outgoing] = []
+        trails: dict[int, Trail] = {}
         for index, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
             if isinstance(outcome, DeadLetter):
                 result.rejected += 1
@@ -285,12 +286,27 @@ class Worker:
             routed = finished[index] if isinstance(outcome, Planned) else outcome
             result.events += 1
             result.routed.append(routed)
-            outgoing += self._routed_messages(index, record, routed)
+            trails[index] = Trail()
+            outgoing += self._routed_messages(index, record, routed, trails[index], now)
 
+        # The page trail is written while the broker acknowledges (two waits at once,
+        # not one after the other). A batch retried after a failure writes it again:
+        # jobs and events once, decisions twice, shown once by `router trail`.
+        trail = Trail()
+        for part in trails.values():
+            trail.events += part.events
+            trail.jobs += part.jobs
+            trail.rows += part.rows
+        writing = asyncio.ensure_future(self._store.write_trail(trail))
         # The batch is done only when the broker has every message; only then
         # are its events recorded as routed, so a crash before this point
         # re-routes them (with the same job ids) instead of dropping them.
-        refused = await self._publish(records, outgoing)
+        try:
+            refused = await self._publish(records, outgoing)
+        finally:
+            with metrics.DB_SECONDS.labels("write_trail").time():
+                await asyncio.gather(writing, return_exceptions=True)
+        writing.result()  # a failed trail write fails the batch like any store outage
         refused_events = {
             item.event_id
             for index, item in enumerate(decoded)
@@ -301,12 +317,9 @@ class Worker:
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
-        # The batch's page trail goes with it, in the same statement.
-        trail = trail_of(((r.event, r.jobs, r.decisions) for r in result.routed), now)
         with metrics.DB_SECONDS.labels("mark_routed").time():
             await self._store.mark_routed(
-                [p.event.event_id for p in planned if p.event.event_id not in refused_events],
-                trail,
+                [p.event.event_id for p in planned if p.event.event_id not in refused_events]
             )
         # Tallied per batch, then one increment per label: not a labelled lookup per job.
         transports: Counter[str] = Counter()
@@ -548,7 +561,10 @@ class Worker:
             )
         ]
 
-    def _routed_messages(self, index: int, record: SourceRecord, routed: Routed) -> list[Outgoing]:
+    def _routed_messages(
+        self, index: int, record: SourceRecord, routed: Routed, trail: Trail, now: datetime
+    ) -> list[Outgoing]:
+        """The messages to publish for one routed event; its page trail into ``trail``."""
         messages: list[Outgoing] = []
         event_id = routed.event.event_id
 
@@ -564,10 +580,16 @@ class Worker:
                 {"router.event_id": event_id, "router.job_id": job.job_id},
             )
         for decision in routed.decisions:
+            value = decision.model_dump_json()
             add(
                 self._settings.topic_decisions,
-                decision.model_dump_json().encode(),
+                value.encode(),
                 event_id.encode(),
                 {"router.event_id": event_id},
             )
+            trail.rows.extend(decision_rows(decision, value, keyed=False))  # the same JSON
+        trail.jobs.extend(job_row(job) for job in routed.jobs)
+        # The event as it came (it decoded, so it is JSON text): no re-serializing.
+        raw = record.value.decode() if record.value else routed.event.model_dump_json()
+        trail.events.append((event_id, raw, now))
         return messages

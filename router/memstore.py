@@ -85,11 +85,15 @@ class InMemoryStore:
         since = self.clock() - timedelta(seconds=window_seconds)
         return {e for e in event_ids if e in self.routed and self.routed[e] > since}
 
-    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
         """Same contract as :meth:`router.store.PgStore.mark_routed`."""
         self._check()
         for event_id in event_ids:
             self.routed[event_id] = self.clock()
+
+    async def write_trail(self, trail: Trail) -> None:
+        """Same contract as :meth:`router.store.PgStore.write_trail`."""
+        self._check()
         if trail:
             self.trail.append(trail)
             for job in trail.jobs:
@@ -102,7 +106,7 @@ class InMemoryStore:
     async def record_statuses(self, rows: Sequence[tuple[TrailRow, str, bool]]) -> set[str]:
         """Same contract as :meth:`router.store.PgStore.record_statuses` (no failover state)."""
         seen = {r.dedup for t in self.trail for r in t.rows}
-        new = {row.dedup for row, _, _ in rows if row.dedup not in seen}
+        new = {row.dedup for row, _, _ in rows if row.dedup and row.dedup not in seen}
         self.trail.append(Trail(rows=[row for row, _, _ in rows if row.dedup in new]))
         return new
 

@@ -28,7 +28,7 @@ from router.held import Outcome, plan_delivery, settle
 from router.publish import Outgoing, Publisher, deliver
 from router.settings import Settings
 from router.store import PgStore
-from router.trail import JobRow, TrailRow
+from router.trail import JobRow, Trail, TrailRow, decision_rows, job_row
 
 log = structlog.get_logger("router.held")
 
@@ -102,6 +102,12 @@ class HeldDelivery:
             rate = await claim.reserve([d.send() for d in plan.digests], self._limits, now)
             outcome = settle(plan, rate.allowed, rate.retry_at, now)
             await self._publish(outcome)
+            await self._store.write_trail(
+                Trail(
+                    jobs=[job_row(job) for job in outcome.jobs],
+                    rows=[r for d in outcome.decisions for r in decision_rows(d, keyed=False)],
+                )
+            )
             if self._after_publish is not None:
                 await self._after_publish()
             await claim.settle(outcome, now)

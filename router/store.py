@@ -100,9 +100,12 @@ class Store(Protocol):
         """Which of ``event_ids`` were fully routed less than ``window_seconds`` ago."""
         ...
 
-    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
-        """Record that every job and decision of these events was acknowledged, and the
-        batch's page trail."""
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        """Record that every job and decision of these events was acknowledged."""
+        ...
+
+    async def write_trail(self, trail: Trail) -> None:
+        """A batch's page trail: its events, jobs and decisions."""
         ...
 
     async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
@@ -471,19 +474,20 @@ class PgStore:
             )
         return {r["event_id"] for r in rows}
 
-    async def mark_routed(self, event_ids: Collection[str], trail: Trail | None = None) -> None:
-        """Record events whose output the broker acknowledged, with the batch's page trail
-        (one statement, one round trip)."""
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        """Record events whose output the broker acknowledged."""
+        if event_ids:
+            async with self._conn() as conn:
+                await conn.execute(self._q["mark_routed"], list(event_ids))
+
+    async def write_trail(self, trail: Trail) -> None:
+        """A batch's page trail (events, jobs, decisions) in one statement."""
         if not trail:
-            if event_ids:
-                async with self._conn() as conn:
-                    await conn.execute(self._q["mark_routed"], list(event_ids))
             return
         jobs, rows = trail.jobs, trail.rows
         async with self._conn() as conn:
             await conn.execute(
-                self._q["mark_routed_with_trail"],
-                list(event_ids),
+                self._q["write_trail"],
                 [e[0] for e in trail.events],
                 [e[1] for e in trail.events],
                 [e[2] for e in trail.events],
@@ -549,7 +553,10 @@ class PgStore:
         for r in rows:
             key = (r["event_id"], r["user_id"])
             if key not in found:
-                found[key] = (AlertEvent.model_validate_json(r["event"]), [])
+                event = AlertEvent.model_validate_json(r["event"])
+                if event.occurred_at is None:  # kept as it came; the router filled it then
+                    event = event.model_copy(update={"occurred_at": r["routed_at"]})
+                found[key] = (event, [])
             found[key][1].append(_job_row(r))
         return found
 

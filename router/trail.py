@@ -1,8 +1,8 @@
 """The page trail: what was decided, sent and reported for each page. Pure.
 
-:func:`trail_of` turns a batch's routed events into the rows the store writes
-with the batch; :func:`story` puts one page's rows back in time order for
-``router trail``.
+:func:`trail_of` turns routed events into the rows the store writes (the
+handler builds the same rows from the JSON it already made for Kafka);
+:func:`story` puts one page's rows back in time order for ``router trail``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class JobRow:
 class TrailRow:
     """A decision or a status, with the key that keeps it from being written twice."""
 
-    dedup: str
+    dedup: str | None  # None: written as often as it comes (a batch's own decisions)
     kind: str  # decision | status
     event_id: str | None
     user_id: str | None
@@ -72,13 +72,22 @@ def job_row(job: DeliveryJob, failover_of: str | None = None) -> JobRow:
     )
 
 
-def decision_rows(decision: Decision, record: str | None = None) -> list[TrailRow]:
-    """A decision, once per event it concerns (a digest's, once per event it carries)."""
+def decision_rows(
+    decision: Decision, record: str | None = None, *, keyed: bool = True
+) -> list[TrailRow]:
+    """A decision, once per event it concerns (a digest's, once per event it carries).
+
+    ``keyed``: with a key that keeps it from being written twice (failover steps).
+    A batch's own decisions go unkeyed, which keeps the hot path's index small: a
+    redelivered batch writes them again, and :func:`story` shows each once.
+    """
     text = record if record is not None else decision.model_dump_json()
     events = decision.digest_of or [decision.event_id]
     return [
         TrailRow(
-            dedup="|".join(
+            dedup=None
+            if not keyed
+            else "|".join(
                 (
                     "d",
                     event_id,
@@ -194,7 +203,11 @@ def story(
                 },
             )
         )
+    seen: set[tuple[str, str]] = set()
     for kind, at, record in rows:
+        if (kind, record) in seen:  # a redelivered batch wrote it twice
+            continue
+        seen.add((kind, record))
         lines.append(Line(at, kind, json.loads(record)))
     order = {"event": 0, "decision": 1, "job": 2, "status": 3}
     return sorted(lines, key=lambda line: (line.at, order[line.type]))

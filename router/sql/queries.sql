@@ -43,29 +43,25 @@ INSERT INTO routed_events (event_id)
 SELECT unnest($1::text[])
 ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 
--- name: mark_routed_with_trail
--- mark_routed, and the batch's page trail in the same statement (one round
--- trip): the events ($2-$4), the jobs ($5-$13) and the decisions ($14-$20).
-WITH routed AS (
-    INSERT INTO routed_events (event_id)
-    SELECT unnest($1::text[])
-    ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
-), events AS (
+-- name: write_trail
+-- A batch's page trail in one statement: the events ($1-$3), the jobs ($4-$12)
+-- and the decisions ($13-$19).
+WITH events AS (
     INSERT INTO page_events (event_id, event, routed_at)
-    SELECT e, j::json, t FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, t)
+    SELECT e, j::json, t FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u (e, j, t)
     ON CONFLICT (event_id) DO NOTHING
 ), jobs AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
                            address, created_at, failover_of)
-    SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
-                         $11::text[], $12::timestamptz[], $13::uuid[])
+    SELECT * FROM unnest($4::uuid[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[],
+                         $10::text[], $11::timestamptz[], $12::uuid[])
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
 SELECT d, k, e, u, j, t, r::json
-FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::uuid[],
-            $19::timestamptz[], $20::text[]) AS x (d, k, e, u, j, t, r)
-ON CONFLICT (dedup) DO NOTHING;
+FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::uuid[],
+            $18::timestamptz[], $19::text[]) AS x (d, k, e, u, j, t, r)
+ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
 
 -- name: lock_methods_for_rate_limit
 -- Serializes routers that count sends for the same methods; ordered to avoid deadlocks.
@@ -384,7 +380,7 @@ WITH added AS (
     SELECT d, 'status', e, u, j, t, r::json
     FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::text[])
          AS x (d, e, u, j, t, r)
-    ON CONFLICT (dedup) DO NOTHING
+    ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING
     RETURNING dedup, job_id
 ), facts AS (
     -- One row per job (an UPDATE applies one source row per target row): the last
@@ -407,7 +403,7 @@ SELECT dedup FROM added;
 
 -- name: pages_state
 -- Every job of the pages ($1 event ids, $2 user ids, pairwise) and their events.
-SELECT p.*, e.event::text AS event
+SELECT p.*, e.event::text AS event, e.routed_at
 FROM unnest($1::text[], $2::text[]) AS q (event_id, user_id)
 JOIN page_jobs p ON p.event_id = q.event_id AND p.user_id = q.user_id
 JOIN page_events e ON e.event_id = p.event_id
@@ -423,7 +419,7 @@ RETURNING job_id;
 -- name: add_trail_decision
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
 VALUES ($1, 'decision', $2, $3, $4, $5, ($6::text)::json)
-ON CONFLICT (dedup) DO NOTHING
+ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING
 RETURNING id;
 
 -- name: claim_silent_jobs
@@ -451,7 +447,7 @@ SELECT * FROM page_jobs WHERE event_id = $1 ORDER BY created_at, job_id;
 
 -- name: trail_rows
 SELECT kind, at, record::text AS record FROM page_trail
-WHERE event_id = $1 OR job_id IN (SELECT job_id FROM page_jobs WHERE event_id = $1)
+WHERE event_id = $1
 ORDER BY at, id;
 
 -- name: trail_pages_of_user

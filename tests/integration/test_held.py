@@ -281,3 +281,15 @@ async def test_held_list_and_flush_from_the_command_line(
     seen = await rig.output(lambda s: len(s["email"]) >= 1)
     assert seen["email"][0]["digest_of"] == ["late-1", "late-2"]
     assert cli_ok(router_env, "held", "list") == ""
+
+
+async def test_a_digest_is_on_the_trail_of_every_event_it_carries(rig: Rig) -> None:
+    await rig.page("night-1")
+    await rig.page("night-2")
+    rig.clock.now = MORNING
+    [digest] = (await rig.delivery().deliver_due()).jobs
+    for event_id in ("night-1", "night-2"):
+        _, _, rows = await rig.store.trail(event_id)
+        outcomes = [(kind, json.loads(record)["outcome"]) for kind, _, record in rows]
+        assert outcomes == [("decision", "deferred"), ("decision", "sent")]
+        assert json.loads(rows[-1][2])["job_id"] == digest.job_id

@@ -204,7 +204,7 @@ async def test_alert_text_with_nul_characters_is_kept_on_the_trail_and_in_held_p
         ' "title": "a\\u0000b", "body": "c\\u0000d", "occurred_at": "2026-01-01T00:00:00Z"}'
     )
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    await store.mark_routed(["nul-1"], trail_of([(event, [], [])], now))
+    await store.write_trail(trail_of([(event, [], [])], now))
     _, page = deferred(event, "alice", str(uuid.uuid4()), "email", "quiet_hours", now, now)
     await store.reserve_sends([], LIMITS, now, lambda _: [page])
     [held] = await store.list_held()
