@@ -32,7 +32,7 @@ from router.publish import Identity, Outgoing, Publisher, deliver
 from router.rules import RateDecision
 from router.settings import Settings
 from router.store import Store
-from router.trail import JobRow, Trail, decision_rows, job_row, status_row
+from router.trail import JobRow, Trail, job_row, status_row
 from schemas import FAILURES, AlertEvent, DeliveryStatus
 
 log = structlog.get_logger("router.handler")
@@ -290,8 +290,8 @@ class Worker:
             outgoing += self._routed_messages(index, record, routed, trails[index], now)
 
         # The page trail is written while the broker acknowledges (two waits at once,
-        # not one after the other). A batch retried after a failure writes it again:
-        # jobs and events once, decisions twice, shown once by `router trail`.
+        # not one after the other). A batch retried after a failure writes it again,
+        # which changes nothing: events and jobs are written once.
         trail = Trail()
         for part in trails.values():
             trail.events += part.events
@@ -579,17 +579,19 @@ class Worker:
                 job.contact_method_id.encode(),
                 {"router.event_id": event_id, "router.job_id": job.job_id},
             )
+        decided: list[str] = []
         for decision in routed.decisions:
             value = decision.model_dump_json()
+            decided.append(value)
             add(
                 self._settings.topic_decisions,
                 value.encode(),
                 event_id.encode(),
                 {"router.event_id": event_id},
             )
-            trail.rows.extend(decision_rows(decision, value, keyed=False))  # the same JSON
         trail.jobs.extend(job_row(job) for job in routed.jobs)
-        # The event as it came (it decoded, so it is JSON text): no re-serializing.
+        # The event as it came (it decoded, so it is JSON text) and its decisions as
+        # already serialized for Kafka: one row, nothing serialized twice.
         raw = record.value.decode() if record.value else routed.event.model_dump_json()
-        trail.events.append((event_id, raw, now))
+        trail.events.append((event_id, raw, "[" + ",".join(decided) + "]", now))
         return messages

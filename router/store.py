@@ -491,6 +491,7 @@ class PgStore:
                 [e[0] for e in trail.events],
                 [e[1] for e in trail.events],
                 [e[2] for e in trail.events],
+                [e[3] for e in trail.events],
                 [j.job_id for j in jobs],
                 [j.event_id for j in jobs],
                 [j.user_id for j in jobs],
@@ -609,14 +610,14 @@ class PgStore:
 
     async def trail(
         self, event_id: str
-    ) -> tuple[tuple[str, datetime] | None, list[JobRow], list[tuple[str, datetime, str]]]:
+    ) -> tuple[tuple[str, str, datetime] | None, list[JobRow], list[tuple[str, datetime, str]]]:
         """One page's event, jobs and trail rows."""
         async with self._conn() as conn:
             event = await conn.fetchrow(self._q["trail_event"], event_id)
             jobs = [_job_row(r) for r in await conn.fetch(self._q["trail_jobs"], event_id)]
             rows = await conn.fetch(self._q["trail_rows"], event_id)
         return (
-            (event["event"], event["routed_at"]) if event else None,
+            (event["event"], event["decisions"], event["routed_at"]) if event else None,
             jobs,
             [(r["kind"], r["at"], r["record"]) for r in rows],
         )

@@ -50,7 +50,8 @@ class TrailRow:
 class Trail:
     """What one batch adds to the trail."""
 
-    events: list[tuple[str, str, datetime]] = field(default_factory=list)  # id, JSON, at
+    #: (event id, event JSON, JSON array of the batch's decisions about it, when)
+    events: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     jobs: list[JobRow] = field(default_factory=list)
     rows: list[TrailRow] = field(default_factory=list)
 
@@ -131,10 +132,9 @@ def trail_of(
     """The rows for a batch's routed events."""
     trail = Trail()
     for event, jobs, decisions in routed:
-        trail.events.append((event.event_id, event.model_dump_json(), now))
+        array = "[" + ",".join(d.model_dump_json() for d in decisions) + "]"
+        trail.events.append((event.event_id, event.model_dump_json(), array, now))
         trail.jobs.extend(job_row(job) for job in jobs)
-        for decision in decisions:
-            trail.rows.extend(decision_rows(decision))
     return trail
 
 
@@ -180,14 +180,17 @@ class Line:
 
 
 def story(
-    event: tuple[str, datetime] | None,
+    event: tuple[str, str, datetime] | None,  # event JSON, decisions JSON array, routed at
     jobs: Sequence[JobRow],
     rows: Sequence[tuple[str, datetime, str]],  # kind, at, record JSON
 ) -> list[Line]:
     """One page's whole story, in time order (the event first)."""
     lines: list[Line] = []
     if event is not None:
-        lines.append(Line(event[1], "event", json.loads(event[0])))
+        lines.append(Line(event[2], "event", json.loads(event[0])))
+        for decision in json.loads(event[1]):
+            at = datetime.fromisoformat(decision["decided_at"].replace("Z", "+00:00"))
+            lines.append(Line(at, "decision", decision))
     for job in jobs:
         lines.append(
             Line(

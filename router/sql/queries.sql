@@ -44,23 +44,24 @@ SELECT unnest($1::text[])
 ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 
 -- name: write_trail
--- A batch's page trail in one statement: the events ($1-$3), the jobs ($4-$12)
--- and the decisions ($13-$19).
+-- A batch's page trail in one statement: the events with their decisions
+-- ($1-$4), the jobs ($5-$13) and any other decisions ($14-$20).
 WITH events AS (
-    INSERT INTO page_events (event_id, event, routed_at)
-    SELECT e, j::json, t FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u (e, j, t)
+    INSERT INTO page_events (event_id, event, decisions, routed_at)
+    SELECT e, j::json, d::json, t
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, d, t)
     ON CONFLICT (event_id) DO NOTHING
 ), jobs AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
                            address, created_at, failover_of)
-    SELECT * FROM unnest($4::uuid[], $5::text[], $6::text[], $7::uuid[], $8::text[], $9::text[],
-                         $10::text[], $11::timestamptz[], $12::uuid[])
+    SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                         $11::text[], $12::timestamptz[], $13::uuid[])
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
 SELECT d, k, e, u, j, t, r::json
-FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::uuid[],
-            $18::timestamptz[], $19::text[]) AS x (d, k, e, u, j, t, r)
+FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::uuid[],
+            $19::timestamptz[], $20::text[]) AS x (d, k, e, u, j, t, r)
 ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
 
 -- name: lock_methods_for_rate_limit
@@ -440,7 +441,8 @@ WHERE p.job_id = silent.job_id
 RETURNING p.*;
 
 -- name: trail_event
-SELECT event::text AS event, routed_at FROM page_events WHERE event_id = $1;
+SELECT event::text AS event, decisions::text AS decisions, routed_at
+FROM page_events WHERE event_id = $1;
 
 -- name: trail_jobs
 SELECT * FROM page_jobs WHERE event_id = $1 ORDER BY created_at, job_id;
@@ -451,19 +453,18 @@ WHERE event_id = $1
 ORDER BY at, id;
 
 -- name: trail_pages_of_user
--- A user's pages since $2: first decision, the event, jobs sent and how they ended.
-SELECT t.event_id, min(t.at) AS first_at,
-       (SELECT e.event::text FROM page_events e WHERE e.event_id = t.event_id) AS event,
-       (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1)
+-- A user's pages since $2 (any decision about them), with their jobs' outcomes.
+SELECT e.event_id, e.routed_at AS first_at, e.event::text AS event,
+       (SELECT count(*) FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1)
            AS jobs,
-       (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1
+       (SELECT count(*) FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1
             AND j.last_status = 'delivered') AS delivered,
-       (SELECT count(*) FROM page_jobs j WHERE j.event_id = t.event_id AND j.user_id = $1
+       (SELECT count(*) FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1
             AND j.failed_at IS NOT NULL) AS failed
-FROM page_trail t
-WHERE t.user_id = $1 AND t.at >= $2::timestamptz AND t.kind = 'decision'
-GROUP BY t.event_id
-ORDER BY first_at;
+FROM page_events e
+WHERE e.routed_at >= $2::timestamptz
+  AND e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text))
+ORDER BY e.routed_at;
 
 -- name: purge_trail
 WITH old_rows AS (

@@ -23,6 +23,7 @@ from router.scheduler import HeldDelivery
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
 from router.topics import ensure_topics
+from router.trail import story
 from tests.integration.conftest import cli_ok, collect
 
 Output = dict[str, list[dict[str, Any]]]
@@ -289,7 +290,7 @@ async def test_a_digest_is_on_the_trail_of_every_event_it_carries(rig: Rig) -> N
     rig.clock.now = MORNING
     [digest] = (await rig.delivery().deliver_due()).jobs
     for event_id in ("night-1", "night-2"):
-        _, _, rows = await rig.store.trail(event_id)
-        outcomes = [(kind, json.loads(record)["outcome"]) for kind, _, record in rows]
-        assert outcomes == [("decision", "deferred"), ("decision", "sent")]
-        assert json.loads(rows[-1][2])["job_id"] == digest.job_id
+        lines = story(*(await rig.store.trail(event_id)))
+        decided = [line.data for line in lines if line.type == "decision"]
+        assert [d["outcome"] for d in decided] == ["deferred", "sent"]
+        assert decided[-1]["job_id"] == digest.job_id

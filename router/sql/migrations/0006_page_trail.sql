@@ -4,9 +4,13 @@
 
 -- json, not jsonb: alerts and statuses may carry \u0000 in their text, which
 -- jsonb refuses; json keeps the text as it came.
+-- One row per routed event: the event as it came and every decision of its
+-- batch (a JSON array), so the hot path writes one row per event, not one per
+-- decision.
 CREATE TABLE page_events (
     event_id   text PRIMARY KEY,
     event      json NOT NULL,
+    decisions  json NOT NULL,
     routed_at  timestamptz NOT NULL
 );
 CREATE INDEX page_events_by_time ON page_events (routed_at);
@@ -30,10 +34,10 @@ CREATE INDEX page_jobs_by_page ON page_jobs (event_id, user_id);
 CREATE INDEX page_jobs_awaiting_status ON page_jobs (created_at)
     WHERE last_status IS NULL AND failed_at IS NULL AND severity IN ('error', 'critical');
 
--- Decisions and statuses, in the order they happened. `dedup` makes a
--- redelivered status or failover step add nothing twice; a batch's own
--- decisions have none (a redelivered batch writes them again; `router trail`
--- shows each once), which keeps the unique index off the hot path.
+-- What happened later: statuses, failover steps, digests. `dedup` makes a
+-- redelivered status or failover step add nothing twice; a digest's decisions
+-- have none (re-sent after a crash, it is written again; `router trail` shows
+-- each once).
 CREATE TABLE page_trail (
     id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     dedup     text,
