@@ -131,6 +131,7 @@ async def test_a_bounce_opts_the_address_out_and_odd_statuses_are_kept_and_ignor
     env = router_env
     cli_ok(env, "users", "add", "dave")
     add_contact(env, "dave", "email", "dave@example.com", "--verified")
+    add_contact(env, "dave", "sms", "+14155550166", "--verified")
     router = start_router(env)
     bootstrap = env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
     email_t, decisions_t, status_t, dlq_t = (
@@ -141,28 +142,38 @@ async def test_a_bounce_opts_the_address_out_and_odd_statuses_are_kept_and_ignor
     )
     await wait_for_topics(bootstrap, [status_t])
     await produce(bootstrap, env["ROUTER_TOPIC_ALERTS"], alert("first", "dave", "warning"))
-    seen = await collect(bootstrap, [email_t], until=lambda s: len(s[email_t]) >= 1, settle=0)
+    sms_t = env["ROUTER_TOPIC_SMS"]
+    seen = await collect(
+        bootstrap,
+        [email_t, sms_t],
+        until=lambda s: len(s[email_t]) >= 1 and len(s[sms_t]) >= 1,
+        settle=0,
+    )
     [job] = values(seen[email_t])
+    [sms_job] = values(seen[sms_t])
     await produce(
         bootstrap,
         status_t,
         status(str(uuid.uuid4()), "delivered"),  # a job the router never made
         b"not a status",
         status(job["job_id"], "bounced", detail="550 no such user"),
+        status(sms_job["job_id"], "delivered", permanent=False, detail="opt_out"),  # STOP
     )
     seen = await collect(bootstrap, [dlq_t], until=lambda s: len(s[dlq_t]) >= 1, settle=0.5)
     assert seen[dlq_t][0].value == b"not a status"
     for _ in range(50):
-        if "dave@example.com" in cli_ok(env, "optout", "list"):
+        listed = cli_ok(env, "optout", "list")
+        if "dave@example.com" in listed and "+14155550166" in listed:
             break
         await asyncio.sleep(0.1)
-    assert "email  dave@example.com" in cli_ok(env, "optout", "list")
+    opted = cli_ok(env, "optout", "list")
+    assert "email  dave@example.com" in opted and "sms  +14155550166" in opted
     await produce(bootstrap, env["ROUTER_TOPIC_ALERTS"], alert("second", "dave", "warning"))
     seen = await collect(
-        bootstrap, [decisions_t], until=lambda s: len(s[decisions_t]) >= 2, settle=0.5
+        bootstrap, [decisions_t], until=lambda s: len(s[decisions_t]) >= 4, settle=0.5
     )
     second = [d for d in values(seen[decisions_t]) if d["event_id"] == "second"]
-    assert [(d["outcome"], d["reason"]) for d in second] == [("skipped", "opted_out")]
+    assert [(d["outcome"], d["reason"]) for d in second] == [("skipped", "opted_out")] * 2
     assert '"status_for_unknown_job"' in router.log()
 
 
