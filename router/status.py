@@ -121,6 +121,7 @@ async def _kafka(settings: Settings) -> tuple[dict[str, Any], list[dict[str, Any
                 settings.contact_events_group_id(),
                 settings.topic_contact_events,
             ),
+            await _group(settings, admin, settings.status_group_id(), settings.topic_status),
         ]
     finally:
         await admin.close()

@@ -100,7 +100,12 @@ async def test_router_status_reports_the_parts_and_exits_1_when_the_database_is_
     assert report["ok"] is True
     assert report["broker"]["ok"] and report["database"]["schema_current"]
     alerts_group = report["groups"][0]
-    assert alerts_group["group_id"] == router_env["ROUTER_GROUP_ID"]
+    group = router_env["ROUTER_GROUP_ID"]
+    assert [g["group_id"] for g in report["groups"]] == [
+        group,
+        f"{group}.contact-events",
+        f"{group}.status",
+    ]
     assert len(alerts_group["members"]) == 1 and alerts_group["total_lag"] == 0
     table = (await asyncio.to_thread(run_cli, router_env, "status")).stdout
     assert "postgresql" in table and "all well" in table
