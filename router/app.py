@@ -41,7 +41,7 @@ from router.ingest_http import (
 )
 from router.janitor import run_janitor
 from router.metrics import REGISTRY
-from router.scheduler import HeldDelivery, watch_silent_jobs
+from router.scheduler import HeldDelivery, watch_failovers
 from router.security import broker_security, client_options
 from router.settings import Settings
 from router.store import PgStore, Store
@@ -441,10 +441,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         )
         silent = (
             asyncio.create_task(
-                watch_silent_jobs(own_store, workers[0], settings, utc_now, stop),
-                name="router-failover-timeouts",
+                watch_failovers(own_store, workers[0], settings, utc_now, stop),
+                name="router-failovers",
             )
-            if own_store is not None and settings.failover_timeouts()
+            if own_store is not None
             else None
         )
         log.info(

@@ -156,7 +156,7 @@ class FailsOver(Protocol):
     async def fail_over(self, failed: Sequence[JobRow], now: datetime) -> None: ...
 
 
-async def watch_silent_jobs(
+async def watch_failovers(
     store: PgStore,
     worker: FailsOver,
     settings: Settings,
@@ -164,14 +164,35 @@ async def watch_silent_jobs(
     stop: asyncio.Event,
 ) -> None:
     """Every ``ROUTER_HELD_POLL_SECONDS``: jobs of error/critical pages with no status
-    within their transport's ``ROUTER_FAILOVER_TIMEOUT_*`` count as failed."""
+    within their transport's ``ROUTER_FAILOVER_TIMEOUT_*`` count as failed; and a page
+    whose failover was interrupted (a crash between recording a failure and publishing
+    the next step) gets its step now."""
     while not stop.is_set():
         try:
-            await fail_silent_jobs(store, worker, settings.failover_timeouts(), clock())
+            timeouts = settings.failover_timeouts()
+            if timeouts:
+                await fail_silent_jobs(store, worker, timeouts, clock())
+            await repair_failovers(store, worker, clock())
         except (RouterError, KafkaError, OSError) as error:
-            log.warning("failover_timeouts_failed", error=str(error))
+            log.warning("failover_watch_failed", error=str(error))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.held_poll_seconds)
+
+
+async def repair_failovers(
+    store: PgStore, worker: FailsOver, now: datetime, grace_seconds: float = 30
+) -> list[JobRow]:
+    """Fail over the pages left without a next step; the jobs it acted on."""
+    orphans = await store.orphaned_failures(grace_seconds=grace_seconds)
+    if orphans:
+        log.warning(
+            "failover_resumed",
+            pages=len(orphans),
+            job_ids=[j.job_id for j in orphans][:20],
+            hint="a failover was interrupted (crash or outage); taking its step now",
+        )
+        await worker.fail_over(orphans, now)
+    return orphans
 
 
 async def fail_silent_jobs(

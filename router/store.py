@@ -608,6 +608,16 @@ class PgStore:
             )
         return [_job_row(r) for r in rows]
 
+    async def orphaned_failures(
+        self, horizon_seconds: float = 3600, grace_seconds: float = 30
+    ) -> list[JobRow]:
+        """One failed job per page left without a next step (see the query)."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["orphaned_failures"], float(horizon_seconds), float(grace_seconds)
+            )
+        return [_job_row(r) for r in rows]
+
     async def trail(
         self, event_id: str
     ) -> tuple[tuple[str, str, datetime] | None, list[JobRow], list[tuple[str, datetime, str]]]:

@@ -473,3 +473,25 @@ WITH old_rows AS (
     DELETE FROM page_jobs WHERE created_at < now() - make_interval(secs => $1)
 )
 DELETE FROM page_events WHERE routed_at < now() - make_interval(secs => $1);
+
+-- name: orphaned_failures
+-- Pages of error/critical severity left without a next step: every job failed
+-- (between $2 and $1 seconds ago: the normal path had its chance, the sweep is
+-- bounded), no job still live, and no unreachable decision. A crash between
+-- recording a failure and publishing its failover leaves exactly this. One row
+-- per page: its latest failed job.
+SELECT DISTINCT ON (j.event_id, j.user_id) j.*
+FROM page_jobs j
+WHERE j.failed_at IS NOT NULL
+  AND j.severity IN ('error', 'critical')
+  AND j.failed_at <= now() - make_interval(secs => $2)
+  AND j.failed_at >= now() - make_interval(secs => $1)
+  AND NOT EXISTS (
+      SELECT 1 FROM page_jobs n
+      WHERE n.event_id = j.event_id AND n.user_id = j.user_id AND n.failed_at IS NULL
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM page_trail t
+      WHERE t.dedup = 'd|' || j.event_id || '|' || j.user_id || '|||skipped|unreachable|'
+  )
+ORDER BY j.event_id, j.user_id, j.failed_at DESC;

@@ -16,10 +16,12 @@ from typing import Any
 from router.app import ProducerPublisher, create_producer
 from router.dlq import SourceRecord
 from router.handler import Worker
-from router.scheduler import fail_silent_jobs
+from router.scheduler import fail_silent_jobs, repair_failovers
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
 from router.topics import ensure_topics
+from router.trail import status_row
+from schemas import DeliveryStatus
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,
@@ -214,3 +216,47 @@ async def test_a_job_without_a_status_in_time_fails_over_on_the_test_clock(
     )
     [job] = values(seen[email_t])
     assert (job["event_id"], job["contact_method_id"]) == ("quiet-sms", mail.id)
+
+
+async def test_a_failover_interrupted_by_a_crash_is_taken_by_the_next_sweep(
+    router_env: dict[str, str],
+) -> None:
+    values_ = {k.removeprefix("ROUTER_").lower(): v for k, v in router_env.items()}
+    settings = Settings(**{**values_, "topic_partitions": 1})
+    await ensure_topics(settings)
+    store = await PgStore.connect(settings.database_url.get_secret_value())
+    producer = create_producer(settings)
+    await producer.start()
+    now = datetime.now(UTC)
+    try:
+        await store.add_user("fay", None, "UTC")
+        await store.update_user("fay", {"delivery_mode": "preferred"})
+        await store.add_contact_method(
+            NewContactMethod("fay", "sms", "+14155550199", verified=True)
+        )
+        mail = await store.add_contact_method(
+            NewContactMethod("fay", "email", "fay@example.com", verified=True)
+        )
+        worker = Worker(store, ProducerPublisher(producer), settings, clock=lambda: now)
+        await worker.handle([SourceRecord("alerts", 0, 1, None, None, alert("crashy", "fay"), ())])
+        [sms] = (await store.jobs_by_id(await _job_ids(store, "crashy"))).values()
+        # The status handler recorded the failure, then the process died.
+        report = DeliveryStatus.model_validate_json(status(sms.job_id, "failed"))
+        await store.record_statuses([(status_row(report, sms), "failed", True)])
+        [orphan] = await repair_failovers(store, worker, now, grace_seconds=0)
+        assert orphan.job_id == sms.job_id
+        assert await repair_failovers(store, worker, now, grace_seconds=0) == []
+    finally:
+        await producer.stop()
+        await store.close()
+    email_t = settings.topic_email
+    seen = await collect(
+        settings.kafka_bootstrap_servers, [email_t], until=lambda s: len(s[email_t]) >= 1
+    )
+    [job] = values(seen[email_t])
+    assert (job["event_id"], job["contact_method_id"]) == ("crashy", mail.id)
+
+
+async def _job_ids(store: PgStore, event_id: str) -> list[str]:
+    _, jobs, _ = await store.trail(event_id)
+    return [j.job_id for j in jobs]
