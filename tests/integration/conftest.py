@@ -177,7 +177,10 @@ def add_contact(
 
 
 class RouterProcess:
-    """``router run`` in a child process, its log kept for failure reports."""
+    """A long-running ``router`` command (``run`` by default) in a child process, its
+    log kept for failure reports."""
+
+    command = "run"
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
@@ -187,7 +190,7 @@ class RouterProcess:
     def start(self) -> RouterProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "router", "run"],
+            [sys.executable, "-m", "router", self.command],
             env={**os.environ, **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -34,26 +31,22 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
 TOKEN = "new-token"
 
 
-class IngestProcess:
-    """``router ingest`` in a child process."""
+class IngestProcess(RouterProcess):
+    """``router ingest`` in a child process, on a free port."""
+
+    command = "ingest"
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
-        self.env = {**env, "ROUTER_INGEST_PORT": str(self.port)}
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "router", "ingest"],
-            env={**os.environ, **self.env},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__({**env, "ROUTER_INGEST_PORT": str(self.port)}, log_path)
+        self.start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def until_ready(self, path: str = "/readyz", timeout: float = 30) -> None:
+        assert self.process is not None
         for _ in range(int(timeout * 10)):
             if self.process.poll() is not None:
                 raise AssertionError(f"router ingest exited:\n{self.log()}")
@@ -65,19 +58,6 @@ class IngestProcess:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"{path} never answered 200:\n{self.log()}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._log.close()
-        return self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture

@@ -7,20 +7,23 @@ worker in this process with a clock the test sets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from router.app import ProducerPublisher, create_producer
+from router.directory import ContactMethod
 from router.dlq import SourceRecord
 from router.handler import Worker
 from router.scheduler import fail_silent_jobs, repair_failovers
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
 from router.topics import ensure_topics
-from router.trail import status_row
+from router.trail import JobRow, status_row
 from schemas import DeliveryStatus
 from tests.integration.conftest import (
     RouterProcess,
@@ -179,84 +182,85 @@ async def test_a_bounce_opts_the_address_out_and_odd_statuses_are_kept_and_ignor
     assert '"status_for_unknown_job"' in router.log()
 
 
-async def test_a_job_without_a_status_in_time_fails_over_on_the_test_clock(
-    router_env: dict[str, str],
-) -> None:
+@dataclass
+class InProcess:
+    """The worker in this process, on the real broker and database, with a fixed clock;
+    the user has an SMS and an email method and prefers SMS."""
+
+    settings: Settings
+    store: PgStore
+    worker: Worker
+    mail: ContactMethod
+
+    async def page(self, event_id: str, user: str) -> JobRow:
+        """An error page for ``user``; its one job (the SMS)."""
+        record = SourceRecord("alerts", 0, 1, None, None, alert(event_id, user), ())
+        await self.worker.handle([record])
+        _, [job], _ = await self.store.trail(event_id)
+        return job
+
+    async def emailed(self) -> list[dict[str, Any]]:
+        email_t = self.settings.topic_email
+        seen = await collect(
+            self.settings.kafka_bootstrap_servers, [email_t], until=lambda s: len(s[email_t]) >= 1
+        )
+        return values(seen[email_t])
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    router_env: dict[str, str], user: str, number: str, now: datetime, **extra: str
+) -> AsyncIterator[InProcess]:
     values_ = {k.removeprefix("ROUTER_").lower(): v for k, v in router_env.items()}
-    settings = Settings(**{**values_, "topic_partitions": 1, "failover_timeout_sms": "120s"})
+    settings = Settings(**{**values_, "topic_partitions": 1, **extra})
     await ensure_topics(settings)
     store = await PgStore.connect(settings.database_url.get_secret_value())
     producer = create_producer(settings)
     await producer.start()
-    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     try:
-        await store.add_user("erin", None, "UTC")
-        await store.update_user("erin", {"delivery_mode": "preferred"})
-        await store.add_contact_method(
-            NewContactMethod("erin", "sms", "+14155550188", verified=True)
-        )
+        await store.add_user(user, None, "UTC")
+        await store.update_user(user, {"delivery_mode": "preferred"})
+        await store.add_contact_method(NewContactMethod(user, "sms", number, verified=True))
         mail = await store.add_contact_method(
-            NewContactMethod("erin", "email", "erin@example.com", verified=True)
+            NewContactMethod(user, "email", f"{user}@example.com", verified=True)
         )
         worker = Worker(store, ProducerPublisher(producer), settings, clock=lambda: now)
-        event = alert("quiet-sms", "erin", "error")
-        await worker.handle([SourceRecord("alerts", 0, 1, None, None, event, ())])
-        timeouts = settings.failover_timeouts()
+        yield InProcess(settings, store, worker, mail)
+    finally:
+        await producer.stop()
+        await store.close()
+
+
+async def test_a_job_without_a_status_in_time_fails_over_on_the_test_clock(
+    router_env: dict[str, str],
+) -> None:
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    async with in_process(
+        router_env, "erin", "+14155550188", now, failover_timeout_sms="120s"
+    ) as rig:
+        await rig.page("quiet-sms", "erin")
+        timeouts = rig.settings.failover_timeouts()
         assert timeouts == {"sms": 120.0}
+        store, worker = rig.store, rig.worker
         assert await fail_silent_jobs(store, worker, timeouts, now + timedelta(seconds=119)) == []
         [silent] = await fail_silent_jobs(store, worker, timeouts, now + timedelta(seconds=120))
         assert silent.transport == "sms"
         assert await fail_silent_jobs(store, worker, timeouts, now + timedelta(hours=1)) == []
-    finally:
-        await producer.stop()
-        await store.close()
-    email_t = settings.topic_email
-    seen = await collect(
-        settings.kafka_bootstrap_servers, [email_t], until=lambda s: len(s[email_t]) >= 1
-    )
-    [job] = values(seen[email_t])
-    assert (job["event_id"], job["contact_method_id"]) == ("quiet-sms", mail.id)
+    [job] = await rig.emailed()
+    assert (job["event_id"], job["contact_method_id"]) == ("quiet-sms", rig.mail.id)
 
 
 async def test_a_failover_interrupted_by_a_crash_is_taken_by_the_next_sweep(
     router_env: dict[str, str],
 ) -> None:
-    values_ = {k.removeprefix("ROUTER_").lower(): v for k, v in router_env.items()}
-    settings = Settings(**{**values_, "topic_partitions": 1})
-    await ensure_topics(settings)
-    store = await PgStore.connect(settings.database_url.get_secret_value())
-    producer = create_producer(settings)
-    await producer.start()
     now = datetime.now(UTC)
-    try:
-        await store.add_user("fay", None, "UTC")
-        await store.update_user("fay", {"delivery_mode": "preferred"})
-        await store.add_contact_method(
-            NewContactMethod("fay", "sms", "+14155550199", verified=True)
-        )
-        mail = await store.add_contact_method(
-            NewContactMethod("fay", "email", "fay@example.com", verified=True)
-        )
-        worker = Worker(store, ProducerPublisher(producer), settings, clock=lambda: now)
-        await worker.handle([SourceRecord("alerts", 0, 1, None, None, alert("crashy", "fay"), ())])
-        [sms] = (await store.jobs_by_id(await _job_ids(store, "crashy"))).values()
+    async with in_process(router_env, "fay", "+14155550199", now) as rig:
+        sms = await rig.page("crashy", "fay")
         # The status handler recorded the failure, then the process died.
         report = DeliveryStatus.model_validate_json(status(sms.job_id, "failed"))
-        await store.record_statuses([(status_row(report, sms), "failed", True)])
-        [orphan] = await repair_failovers(store, worker, now, grace_seconds=0)
+        await rig.store.record_statuses([(status_row(report, sms), "failed", True)])
+        [orphan] = await repair_failovers(rig.store, rig.worker, now, grace_seconds=0)
         assert orphan.job_id == sms.job_id
-        assert await repair_failovers(store, worker, now, grace_seconds=0) == []
-    finally:
-        await producer.stop()
-        await store.close()
-    email_t = settings.topic_email
-    seen = await collect(
-        settings.kafka_bootstrap_servers, [email_t], until=lambda s: len(s[email_t]) >= 1
-    )
-    [job] = values(seen[email_t])
-    assert (job["event_id"], job["contact_method_id"]) == ("crashy", mail.id)
-
-
-async def _job_ids(store: PgStore, event_id: str) -> list[str]:
-    _, jobs, _ = await store.trail(event_id)
-    return [j.job_id for j in jobs]
+        assert await repair_failovers(rig.store, rig.worker, now, grace_seconds=0) == []
+    [job] = await rig.emailed()
+    assert (job["event_id"], job["contact_method_id"]) == ("crashy", rig.mail.id)
