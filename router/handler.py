@@ -277,7 +277,7 @@ class Worker:
 
         result = BatchResult()
         outgoing: list[Outgoing] = []
-        trails: dict[int, Trail] = {}
+        trail = Trail()
         for index, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
             if isinstance(outcome, DeadLetter):
                 result.rejected += 1
@@ -286,17 +286,11 @@ class Worker:
             routed = finished[index] if isinstance(outcome, Planned) else outcome
             result.events += 1
             result.routed.append(routed)
-            trails[index] = Trail()
-            outgoing += self._routed_messages(index, record, routed, trails[index], now)
+            outgoing += self._routed_messages(index, record, routed, trail, now)
 
         # The page trail is written while the broker acknowledges (two waits at once,
         # not one after the other). A batch retried after a failure writes it again,
         # which changes nothing: events and jobs are written once.
-        trail = Trail()
-        for part in trails.values():
-            trail.events += part.events
-            trail.jobs += part.jobs
-            trail.rows += part.rows
         writing = asyncio.ensure_future(self._store.write_trail(trail))
         # The batch is done only when the broker has every message; only then
         # are its events recorded as routed, so a crash before this point
