@@ -173,6 +173,10 @@ _UNAVAILABLE = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    # The driver's own state broken by a connection the server ended mid-query
+    # ("cannot switch to state ...; another operation is in progress"): the
+    # connection is gone, not the data wrong, so retry rather than dead-letter.
+    asyncpg.InternalClientError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.TransactionRollbackError,  # class 40: serialization failure, deadlock; retry
@@ -200,8 +204,6 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         ) from error
     except asyncpg.PostgresError as error:
         raise StoreError(f"PostgreSQL refused the operation: {error}.") from error
-    except asyncpg.InternalClientError as error:
-        raise StoreError(f"The PostgreSQL driver failed: {error}.") from error
 
 
 def _jsonb_encode(value: Any) -> bytes:
