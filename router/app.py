@@ -566,7 +566,12 @@ async def run_ingest(settings: Settings) -> None:
         return None
 
     app = create_ingest_app(
-        IngestConfig(tokens, settings.ingest_max_bytes, settings.ingest_mapping()),
+        IngestConfig(
+            tokens,
+            settings.ingest_max_bytes,
+            settings.ingest_mapping(),
+            settings.ingest_body_timeout_seconds,
+        ),
         RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst),
         publish,
         Readiness({"broker": broker_check}),
@@ -576,6 +581,7 @@ async def run_ingest(settings: Settings) -> None:
         settings.ingest_host,
         settings.ingest_port,
         [*sorted(ENDPOINTS), "/healthz", "/readyz", "/metrics"],
+        header_timeout_seconds=settings.ingest_header_timeout_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

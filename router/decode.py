@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from router.addresses import mask, normalize
 from router.errors import InvalidValue
@@ -30,7 +31,8 @@ RejectReason = Literal[
 REJECT_REASONS: dict[str, str] = {
     "empty_value": "The record has no value (a tombstone) or an empty one.",
     "too_large": "The message is larger than ROUTER_MAX_EVENT_BYTES.",
-    "not_json": "The message is blank, not UTF-8, or not valid JSON.",
+    "not_json": "The message is blank, not UTF-8, or not valid JSON (RFC 8259: `NaN` and "
+    "`Infinity` are refused; nesting deeper than 200 levels is refused).",
     "schema_invalid": "The JSON does not match the topic's schema (AlertEvent or ContactEvent).",
     "invalid_address": "A contacts.events address does not normalize (bad phone or email).",
     "routing_failed": "The event was valid but routing it raised an error (a router bug); "
@@ -50,6 +52,28 @@ class Rejection:
     reason: RejectReason
     error_class: str
     message: str
+
+
+class NotJson(ValueError):
+    """The bytes are not JSON the router accepts; the message says where and why."""
+
+
+# Python's json module and pydantic's parser accept these tokens, PostgreSQL's
+# json type and every strict JSON reader refuse them.
+_NON_FINITE = (b"NaN", b"Infinity")
+
+
+def load_json(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, or :class:`NotJson`.
+
+    The one JSON reader of every input (Kafka topics and HTTP bodies): RFC 8259
+    only, so ``NaN`` and ``Infinity`` are refused, and nesting deeper than the
+    parser's recursion limit (200) is refused, never a ``RecursionError``.
+    """
+    try:
+        return from_json(raw, allow_inf_nan=False)
+    except ValueError as error:
+        raise NotJson(str(error)) from None
 
 
 def _summarize(error: ValidationError, limit: int = 5) -> str:
@@ -77,6 +101,13 @@ def parse(value: bytes | None, model: type[Model], *, max_bytes: int) -> Model |
             "MessageTooLarge",
             f"the message is {len(value)} bytes; the limit is {max_bytes} (ROUTER_MAX_EVENT_BYTES)",
         )
+    if any(token in value for token in _NON_FINITE):
+        # Rare, so checked only when the bytes could hold such a token: the
+        # model ignores unknown fields, but the trail keeps the raw event.
+        try:
+            load_json(value)
+        except NotJson as error:
+            return Rejection("not_json", "JSONDecodeError", f"Invalid JSON: {error}")
     try:
         return model.model_validate_json(value)
     except ValidationError as error:

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import h11
 import structlog
 import uvicorn
 from prometheus_client import make_asgi_app
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from router.metrics import REGISTRY
 
@@ -96,6 +98,42 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _with_header_timeout(seconds: float) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol that closes a connection whose request line and
+    headers have not all arrived within ``seconds`` of the first byte (or of the
+    connection): uvicorn itself waits for them forever, so a few slow clients
+    could hold every connection open (slowloris)."""
+
+    class HeaderTimeout(H11Protocol):
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_deadline = self.loop.call_later(seconds, self._head_overdue)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            waiting = self.conn.their_state is h11.IDLE
+            if waiting and self._head_deadline is None:
+                self._head_deadline = self.loop.call_later(seconds, self._head_overdue)
+            elif not waiting and self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+            super().connection_lost(exc)
+
+        def _head_overdue(self) -> None:
+            self._head_deadline = None
+            if self.conn.their_state is h11.IDLE:  # still no complete request head
+                log.warning("http_header_timeout", timeout_seconds=seconds)
+                self.transport.close()
+
+    return HeaderTimeout
+
+
 class HttpServer:
     """The endpoints on ``port``, started and stopped with the worker."""
 
@@ -105,10 +143,17 @@ class HttpServer:
         host: str,
         port: int,
         endpoints: Sequence[str] = ("/healthz", "/readyz", "/metrics"),
+        header_timeout_seconds: float = 10.0,
     ) -> None:
         self._endpoints = list(endpoints)
         config = uvicorn.Config(
-            app, host=host, port=port, lifespan="off", log_config=None, access_log=False
+            app,
+            host=host,
+            port=port,
+            http=_with_header_timeout(header_timeout_seconds),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

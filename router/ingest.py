@@ -22,11 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from router.decode import NotJson, load_json
 from schemas import AlertEvent
 
 _SEVERITIES = ("critical", "error", "warning", "info")
-# Alertmanager and Grafana write this for "not resolved yet".
-_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,8 @@ class Audience:
 
 def _load_object(body: bytes) -> dict[str, Any] | Refusal:
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        data = load_json(body)
+    except NotJson as error:
         return Refusal(400, "not_json", f"the body is not JSON: {error}")
     if not isinstance(data, dict):
         return Refusal(422, "schema_invalid", "the body must be a JSON object")
@@ -150,6 +149,23 @@ def _labels(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _id_part(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else a stable hash of it."""
+    if len(text) <= limit:
+        return text
+    return "sha256-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _joined_id(*parts: str) -> str:
+    """The parts joined by ``:`` as an event id. An id that would pass the schema's
+    256 characters is never cut (cut ids of long fingerprints collide): each part
+    over 64 characters is replaced by its hash instead. Shorter ids are unchanged."""
+    whole = ":".join(parts)
+    if len(whole) <= 256:
+        return whole
+    return ":".join(_id_part(part, 64) for part in parts)
+
+
 def _event_id(source: str, alert: Mapping[str, Any], labels: Mapping[str, str], status: str) -> str:
     """The source's identity of this notification: the alert (its fingerprint, or its
     labels), when it started, and whether it fires or resolved. Retries and repeat
@@ -158,8 +174,8 @@ def _event_id(source: str, alert: Mapping[str, Any], labels: Mapping[str, str], 
     if not isinstance(fingerprint, str) or not fingerprint:
         canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    starts = alert.get("startsAt") if isinstance(alert.get("startsAt"), str) else ""
-    return f"{source}:{fingerprint}:{starts}:{status}"[:256]
+    starts = alert.get("startsAt")
+    return _joined_id(source, fingerprint, starts if isinstance(starts, str) else "", status)
 
 
 def from_alertmanager_style(
@@ -216,7 +232,7 @@ def from_alertmanager_style(
             "body": body_text,
             "url": url if isinstance(url, str) and url and len(url) <= 2000 else None,
             "source": source,
-            "dedup_key": _text(alert.get("fingerprint"), 256),
+            "dedup_key": _dedup_key(alert.get("fingerprint")),
             "labels": labels,
             "occurred_at": occurred,
         }
@@ -225,6 +241,13 @@ def from_alertmanager_style(
         except ValidationError as error:
             return Refusal(422, "schema_invalid", f"alerts[{index}]: {_first_error(error)}")
     return events
+
+
+def _dedup_key(fingerprint: Any) -> str | None:
+    """The alert's fingerprint as its dedup key; hashed when too long to keep whole."""
+    if not isinstance(fingerprint, str) or not fingerprint.strip():
+        return None
+    return _id_part(fingerprint.strip(), 256)
 
 
 def _first_error(error: ValidationError) -> str:
@@ -258,7 +281,7 @@ def _structured(event: Any) -> AlertEvent | Refusal:
     data = event.get("data")
     if data is None and "data_base64" in event:
         return Refusal(415, "unsupported_data", "data_base64 is not an AlertEvent; send JSON data")
-    return _alert_event(data, f"{event['source']}:{event['id']}")
+    return _alert_event(data, _joined_id(event["source"], event["id"]))
 
 
 def from_events_endpoint(body: bytes, headers: Mapping[str, str]) -> list[AlertEvent] | Refusal:
@@ -275,12 +298,12 @@ def from_events_endpoint(body: bytes, headers: Mapping[str, str]) -> list[AlertE
         data = _load_object(body)
         if isinstance(data, Refusal):
             return data
-        event = _alert_event(data, f"{headers['ce-source']}:{headers['ce-id']}")
+        event = _alert_event(data, _joined_id(headers["ce-source"], headers["ce-id"]))
         return event if isinstance(event, Refusal) else [event]
     if content_type == "application/cloudevents-batch+json":
         try:
-            batch = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
+            batch = load_json(body)
+        except NotJson as error:
             return Refusal(400, "not_json", f"the body is not JSON: {error}")
         if not isinstance(batch, list) or not batch:
             return Refusal(422, "schema_invalid", "a CloudEvents batch is a non-empty JSON array")

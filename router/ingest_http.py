@@ -88,23 +88,37 @@ class IngestConfig:
     tokens: tuple[str, ...]
     max_bytes: int
     mapping: IngestMapping
+    body_timeout_seconds: float = 30.0
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The request body; None as soon as it exceeds ``limit`` bytes."""
+async def _read_body(receive: Any, limit: int, within_seconds: float) -> bytes | Refusal:
+    """The whole request body, or why there is none to use: larger than ``limit``
+    (413), not complete within ``within_seconds`` (408), or cut off by the client
+    before its ``Content-Length`` arrived (400). A partial body is never used."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(within_seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return Refusal(
+                        400, "incomplete_body", "the client closed before sending the whole body"
+                    )
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return Refusal(413, "too_large", f"the body is larger than {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        return Refusal(
+            408,
+            "body_timeout",
+            f"the body did not arrive within {within_seconds:g} s "
+            "(ROUTER_INGEST_BODY_TIMEOUT_SECONDS); send it again",
+        )
 
 
 async def _respond(
@@ -181,13 +195,14 @@ def create_ingest_app(
                 [(b"retry-after", str(max(1, round(wait))).encode())],
             )
         declared = headers.get("content-length", "")
+        body: bytes | Refusal
         if declared.isdigit() and int(declared) > config.max_bytes:
-            body = None
+            body = Refusal(413, "too_large", f"the body is larger than {config.max_bytes} bytes")
         else:
-            body = await _read_body(receive, config.max_bytes)
+            body = await _read_body(receive, config.max_bytes, config.body_timeout_seconds)
         events: list[AlertEvent] | Refusal
-        if body is None:
-            events = Refusal(413, "too_large", f"the body is larger than {config.max_bytes} bytes")
+        if isinstance(body, Refusal):
+            events = body
         else:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             events = _map(endpoint, body, headers, query)

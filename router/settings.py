@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     ingest_rate_per_second: float = Field(default=20.0, gt=0)
     ingest_burst: int = Field(default=100, ge=1)
     ingest_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Slow clients: the request head, then the body, must arrive within these.
+    ingest_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_body_timeout_seconds: float = Field(default=30.0, gt=0)
     ingest_schedule_label: str = "schedule"
     ingest_users_label: str = "users"
     ingest_severity_label: str = "severity"
