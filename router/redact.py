@@ -75,6 +75,8 @@ def redact_dsn(text: str, dsn: str | None = None) -> str:
     delimit (a URL whose password holds a raw space)."""
     if dsn and dsn != text and dsn in text:
         text = text.replace(dsn, redact_dsn(dsn))
+    if "://" not in text and "password" not in text.lower():
+        return text  # the common case for a log line: nothing to look at
     if _WHOLE_URL.match(text):
         # One URL, white space and all: a password may hold a raw space.
         leading = len(text) - len(text.lstrip())

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router import logging as router_logging
 from router.errors import StoreUnavailable
@@ -48,6 +51,22 @@ DSNS = [
 @pytest.mark.parametrize(("dsn", "shown"), DSNS)
 def test_every_password_form_is_masked_and_the_rest_kept(dsn: str, shown: str) -> None:
     assert redact_dsn(dsn) == shown
+
+
+@given(st.text(min_size=1).filter(lambda t: "\x00" not in t))
+def test_a_quoted_key_value_password_never_shows(password: str) -> None:
+    quoted = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    assert redact_dsn(f"host=db password={quoted} dbname=router") == (
+        "host=db password=*** dbname=router"
+    )
+
+
+@given(st.text(min_size=1))
+def test_a_percent_encoded_url_password_never_shows(password: str) -> None:
+    encoded = quote(password, safe="")
+    assert redact_dsn(f"postgresql://router:{encoded}@db/router?sslpassword={encoded}") == (
+        "postgresql://router:***@db/router?sslpassword=***"
+    )
 
 
 def test_dsns_inside_a_message_are_masked() -> None:
