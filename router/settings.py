@@ -305,8 +305,9 @@ _QUOTED = re.compile(r"'([^']*)'")
 
 
 def _without_input(message: str, given: object) -> str:
-    """``message`` with any quoted echo of ``given`` (or of one of its comma-separated
-    items, as the list settings' own checks quote them) replaced by ``a value``."""
+    """``message`` with any quoted echo of ``given`` replaced by "the value", and of one
+    of its comma-separated items (as the list settings' own checks quote them) by
+    "one of its items"."""
     if not isinstance(given, str):
         return message
     items = {p.strip() for p in re.split(r"[,\n]", given)}
@@ -337,6 +338,6 @@ def describe_error(error: ValidationError) -> str:
             problems.append(f"{message}.")  # model-level checks name their variables
     return (
         " ".join(problems)
-        + " Fix the variable and run the command again (the README's Settings table says "
+        + " Fix each variable named and run the command again (the README's Settings table says "
         "what each accepts; values are not shown, as some are secrets)."
     )
