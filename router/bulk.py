@@ -6,6 +6,19 @@ reads the same (``id``, ``created_at`` and ``updated_at`` are ignored; the key
 is user, transport and normalized value), needs at least ``user_id``,
 ``transport`` and ``value``, and validates every row before anything is
 written, reporting each bad row with its line number.
+
+Records are split only where the format splits them: JSON lines at ``\n``
+(a ``\r`` before it is dropped), CSV by the csv module, whose quoted cells may
+hold any character. Line separators inside a value (U+2028, U+0085, vertical
+tab, form feed) stay in the value. A UTF-8 byte order mark is skipped.
+
+CSV cells that a spreadsheet would run as a formula (starting with ``=``,
+``+``, ``-``, ``@``, tab or carriage return, OWASP's list) are written with a
+``'`` in front. So that every cell reads back exactly, the rule is: export adds
+one ``'`` to every cell that is zero or more ``'`` followed by one of those
+characters; import removes one ``'`` from every cell that is one or more ``'``
+followed by one of them. A phone number ``+14155551234`` is exported as
+``'+14155551234`` and imported as ``+14155551234``; a label ``'=x`` as ``''=x``.
 """
 
 from __future__ import annotations
@@ -13,6 +26,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -72,43 +87,138 @@ def detect_format(name: str, head: str) -> Format:
     return "csv"
 
 
+#: The longest CSV cell import takes (the csv module's own default field limit).
+MAX_CELL = 131_072
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def neutralise(cell: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (see the module docstring)."""
+    return "'" + cell if _FORMULA.match(cell) else cell
+
+
+def restore(cell: str) -> str:
+    """The cell :func:`neutralise` was given: one ``'`` off a neutralised cell."""
+    return cell[1:] if _NEUTRALISED.match(cell) else cell
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json(text: str) -> Any:
+    """JSON as PostgreSQL's jsonb takes it: no NaN or Infinity."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def _csv_cell(name: str, text: str) -> Any:
     if name in _STRUCTURED:
         stripped = text.strip()
         if name == "tags" and not stripped.startswith("["):
             return [t.strip() for t in stripped.split(",") if t.strip()]
-        return json.loads(stripped)
+        return _json(stripped)
     return text
 
 
-def read(lines: Iterable[str], fmt: Format) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """(line number, raw fields) for every data row; unreadable rows as :class:`RowError`."""
+def read(text: str, fmt: Format) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """(line number, raw fields) for every data row of a file's text; unreadable rows
+    as :class:`RowError`. A row's number is the line it starts on."""
+    text = text.removeprefix("\ufeff")  # a byte order mark, as spreadsheets write
     if fmt == "jsonl":
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as error:
-                yield number, RowError(number, f"not valid JSON ({error})")
-                continue
-            if not isinstance(record, dict):
-                yield number, RowError(number, "not a JSON object")
-                continue
-            yield number, record
-        return
-    reader = csv.DictReader(lines)
-    for record in reader:
-        number = reader.line_num
-        if None in record:
-            yield number, RowError(number, "more cells than the header has columns")
+        yield from _read_jsonl(text)
+    else:
+        yield from _read_csv(text)
+
+
+def _read_jsonl(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
             continue
         try:
-            fields = {k: _csv_cell(k, v) for k, v in record.items() if k and v not in ("", None)}
-        except ValueError as error:
-            yield number, RowError(number, f"a JSON cell does not parse ({error})")
+            record = _json(line)
+        except RecursionError:
+            yield number, RowError(number, "nests JSON arrays or objects too deeply; flatten it")
             continue
-        yield number, fields
+        except ValueError as error:
+            yield number, RowError(number, f"not valid JSON ({error}); fix or remove the line")
+            continue
+        if not isinstance(record, dict):
+            yield number, RowError(number, "not a JSON object; each line must be one {...}")
+            continue
+        yield number, record
+
+
+def _read_csv(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    # The csv module's field limit would end the whole read with an error; cells
+    # are measured here instead, so a long one refuses only its row.
+    limit = csv.field_size_limit(sys.maxsize)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header: list[str] | None = None
+        end = 0  # the last line read so far
+        while True:
+            start = end + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                end = reader.line_num
+                yield start, RowError(start, f"not valid CSV ({error}); fix the row")
+                continue
+            end = reader.line_num
+            if not cells:
+                continue  # a blank line
+            if header is None:
+                header = [restore(c) for c in cells]
+                continue
+            yield start, _csv_row(start, header, cells)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _csv_row(number: int, header: list[str], cells: list[str]) -> dict[str, Any] | RowError:
+    if len(cells) > len(header):
+        return RowError(number, "more cells than the header has columns")
+    longest = max(len(c) for c in cells)
+    if longest > MAX_CELL:
+        return RowError(
+            number,
+            f"a cell is {longest:,} characters long, over the {MAX_CELL:,} allowed (an "
+            "unclosed quote makes a cell run on to the end of the file); shorten it",
+        )
+    try:
+        return {
+            name: _csv_cell(name, restore(cell))
+            for name, cell in zip(header, cells, strict=False)
+            if name and cell != ""
+        }
+    except RecursionError:
+        return RowError(number, "a JSON cell nests arrays or objects too deeply; flatten it")
+    except ValueError as error:
+        return RowError(number, f"a JSON cell does not parse ({error}); fix it")
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in ``value`` (text, or JSON made of it) PostgreSQL cannot store, if anything."""
+    pending = [value]
+    while pending:  # a loop, not recursion: JSON may nest as deep as the parser allows
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character (\\u0000), which PostgreSQL cannot store in text"
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return "an unpaired surrogate (\\ud800 to \\udfff), which is not UTF-8 text"
+    return None
 
 
 def _explain(error: ValidationError) -> str:
@@ -124,6 +234,11 @@ def validate(
 ) -> tuple[Any, ...] | RowError:
     """One row normalized as ``router contacts add`` would, or why not."""
     fields = {k: v for k, v in raw.items() if k not in _IGNORED}
+    for name, value in fields.items():
+        problem = _unstorable(name) or _unstorable(value)
+        if problem:
+            shown = name if _unstorable(name) is None else "a field name"
+            return RowError(number, f"{shown} holds {problem}; remove it")
     try:
         row = ImportRow.model_validate(fields)
     except ValidationError as error:
@@ -217,5 +332,5 @@ def export_rows(methods: Iterable[ContactMethod], fmt: Format) -> str:
     writer = csv.writer(buffer)
     for method in methods:
         data = method.model_dump()
-        writer.writerow([_csv_value(data[f]) for f in EXPORT_FIELDS])
+        writer.writerow([neutralise(_csv_value(data[f])) for f in EXPORT_FIELDS])
     return buffer.getvalue()

@@ -60,18 +60,20 @@ def _drop_unknown_users(result: bulk.ImportPlan, existing: set[str]) -> None:
 def contacts_import(args: argparse.Namespace) -> None:
     """``router contacts import FILE``: validate every row, then write all (or the good ones)."""
     try:
-        with open(args.file, newline="", encoding="utf-8") as handle:
-            lines = handle.read().splitlines(keepends=True)
+        # newline="": every character as written; the format decides where records end.
+        with open(args.file, newline="", encoding="utf-8-sig") as handle:
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidValue("FILE", args.file, f"cannot be read as UTF-8 text ({error})") from None
-    fmt = args.format or bulk.detect_format(args.file, lines[0] if lines else "")
-    progress = Progress("validating", len(lines))
+    fmt = args.format or bulk.detect_format(args.file, text[:1024])
+    total = text.count("\n") + 1
+    progress = Progress("validating", total)
     records = []
-    for record in bulk.read(lines, fmt):
+    for record in bulk.read(text, fmt):
         records.append(record)
         if len(records) % 1000 == 0:
             progress.update(record[0])
-    progress.update(len(lines))
+    progress.update(total)
     progress.close()
     result = bulk.plan(
         records, allow_landline=args.allow_landline, policy=settings().target_policy()

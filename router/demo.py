@@ -33,6 +33,7 @@ from router.embedded import (
     free_port,
 )
 from router.migrate import migrate
+from router.redact import redact_dsn
 from router.settings import Settings
 from router.store import NewContactMethod, PgStore
 from router.topics import ensure_topics
@@ -381,7 +382,9 @@ def main(keep_running: bool = False) -> None:
         EmbeddedPostgres(Path(tmp) / "pg") as postgres,
     ):
         env = embedded_env(kafka, postgres)
-        print(f"kafka (Tansu):  {kafka.bootstrap_servers}\npostgres:       {postgres.url}")
+        print(
+            f"kafka (Tansu):  {kafka.bootstrap_servers}\npostgres:       {redact_dsn(postgres.url)}"
+        )
         os.environ.update(env)  # for Settings() here and for the worker child process
         settings = Settings()
         try:

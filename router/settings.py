@@ -8,10 +8,11 @@ The README lists them all; ``tests/unit/test_settings.py`` keeps the two in step
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.ingest import IngestMapping, parse_severity_map
@@ -181,8 +182,10 @@ class Settings(BaseSettings):
                 try:
                     data[name] = Path(path).read_text().rstrip("\r\n")
                 except OSError as error:
+                    # The path is not shown: no setting's value is (see describe_error).
                     raise ValueError(
-                        f"ROUTER_{name.upper()}_FILE: cannot read {path}: {error.strerror}"
+                        f"ROUTER_{name.upper()}_FILE names a file that cannot be read "
+                        f"({error.strerror})"
                     ) from None
         return data
 
@@ -299,3 +302,45 @@ class Settings(BaseSettings):
     def all_topics(self) -> list[str]:
         """Every topic the router reads or writes."""
         return [*self.input_topics(), *self.output_topics()]
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _without_input(message: str, given: object) -> str:
+    """``message`` with any quoted echo of ``given`` replaced by "the value", and of one
+    of its comma-separated items (as the list settings' own checks quote them) by
+    "one of its items"."""
+    if not isinstance(given, str):
+        return message
+    items = {p.strip() for p in re.split(r"[,\n]", given)}
+
+    def hide(match: re.Match[str]) -> str:
+        quoted = match.group(1)
+        if quoted and quoted in (given, given.strip()):
+            return "the value"
+        return "one of its items" if quoted and quoted in items else match.group(0)
+
+    return _QUOTED.sub(hide, message)
+
+
+def describe_error(error: ValidationError) -> str:
+    """A settings error as sentences naming each variable and what is wrong with it.
+
+    Built from each error's location and message only: pydantic's ``input`` (the
+    value, or for a model-level error every setting, secrets included) is never
+    shown, and a message that quotes the value has the quote removed.
+    """
+    problems = []
+    for item in error.errors(include_url=False):
+        message = _without_input(item["msg"].removeprefix("Value error, "), item.get("input"))
+        if item["loc"]:
+            name = "ROUTER_" + "_".join(str(p) for p in item["loc"]).upper()
+            problems.append(f"{name}: {message}.")
+        else:
+            problems.append(f"{message}.")  # model-level checks name their variables
+    return (
+        " ".join(problems)
+        + " Fix each variable named and run the command again (the README's Settings table says "
+        "what each accepts; values are not shown, as some are secrets)."
+    )

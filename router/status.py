@@ -16,23 +16,25 @@ from aiokafka.protocol.group import MemberAssignment
 
 from router import sql
 from router.errors import RouterError
+from router.redact import redact_dsn
 from router.security import client_options
 from router.settings import Settings
-from router.store import PgStore, redact_url
+from router.store import PgStore
 from router.table import render as table
 
 
-def _error(error: BaseException) -> str:
-    return str(error) if isinstance(error, RouterError) else f"{type(error).__name__}: {error}"
+def _error(error: BaseException, dsn: str | None = None) -> str:
+    text = str(error) if isinstance(error, RouterError) else f"{type(error).__name__}: {error}"
+    return redact_dsn(text, dsn)  # a driver's message may quote the DSN it was given
 
 
 async def _database(settings: Settings) -> dict[str, Any]:
     url = settings.database_url.get_secret_value()
-    report: dict[str, Any] = {"ok": False, "url": redact_url(url)}
+    report: dict[str, Any] = {"ok": False, "url": redact_dsn(url)}
     try:
         store = await asyncio.wait_for(PgStore.connect(url, min_size=1, max_size=1), timeout=10)
     except Exception as error:
-        report["error"] = _error(error)
+        report["error"] = _error(error, url)
         return report
     try:
         version = await store.schema_version()
@@ -45,7 +47,7 @@ async def _database(settings: Settings) -> dict[str, Any]:
         if not report["ok"]:
             report["error"] = "the schema is behind; run `router db migrate`"
     except Exception as error:
-        report["error"] = _error(error)
+        report["error"] = _error(error, url)
     finally:
         await store.close()
     return report

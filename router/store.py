@@ -17,7 +17,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -32,6 +31,7 @@ from router.errors import (
     VerificationRefused,
 )
 from router.held import HeldPage, Outcome
+from router.redact import redact_dsn
 from router.rules import Limits, RateDecision, Send, within_rate_limits
 from router.trail import JobRow, Trail, TrailRow
 from schemas import AlertEvent, Transport, WebhookMethod
@@ -153,15 +153,6 @@ class Store(Protocol):
         ...
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced, for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 # Conditions that say "the database is not usable right now", not "this
 # operation is wrong": retried by the worker, exit status 3 for commands.
 _UNAVAILABLE = (
@@ -190,7 +181,7 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         yield
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as error:
         raise NotMigrated(
-            f"The database at {redact_url(url)} lacks part of the router schema ({error}); "
+            f"The database at {redact_dsn(url)} lacks part of the router schema ({error}); "
             "run `router db migrate` first."
         ) from error
     except asyncpg.UniqueViolationError as error:
@@ -199,7 +190,8 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         raise NotFound(f"A referenced record does not exist: {error.detail or error}.") from error
     except _UNAVAILABLE as error:
         raise StoreUnavailable(
-            f"Cannot use PostgreSQL at {redact_url(url)}: {error or type(error).__name__}. "
+            f"Cannot use PostgreSQL at {redact_dsn(url)}: "
+            f"{redact_dsn(str(error), url) or type(error).__name__}. "
             "Check that it is running and that ROUTER_DATABASE_URL is right."
         ) from error
     except asyncpg.PostgresError as error:
@@ -421,7 +413,7 @@ class PgStore:
         have, need = await self.schema_version(), sql.latest_version()
         if have < need:
             raise NotMigrated(
-                f"The database at {redact_url(self._url)} is at schema version {have}; this "
+                f"The database at {redact_dsn(self._url)} is at schema version {have}; this "
                 f"router needs {need}. Run `router db migrate` (it is safe to run repeatedly)."
             )
 

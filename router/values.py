@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from router.errors import ConfigError, InvalidValue
-from router.settings import Settings
+from router.settings import Settings, describe_error
 from schemas import Kind
 
 _USER_ID = re.compile(r"^[^\s\x00-\x1f]{1,256}$")
@@ -30,9 +30,7 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        first = error.errors()[0]
-        name = "ROUTER_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise ConfigError(f"{name}: {first['msg']} (got {first.get('input')!r}).") from None
+        raise ConfigError(describe_error(error)) from None
 
 
 def user_id(value: str) -> str:

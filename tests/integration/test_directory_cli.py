@@ -48,7 +48,8 @@ def people(router_env: dict[str, str]) -> dict[str, ContactMethod]:
 
 def listed(env: dict[str, str], *filters: str) -> list[ContactMethod]:
     out = ok(env, "contacts", "list", "--json", *filters)
-    return [ContactMethod.model_validate_json(line) for line in out.splitlines()]
+    # split("\n"), not splitlines(): a label may hold U+2028 and other line separators.
+    return [ContactMethod.model_validate_json(line) for line in out.split("\n") if line]
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -473,3 +474,103 @@ def test_search_matches_percent_and_underscore_literally(router_env: dict[str, s
     assert users("0%") == ["50%off"]
     assert values("a_b@") == ["a_b@example.com"]
     assert values("_") == ["a_b@example.com"]
+
+
+# -- hostile directory files (issue 17, items 9 and 10) ------------------------------------
+
+# Every character str.splitlines() splits on, other than \n and \r.
+SEPARATORS = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei"
+
+
+def export_to(env: dict[str, str], path: Path, fmt: str) -> bytes:
+    ok(env, "contacts", "export", "--format", fmt, "--output", str(path))
+    return path.read_bytes()
+
+
+def test_values_holding_line_separators_export_and_import_back(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    add(router_env, "alice", "email", "a@example.com", "--label", SEPARATORS)
+    add(router_env, "alice", "sms", "+14155551234", "--meta", f"note={SEPARATORS}")
+    add(router_env, "alice", "email", "b@example.com", "--label", "plain")
+    for fmt in ("csv", "jsonl"):
+        exported = export_to(router_env, tmp_path / f"all.{fmt}", fmt)
+        assert ok(router_env, "contacts", "import", str(tmp_path / f"all.{fmt}")).strip() == (
+            "imported 3 row(s): 0 added, 0 updated, 3 unchanged, 0 skipped as invalid"
+        )
+        assert export_to(router_env, tmp_path / f"again.{fmt}", fmt) == exported
+    ok(router_env, "contacts", "delete", "--user", "alice", "--all")
+    assert "3 added" in ok(router_env, "contacts", "import", str(tmp_path / "all.jsonl"))
+    methods = {m.value: m for m in listed(router_env)}
+    assert methods["a@example.com"].label == SEPARATORS
+    assert methods["+14155551234"].metadata == {"note": SEPARATORS}
+
+
+def test_exported_csv_cells_are_never_formulas_and_import_back_exactly(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    add(router_env, "alice", "sms", "+14155551234", "--label=-1")
+    add(router_env, "alice", "email", "a@example.com", "--label", '=HYPERLINK("http://x")')
+    add(router_env, "alice", "email", "b@example.com", "--label", "'@quoted", "--meta", "k=+1")
+    add(router_env, "alice", "email", "c@example.com", "--label", "\tTab")
+    path = tmp_path / "all.csv"
+    exported = export_to(router_env, path, "csv")
+    cells = [c for r in csv.reader(io.StringIO(exported.decode(), newline="")) for c in r]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert {"'+14155551234", "'-1", '\'=HYPERLINK("http://x")', "''@quoted", "'\tTab"} <= set(cells)
+    assert ok(router_env, "contacts", "import", str(path)).strip() == (
+        "imported 4 row(s): 0 added, 0 updated, 4 unchanged, 0 skipped as invalid"
+    )
+    ok(router_env, "contacts", "delete", "--user", "alice", "--all")
+    assert "4 added" in ok(router_env, "contacts", "import", str(path))
+    labels = {m.value: m.label for m in listed(router_env)}
+    assert labels == {
+        "+14155551234": "-1",
+        "a@example.com": '=HYPERLINK("http://x")',
+        "b@example.com": "'@quoted",
+        "c@example.com": "\tTab",
+    }
+
+
+def test_hostile_rows_are_refused_by_line_and_skip_invalid_writes_the_rest(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    row = '{"user_id": "alice", "transport": "email", "value": "%s@example.com"%s}\n'
+    jsonl = write(
+        tmp_path,
+        "in.jsonl",
+        row % ("a", "")
+        + row % ("b", ', "metadata": ' + "[" * 100_000 + "]" * 100_000)
+        + row % ("c", ', "label": "nul\\u0000"')
+        + row % ("d", ', "label": "x\u2028y"'),
+    )
+    stderr = refused(router_env, "contacts", "import", jsonl)
+    assert f"{jsonl}:2: nests JSON arrays or objects too deeply" in stderr
+    assert f"{jsonl}:3: label holds a NUL character" in stderr
+    assert "RecursionError" not in stderr and re.findall(r"in\.jsonl:(\d+):", stderr) == ["2", "3"]
+    assert ok(router_env, "contacts", "import", jsonl, "--skip-invalid").strip() == (
+        "imported 2 row(s): 2 added, 0 updated, 0 unchanged, 2 skipped as invalid"
+    )
+
+    huge = "x" * 131_073
+    path = tmp_path / "in.csv"  # as a spreadsheet saves it: a byte order mark, CRLF
+    path.write_bytes(
+        (
+            "\ufeffuser_id,transport,value,label\r\n"
+            "alice,email,e@example.com,\r\n"
+            f'alice,email,f@example.com,"{huge}"\r\n'
+            "alice,email,g@example.com,ok\r\n"
+        ).encode()
+    )
+    stderr = refused(router_env, "contacts", "import", str(path))
+    assert f"{path}:3: a cell is 131,073 characters long, over the 131,072 allowed" in stderr
+    assert "field larger than field limit" not in stderr and "user_id" not in stderr
+    assert ok(router_env, "contacts", "import", str(path), "--skip-invalid").strip() == (
+        "imported 2 row(s): 2 added, 0 updated, 0 unchanged, 1 skipped as invalid"
+    )
+    assert {m.value for m in listed(router_env)} == {
+        f"{c}@example.com" for c in ("a", "d", "e", "g")
+    }
