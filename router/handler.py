@@ -95,12 +95,11 @@ def _key(record: SourceRecord) -> RecordKey:
 
 @dataclass(frozen=True)
 class Settled:
-    """What one consumed alert record becomes, fixed by the first attempt at it that
-    got past the rate limits; every retry publishes exactly this."""
+    """What one consumed alert record becomes, fixed by the first attempt at it: its
+    plan (the rate limits still to apply), or its final outcome; and that attempt's clock."""
 
-    outcome: Routed | DeadLetter
-    now: datetime  # the clock it was routed at
-    planned: bool  # routed here, not a duplicate: recorded as routed once acknowledged
+    outcome: Planned | Routed | DeadLetter
+    now: datetime
 
 
 @dataclass
@@ -265,17 +264,20 @@ class Worker:
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
         settled = await self._settle(records)
+        finished = await self._reserve(settled)
         result = BatchResult()
         outgoing: list[Outgoing] = []
         trail = Trail()
         for index, (record, done) in enumerate(zip(records, settled, strict=True)):
-            if isinstance(done.outcome, DeadLetter):
+            outcome = finished.get(index, done.outcome)
+            if isinstance(outcome, DeadLetter):
                 result.rejected += 1
-                outgoing += self._letter_messages(index, record, done.outcome)
+                outgoing += self._letter_messages(index, record, outcome)
                 continue
+            assert isinstance(outcome, Routed), "every plan is finished by _reserve"
             result.events += 1
-            result.routed.append(done.outcome)
-            outgoing += self._routed_messages(index, record, done.outcome, trail, done.now)
+            result.routed.append(outcome)
+            outgoing += self._routed_messages(index, record, outcome, trail, done.now)
 
         # The page trail is written while the broker acknowledges (two waits at once,
         # not one after the other). A batch retried after a failure writes it again,
@@ -293,7 +295,7 @@ class Worker:
         refused_events = {
             done.outcome.event.event_id
             for index, done in enumerate(settled)
-            if index in refused and isinstance(done.outcome, Routed)
+            if index in refused and not isinstance(done.outcome, DeadLetter)
         }
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
@@ -303,8 +305,7 @@ class Worker:
                 [
                     done.outcome.event.event_id
                     for done in settled
-                    if done.planned
-                    and isinstance(done.outcome, Routed)
+                    if isinstance(done.outcome, Planned)
                     and done.outcome.event.event_id not in refused_events
                 ]
             )
@@ -342,14 +343,13 @@ class Worker:
         return result
 
     async def _settle(self, records: Sequence[SourceRecord]) -> list[Settled]:
-        """What each record becomes: what an earlier attempt at it settled, else routed now.
+        """What each record becomes: what an earlier attempt at it settled, else planned now.
 
-        A retried batch publishes the first attempt's outcome again, byte for byte,
-        rather than routing anew: by the retry a mute may have ended, a shift or a
-        quiet window begun or ended, a rate window slid, so a new plan could differ
-        from what the broker already acknowledged (a job skipped as if sent, a page
-        held and sent too). Remembered once the rate limits have had their say, and
-        forgotten when the batch is committed.
+        A retried batch goes on with its first attempt's plans and clock rather than
+        routing anew: by the retry a mute may have ended, a shift or a quiet window
+        begun or ended, a rate window slid, so a new plan could differ from what the
+        broker already acknowledged (a job skipped as if sent, a page held and sent
+        too). Forgotten when the batch is committed.
         """
         known = {
             i: self._settled[_key(r)] for i, r in enumerate(records) if _key(r) in self._settled
@@ -360,19 +360,18 @@ class Worker:
             claimed = {
                 done.outcome.event.event_id
                 for done in known.values()
-                if done.planned and isinstance(done.outcome, Routed)
+                if isinstance(done.outcome, Planned)
             }
-            routed = await self._route([records[i] for i in fresh], claimed)
-            for i, done in zip(fresh, routed, strict=True):
+            planned = await self._route([records[i] for i in fresh], claimed)
+            for i, done in zip(fresh, planned, strict=True):
                 known[i] = self._settled[_key(records[i])] = done
         return [known[i] for i in range(len(records))]
 
     async def _route(self, records: Sequence[SourceRecord], claimed: set[str]) -> list[Settled]:
-        """Decode, read the directory once, plan, and reserve the rate limits: each
-        record's outcome at this clock. ``claimed``: events routed by other records."""
-        # One clock for the whole attempt: an event without occurred_at is taken to
-        # have happened at its receipt, and is routed (schedules, mutes, quiet hours)
-        # as of then, on every attempt (see _settle).
+        """Decode, read the directory once, and plan: each record's outcome at this clock,
+        but for the rate limits. ``claimed``: events that other records route."""
+        # One clock for the whole attempt, kept for retries (see _settle): an event
+        # without occurred_at happened when it was received, on every attempt.
         received_at = self._clock()
         decoded = [
             decode(r.value, max_bytes=self._settings.max_event_bytes, received_at=received_at)
@@ -389,42 +388,46 @@ class Worker:
                 {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
             )
         now = self._clock()
-
-        # First pass, pure: what each record becomes, except for rate limits.
-        outcomes: list[Planned | Routed | DeadLetter] = []
+        settled: list[Settled] = []
         claimed = set(claimed)
         for record, item in zip(records, decoded, strict=True):
             if isinstance(item, Rejection):
                 _log_rejection("event_rejected", record, item)
-                outcomes.append(dead_letter(record, item))
+                settled.append(Settled(dead_letter(record, item), now))
             elif item.event_id in done_before or item.event_id in claimed:
-                outcomes.append(duplicate(item, now))
+                settled.append(Settled(duplicate(item, now), now))
             else:
                 claimed.add(item.event_id)
-                outcomes.append(self._plan(record, item, directory, now))
+                settled.append(Settled(self._plan(record, item, directory, now), now))
+        return settled
 
-        # Rate limits are shared by every router: one reservation for the batch, in
-        # the transaction that also holds the pages deferred (quiet hours, limits).
-        planned = [o for o in outcomes if isinstance(o, Planned)]
+    async def _reserve(self, settled: Sequence[Settled]) -> dict[int, Routed]:
+        """The plans among ``settled`` (by index) after the rate limits, which are shared
+        by every router: one reservation per clock, in the transaction that also holds
+        the pages deferred (quiet hours, limits).
+
+        A plan reserved before (a retry) gets the same answer: at the same clock, a
+        job counted before is allowed again and one held back is still held back (the
+        history only grew), and a page held before stays as it was. So a retry whose
+        first reservation committed without the worker hearing it is right too.
+        """
         finished: dict[int, Routed] = {}
+        by_clock: dict[datetime, dict[int, Planned]] = {}
+        for index, done in enumerate(settled):
+            if isinstance(done.outcome, Planned):
+                by_clock.setdefault(done.now, {})[index] = done.outcome
+        for now, planned in by_clock.items():
 
-        def holds(rate: RateDecision) -> list[HeldPage]:
-            finished.clear()
-            for index, outcome in enumerate(outcomes):
-                if isinstance(outcome, Planned):
+            def holds(rate: RateDecision, planned: dict[int, Planned] = planned) -> list[HeldPage]:
+                for index, outcome in planned.items():
                     finished[index] = finish(outcome, rate)
-            return [page for routed in finished.values() for page in routed.holds]
+                return [page for index in planned for page in finished[index].holds]
 
-        with metrics.DB_SECONDS.labels("reserve_sends").time():
-            await self._store.reserve_sends(
-                [s for p in planned for s in sends(p)], self._limits, now, holds
-            )
-        return [
-            Settled(finished[index], now, planned=True)
-            if isinstance(outcome, Planned)
-            else Settled(outcome, now, planned=False)
-            for index, outcome in enumerate(outcomes)
-        ]
+            with metrics.DB_SECONDS.labels("reserve_sends").time():
+                await self._store.reserve_sends(
+                    [s for p in planned.values() for s in sends(p)], self._limits, now, holds
+                )
+        return finished
 
     def _plan(
         self, record: SourceRecord, event: AlertEvent, directory: Directory, now: datetime

@@ -78,7 +78,8 @@ class OutagePublisher:
 
 
 class FlakyStore(InMemoryStore):
-    """Fails as an outage the next time the worker calls the method named ``fail_on``."""
+    """Fails as an outage the next time the worker calls the method named ``fail_on``
+    (``reserve_sends_committed``: after the reservation is made)."""
 
     fail_on: str | None = None
 
@@ -97,7 +98,9 @@ class FlakyStore(InMemoryStore):
 
     async def reserve_sends(self, *args: Any) -> Any:
         self._flake("reserve_sends")
-        return await super().reserve_sends(*args)
+        decision = await super().reserve_sends(*args)
+        self._flake("reserve_sends_committed")  # the commit's answer lost on the way
+        return decision
 
     async def write_trail(self, *args: Any) -> Any:
         self._flake("write_trail")
@@ -208,6 +211,26 @@ async def test_a_page_held_by_the_rate_limit_is_not_also_sent_by_the_retry() -> 
     assert (sms["outcome"], sms["reason"]) == ("deferred", "rate_limited")
 
 
+async def test_a_hold_whose_commit_went_unheard_is_not_undone_by_the_retry() -> None:
+    clock = Clock(NINE + timedelta(hours=2))
+    store = await a_team(clock)
+    publisher = OutagePublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=clock)
+    for n in (1, 2):
+        await worker.handle([record(alert(f"e{n}", ["bob"], "warning"), n)])
+    clock.now += timedelta(seconds=30)
+    batch = [record(alert("e3", ["bob"], "warning"), 3)]
+    store.fail_on = "reserve_sends_committed"
+    with pytest.raises(StoreUnavailable):
+        await worker.handle(batch)
+    assert [p.event.event_id for p in store.held.values()] == ["e3"]  # committed all the same
+    clock.now += timedelta(seconds=60)
+    await worker.handle(batch)
+    assert_one_delivery_per_sent_decision(publisher)
+    assert [j["event_id"] for j in publisher.on("deliveries.sms")] == ["e1", "e2"]
+    assert [p.event.event_id for p in store.held.values()] == ["e3"]
+
+
 async def test_a_retry_that_fetches_more_records_routes_the_new_ones_at_its_own_clock() -> None:
     clock = Clock(NINE - timedelta(seconds=1))
     store = await a_team(clock)
@@ -245,7 +268,14 @@ async def test_what_a_retry_remembers_is_forgotten_once_its_batch_is_done() -> N
 
 # -- the property -----------------------------------------------------------------
 
-STORE_CALLS = ("routed_within", "directory_for", "reserve_sends", "write_trail", "mark_routed")
+STORE_CALLS = (
+    "routed_within",
+    "directory_for",
+    "reserve_sends",
+    "reserve_sends_committed",
+    "write_trail",
+    "mark_routed",
+)
 
 values = st.one_of(
     st.builds(
