@@ -147,8 +147,10 @@ class Worker:
         """Route a batch of alert records; on failure, wait (backing off) and re-raise.
 
         Re-raising makes the consumer rewind to the batch's first offsets, so the
-        same records are tried again; job ids are deterministic, so a retry that
-        re-publishes produces the same jobs.
+        same records are tried again. This worker's retry publishes what its first
+        attempt decided (see ``_settle``) less what the broker acknowledged; job ids
+        are deterministic, so a batch re-routed elsewhere (after a crash) produces
+        the same jobs.
         """
         return await self._retrying(self._handle, records, _merge_results)
 
