@@ -293,12 +293,18 @@ values = st.one_of(
 attempts = st.lists(
     st.tuples(
         st.integers(1, 6),  # records fetched, from the batch's first offset
-        st.integers(0, 90),  # seconds the clock moves before the attempt
+        st.sampled_from([0, 1, 20, 45, 61, 90]),  # seconds the clock moves before the attempt
         st.sets(st.integers(0, 12), max_size=3),  # sends that fail as a broker outage
         st.none() | st.sampled_from(STORE_CALLS),  # the store call that fails
     ),
     min_size=1,
     max_size=12,
+)
+
+
+#: One SMS a minute, so that pages are held back often.
+TIGHT = Settings(
+    retry_backoff_max_seconds=0.001, recovery_probe_seconds=0.001, rate_limit_sms="1/60s"
 )
 
 
@@ -311,7 +317,7 @@ def test_outages_and_a_moving_clock_never_lose_double_or_mislabel_a_page(
         clock = Clock(NINE - timedelta(seconds=45))
         store = await a_team(clock)
         publisher = OutagePublisher()
-        worker = Worker(store, publisher, SETTINGS, clock=clock)
+        worker = Worker(store, publisher, TIGHT, clock=clock)
         records = [record(v, i) for i, v in enumerate(inputs)]
         position = 0
         steps = iter(plan)
