@@ -86,6 +86,22 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+RecordKey = tuple[str, int, int]  # (topic, partition, offset)
+
+
+def _key(record: SourceRecord) -> RecordKey:
+    return (record.topic, record.partition, record.offset)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one consumed alert record becomes, fixed by the first attempt at it: its
+    plan (the rate limits still to apply), or its final outcome; and that attempt's clock."""
+
+    outcome: Planned | Routed | DeadLetter
+    now: datetime
+
+
 @dataclass
 class BatchResult:
     """What one batch produced, for logs and tests."""
@@ -120,16 +136,21 @@ class Worker:
         )
         self._limits = settings.rate_limits()
         self._failures = 0
-        # Messages the broker acknowledged in a failed attempt at the current
-        # batch: a retry does not send them again. Emptied when a batch succeeds.
+        # Messages the broker acknowledged in a failed attempt at a batch: a retry
+        # does not send them again. Forgotten when the batch succeeds.
         self._acked: set[Identity] = set()
+        # What each record of a failed batch became: a retry publishes the same
+        # (see _settle). Forgotten when the batch succeeds.
+        self._settled: dict[RecordKey, Settled] = {}
 
     async def handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         """Route a batch of alert records; on failure, wait (backing off) and re-raise.
 
         Re-raising makes the consumer rewind to the batch's first offsets, so the
-        same records are tried again; job ids are deterministic, so a retry that
-        re-publishes produces the same jobs.
+        same records are tried again. This worker's retry publishes what its first
+        attempt decided (see ``_settle``) less what the broker acknowledged; job ids
+        are deterministic, so a batch re-routed elsewhere (after a crash) produces
+        the same jobs.
         """
         return await self._retrying(self._handle, records, _merge_results)
 
@@ -169,7 +190,7 @@ class Worker:
             await self._back_off(error if outage else None, delay)
             raise
         self._failures = 0
-        self._acked.clear()
+        self._forget(records)
         return result
 
     async def _isolate(
@@ -202,8 +223,24 @@ class Worker:
                 letter = dead_letter(record, failure)
                 await self._publish([record], self._letter_messages(0, record, letter))
         self._failures = 0
-        self._acked.clear()
+        self._forget(records)
         return merge(results)
+
+    def _forget(self, records: Sequence[SourceRecord]) -> None:
+        """Drop what failed attempts remembered about ``records``, now done, and about
+        anything before them on their partitions (committed with them, or moved to
+        another worker and back). Other streams' batches keep theirs."""
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            where = (record.topic, record.partition)
+            last[where] = max(last.get(where, record.offset), record.offset)
+
+        def done(topic: str, partition: int, offset: int) -> bool:
+            return offset <= last.get((topic, partition), -1)
+
+        self._acked -= {i for i in self._acked if done(i[0], i[1], i[2])}
+        for key in [k for k in self._settled if done(*k)]:
+            del self._settled[key]
 
     async def _back_off(self, outage: BaseException | None, delay: float) -> None:
         """Wait ``delay`` seconds, or less: during an outage, probe the dependency that
@@ -228,65 +265,21 @@ class Worker:
 
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
-        received_at = self._clock()
-        decoded = [
-            decode(r.value, max_bytes=self._settings.max_event_bytes, received_at=received_at)
-            for r in records
-        ]
-        events = [item for item in decoded if isinstance(item, AlertEvent)]
-        with metrics.DB_SECONDS.labels("routed_within").time():
-            done_before = await self._store.routed_within(
-                {e.event_id for e in events}, self._settings.dedup_window_seconds
-            )
-        with metrics.DB_SECONDS.labels("directory_for").time():
-            directory = await self._store.directory_for(
-                {uid for e in events for uid in e.recipients()},
-                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
-            )
-        now = self._clock()
-
-        # First pass, pure: what each record becomes, except for rate limits.
-        outcomes: list[Planned | Routed | DeadLetter] = []
-        claimed: set[str] = set()
-        for record, item in zip(records, decoded, strict=True):
-            if isinstance(item, Rejection):
-                _log_rejection("event_rejected", record, item)
-                outcomes.append(dead_letter(record, item))
-            elif item.event_id in done_before or item.event_id in claimed:
-                outcomes.append(duplicate(item, now))
-            else:
-                claimed.add(item.event_id)
-                outcomes.append(self._plan(record, item, directory, now))
-
-        # Rate limits are shared by every router: one reservation for the batch, in
-        # the transaction that also holds the pages deferred (quiet hours, limits).
-        planned = [o for o in outcomes if isinstance(o, Planned)]
-        finished: dict[int, Routed] = {}
-
-        def holds(rate: RateDecision) -> list[HeldPage]:
-            finished.clear()
-            for index, outcome in enumerate(outcomes):
-                if isinstance(outcome, Planned):
-                    finished[index] = finish(outcome, rate)
-            return [page for routed in finished.values() for page in routed.holds]
-
-        with metrics.DB_SECONDS.labels("reserve_sends").time():
-            await self._store.reserve_sends(
-                [s for p in planned for s in sends(p)], self._limits, now, holds
-            )
-
+        settled = await self._settle(records)
+        finished = await self._reserve(settled)
         result = BatchResult()
         outgoing: list[Outgoing] = []
         trail = Trail()
-        for index, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
+        for index, (record, done) in enumerate(zip(records, settled, strict=True)):
+            outcome = finished.get(index, done.outcome)
             if isinstance(outcome, DeadLetter):
                 result.rejected += 1
                 outgoing += self._letter_messages(index, record, outcome)
                 continue
-            routed = finished[index] if isinstance(outcome, Planned) else outcome
+            assert isinstance(outcome, Routed), "every plan is finished by _reserve"
             result.events += 1
-            result.routed.append(routed)
-            outgoing += self._routed_messages(index, record, routed, trail, now)
+            result.routed.append(outcome)
+            outgoing += self._routed_messages(index, record, outcome, trail, done.now)
 
         # The page trail is written while the broker acknowledges (two waits at once,
         # not one after the other). A batch retried after a failure writes it again,
@@ -302,18 +295,21 @@ class Worker:
                 await asyncio.gather(writing, return_exceptions=True)
         writing.result()  # a failed trail write fails the batch like any store outage
         refused_events = {
-            item.event_id
-            for index, item in enumerate(decoded)
-            if index in refused
-            and isinstance(item, AlertEvent)
-            and not isinstance(outcomes[index], DeadLetter)
+            done.outcome.event.event_id
+            for index, done in enumerate(settled)
+            if index in refused and not isinstance(done.outcome, DeadLetter)
         }
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
         with metrics.DB_SECONDS.labels("mark_routed").time():
             await self._store.mark_routed(
-                [p.event.event_id for p in planned if p.event.event_id not in refused_events]
+                [
+                    done.outcome.event.event_id
+                    for done in settled
+                    if isinstance(done.outcome, Planned)
+                    and done.outcome.event.event_id not in refused_events
+                ]
             )
         # Tallied per batch, then one increment per label: not a labelled lookup per job.
         transports: Counter[str] = Counter()
@@ -347,6 +343,93 @@ class Worker:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return result
+
+    async def _settle(self, records: Sequence[SourceRecord]) -> list[Settled]:
+        """What each record becomes: what an earlier attempt at it settled, else planned now.
+
+        A retried batch goes on with its first attempt's plans and clock rather than
+        routing anew: by the retry a mute may have ended, a shift or a quiet window
+        begun or ended, a rate window slid, so a new plan could differ from what the
+        broker already acknowledged (a job skipped as if sent, a page held and sent
+        too). Forgotten when the batch is committed.
+        """
+        known = {
+            i: self._settled[_key(r)] for i, r in enumerate(records) if _key(r) in self._settled
+        }
+        fresh = [i for i in range(len(records)) if i not in known]
+        if fresh:
+            # An event that a remembered record routes is routed by that record only.
+            claimed = {
+                done.outcome.event.event_id
+                for done in known.values()
+                if isinstance(done.outcome, Planned)
+            }
+            planned = await self._route([records[i] for i in fresh], claimed)
+            for i, done in zip(fresh, planned, strict=True):
+                known[i] = self._settled[_key(records[i])] = done
+        return [known[i] for i in range(len(records))]
+
+    async def _route(self, records: Sequence[SourceRecord], claimed: set[str]) -> list[Settled]:
+        """Decode, read the directory once, and plan: each record's outcome at this clock,
+        but for the rate limits. ``claimed``: events that other records route."""
+        # One clock for the whole attempt, kept for retries (see _settle): an event
+        # without occurred_at happened when it was received, on every attempt.
+        received_at = self._clock()
+        decoded = [
+            decode(r.value, max_bytes=self._settings.max_event_bytes, received_at=received_at)
+            for r in records
+        ]
+        events = [item for item in decoded if isinstance(item, AlertEvent)]
+        with metrics.DB_SECONDS.labels("routed_within").time():
+            done_before = await self._store.routed_within(
+                {e.event_id for e in events}, self._settings.dedup_window_seconds
+            )
+        with metrics.DB_SECONDS.labels("directory_for").time():
+            directory = await self._store.directory_for(
+                {uid for e in events for uid in e.recipients()},
+                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
+            )
+        now = self._clock()
+        settled: list[Settled] = []
+        claimed = set(claimed)
+        for record, item in zip(records, decoded, strict=True):
+            if isinstance(item, Rejection):
+                _log_rejection("event_rejected", record, item)
+                settled.append(Settled(dead_letter(record, item), now))
+            elif item.event_id in done_before or item.event_id in claimed:
+                settled.append(Settled(duplicate(item, now), now))
+            else:
+                claimed.add(item.event_id)
+                settled.append(Settled(self._plan(record, item, directory, now), now))
+        return settled
+
+    async def _reserve(self, settled: Sequence[Settled]) -> dict[int, Routed]:
+        """The plans among ``settled`` (by index) after the rate limits, which are shared
+        by every router: one reservation per clock, in the transaction that also holds
+        the pages deferred (quiet hours, limits).
+
+        A plan reserved before (a retry) gets the same answer: at the same clock, a
+        job counted before is allowed again and one held back is still held back (the
+        history only grew), and a page held before stays as it was. So a retry whose
+        first reservation committed without the worker hearing it is right too.
+        """
+        finished: dict[int, Routed] = {}
+        by_clock: dict[datetime, dict[int, Planned]] = {}
+        for index, done in enumerate(settled):
+            if isinstance(done.outcome, Planned):
+                by_clock.setdefault(done.now, {})[index] = done.outcome
+        for now, planned in by_clock.items():
+
+            def holds(rate: RateDecision, planned: dict[int, Planned] = planned) -> list[HeldPage]:
+                for index, outcome in planned.items():
+                    finished[index] = finish(outcome, rate)
+                return [page for index in planned for page in finished[index].holds]
+
+            with metrics.DB_SECONDS.labels("reserve_sends").time():
+                await self._store.reserve_sends(
+                    [s for p in planned.values() for s in sends(p)], self._limits, now, holds
+                )
+        return finished
 
     def _plan(
         self, record: SourceRecord, event: AlertEvent, directory: Directory, now: datetime
