@@ -25,13 +25,13 @@ from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from router import logging as router_logging
-from router.cache import CachedDirectory, DirectoryCache
-from router.consume import PartitionGuard
-from router.dlq import SourceRecord
+from router.db.janitor import run_janitor
+from router.db.store import PgStore, Store
+from router.directory.cache import CachedDirectory, DirectoryCache
 from router.errors import ConfigError
-from router.handler import Worker, utc_now
-from router.health import HttpServer, Readiness, create_http_app
-from router.ingest_http import (
+from router.held.scheduler import HeldDelivery, watch_failovers
+from router.http.health import HttpServer, Readiness, create_http_app
+from router.ingest.edge import (
     ENDPOINTS,
     BrokerUnavailable,
     IngestConfig,
@@ -39,20 +39,20 @@ from router.ingest_http import (
     create_ingest_app,
     publish_all,
 )
-from router.janitor import run_janitor
+from router.kafka.consume import PartitionGuard
+from router.kafka.security import broker_security, client_options
+from router.kafka.topics import ensure_topics
 from router.metrics import REGISTRY
-from router.scheduler import HeldDelivery, watch_failovers
-from router.security import broker_security, client_options
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker, utc_now
 from router.settings import Settings
-from router.store import PgStore, Store
-from router.topics import ensure_topics
 from schemas import AlertEvent
 
 log = structlog.get_logger("router.app")
 
 
 class ProducerPublisher:
-    """:class:`router.handler.Publisher` straight on an aiokafka producer: the worker's
+    """:class:`router.routing.handler.Publisher` straight on an aiokafka producer: the worker's
     output does not pass through FastStream's per-message publish path."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
@@ -84,7 +84,7 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 class KafkaPublisher:
-    """:class:`router.handler.Publisher` on the FastStream broker's producer (tests use it
+    """:class:`router.routing.handler.Publisher` on the FastStream broker's producer (tests use it
     with FastStream's TestKafkaBroker)."""
 
     def __init__(self, broker: KafkaBroker) -> None:
@@ -171,7 +171,7 @@ async def _tolerant_parser(
 
 
 async def _raw_records(message: KafkaMessage, _default: Callable[..., Awaitable[Any]]) -> Any:
-    # The router decodes bodies itself (router.decode) so bad JSON becomes a DLQ
+    # The router decodes bodies itself (router.routing.decode) so bad JSON becomes a DLQ
     # record instead of a decode error inside the framework.
     return message.raw_message
 
@@ -189,7 +189,7 @@ def _source(record: ConsumerRecord[Any, Any]) -> SourceRecord:
 
 
 def _guarded_fetch(subscriber: Any, settings: Settings, guard: PartitionGuard) -> None:
-    """Make ``subscriber`` fetch through ``guard`` (see router.consume).
+    """Make ``subscriber`` fetch through ``guard`` (see router.kafka.consume).
 
     FastStream's consume loop calls ``get_msg(consumer)`` for each batch; this
     replaces that one method on this one subscriber, nothing else.
@@ -215,7 +215,7 @@ def _batch_subscriber(
     guard: PartitionGuard,
 ) -> Any:
     subscriber = broker.subscriber(
-        Topic(topic, declare=False),  # router.topics manages topics, not FastStream
+        Topic(topic, declare=False),  # router.kafka.topics manages topics, not FastStream
         group_id=group_id,
         group_instance_id=instance_id,
         session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -238,7 +238,7 @@ def _batch_subscriber(
 def _document_outputs(broker: KafkaBroker, settings: Settings) -> None:
     """Declare the output topics with their models, for the AsyncAPI document.
 
-    The worker publishes through the broker's producer directly (router.handler);
+    The worker publishes through the broker's producer directly (router.routing.handler);
     these publishers describe the contract delivery workers read.
     """
     from schemas import Decision, EmailJob, SmsJob, WebhookJob

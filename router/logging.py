@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from router.addresses import mask
+from router.directory.addresses import mask
 from router.redact import redact_dsn
 
 #: Log fields whose value is a contact address; never rendered whole.

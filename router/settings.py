@@ -15,9 +15,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from router.ingest import IngestMapping, parse_severity_map
-from router.rules import RateLimit, parse_buckets, parse_duration
-from router.targets import TargetPolicy, parse_networks
+from router.directory.targets import TargetPolicy, parse_networks
+from router.ingest.mapping import IngestMapping, parse_severity_map
+from router.routing.rules import RateLimit, parse_buckets, parse_duration
 from schemas import Severity, Transport
 
 #: Settings that may instead be read from a file named by ``ROUTER_<NAME>_FILE``.
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     verification_code_ttl_seconds: int = Field(default=15 * 60, ge=30)
     verification_max_attempts: int = Field(default=5, ge=1)
 
-    # Webhook targets (see router.targets): https only, public addresses only.
+    # Webhook targets (see router.directory.targets): https only, public addresses only.
     webhook_allow_http: bool = False
     webhook_allowed_hosts: str = ""  # comma-separated host names or addresses
     webhook_denied_networks: str = ""  # comma-separated CIDR ranges, refused on top
@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
 
-    # router ingest: HTTP in, alert events out (see router.ingest_http)
+    # router ingest: HTTP in, alert events out (see router.ingest.edge)
     ingest_port: int = Field(default=8081, ge=1, le=65535)
     ingest_host: str = "0.0.0.0"  # noqa: S104 - senders reach the pod's address
     ingest_tokens: SecretStr | None = None  # comma-separated bearer tokens

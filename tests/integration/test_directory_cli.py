@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from router.directory import ContactMethod
+from router.directory.models import ContactMethod
+from router.kafka.topics import ensure_topics
 from router.settings import Settings
-from router.topics import ensure_topics
 from tests.integration.conftest import add_contact as add
 from tests.integration.conftest import cli_ok as ok
 from tests.integration.conftest import cli_refused as refused

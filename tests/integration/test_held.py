@@ -18,13 +18,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from router.app import ProducerPublisher, create_producer
-from router.dlq import SourceRecord
-from router.handler import Worker
-from router.scheduler import HeldDelivery
+from router.db.store import NewContactMethod, PgStore
+from router.delivery.trail import story
+from router.held.scheduler import HeldDelivery
+from router.kafka.topics import ensure_topics
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod, PgStore
-from router.topics import ensure_topics
-from router.trail import story
 from tests.integration.conftest import cli_ok, collect
 
 Output = dict[str, list[dict[str, Any]]]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from router.embedded import EmbeddedKafka, free_port
+from router.dev.embedded import EmbeddedKafka, free_port
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,

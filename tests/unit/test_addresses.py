@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.addresses import mask, normalize
+from router.directory.addresses import mask, normalize
 from router.errors import InvalidValue
 
 

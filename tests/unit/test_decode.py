@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.decode import NotJson, Rejection, decode, load_json
+from router.routing.decode import NotJson, Rejection, decode, load_json
 from schemas import AlertEvent
 from tests.conftest import T0
 

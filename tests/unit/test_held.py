@@ -8,9 +8,9 @@ from datetime import UTC, datetime, time, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import render
-from router.directory import Directory
-from router.held import HeldPage, digest_job, digest_sms, plan_delivery, settle
+from router.directory.models import Directory
+from router.held.digest import HeldPage, digest_job, digest_sms, plan_delivery, settle
+from router.routing import render
 from schemas import SmsJob
 from tests.conftest import make_event, make_method, make_user
 

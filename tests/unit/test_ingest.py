@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router.ingest import (
+from router.ingest.edge import RateLimiter, authenticate
+from router.ingest.mapping import (
     Audience,
     IngestMapping,
     Refusal,
@@ -16,7 +17,6 @@ from router.ingest import (
     from_events_endpoint,
     parse_severity_map,
 )
-from router.ingest_http import RateLimiter, authenticate
 from schemas import AlertEvent
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"

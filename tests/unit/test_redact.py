@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router import logging as router_logging
+from router.db.store import translate_errors
 from router.errors import StoreUnavailable
 from router.redact import redact_dsn
-from router.store import translate_errors
 
 # (DSN, what it must show): each password holds the word SECRET.
 DSNS = [

@@ -19,12 +19,12 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from router.dlq import SourceRecord
+from router.db.memstore import InMemoryStore
+from router.db.store import NewContactMethod
 from router.errors import StoreUnavailable
-from router.handler import Worker
-from router.memstore import InMemoryStore
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod
 from tests.unit.test_handler import alert, record
 
 NINE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import rules
-from router.directory import ContactMethod, User
-from router.rules import (
+from router.directory.models import ContactMethod, User
+from router.routing import rules
+from router.routing.rules import (
     Candidate,
     RateLimit,
     Send,

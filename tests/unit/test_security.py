@@ -11,7 +11,7 @@ import trustme
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from router.errors import ConfigError
-from router.security import broker_security, client_options
+from router.kafka.security import broker_security, client_options
 from router.settings import Settings
 
 

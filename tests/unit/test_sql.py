@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router import sql
+from router.db import sql
 
 
 def test_blocks_are_split_by_name_and_keep_their_comments() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.targets import TargetPolicy, UnsafeTarget, check_target, parse_networks
+from router.directory.targets import TargetPolicy, UnsafeTarget, check_target, parse_networks
 
 #: The URLs an operator found accepted before the check existed (issue 7).
 REPORTED = [

@@ -1,0 +1,285 @@
+"""The user's rules: may this contact method be told about this event? Pure functions.
+
+Each per-method rule looks at one :class:`Candidate` and returns the reason to
+skip it, or ``None``. ``RULES`` is the order they are asked in; the first
+reason found is the one reported. Two steps look at more than one method and
+come after: the channel preference (:func:`preferred`) and the rate limit
+(:func:`within_rate_limits`), which also needs what was sent recently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from router.directory.models import ContactMethod, User
+from router.directory.targets import STRICT, TargetPolicy, target_problem
+from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
+
+#: Transports in the order used after a user's own channel order runs out.
+DEFAULT_CHANNEL_ORDER: tuple[Transport, ...] = ("sms", "email", "webhook")
+
+OptOuts = Collection[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One contact method considered for one event."""
+
+    event: AlertEvent
+    user: User
+    method: ContactMethod
+    now: datetime
+    opt_outs: OptOuts = frozenset()
+    require_verified: bool = False
+    target_policy: TargetPolicy = STRICT
+
+
+Rule = Callable[[Candidate], Reason | None]
+
+
+def _at_least(severity: str, threshold: str) -> bool:
+    return SEVERITY_RANK[severity] >= SEVERITY_RANK[threshold]
+
+
+def disabled(c: Candidate) -> Reason | None:
+    """A disabled method gets nothing."""
+    return "disabled" if c.method.disabled else None
+
+
+def unsafe_target(c: Candidate) -> Reason | None:
+    """A webhook whose URL points inside the network gets nothing, however it was stored
+    (before the write-time check existed, or by SQL)."""
+    if c.method.transport != "webhook":
+        return None
+    return "unsafe_target" if target_problem(c.method.value, c.target_policy) else None
+
+
+def opted_out(c: Candidate) -> Reason | None:
+    """An address on the opt-out list gets nothing, whichever user's method it is."""
+    return "opted_out" if (c.method.transport, c.method.value) in c.opt_outs else None
+
+
+def unverified(c: Candidate) -> Reason | None:
+    """Unverified methods are skipped only when the router requires verification."""
+    return "unverified" if c.require_verified and not c.method.verified else None
+
+
+def muted(c: Candidate) -> Reason | None:
+    """Muted until cleared, or until ``mute_until``; a past (or exactly now) mute-until is over."""
+    until = c.method.mute_until
+    return "muted" if c.method.muted or (until is not None and until > c.now) else None
+
+
+def suppressed(c: Candidate) -> Reason | None:
+    """NodePing's per-address suppress flags: one per event kind, or all."""
+    m = c.method
+    flags = {
+        "up": m.suppress_up,
+        "down": m.suppress_down,
+        "first": m.suppress_first,
+        "diagnostic": m.suppress_diagnostic,
+    }
+    return "suppressed" if m.suppress_all or flags[c.event.kind] else None
+
+
+def below_min_severity(c: Candidate) -> Reason | None:
+    """A method with a minimum severity gets only events at or above it."""
+    floor = c.method.min_severity
+    return "below_min_severity" if floor and not _at_least(c.event.severity, floor) else None
+
+
+def in_quiet_window(user: User, at: datetime) -> bool:
+    """Whether ``at`` falls in the user's daily quiet window, read on the user's local clock.
+
+    The window is [start, end); when start > end it crosses midnight.
+    """
+    start, end = user.quiet_hours_start, user.quiet_hours_end
+    if start is None or end is None:
+        return False
+    local: time = at.astimezone(ZoneInfo(user.timezone)).time().replace(tzinfo=None)
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def quiet_window_end(user: User, at: datetime) -> datetime:
+    """The end of the quiet window ``at`` falls in (or ``at`` itself when it is not in
+    one): the next time the user's local clock shows ``quiet_hours_end``, so across a
+    DST change the page still comes at, say, 07:00 local. An end time that a spring-
+    forward gap skips means the first instant after the gap."""
+    end = user.quiet_hours_end
+    if end is None or not in_quiet_window(user, at):
+        return at
+    zone = ZoneInfo(user.timezone)
+    local = at.astimezone(zone)
+    day = (
+        local.date()
+        if local.time().replace(tzinfo=None) < end
+        else local.date() + timedelta(days=1)
+    )
+    candidate = datetime.combine(day, end, tzinfo=zone)
+    # Normalise a time the gap skipped (02:30 on the spring-forward night) to a real instant.
+    return candidate.astimezone(UTC)
+
+
+def quiet_hours(c: Candidate) -> Reason | None:
+    """No non-urgent events in the user's quiet hours; severities at or above the bypass pass."""
+    if _at_least(c.event.severity, c.user.quiet_bypass):
+        return None
+    assert c.event.occurred_at is not None, "decode fills occurred_at"
+    return "quiet_hours" if in_quiet_window(c.user, c.event.occurred_at) else None
+
+
+RULES: Sequence[Rule] = (
+    disabled,
+    unsafe_target,
+    opted_out,
+    unverified,
+    muted,
+    suppressed,
+    below_min_severity,
+    quiet_hours,
+)
+
+
+def skip_reason(candidate: Candidate, rules: Sequence[Rule] = RULES) -> Reason | None:
+    """The first rule's reason to skip ``candidate``, or ``None`` when it may get a job."""
+    for rule in rules:
+        reason = rule(candidate)
+        if reason is not None:
+            return reason
+    return None
+
+
+def channel_order(user: User) -> tuple[Transport, ...]:
+    """The user's channel order, followed by any transport it leaves out."""
+    own = tuple(dict.fromkeys(user.channel_order))
+    return own + tuple(t for t in DEFAULT_CHANNEL_ORDER if t not in own)
+
+
+def preferred(user: User, event: AlertEvent, eligible: Sequence[ContactMethod]) -> set[str]:
+    """Ids of the eligible methods that get the event under the user's delivery mode.
+
+    Mode ``all``, or a ``critical`` event: every eligible method. Mode
+    ``preferred``: the first transport in the channel order with an eligible
+    method, and within it the primary (else the oldest eligible) method.
+    ``eligible`` must be in creation order.
+    """
+    if user.delivery_mode == "all" or event.severity == "critical":
+        return {m.id for m in eligible}
+    for transport in channel_order(user):
+        of_transport = [m for m in eligible if m.transport == transport]
+        if of_transport:
+            chosen = next((m for m in of_transport if m.is_primary), of_transport[0])
+            return {chosen.id}
+    return set()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` jobs per contact method in any ``window_seconds`` (one bucket)."""
+
+    count: int
+    window_seconds: int
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> int:
+    """``120s``, ``2m`` or ``1h`` (or plain seconds) -> seconds; ValueError if not."""
+    text = text.strip()
+    unit = text[-1:] if text[-1:] in _UNITS else "s"
+    number = text[:-1] if text[-1:] in _UNITS else text
+    if not number.strip().isdigit() or int(number) < 1:
+        raise ValueError(f"{text!r} is not a duration such as 120s, 2m or 1h")
+    return int(number) * _UNITS[unit]
+
+
+def parse_buckets(text: str) -> tuple[RateLimit, ...]:
+    """``1/60s,5/900s,12/1h`` -> buckets; empty text -> none. ValueError with the fix."""
+    buckets = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        count, sep, window = part.partition("/")
+        unit = window[-1:] if window[-1:] in _UNITS else "s"
+        number = window[:-1] if window[-1:] in _UNITS else window
+        if not sep or not count.strip().isdigit() or not number.strip().isdigit():
+            raise ValueError(f"{part!r} is not COUNT/WINDOW, e.g. 5/900s, 5/15m or 12/1h")
+        bucket = RateLimit(int(count), int(number) * _UNITS[unit])
+        if bucket.count < 1 or bucket.window_seconds < 1:
+            raise ValueError(f"{part!r}: the count and the window must be at least 1")
+        buckets.append(bucket)
+    return tuple(buckets)
+
+
+Limits = Mapping[str, Sequence[RateLimit]]
+
+
+@dataclass(frozen=True)
+class Send:
+    """A job that would be sent, as the rate limiter sees it."""
+
+    job_id: str
+    contact_method_id: str
+    transport: Transport
+    critical: bool
+
+
+@dataclass
+class RateDecision:
+    """Which jobs may go now, and for each method held back, when every bucket allows."""
+
+    allowed: set[str] = field(default_factory=set)
+    retry_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def next_allowed(
+    history: Sequence[datetime], buckets: Sequence[RateLimit], now: datetime
+) -> datetime:
+    """The first instant at or after ``now`` at which one more send fits every bucket,
+    given the method's earlier sends (``history``, any order)."""
+    newest_first = sorted(history, reverse=True)
+    at = now
+    for bucket in buckets:
+        window = timedelta(seconds=bucket.window_seconds)
+        recent = [sent for sent in newest_first if sent > now - window]
+        if len(recent) >= bucket.count:
+            # When the count-th newest send leaves the window, one more fits.
+            at = max(at, recent[bucket.count - 1] + window)
+    return at
+
+
+def within_rate_limits(
+    sends: Iterable[Send],
+    history: Mapping[str, Sequence[datetime]],
+    already_counted: Collection[str],
+    limits: Limits,
+    now: datetime,
+) -> RateDecision:
+    """Which jobs may go out, in the order given, under every bucket of their transport.
+
+    ``history`` is when each method's recent jobs went out (from every router);
+    ``already_counted`` are job ids reserved before (a redelivered batch), which
+    are allowed again without counting twice. Critical jobs are always allowed,
+    and they count. A method held back gets the instant every bucket allows again.
+    """
+    sent = {method: list(times) for method, times in history.items()}
+    decision = RateDecision()
+    for send in sends:
+        if send.job_id in already_counted:
+            decision.allowed.add(send.job_id)
+            continue
+        times = sent.setdefault(send.contact_method_id, [])
+        buckets = limits[send.transport]
+        if send.critical or next_allowed(times, buckets, now) <= now:
+            decision.allowed.add(send.job_id)
+            times.append(now)
+        else:
+            decision.retry_at[send.contact_method_id] = next_allowed(times, buckets, now)
+    return decision
