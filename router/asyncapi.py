@@ -2,7 +2,7 @@
 
 ``python -m router.asyncapi`` (part of ``make schemas``) writes
 ``schemas/asyncapi.json``; ``tests/unit/test_asyncapi.py`` fails while it is
-stale. Topic names are the defaults; each is a setting (README, Topics).
+stale. Topic names are the defaults; each is a setting (docs/settings.md, Topics).
 
 FastStream infers a subscriber's payload from its handler's annotation. The
 router's handlers take raw batches (the router decodes bodies itself, so bad

@@ -1,6 +1,6 @@
 """The router's Prometheus metrics, all prefixed ``router_``, in one registry.
 
-The README's Operating section lists them; ``deploy/prometheus-rules.yml`` is
+``docs/operating.md`` (Health and metrics) lists them; ``deploy/prometheus-rules.yml`` is
 checked against :data:`NAMES` by a test. FastStream's own Kafka middleware adds
 ``router_faststream_*`` metrics (messages received, processed, in flight) to the
 same registry.

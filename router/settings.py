@@ -2,7 +2,7 @@
 
 Every field is read from an environment variable named ``ROUTER_`` + the field
 name in upper case (``kafka_bootstrap_servers`` -> ``ROUTER_KAFKA_BOOTSTRAP_SERVERS``).
-The README lists them all; ``tests/unit/test_settings.py`` keeps the two in step.
+``docs/settings.md`` lists them all; ``tests/unit/test_readme.py`` keeps the two in step.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     kafka_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     # The worker's producer: how long a send waits for others to share its
     # request, how large a per-partition batch grows, and its compression.
-    # Defaults chosen with bench/throughput.py (README, Throughput).
+    # Defaults chosen with bench/throughput.py (docs/performance.md).
     kafka_linger_ms: int = Field(default=0, ge=0, le=1000)
     kafka_batch_bytes: int = Field(default=64 * 1024, ge=1024)
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
@@ -341,6 +341,6 @@ def describe_error(error: ValidationError) -> str:
             problems.append(f"{message}.")  # model-level checks name their variables
     return (
         " ".join(problems)
-        + " Fix each variable named and run the command again (the README's Settings table says "
-        "what each accepts; values are not shown, as some are secrets)."
+        + " Fix each variable named and run the command again (docs/settings.md says what "
+        "each accepts; values are not shown, as some are secrets)."
     )

@@ -32,7 +32,7 @@ Reason = Literal[
     "unreachable",
 ]
 
-#: Every reason code with its meaning; the README's table is checked against this.
+#: Every reason code with its meaning; docs/topics-and-schemas.md's table is checked against this.
 REASONS: dict[str, str] = {
     "disabled": "The contact method is disabled.",
     "unsafe_target": "The webhook URL points inside a network (loopback, private, link-local, "

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="router",
         description="Route alert events from Kafka to email, SMS and webhook delivery jobs. "
-        "Settings come from ROUTER_* environment variables (see README).",
+        "Settings come from ROUTER_* environment variables (see docs/settings.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -27,7 +27,7 @@ RejectReason = Literal[
     "publish_refused",
 ]
 
-#: DLQ reason codes and what each means; the README's table is checked against this.
+#: DLQ reason codes and what each means; docs/topics-and-schemas.md's table is checked against it.
 REJECT_REASONS: dict[str, str] = {
     "empty_value": "The record has no value (a tombstone) or an empty one.",
     "too_large": "The message is larger than ROUTER_MAX_EVENT_BYTES.",

@@ -1,7 +1,7 @@
 """The chaos scenario of tests/chaos.py: a short form in `make test`, the long one on request.
 
-``ROUTER_CHAOS_LONG=1`` runs 20,000 events and 10 kills (the README's Guarantees
-figures); otherwise 3,000 events and 3 kills.
+``ROUTER_CHAOS_LONG=1`` runs 20,000 events and 10 kills (the figures in
+docs/guarantees.md); otherwise 3,000 events and 3 kills.
 """
 
 from __future__ import annotations

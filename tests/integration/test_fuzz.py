@@ -10,7 +10,7 @@ ones get the event id ``fuzz-<n>``), and a sentinel alert on every partition
 must be routed: nothing dropped, no partition stalled.
 
 ``ROUTER_FUZZ_EXAMPLES`` sets how many inputs Hypothesis generates (default 300;
-the figure in the README's Guarantees comes from 10,000).
+the figure in docs/guarantees.md comes from 10,000).
 """
 
 from __future__ import annotations
