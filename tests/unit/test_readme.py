@@ -157,3 +157,13 @@ _PATH = re.compile(r"(?<![\w/.@-])((?:router|tests|deploy|bench|schemas|docs)/[\
 def test_every_path_a_page_names_exists(path: str) -> None:
     for named in _PATH.findall(every_page()[path]):
         assert (ROOT / named).exists(), f"{path} names {named}, which does not exist"
+
+
+def test_the_changelog_names_each_kind_of_change_once_per_release() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    releases = re.split(r"^## ", changelog, flags=re.MULTILINE)[1:]
+    assert releases and releases[0].startswith("[Unreleased]")
+    for release in releases:
+        kinds = re.findall(r"^### (\w+)$", release, re.MULTILINE)
+        assert len(kinds) == len(set(kinds)), f"{release.splitlines()[0]}: {kinds}"
+        assert set(kinds) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
