@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from router.metrics import REGISTRY
 from router.routing.decode import REJECT_REASONS
 from router.settings import SECRET_SETTINGS, Settings
 from schemas import REASONS
@@ -106,6 +107,24 @@ def test_every_reason_code_is_documented_with_its_meaning_and_no_other() -> None
 def test_every_dlq_reason_is_documented_with_its_meaning_and_no_other() -> None:
     documented = table_under(page("topics-and-schemas.md"), "| `router.dlq.reason` | Meaning |")
     assert documented == REJECT_REASONS
+
+
+def test_every_metric_is_documented_with_its_type_and_no_other() -> None:
+    documented = table_under(page("operating.md"), "| Metric | Type | Labels | Meaning |")
+    documented.pop("router_faststream_*")  # FastStream's own, added when the app is built
+    exported = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in REGISTRY.collect()
+    }
+    assert {name: row.split(" | ")[0] for name, row in documented.items()} == exported
+
+
+def test_every_make_target_is_on_the_development_page() -> None:
+    phony = re.search(r"^\.PHONY: (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert phony
+    described = page("development.md")
+    for target in phony.group(1).split():
+        assert f"`make {target}`" in described, target
 
 
 def test_the_two_commands_come_first() -> None:
