@@ -2,11 +2,12 @@
 
 The README is the front door (what, the two commands, running it, the
 guarantees in brief, a map); the tables live in ``docs/``. Every setting,
-reason code and DLQ reason is documented where its table lives, with no stale
-ones; every page is in the site's navigation; the development page's module
-map names every module under ``router/``; and every file path the docs name
-exists. ``mkdocs build --strict`` (``make docs``, part of ``make test``) checks
-the links between the pages.
+reason code, DLQ reason and metric is documented where its table lives, with no
+stale ones; every page is in the site's navigation; the development page's
+module map names every module under ``router/`` and its list of ``make``
+targets every target; and every file path the docs name exists.
+``mkdocs build --strict`` (``make docs``, part of ``make test``) checks the
+links between the pages.
 """
 
 from __future__ import annotations
