@@ -379,9 +379,7 @@ def profile_summary(collapsed: str, top: int = 15) -> str:
         own[frames[-1]] = own.get(frames[-1], 0) + n
     lines = [f"profile of the worker's event loop, {total} samples; inclusive, router code:"]
     ours = [
-        (f, n)
-        for f, n in inclusive.items()
-        if re.search(r"\(router/(?!__main__|entry|cli/)", f)
+        (f, n) for f, n in inclusive.items() if re.search(r"\(router/(?!__main__|entry|cli/)", f)
     ]
     for frame, n in sorted(ours, key=lambda x: -x[1])[:top]:
         lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")

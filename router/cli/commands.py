@@ -326,8 +326,8 @@ def held_flush(args: argparse.Namespace) -> None:
     """``router held flush --user U``: publish the user's held pages now."""
     from aiokafka.errors import KafkaError
 
-    from router.app import ProducerPublisher, create_producer
     from router.held.scheduler import HeldDelivery
+    from router.kafka.adapters import ProducerPublisher, create_producer
     from router.routing.handler import utc_now
 
     uid = user_id(args.user)

@@ -34,9 +34,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
-from router.db.store import IMPORT_COLUMNS
 from router.directory import addresses
-from router.directory.models import ContactMethod
+from router.directory.models import IMPORT_COLUMNS, ContactMethod
 from router.directory.targets import TargetPolicy
 from router.errors import InvalidValue
 
