@@ -46,7 +46,9 @@ def contacts_add(args: argparse.Namespace) -> None:
         is_primary=args.primary,
         verified=args.verified,
         webhook_method=args.webhook_method,
-        webhook_headers=pairs(args.header, ":", "--header"),
+        webhook_headers=addresses.normalize_headers(
+            pairs(args.header, ":", "--header"), "--header"
+        ),
         webhook_query=pairs(args.query, "=", "--query"),
         webhook_body=args.body,
         metadata=pairs(args.meta, "=", "--meta"),

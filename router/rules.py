@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from router.directory import ContactMethod, User
 from router.targets import STRICT, TargetPolicy, target_problem
+from router.webhook_headers import headers_problem
 from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
 
 #: Transports in the order used after a user's own channel order runs out.
@@ -50,11 +51,15 @@ def disabled(c: Candidate) -> Reason | None:
 
 
 def unsafe_target(c: Candidate) -> Reason | None:
-    """A webhook whose URL points inside the network gets nothing, however it was stored
-    (before the write-time check existed, or by SQL)."""
+    """A webhook whose URL points inside the network, or whose headers break the header
+    rules, gets nothing, however it was stored (before the write-time checks existed, or
+    by SQL)."""
     if c.method.transport != "webhook":
         return None
-    return "unsafe_target" if target_problem(c.method.value, c.target_policy) else None
+    if target_problem(c.method.value, c.target_policy):
+        return "unsafe_target"
+    headers = c.method.webhook_headers
+    return "unsafe_target" if headers and headers_problem(headers) else None
 
 
 def opted_out(c: Candidate) -> Reason | None:

@@ -7,8 +7,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.decode import Rejection, decode
-from schemas import AlertEvent
+from router.addresses import normalize
+from router.decode import Rejection, decode, decode_contact_event
+from schemas import AlertEvent, ContactEvent
 from tests.conftest import T0
 
 GOOD = json.dumps(
@@ -71,3 +72,20 @@ def test_oversized_message_is_rejected_before_parsing() -> None:
 def test_any_bytes_end_as_an_event_or_a_rejection(value: bytes) -> None:
     result = decode(value, max_bytes=200, received_at=T0)
     assert isinstance(result, AlertEvent | Rejection)
+
+
+def test_an_opt_out_is_stored_in_the_form_its_contact_method_has() -> None:
+    """Opt-out matching compares stored forms: a punycode domain, full-width letters or
+    capitals in the message still match the method written with ``contacts add``."""
+    stored = normalize("email", "alice@bücher.de")
+    for address in ("ALICE@xn--bcher-kva.de", "ａｌｉｃｅ@BÜCHER.de"):
+        value = json.dumps({"type": "opt_out", "transport": "email", "address": address})
+        event = decode_contact_event(value.encode(), max_bytes=1000)
+        assert isinstance(event, ContactEvent) and event.address == stored, address
+
+
+def test_an_opt_out_for_a_number_with_an_extension_is_refused() -> None:
+    value = b'{"type": "opt_out", "transport": "sms", "address": "+1 415 555 1234 ext. 77"}'
+    rejection = decode_contact_event(value, max_bytes=1000)
+    assert isinstance(rejection, Rejection) and rejection.reason == "invalid_address"
+    assert "extension" in rejection.message
