@@ -21,7 +21,9 @@ from router.directory import ContactMethod
 from router.errors import InvalidValue, KafkaSetupError
 from router.settings import Settings
 from router.store import MethodFilter, NewContactMethod, PgStore
+from router.targets import target_problem
 from router.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
+from router.webhook_headers import headers_problem
 from schemas import Transport
 
 
@@ -300,11 +302,29 @@ async def publish_one(config: Settings, topic: str, job: BaseModel, key: str) ->
         await producer.stop()
 
 
+def _check_stored_webhook(method: ContactMethod, config: Settings) -> None:
+    """Refuse to send a code to a webhook that routing would skip as ``unsafe_target``
+    (stored by SQL, or before the rules existed)."""
+    if method.transport != "webhook":
+        return
+    problem = target_problem(method.value, config.target_policy()) or headers_problem(
+        method.webhook_headers
+    )
+    if problem:
+        raise InvalidValue(
+            "contacts verify",
+            method.id,
+            f"is a webhook the router will not call ({problem}); delete it and add it again "
+            "with a safe URL and headers",
+        )
+
+
 def contacts_verify(args: argparse.Namespace) -> None:
     """``router contacts verify``: send a short-lived code to the method itself."""
     config = settings()
 
     async def action(store: PgStore) -> None:
+        _check_stored_webhook(await store.get_contact_method(args.id), config)
         code = verification.new_code()
         method, expires_at = await store.start_verification(
             args.id, verification.hash_code(args.id, code), config.verification_code_ttl_seconds

@@ -227,3 +227,30 @@ async def test_second_round_targets_and_headers_written_by_sql_get_unsafe_target
     assert [(j["contact_method_id"], j["to"]) for j in jobs] == [
         (allowed.id, "https://hooks.default.svc/alice")
     ]
+
+
+async def test_contacts_verify_sends_no_code_to_a_stored_unsafe_webhook(
+    router_env: dict[str, str],
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    conn = await asyncpg.connect(router_env["ROUTER_DATABASE_URL"])
+    try:
+        ids = [
+            await conn.fetchval(
+                "INSERT INTO contact_methods (user_id, transport, value, webhook_headers) "
+                "VALUES ('alice', 'webhook', $1, $2::jsonb) RETURNING id::text",
+                url,
+                json.dumps(headers),
+            )
+            for url, headers in (
+                ("https://127.0.0.1。/x", {}),
+                ("https://hooks.example.com/x", {"X-A": "1\r\nX-Injected: 1"}),
+            )
+        ]
+    finally:
+        await conn.close()
+    for method_id in ids:
+        stderr = cli_refused(router_env, "contacts", "verify", method_id)
+        [line] = stderr.strip().splitlines()
+        assert f"{method_id!r} is a webhook the router will not call (" in line, line
+        assert "X-Injected" not in line
