@@ -19,11 +19,10 @@ from router import addresses, table, verification
 from router.commands import _print, _run, describe_method
 from router.directory import ContactMethod
 from router.errors import InvalidValue, KafkaSetupError
+from router.rules import webhook_problem
 from router.settings import Settings
 from router.store import MethodFilter, NewContactMethod, PgStore
-from router.targets import target_problem
 from router.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
-from router.webhook_headers import headers_problem
 from schemas import Transport
 
 
@@ -305,11 +304,7 @@ async def publish_one(config: Settings, topic: str, job: BaseModel, key: str) ->
 def _check_stored_webhook(method: ContactMethod, config: Settings) -> None:
     """Refuse to send a code to a webhook that routing would skip as ``unsafe_target``
     (stored by SQL, or before the rules existed)."""
-    if method.transport != "webhook":
-        return
-    problem = target_problem(method.value, config.target_policy()) or headers_problem(
-        method.webhook_headers
-    )
+    problem = webhook_problem(method, config.target_policy())
     if problem:
         raise InvalidValue(
             "contacts verify",

@@ -50,16 +50,22 @@ def disabled(c: Candidate) -> Reason | None:
     return "disabled" if c.method.disabled else None
 
 
-def unsafe_target(c: Candidate) -> Reason | None:
-    """A webhook whose URL points inside the network, or whose headers break the header
-    rules, gets nothing, however it was stored (before the write-time checks existed, or
-    by SQL)."""
-    if c.method.transport != "webhook":
+def webhook_problem(method: ContactMethod, policy: TargetPolicy) -> str | None:
+    """Why the router must not call the webhook ``method`` under ``policy`` (its URL
+    points inside the network or breaks the URL rules, or a header breaks the header
+    rules), or ``None``; also ``None`` for other transports."""
+    if method.transport != "webhook":
         return None
-    if target_problem(c.method.value, c.target_policy):
-        return "unsafe_target"
-    headers = c.method.webhook_headers
-    return "unsafe_target" if headers and headers_problem(headers) else None
+    problem = target_problem(method.value, policy)
+    if problem is None and method.webhook_headers:
+        problem = headers_problem(method.webhook_headers)
+    return problem
+
+
+def unsafe_target(c: Candidate) -> Reason | None:
+    """A webhook the router must not call (:func:`webhook_problem`) gets nothing, however
+    it was stored (before the write-time checks existed, or by SQL)."""
+    return "unsafe_target" if webhook_problem(c.method, c.target_policy) else None
 
 
 def opted_out(c: Candidate) -> Reason | None:
