@@ -22,6 +22,7 @@ from router.db.store import MethodFilter, NewContactMethod, PgStore
 from router.directory import addresses, verification
 from router.directory.models import ContactMethod
 from router.errors import InvalidValue, KafkaSetupError
+from router.routing.rules import webhook_problem
 from router.settings import Settings
 from schemas import Transport
 
@@ -47,7 +48,9 @@ def contacts_add(args: argparse.Namespace) -> None:
         is_primary=args.primary,
         verified=args.verified,
         webhook_method=args.webhook_method,
-        webhook_headers=pairs(args.header, ":", "--header"),
+        webhook_headers=addresses.normalize_headers(
+            pairs(args.header, ":", "--header"), "--header"
+        ),
         webhook_query=pairs(args.query, "=", "--query"),
         webhook_body=args.body,
         metadata=pairs(args.meta, "=", "--meta"),
@@ -299,11 +302,25 @@ async def publish_one(config: Settings, topic: str, job: BaseModel, key: str) ->
         await producer.stop()
 
 
+def _check_stored_webhook(method: ContactMethod, config: Settings) -> None:
+    """Refuse to send a code to a webhook that routing would skip as ``unsafe_target``
+    (stored by SQL, or before the rules existed)."""
+    problem = webhook_problem(method, config.target_policy())
+    if problem:
+        raise InvalidValue(
+            "contacts verify",
+            method.id,
+            f"is a webhook the router will not call ({problem}); delete it and add it again "
+            "with a safe URL and headers",
+        )
+
+
 def contacts_verify(args: argparse.Namespace) -> None:
     """``router contacts verify``: send a short-lived code to the method itself."""
     config = settings()
 
     async def action(store: PgStore) -> None:
+        _check_stored_webhook(await store.get_contact_method(args.id), config)
         code = verification.new_code()
         method, expires_at = await store.start_verification(
             args.id, verification.hash_code(args.id, code), config.verification_code_ttl_seconds

@@ -246,6 +246,7 @@ def validate(
         value = addresses.normalize(row.transport, row.value, row.region, policy)
         if row.transport == "sms" and not allow_landline:
             addresses.check_sms_capable(value)
+        addresses.normalize_headers(row.webhook_headers, "webhook_headers")
     except InvalidValue as error:
         return RowError(number, str(error))
     if row.transport != "webhook" and (
