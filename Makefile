@@ -26,6 +26,7 @@ test: $(STAMP) system-packages docs  ## lint, type-check, build the docs, then e
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 4
 
 test-unit: $(STAMP)
@@ -38,6 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # --strict turns every warning (a dead link or anchor, a page left out of nav)
 # into a failure. No --quiet: mkdocs 1.6 then drops warnings before strict mode

@@ -23,7 +23,7 @@ import asyncpg
 from router import metrics
 from router.db import sql
 from router.delivery.trail import JobRow, Trail, TrailRow
-from router.directory.models import ContactMethod, Directory, Shift, User
+from router.directory.models import IMPORT_COLUMNS, ContactMethod, Directory, Shift, User
 from router.errors import (
     Conflict,
     NotFound,
@@ -1097,29 +1097,3 @@ class PgStore:
                     "add the users first or pass --create-users."
                 ) from None
         return int(counts["inserted"]), int(counts["updated"])
-
-
-#: Columns of an import row, as ``import_contact_methods`` takes them.
-IMPORT_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "transport",
-    "value",
-    "label",
-    "is_primary",
-    "verified",
-    "disabled",
-    "muted",
-    "mute_until",
-    "suppress_up",
-    "suppress_down",
-    "suppress_first",
-    "suppress_diagnostic",
-    "suppress_all",
-    "min_severity",
-    "webhook_method",
-    "webhook_headers",
-    "webhook_query",
-    "webhook_body",
-    "metadata",
-    "tags",
-)

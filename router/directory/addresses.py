@@ -1,23 +1,36 @@
 """Contact values: normalize on write, mask in logs. Pure functions.
 
-- SMS numbers are parsed with ``phonenumbers`` and stored in E.164.
-- Email addresses are checked for shape and lower-cased whole (as opt-out
-  lists compare them), since real providers treat the local part case-blind.
-- Webhook URLs must be absolute http(s) URLs to a safe target (router.directory.targets).
+Every value is NFKC-folded first, so full-width letters, digits and signs
+(U+FF01 to U+FF5E, as East Asian keyboards type them) are the ASCII ones they
+look like.
+
+- SMS numbers are parsed with ``phonenumbers`` and stored in E.164; a number
+  with an extension is refused (a text cannot dial one).
+- Email addresses must be mailbox addresses as ``email-validator`` reads them
+  (no DNS): no domain literals, quoted or over-long local parts, empty labels.
+  The stored form is the local part lower-cased and the domain in its ASCII
+  (IDNA) form, so an internationalised domain and its punycode are one address
+  for duplicates and opt-outs, which compare stored forms. Lower-casing keeps a
+  letter whose lower case is not one letter (``İ``), since Python's would add a
+  combining dot (``i̇``).
+- Webhook URLs must be absolute http(s) URLs to a safe target (router.directory.targets);
+  webhook headers follow router.directory.webhook_headers.
 """
 
 from __future__ import annotations
 
-import re
+import unicodedata
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+import email_validator
 import phonenumbers
 
 from router.directory.targets import TargetPolicy, UnsafeTarget, check_target
+from router.directory.webhook_headers import UnsafeHeader, check_headers
 from router.errors import InvalidValue
 from schemas import Transport
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
 _EXAMPLE_PHONE = "+14155551234"
 
 
@@ -27,7 +40,7 @@ def normalize_phone(value: str, region: str | None = None) -> str:
     ``region`` (ISO 3166 alpha-2, e.g. ``US``) lets national formats like
     ``(415) 555-1234`` parse; without it the number must start with ``+``.
     """
-    raw = value.strip()
+    raw = unicodedata.normalize("NFKC", value).strip()
     region_code = region.upper() if region else None
     if region_code is not None and region_code not in phonenumbers.SUPPORTED_REGIONS:
         raise InvalidValue(
@@ -45,6 +58,13 @@ def normalize_phone(value: str, region: str | None = None) -> str:
         raise InvalidValue("value", value, f"is not a valid phone number {where}; {hint}") from None
     if not phonenumbers.is_valid_number(number):
         raise InvalidValue("value", value, f"is not a valid phone number {where}; {hint}")
+    if number.extension:
+        raise InvalidValue(
+            "value",
+            value,
+            f"has an extension ({number.extension}), which a text message cannot dial; "
+            "give the number without it",
+        )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -85,14 +105,27 @@ def phone_details(e164: str) -> dict[str, str | None]:
     }
 
 
+def _lower(text: str) -> str:
+    # str.lower() turns "İ" into "i" and a combining dot; keep such letters as given.
+    return "".join(low if len(low := c.lower()) == 1 else c for c in text)
+
+
 def normalize_email(value: str) -> str:
-    """Return ``value`` trimmed and lower-cased, or raise :class:`InvalidValue`."""
-    address = value.strip().lower()
-    if len(address) > 254 or not _EMAIL.match(address):
-        raise InvalidValue(
-            "value", value, "is not a valid email address; give it as name@example.com"
+    """Return ``value`` as its stored form (see the module docstring), or raise
+    :class:`InvalidValue` saying why it is not a mailbox address."""
+    folded = unicodedata.normalize("NFKC", value).strip()
+    try:
+        address = email_validator.validate_email(
+            folded, check_deliverability=False, strict=True, allow_smtputf8=True
         )
-    return address
+    except email_validator.EmailNotValidError as error:
+        raise InvalidValue(
+            "value",
+            value,
+            f"is not a valid email address ({str(error).rstrip('.')}); give it as name@example.com",
+        ) from None
+    local = unicodedata.normalize("NFC", _lower(address.local_part))
+    return f"{local}@{address.ascii_domain}"
 
 
 def normalize_url(value: str, policy: TargetPolicy | None = None) -> str:
@@ -113,6 +146,16 @@ def normalize_url(value: str, policy: TargetPolicy | None = None) -> str:
             "value", mask("webhook", url), f"is refused as a webhook target: {error}"
         ) from None
     return url
+
+
+def normalize_headers(headers: Mapping[str, str], field: str) -> dict[str, str]:
+    """``headers`` as given if every one may be sent to a webhook, else :class:`InvalidValue`
+    naming ``field`` and the header (router.directory.webhook_headers)."""
+    try:
+        check_headers(headers)
+    except UnsafeHeader as error:
+        raise InvalidValue(field, error.name, error.reason) from None
+    return dict(headers)
 
 
 def normalize(

@@ -34,9 +34,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
-from router.db.store import IMPORT_COLUMNS
 from router.directory import addresses
-from router.directory.models import ContactMethod
+from router.directory.models import IMPORT_COLUMNS, ContactMethod
 from router.directory.targets import TargetPolicy
 from router.errors import InvalidValue
 
@@ -247,6 +246,7 @@ def validate(
         value = addresses.normalize(row.transport, row.value, row.region, policy)
         if row.transport == "sms" and not allow_landline:
             addresses.check_sms_capable(value)
+        addresses.normalize_headers(row.webhook_headers, "webhook_headers")
     except InvalidValue as error:
         return RowError(number, str(error))
     if row.transport != "webhook" and (

@@ -304,6 +304,11 @@ class CachedDirectory:
         """Whether the cache is in use (its notification connection is up)."""
         return self._live
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The listening task, once started."""
+        return self._task
+
     async def start(self) -> None:
         """Listen in the background; batches read uncached until it is up."""
         self._task = asyncio.create_task(self._keep_listening(), name="router-directory-listener")

@@ -128,3 +128,29 @@ class Directory:
 
 def _creation_order(method: ContactMethod) -> tuple[datetime, str]:
     return (method.created_at, method.id)
+
+
+#: Columns of an import row, as the store's ``import_contact_methods`` takes them.
+IMPORT_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "transport",
+    "value",
+    "label",
+    "is_primary",
+    "verified",
+    "disabled",
+    "muted",
+    "mute_until",
+    "suppress_up",
+    "suppress_down",
+    "suppress_first",
+    "suppress_diagnostic",
+    "suppress_all",
+    "min_severity",
+    "webhook_method",
+    "webhook_headers",
+    "webhook_query",
+    "webhook_body",
+    "metadata",
+    "tags",
+)

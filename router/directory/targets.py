@@ -15,8 +15,18 @@ cluster, so it is checked like any server-side request target (SSRF):
   all caught;
 - names that only resolve inside a network are refused: ``localhost`` and
   ``*.localhost``, ``*.internal`` (``metadata.google.internal``), ``*.local``,
-  ``*.localdomain``, ``*.home.arpa`` and single-label names like ``redis``
-  (resolved through the cluster's search domains).
+  ``*.localdomain``, ``*.home.arpa``, Kubernetes service and pod names
+  (``*.svc``, ``*.svc.*``, ``*.pod``, ``*.pod.*``, ``*.cluster.local``) and
+  single-label names like ``redis`` (resolved through the cluster's search
+  domains).
+
+The host is read first, the way WHATWG URL parsers (browsers, Node) and
+urllib3 read it (:func:`parse_target`): look-alike dots (U+3002, U+FF0E,
+U+FF61) are dots, full-width forms are folded, IDNA gives the name a resolver
+looks up. A URL those parsers could read differently from one another is
+refused outright: a backslash before the path (urllib3 reads
+``https://127.0.0.1\\evil.example.com/`` as 127.0.0.1), spaces or control
+characters anywhere, percent-encoding in the host, a port outside 1-65535.
 
 Names are not resolved here (that would put DNS on the routing path and still
 not stop rebinding): delivery workers must check the address they connect to.
@@ -30,14 +40,27 @@ import functools
 import ipaddress
 import re
 import socket
+import unicodedata
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
+_INTERNAL_SUFFIXES = (
+    ".localhost",
+    ".internal",
+    ".local",
+    ".localdomain",
+    ".home.arpa",
+    ".svc",
+    ".pod",
+    ".cluster.local",
+)
 _INTERNAL_NAMES = frozenset({"localhost", "localhost.localdomain", "instance-data"})
+# Kubernetes names a service <svc>.<ns>.svc.<cluster domain> and a pod
+# <a-b-c-d>.<ns>.pod.<cluster domain>, and the cluster domain need not be
+# cluster.local: a "svc" or "pod" label after the first is in-cluster.
+_CLUSTER_LABELS = frozenset({"svc", "pod"})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # One part of an IPv4 literal in any form inet_aton accepts: decimal, octal, hex.
 _IPV4_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
@@ -118,33 +141,136 @@ def address_problem(ip: IPAddress, denied: tuple[IPNetwork, ...] = ()) -> str | 
     return None
 
 
-def _host_of(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if "%" in host:
-        raise UnsafeTarget("an IPv6 zone index (%) is not allowed in a webhook host")
-    host = host.rstrip(".")
+@dataclass(frozen=True)
+class Target:
+    """Where an HTTP client sends the request for a URL."""
+
+    scheme: str  #: lower-case
+    host: str  #: IDNA, lower-case, no trailing dot; an IPv6 address without brackets
+    port: int | None  #: None when the URL gives none
+
+
+# Characters URL parsers disagree on (WHATWG drops tabs and newlines, others
+# keep them or stop there): control, format (zero-width, bidi) and space characters.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_NAMED = {"\t": "a tab", "\n": "a line feed", "\r": "a carriage return", " ": "a space"}
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_AUTHORITY_END = re.compile(r"[/?#]")
+_PORT = re.compile(r"[0-9]{1,5}")
+# A name a resolver can be asked for, once folded and IDNA-encoded. Anything
+# else holds a character (perhaps folded from a look-alike) that some parser
+# reads as a delimiter and another refuses.
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+# The dots WHATWG URL (UTS 46) and IDNA read as ".", left alone by NFKC.
+_DOT_LOOKALIKES = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+def describe_character(char: str) -> str:
+    """``a tab``, ``a space``, or ``the character U+0085``: for one-line refusals."""
+    return _NAMED.get(char, f"the character U+{ord(char):04X}")
+
+
+def _port(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        raise UnsafeTarget(
+            f"the port {text!r} is not a number from 1 to 65535; give a valid port or none"
+        )
+    return int(text)
+
+
+def _host_name(text: str) -> str:
+    if not text:
+        raise UnsafeTarget("the webhook URL has no host; give it as https://hooks.example.com/path")
+    if "%" in text:
+        raise UnsafeTarget(
+            "percent-encoding (%) is not allowed in a webhook host; write the host name as it is"
+        )
+    # Fold (full-width letters, digits and dots, the one-dot leader...) before
+    # dropping the trailing dot: stripping first let "127.0.0.1。" reach the
+    # address checks as the name "127.0.0.1.".
+    name = unicodedata.normalize("NFKC", text).translate(_DOT_LOOKALIKES).rstrip(".")
     try:
-        # IDNA folds look-alikes (full-width letters and the like) to what a
-        # resolver would look up, so those cannot slip past the name checks.
-        return host.encode("idna").decode("ascii").lower()
+        host = name.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise UnsafeTarget(f"the host {host!r} is not a valid host name") from None
+        host = ""
+    if not _HOST_NAME.fullmatch(host):
+        raise UnsafeTarget(
+            f"the host {text!r} is not a valid host name; give a name such as hooks.example.com"
+        )
+    return host
+
+
+def _ipv6_host(authority: str) -> tuple[str, str | None]:
+    inside, bracket, after = authority[1:].partition("]")
+    if "%" in inside:
+        raise UnsafeTarget("an IPv6 zone index (%) is not allowed in a webhook host")
+    try:
+        host = ipaddress.IPv6Address(inside).compressed
+    except ValueError:
+        host = ""
+    if not bracket or not host or (after and not after.startswith(":")):
+        raise UnsafeTarget(
+            f"the host {authority!r} is not a bracketed IPv6 address such as [2001:db8::1]"
+        )
+    return host, after[1:] if after else None
+
+
+def parse_target(url: str) -> Target:
+    """Scheme, host and port of ``url`` as WHATWG URL parsers and urllib3 read them.
+
+    Raises :class:`UnsafeTarget` for a URL those parsers could read differently
+    from each other (and so from this check): spaces or control characters
+    anywhere, anything but ``//`` after the scheme, a backslash, user info or
+    percent-encoding in the authority, a host that is neither a valid name nor
+    a bracketed IPv6 address, a port outside 1-65535.
+    """
+    for char in url:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise UnsafeTarget(
+                f"the webhook URL contains {describe_character(char)}; remove it, or "
+                "percent-encode it in the path or query"
+            )
+    scheme = _SCHEME.match(url)
+    if scheme is None or not url[scheme.end() :].startswith("//"):
+        raise UnsafeTarget(
+            "the webhook URL must start with its scheme and //, as in https://hooks.example.com/x"
+        )
+    rest = url[scheme.end() + 2 :]
+    end = _AUTHORITY_END.search(rest)
+    authority = rest[: end.start()] if end else rest
+    if "\\" in authority:
+        raise UnsafeTarget(
+            "a backslash is not allowed before the path of a webhook URL: HTTP clients end "
+            "the host there (https://127.0.0.1\\evil.example.com/ is 127.0.0.1 to them)"
+        )
+    if "@" in authority:
+        raise UnsafeTarget("a webhook URL must not carry a user name or password before its host")
+    if authority.startswith("["):
+        host, port = _ipv6_host(authority)
+    else:
+        name, colon, after = authority.partition(":")
+        host, port = _host_name(name), after if colon else None
+    return Target(scheme.group()[:-1].lower(), host, _port(port))
+
+
+def _internal_name(host: str) -> bool:
+    return (
+        host in _INTERNAL_NAMES
+        or host.endswith(_INTERNAL_SUFFIXES)
+        or not _CLUSTER_LABELS.isdisjoint(host.split(".")[1:])
+    )
 
 
 def check_target(url: str, policy: TargetPolicy = TargetPolicy()) -> None:
     """Raise :class:`UnsafeTarget` unless ``url`` is a safe webhook target under ``policy``."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme != "https" and not (scheme == "http" and policy.allow_http):
+    target = parse_target(url)
+    if target.scheme != "https" and not (target.scheme == "http" and policy.allow_http):
         raise UnsafeTarget(
             "only https webhook URLs are accepted (ROUTER_WEBHOOK_ALLOW_HTTP=true allows http)"
         )
-    if "@" in parts.netloc:
-        raise UnsafeTarget("a webhook URL must not carry a user name or password before its host")
-    host = _host_of(url)
-    if not host:
-        raise UnsafeTarget("the webhook URL has no host")
+    host = target.host
     if host in policy.allowed_hosts:
         return
     ip = literal_address(host)
@@ -155,7 +281,10 @@ def check_target(url: str, policy: TargetPolicy = TargetPolicy()) -> None:
         if problem:
             raise UnsafeTarget(f"the host is not a public address: {problem}")
         return
-    if host in _INTERNAL_NAMES or host.endswith(_INTERNAL_SUFFIXES):
+    if _IPV4_PART.match(host.rpartition(".")[2]):
+        # WHATWG parsers refuse such a host; others hand it to the resolver.
+        raise UnsafeTarget(f"the host {host!r} ends in a number but is not an address")
+    if _internal_name(host):
         raise UnsafeTarget(f"the host {host!r} names a machine inside a private network")
     if "." not in host:
         raise UnsafeTarget(

@@ -159,6 +159,11 @@ class HttpServer:
         self._task: asyncio.Task[None] | None = None
         self.port = port
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The serving task, once started."""
+        return self._task
+
     async def start(self) -> None:
         """Serve in the background; return once listening."""
         self._task = asyncio.create_task(self._server.serve(), name="router-http")

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from router.directory.models import ContactMethod, User
 from router.directory.targets import STRICT, TargetPolicy, target_problem
+from router.directory.webhook_headers import headers_problem
 from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
 
 #: Transports in the order used after a user's own channel order runs out.
@@ -49,12 +50,22 @@ def disabled(c: Candidate) -> Reason | None:
     return "disabled" if c.method.disabled else None
 
 
-def unsafe_target(c: Candidate) -> Reason | None:
-    """A webhook whose URL points inside the network gets nothing, however it was stored
-    (before the write-time check existed, or by SQL)."""
-    if c.method.transport != "webhook":
+def webhook_problem(method: ContactMethod, policy: TargetPolicy) -> str | None:
+    """Why the router must not call the webhook ``method`` under ``policy`` (its URL
+    points inside the network or breaks the URL rules, or a header breaks the header
+    rules), or ``None``; also ``None`` for other transports."""
+    if method.transport != "webhook":
         return None
-    return "unsafe_target" if target_problem(c.method.value, c.target_policy) else None
+    problem = target_problem(method.value, policy)
+    if problem is None and method.webhook_headers:
+        problem = headers_problem(method.webhook_headers)
+    return problem
+
+
+def unsafe_target(c: Candidate) -> Reason | None:
+    """A webhook the router must not call (:func:`webhook_problem`) gets nothing, however
+    it was stored (before the write-time checks existed, or by SQL)."""
+    return "unsafe_target" if webhook_problem(c.method, c.target_policy) else None
 
 
 def opted_out(c: Candidate) -> Reason | None:

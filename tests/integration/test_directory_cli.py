@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -15,10 +16,17 @@ import pytest
 from router.directory.models import ContactMethod
 from router.kafka.topics import ensure_topics
 from router.settings import Settings
+from tests.integration.conftest import (
+    RouterProcess,
+    collect,
+    produce,
+    run_cli,
+    wait_for_topics,
+)
 from tests.integration.conftest import add_contact as add
 from tests.integration.conftest import cli_ok as ok
 from tests.integration.conftest import cli_refused as refused
-from tests.integration.conftest import collect, run_cli
+from tests.integration.test_end_to_end import alert, topics
 
 
 @pytest.fixture
@@ -574,3 +582,111 @@ def test_hostile_rows_are_refused_by_line_and_skip_invalid_writes_the_rest(
     assert {m.value for m in listed(router_env)} == {
         f"{c}@example.com" for c in ("a", "d", "e", "g")
     }
+
+
+# -- addresses (issue 17 item 11, issue 18 item 10) ----------------------------------------
+
+#: Emails accepted before the validator, and phone numbers stored without their extension.
+NOT_MAILBOXES = [
+    "a@[127.0.0.1]",
+    "a,b@example.com",
+    "a<b>@example.com",
+    "x" * 65 + "@example.com",
+    "a@b..com",
+    "a@.example.com",
+]
+
+
+def _add(env: dict[str, str], transport: str, value: str) -> list[str]:
+    args = ("contacts", "add", "--user", "alice", "--transport", transport, "--value", value)
+    return refused(env, *args).strip().splitlines()
+
+
+def test_addresses_are_checked_and_stored_in_one_form_on_add_and_import(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    for value in NOT_MAILBOXES:
+        [line] = _add(router_env, "email", value)
+        assert "is not a valid email address (" in line, (value, line)
+        assert line.endswith("give it as name@example.com"), line
+    [line] = _add(router_env, "sms", "+1 415 555 1234 ext. 77")
+    assert line == (
+        "router: error: value: '+1 415 555 1234 ext. 77' has an extension (77), which a text "
+        "message cannot dial; give the number without it"
+    )
+    assert listed(router_env) == []
+
+    folded = add(router_env, "alice", "email", "ａｌｉｃｅ@example.com")
+    idn = add(router_env, "alice", "email", "Bob@Bücher.de")
+    dotted = add(router_env, "alice", "email", "ALİCE@example.org")
+    phone = add(router_env, "alice", "sms", "＋１４１５５５５１２３４")
+    assert (folded.value, idn.value, dotted.value, phone.value) == (
+        "alice@example.com",
+        "bob@xn--bcher-kva.de",
+        "alİce@example.org",
+        "+14155551234",
+    )
+    for transport, same in (
+        ("email", "BOB@xn--bcher-kva.de"),  # the punycode of the stored domain
+        ("email", "alİce@example.org"),
+        ("sms", "+1４１５５５５１２３４"),  # partly full-width
+    ):
+        [line] = _add(router_env, transport, same)
+        assert "already" in line, (same, line)
+
+    rows = [{"user_id": "alice", "transport": "email", "value": v} for v in NOT_MAILBOXES]
+    rows += [
+        {"user_id": "alice", "transport": "sms", "value": "+1 415 555 1234 ext. 77"},
+        {"user_id": "alice", "transport": "email", "value": "ｃａｒｏｌ@example.com"},
+        {"user_id": "alice", "transport": "email", "value": "bob@bücher.de"},  # on file already
+    ]
+    path = write(tmp_path, "in.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    stderr = refused(router_env, "contacts", "import", path)
+    for line in range(1, len(NOT_MAILBOXES) + 1):
+        assert f"{path}:{line}: value: " in stderr and "not a valid email address" in stderr
+    assert f"{path}:{len(NOT_MAILBOXES) + 1}: value: '+1 415 555 1234 ext. 77' has an " in stderr
+    assert ok(router_env, "contacts", "import", path, "--skip-invalid").strip() == (
+        f"imported 2 row(s): 1 added, 0 updated, 1 unchanged, {len(NOT_MAILBOXES) + 1} skipped "
+        "as invalid"
+    )
+    assert {m.value for m in listed(router_env, "--transport", "email")} == {
+        "alice@example.com",
+        "bob@xn--bcher-kva.de",
+        "alİce@example.org",
+        "carol@example.com",
+    }
+
+
+async def test_an_opt_out_in_the_other_spelling_of_a_domain_applies(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    """contacts.events and `router optout` store the form `contacts add` stores."""
+    ok(router_env, "users", "add", "alice")
+    unicode_domain = add(router_env, "alice", "email", "alice@bücher.de")
+    punycode_domain = add(router_env, "alice", "email", "ops@xn--caf-dma.example")
+    assert "opted out: email ops@xn--caf-dma.example" in ok(
+        router_env, "optout", "add", "--transport", "email", "--address", "OPS@café.example"
+    )
+    start_router(router_env)
+    bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    t = topics(router_env)
+    events = router_env["ROUTER_TOPIC_CONTACT_EVENTS"]
+    await wait_for_topics(bootstrap, [t["alerts"], events])
+    opt_out = {"type": "opt_out", "transport": "email", "address": "ALICE@xn--bcher-kva.de"}
+    await produce(bootstrap, events, json.dumps(opt_out).encode())
+    for _ in range(100):
+        if "alice@xn--bcher-kva.de" in ok(router_env, "optout", "list"):
+            break
+        await asyncio.sleep(0.1)
+    await produce(bootstrap, t["alerts"], alert("idn-1", ["alice"]))
+    seen = await collect(
+        bootstrap, [t["decisions"], t["email"]], until=lambda s: len(s[t["decisions"]]) >= 2
+    )
+    reasons = {
+        d["contact_method_id"]: d["reason"]
+        for d in (json.loads(r.value) for r in seen[t["decisions"]])
+    }
+    assert reasons == {unicode_domain.id: "opted_out", punycode_domain.id: "opted_out"}
+    assert seen[t["email"]] == []

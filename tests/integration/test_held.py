@@ -17,10 +17,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from router.app import ProducerPublisher, create_producer
 from router.db.store import NewContactMethod, PgStore
 from router.delivery.trail import story
 from router.held.scheduler import HeldDelivery
+from router.kafka.adapters import ProducerPublisher, create_producer
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.db.store import IMPORT_COLUMNS
 from router.directory import bulk
+from router.directory.models import IMPORT_COLUMNS
 from tests.conftest import make_method
 
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.routing.decode import NotJson, Rejection, decode, load_json
-from schemas import AlertEvent
+from router.directory.addresses import normalize
+from router.routing.decode import NotJson, Rejection, decode, decode_contact_event, load_json
+from schemas import AlertEvent, ContactEvent
 from tests.conftest import T0
 
 GOOD = json.dumps(
@@ -115,3 +116,20 @@ def test_occurred_at_the_router_cannot_compute_with_is_schema_invalid(occurred_a
 def test_occurred_at_at_the_ends_of_the_range_is_accepted(occurred_at: str) -> None:
     raw = json.dumps({**json.loads(GOOD), "occurred_at": occurred_at}).encode()
     assert isinstance(decode(raw, max_bytes=10_000, received_at=T0), AlertEvent)
+
+
+def test_an_opt_out_is_stored_in_the_form_its_contact_method_has() -> None:
+    """Opt-out matching compares stored forms: a punycode domain, full-width letters or
+    capitals in the message still match the method written with ``contacts add``."""
+    stored = normalize("email", "alice@bücher.de")
+    for address in ("ALICE@xn--bcher-kva.de", "ａｌｉｃｅ@BÜCHER.de"):
+        value = json.dumps({"type": "opt_out", "transport": "email", "address": address})
+        event = decode_contact_event(value.encode(), max_bytes=1000)
+        assert isinstance(event, ContactEvent) and event.address == stored, address
+
+
+def test_an_opt_out_for_a_number_with_an_extension_is_refused() -> None:
+    value = b'{"type": "opt_out", "transport": "sms", "address": "+1 415 555 1234 ext. 77"}'
+    rejection = decode_contact_event(value, max_bytes=1000)
+    assert isinstance(rejection, Rejection) and rejection.reason == "invalid_address"
+    assert "extension" in rejection.message

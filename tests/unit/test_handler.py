@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from router.app import KafkaPublisher, create_broker, register_subscriber
 from router.db.memstore import InMemoryStore
 from router.db.store import NewContactMethod
 from router.errors import StoreError, StoreUnavailable
+from router.kafka.adapters import KafkaPublisher, create_broker, register_subscriber
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
 from router.settings import Settings

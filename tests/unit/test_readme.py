@@ -165,8 +165,9 @@ def test_every_docs_page_is_in_the_nav_and_every_nav_entry_is_a_page() -> None:
 def test_the_module_map_names_every_module_under_router() -> None:
     mapped = set(re.findall(r"^\| `(router/[\w/]+\.py)` \|", page("development.md"), re.M))
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "router").rglob("*.py")}
-    assert not modules - mapped, "missing from the module map in docs/development.md"
-    assert not mapped - modules, "in docs/development.md's module map but gone"
+    missing, gone = sorted(modules - mapped), sorted(mapped - modules)
+    assert not missing, f"add to the module map in docs/development.md: {missing}"
+    assert not gone, f"in docs/development.md's module map but gone: {gone}"
 
 
 # A path is a word starting one of the repository's top folders, not inside a URL

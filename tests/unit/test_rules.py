@@ -418,3 +418,25 @@ def test_unsafe_target_comes_right_after_disabled() -> None:
     hook = make_method("h1", transport="webhook", value="https://127.0.0.1/", muted=True)
     assert skip_reason(candidate(hook)) == "unsafe_target"
     assert skip_reason(candidate(hook.model_copy(update={"disabled": True}))) == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("https://127.0.0.1。/x", {}),
+        ("https://kubernetes.default.svc/x", {}),
+        ("https://127.0.0.1\\evil.example.com/x", {}),
+        ("https://hooks.example.com/x", {"X-A": "foo\r\nX-Injected: 1"}),
+        ("https://hooks.example.com/x", {"Host": "internal.example"}),
+        ("https://hooks.example.com/x", {"Bad Name": "1"}),
+    ],
+)
+def test_a_stored_webhook_breaking_the_url_or_header_rules_is_an_unsafe_target(
+    url: str, headers: dict[str, str]
+) -> None:
+    hook = make_method("h1", transport="webhook", value=url, webhook_headers=headers)
+    assert skip_reason(candidate(hook)) == "unsafe_target"
+    fine = hook.model_copy(
+        update={"value": "https://hooks.example.com/x", "webhook_headers": {"X-A": "1"}}
+    )
+    assert skip_reason(candidate(fine)) is None
