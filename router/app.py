@@ -417,12 +417,15 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
             await http.start()
         producer = create_producer(settings)
         await producer.start()
+        # One set of routing options for routing, held delivery and failover alike.
+        options = settings.routing_options()
         workers.append(
             Worker(
                 active,
                 ProducerPublisher(producer),
                 settings,
                 broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
+                options=options,
             )
         )
         stop = asyncio.Event()
@@ -433,7 +436,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         )
         held = (
             asyncio.create_task(
-                HeldDelivery(own_store, ProducerPublisher(producer), settings, utc_now).run(stop),
+                HeldDelivery(
+                    own_store, ProducerPublisher(producer), settings, utc_now, options=options
+                ).run(stop),
                 name="router-held-pages",
             )
             if own_store is not None

@@ -35,8 +35,7 @@ from router.directory import ContactMethod, Directory, User
 from router.held import HeldPage
 from router.rules import Limits, RateDecision, Send
 from router.store import ScheduleLookup, Store
-from router.trail import JobRow, Trail, TrailRow
-from schemas import AlertEvent
+from router.trail import JobRow, PageState, Trail, TrailRow
 
 log = structlog.get_logger("router.cache")
 
@@ -267,7 +266,7 @@ class CachedDirectory:
 
     async def pages_state(
         self, pages: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
+    ) -> dict[tuple[str, str], PageState]:
         return await self._store.pages_state(pages)
 
     def failover_step(

@@ -27,9 +27,9 @@ from router.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
 from router.errors import StoreUnavailable
 from router.failover import next_step
 from router.held import HeldPage
-from router.pipeline import Planned, Routed, RoutingOptions, duplicate, finish, plan, sends
+from router.pipeline import Planned, Routed, duplicate, finish, plan, sends
 from router.publish import Identity, Outgoing, Publisher, deliver
-from router.rules import RateDecision
+from router.rules import RateDecision, RoutingOptions
 from router.settings import Settings
 from router.store import Store
 from router.trail import JobRow, Trail, job_row, status_row
@@ -107,17 +107,15 @@ class Worker:
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
         broker_probe: Callable[[], Awaitable[bool]] | None = None,
+        options: RoutingOptions | None = None,
     ) -> None:
         self._store = store
         self._broker_probe = broker_probe
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
-        self._options = RoutingOptions(
-            sms_max_segments=settings.sms_max_segments,
-            require_verified=settings.require_verified,
-            target_policy=settings.target_policy(),
-        )
+        # The wiring builds the options once for every path; tests may leave it to us.
+        self._options = options if options is not None else settings.routing_options()
         self._limits = settings.rate_limits()
         self._failures = 0
         # Messages the broker acknowledged in a failed attempt at the current
@@ -433,18 +431,20 @@ class Worker:
         return len(new)
 
     async def fail_over(self, failed: Sequence[JobRow], now: datetime) -> None:
-        """For each job failed for good: the page's next step (a job to the user's next
-        method, or ``unreachable``), published once whoever else handles it."""
+        """For each job failed for good, for each page it was part of (a digest's every
+        event): the page's next step (a job to the user's next method, or
+        ``unreachable``), judged at ``now``, published once whoever else handles it."""
         if not failed:
             return
-        pages = await self._store.pages_state({(j.event_id, j.user_id) for j in failed})
+        pages = await self._store.pages_state(
+            {(event_id, j.user_id) for j in failed for event_id in j.pages}
+        )
         directory = await self._store.directory_for({j.user_id for j in failed})
-        for job in failed:
-            state = pages.get((job.event_id, job.user_id))
-            if state is None:
+        for job, page in [(j, pages.get((e, j.user_id))) for j in failed for e in j.pages]:
+            if page is None:
                 continue
-            event, page_jobs = state
-            step = next_step(job, event, page_jobs, directory, now, self._options)
+            event = page.event
+            step = next_step(job, page, directory, now, self._options)
             new_job, row = step.rows(job.job_id)
             if step.decision is None or row is None:
                 continue

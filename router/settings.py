@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.ingest import IngestMapping, parse_severity_map
-from router.rules import RateLimit, parse_buckets, parse_duration
+from router.rules import RateLimit, RoutingOptions, parse_buckets, parse_duration
 from router.targets import TargetPolicy, parse_networks
 from schemas import Severity, Transport
 
@@ -222,6 +222,15 @@ class Settings(BaseSettings):
                 if h.strip()
             ),
             denied_networks=parse_networks(self.webhook_denied_networks),
+        )
+
+    def routing_options(self) -> RoutingOptions:
+        """What routing, held delivery and failover read of the site's settings: built
+        once in the wiring and given to each, so none of them can miss one."""
+        return RoutingOptions(
+            sms_max_segments=self.sms_max_segments,
+            require_verified=self.require_verified,
+            target_policy=self.target_policy(),
         )
 
     def delivery_topic(self, transport: Transport) -> str:

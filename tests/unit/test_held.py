@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from router import render
 from router.directory import Directory
-from router.held import HeldPage, digest_job, digest_sms, plan_delivery, settle
+from router.build import digest_job, digest_sms
+from router.held import HeldPage, plan_delivery, settle
+from router.rules import RoutingOptions
 from schemas import SmsJob
 from tests.conftest import make_event, make_method, make_user
 
@@ -81,7 +83,12 @@ def test_every_held_page_ends_exactly_once_or_waits_and_sms_digests_fit(
     opt_outs = [("email", "alice@example.com")] if email_opted_out else []
     directory = Directory.of([user], methods, opt_outs=opt_outs)
     plan = plan_delivery(
-        pages, directory, NOW, max_age=MAX_AGE, sms_max_segments=max_segments, force=force
+        pages,
+        directory,
+        NOW,
+        RoutingOptions(sms_max_segments=max_segments),
+        max_age=MAX_AGE,
+        force=force,
     )
     allowed = {
         d.job.job_id for d in plan.digests if force or d.job.contact_method_id in allowed_methods
@@ -122,12 +129,13 @@ def test_a_digest_says_how_many_the_highest_severity_and_every_title() -> None:
         make_event(event_id="a", title="disk 91%", severity="warning"),
         make_event(event_id="b", title="queue lag", severity="error"),
     ]
-    job = digest_job(events, make_method("s1", "alice", "sms", "+14155550100"), NOW, 3)
+    three = RoutingOptions(sms_max_segments=3)
+    job = digest_job(events, make_method("s1", "alice", "sms", "+14155550100"), NOW, three)
     assert isinstance(job, SmsJob)
     assert job.text == "2 alerts, highest ERROR: disk 91%; queue lag"
     assert job.severity == "error"
     assert job.digest_of == ["a", "b"]
     again = digest_job(
-        list(reversed(events)), make_method("s1", "alice", "sms", "+14155550100"), NOW, 3
+        list(reversed(events)), make_method("s1", "alice", "sms", "+14155550100"), NOW, three
     )
     assert again.job_id == job.job_id  # the same events, the same job
