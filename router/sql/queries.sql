@@ -523,7 +523,7 @@ WITH failed AS (
       )
       AND NOT EXISTS (
           SELECT 1 FROM page_trail t
-          WHERE t.dedup = 'd|' || f.event_id || '|' || f.user_id || '|||skipped|unreachable|'
+          WHERE t.dedup = 'd|' || f.event_id || '|' || f.user_id || '||skipped|unreachable|'
       )
     ORDER BY f.event_id, f.user_id, j.failed_at DESC
 )
