@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from router.embedded import EmbeddedPostgres
-from router.migrate import migrate
+from router.db.migrate import migrate
+from router.dev.embedded import EmbeddedPostgres
 
 
 def write_csv(path: Path, rows: int) -> None:

@@ -42,11 +42,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from router.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
-from router.migrate import migrate
+from router.db.migrate import migrate
+from router.db.store import PgStore
+from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from router.kafka.topics import ensure_topics
 from router.settings import Settings
-from router.store import PgStore
-from router.topics import ensure_topics
 
 PARTITIONS = 6
 
@@ -379,9 +379,7 @@ def profile_summary(collapsed: str, top: int = 15) -> str:
         own[frames[-1]] = own.get(frames[-1], 0) + n
     lines = [f"profile of the worker's event loop, {total} samples; inclusive, router code:"]
     ours = [
-        (f, n)
-        for f, n in inclusive.items()
-        if re.search(r"\(router/(?!__main__|entry|cli|commands)", f)
+        (f, n) for f, n in inclusive.items() if re.search(r"\(router/(?!__main__|entry|cli/)", f)
     ]
     for frame, n in sorted(ours, key=lambda x: -x[1])[:top]:
         lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")

@@ -8,30 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from itertools import chain
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from faststream import AckPolicy, FastStream
-from faststream.exceptions import NackMessage
-from faststream.kafka import KafkaBroker, KafkaMessage, Topic
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
 
 from router import logging as router_logging
-from router.cache import CachedDirectory, DirectoryCache
-from router.consume import PartitionGuard
-from router.dlq import SourceRecord
+from router.db.janitor import run_janitor
+from router.db.store import PgStore, Store
+from router.directory.cache import CachedDirectory, DirectoryCache
 from router.errors import ConfigError
-from router.handler import Worker, utc_now
-from router.health import HttpServer, Readiness, create_http_app
-from router.ingest_http import (
+from router.held.scheduler import HeldDelivery, watch_failovers
+from router.http.health import HttpServer, Readiness, create_http_app
+from router.ingest.edge import (
     ENDPOINTS,
     BrokerUnavailable,
     IngestConfig,
@@ -39,290 +34,21 @@ from router.ingest_http import (
     create_ingest_app,
     publish_all,
 )
-from router.janitor import run_janitor
-from router.metrics import REGISTRY
-from router.scheduler import HeldDelivery, watch_failovers
-from router.security import broker_security, client_options
+from router.kafka.adapters import (
+    ProducerPublisher,
+    broker_answers,
+    create_broker,
+    create_producer,
+    register_subscriber,
+)
+from router.kafka.consume import PartitionGuard
+from router.kafka.topics import ensure_topics
+from router.routing.handler import Worker, utc_now
 from router.settings import Settings
-from router.store import PgStore, Store
-from router.topics import ensure_topics
+from router.tasks import Watched
 from schemas import AlertEvent
 
 log = structlog.get_logger("router.app")
-
-
-class ProducerPublisher:
-    """:class:`router.handler.Publisher` straight on an aiokafka producer: the worker's
-    output does not pass through FastStream's per-message publish path."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
-    ) -> Awaitable[Any] | None:
-        """Queue one message; the returned future resolves when the broker has it."""
-        ack: Awaitable[Any] = await self._producer.send(
-            topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
-        )
-        return ack
-
-
-def create_producer(settings: Settings) -> AIOKafkaProducer:
-    """The worker's producer: acks from all in-sync replicas, idempotent where the broker can."""
-    return AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
-        max_request_size=settings.kafka_max_request_bytes,
-        linger_ms=settings.kafka_linger_ms,
-        max_batch_size=settings.kafka_batch_bytes,
-        compression_type=(
-            None if settings.kafka_compression == "none" else settings.kafka_compression
-        ),
-    )
-
-
-class KafkaPublisher:
-    """:class:`router.handler.Publisher` on the FastStream broker's producer (tests use it
-    with FastStream's TestKafkaBroker)."""
-
-    def __init__(self, broker: KafkaBroker) -> None:
-        self._broker = broker
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
-    ) -> Awaitable[Any] | None:
-        """Queue one message; the returned future resolves when the broker has it."""
-        return await self._broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
-
-
-async def broker_answers(bootstrap_servers: str) -> bool:
-    """Whether any bootstrap server accepts a TCP connection within a second."""
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host.strip("[]") or "localhost", int(port or 9092)),
-                1.0,
-            )
-        except (OSError, TimeoutError, ValueError):
-            continue
-        writer.close()
-        return True
-    return False
-
-
-class RouterBroker(KafkaBroker):
-    """FastStream's Kafka broker, starting its subscribers side by side.
-
-    Each subscriber's consumer waits for its group's assignment when it starts,
-    and FastStream starts them one after the other; the alerts and
-    contact-events groups join at the same time instead, which halves the time
-    a restarted pod takes to route again.
-    """
-
-    async def start(self) -> None:
-        """Connect, then start every subscriber at once, then the publishers."""
-        await self.connect()
-        await asyncio.gather(*(subscriber.start() for subscriber in self.subscribers))
-        for publisher in self.publishers:
-            await publisher.start()
-        self.running = True
-
-
-def create_broker(settings: Settings) -> KafkaBroker:
-    """A broker whose producer waits for all in-sync replicas."""
-    return RouterBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=settings.kafka_client_id,
-        security=broker_security(settings),
-        # FastStream's own message metrics (router_faststream_*), beside router.metrics.
-        middlewares=[
-            KafkaPrometheusMiddleware(
-                registry=REGISTRY,
-                app_name=settings.kafka_client_id,
-                metrics_prefix="router_faststream",
-            )
-        ],
-        acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
-        max_request_size=settings.kafka_max_request_bytes,
-        linger_ms=5,  # lets a batch's jobs share produce requests
-        graceful_timeout=settings.shutdown_timeout_seconds,
-        logger=logging.getLogger("router.kafka"),
-        log_level=logging.DEBUG,  # per-batch "Received"/"Processed" lines; the router logs its own
-    )
-
-
-def _escape_header(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
-    headers = tuple((k, v.decode("utf-8", "backslashreplace").encode()) for k, v in record.headers)
-    return (
-        record if headers == tuple(record.headers) else dataclasses.replace(record, headers=headers)
-    )
-
-
-async def _tolerant_parser(
-    records: tuple[ConsumerRecord[Any, Any], ...], default: Callable[..., Awaitable[Any]]
-) -> Any:
-    # FastStream decodes headers as strict UTF-8; one foreign header must not
-    # turn a batch into a poison pill. Values are left untouched.
-    return await default(tuple(_escape_header(r) for r in records))
-
-
-async def _raw_records(message: KafkaMessage, _default: Callable[..., Awaitable[Any]]) -> Any:
-    # The router decodes bodies itself (router.decode) so bad JSON becomes a DLQ
-    # record instead of a decode error inside the framework.
-    return message.raw_message
-
-
-def _source(record: ConsumerRecord[Any, Any]) -> SourceRecord:
-    return SourceRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp,
-        key=record.key,
-        value=record.value,
-        headers=tuple(record.headers),
-    )
-
-
-def _guarded_fetch(subscriber: Any, settings: Settings, guard: PartitionGuard) -> None:
-    """Make ``subscriber`` fetch through ``guard`` (see router.consume).
-
-    FastStream's consume loop calls ``get_msg(consumer)`` for each batch; this
-    replaces that one method on this one subscriber, nothing else.
-    """
-
-    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
-        batches = await guard.getmany(
-            consumer, timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records
-        )
-        if not batches and guard.incidents:
-            await asyncio.sleep(settings.batch_timeout_ms / 1000)  # no busy loop while paused
-        return tuple(chain.from_iterable(batches.values()))
-
-    subscriber.get_msg = get_msg
-
-
-def _batch_subscriber(
-    broker: KafkaBroker,
-    settings: Settings,
-    topic: str,
-    group_id: str,
-    instance_id: str | None,
-    guard: PartitionGuard,
-) -> Any:
-    subscriber = broker.subscriber(
-        Topic(topic, declare=False),  # router.topics manages topics, not FastStream
-        group_id=group_id,
-        group_instance_id=instance_id,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        batch=True,
-        max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        auto_offset_reset=settings.kafka_auto_offset_reset,
-        isolation_level=settings.kafka_isolation_level,
-        # ack = commit after the handler returns; an exception rewinds to the
-        # batch's first offsets so the same records are tried again.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        parser=_tolerant_parser,
-        decoder=_raw_records,
-    )
-    _guarded_fetch(subscriber, settings, guard)
-    return subscriber
-
-
-def _document_outputs(broker: KafkaBroker, settings: Settings) -> None:
-    """Declare the output topics with their models, for the AsyncAPI document.
-
-    The worker publishes through the broker's producer directly (router.handler);
-    these publishers describe the contract delivery workers read.
-    """
-    from schemas import Decision, EmailJob, SmsJob, WebhookJob
-
-    outputs = (
-        (settings.topic_email, EmailJob, "One email to send. Key: contact_method_id."),
-        (settings.topic_sms, SmsJob, "One SMS to send. Key: contact_method_id."),
-        (settings.topic_webhook, WebhookJob, "One webhook request. Key: contact_method_id."),
-        (settings.topic_decisions, Decision, "What was decided per method. Key: event_id."),
-    )
-    for topic, model, description in outputs:
-        broker.publisher(topic, schema=model, title=topic, description=description)
-    broker.publisher(
-        settings.topic_dlq,
-        schema=bytes,
-        title=settings.topic_dlq,
-        description="Records the router could not route: the original key, value and "
-        "headers, plus router.dlq.reason and Kafka Connect / Spring Kafka error headers.",
-    )
-
-
-def register_subscriber(
-    broker: KafkaBroker,
-    settings: Settings,
-    worker: Callable[[], Worker],
-    guard: PartitionGuard | None = None,
-) -> Any:
-    """Consume alerts and contact events in batches; commit only after the output is acked."""
-
-    # The worker has already logged a failed batch (once, with the traceback
-    # only when it is not a known outage) and waited its backoff; NackMessage
-    # rewinds the batch without FastStream logging the traceback again.
-    async def on_alerts(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple)
-        try:
-            await worker().handle([_source(r) for r in records])
-        except Exception as error:
-            raise NackMessage() from error
-
-    async def on_statuses(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple)
-        try:
-            await worker().handle_statuses([_source(r) for r in records])
-        except Exception as error:
-            raise NackMessage() from error
-
-    async def on_contact_events(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple)
-        try:
-            await worker().handle_contact_events([_source(r) for r in records])
-        except Exception as error:
-            raise NackMessage() from error
-
-    _document_outputs(broker, settings)
-    # One consumer group per input stream: a rebalance of one never pauses the other.
-    alerts = _batch_subscriber(
-        broker,
-        settings,
-        settings.topic_alerts,
-        settings.group_id,
-        settings.group_instance_id(),
-        guard or PartitionGuard(settings.undecodable_retry_seconds),
-    )
-    alerts(on_alerts)
-    _batch_subscriber(
-        broker,
-        settings,
-        settings.topic_contact_events,
-        settings.contact_events_group_id(),
-        settings.group_instance_id(".contact-events"),
-        PartitionGuard(settings.undecodable_retry_seconds),
-    )(on_contact_events)
-    _batch_subscriber(
-        broker,
-        settings,
-        settings.topic_status,
-        settings.status_group_id(),
-        settings.group_instance_id(".status"),
-        PartitionGuard(settings.undecodable_retry_seconds),
-    )(on_statuses)
-    return alerts
 
 
 def _readiness(broker: KafkaBroker, store: Store, alerts: Any, guard: PartitionGuard) -> Readiness:
@@ -366,8 +92,15 @@ def _readiness(broker: KafkaBroker, store: Store, alerts: Any, guard: PartitionG
     )
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastStream:
-    """The runnable router: topics checked, schema checked, then consuming."""
+def create_app(
+    settings: Settings, store: Store | None = None, watched: Watched | None = None
+) -> FastStream:
+    """The runnable router: topics checked, schema checked, then consuming.
+
+    Its background tasks run under ``watched`` (a new :class:`Watched` if None):
+    ``router run`` stops the worker when one of them dies.
+    """
+    watched = watched if watched is not None else Watched()
     broker = create_broker(settings)
     workers: list[Worker] = []
 
@@ -428,30 +161,23 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
                 options=options,
             )
         )
-        stop = asyncio.Event()
-        janitor = (
-            asyncio.create_task(run_janitor(own_store, settings, stop), name="router-janitor")
-            if own_store is not None
-            else None
-        )
-        held = (
-            asyncio.create_task(
-                HeldDelivery(
-                    own_store, ProducerPublisher(producer), settings, utc_now, options=options
-                ).run(stop),
-                name="router-held-pages",
+        if own_store is not None:
+            publisher = ProducerPublisher(producer)
+            watched.start("router-janitor", run_janitor(own_store, settings, watched.stopping))
+            watched.start(
+                "router-held-pages",
+                HeldDelivery(own_store, publisher, settings, utc_now, options=options).run(
+                    watched.stopping
+                ),
             )
-            if own_store is not None
-            else None
-        )
-        silent = (
-            asyncio.create_task(
-                watch_failovers(own_store, workers[0], settings, utc_now, stop),
-                name="router-failovers",
+            watched.start(
+                "router-failovers",
+                watch_failovers(own_store, workers[0], settings, utc_now, watched.stopping),
             )
-            if own_store is not None
-            else None
-        )
+        if cached is not None and cached.task is not None:
+            watched.watch(cached.task)
+        if http is not None and http.task is not None:
+            watched.watch(http.task)
         log.info(
             "router_started",
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -461,16 +187,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastStream:
         try:
             yield
         finally:
-            stop.set()
-            for task in (janitor, held, silent):
-                if task is None:
-                    continue
-                try:
-                    await asyncio.wait_for(task, timeout=5)
-                except Exception as error:  # it must not keep the process from stopping
-                    log.warning(
-                        "background_task_stop_failed", task=task.get_name(), error=repr(error)
-                    )
+            await watched.stop(grace_seconds=5)
             await producer.stop()  # flushes what is queued
             if http is not None:
                 await http.stop()
@@ -488,34 +205,45 @@ async def run(settings: Settings) -> None:
 
     A signal that arrives while the router is still starting (connecting,
     joining its group) cancels the start instead of waiting for it, so a pod
-    told to go while it starts goes promptly, with status 0.
+    told to go while it starts goes promptly, with status 0. A background task
+    that dies stops the worker the same way, then raises
+    :class:`BackgroundTaskFailed` (a non-zero exit: the orchestrator restarts it).
     """
     router_logging.configure(settings.log_format, settings.log_level)
-    app = create_app(settings)
+    watched = Watched()
+    app = create_app(settings, watched=watched)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with app.lifespan_context():
         starting = asyncio.create_task(app.start(), name="router-start")
-        stopping = asyncio.create_task(stop.wait(), name="router-stop-signal")
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            # Nothing was consumed yet, so nothing is left to commit: leave now.
-            # aiokafka's group join does not always yield to cancellation at
-            # once, so neither waiting for it nor stopping the broker may hold
-            # the exit for more than a moment.
-            log.info("stop_requested_while_starting")
-            starting.cancel()
-            await asyncio.wait({starting}, timeout=0.2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(app.stop(), timeout=1.0)
-            return
-        else:
-            starting.result()  # a start-up failure ends the command here
-            log.info("router_consuming")
-            await stopping
-        await app.stop()
+        ending = {
+            asyncio.create_task(stop.wait(), name="router-stop-signal"),
+            asyncio.create_task(watched.failed.wait(), name="router-task-failed"),
+        }
+        try:
+            await asyncio.wait({starting, *ending}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                # Nothing was consumed yet, so nothing is left to commit: leave now.
+                # aiokafka's group join does not always yield to cancellation at
+                # once, so neither waiting for it nor stopping the broker may hold
+                # the exit for more than a moment.
+                log.info("stop_requested_while_starting")
+                starting.cancel()
+                await asyncio.wait({starting}, timeout=0.2)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(app.stop(), timeout=1.0)
+            else:
+                starting.result()  # a start-up failure ends the command here
+                log.info("router_consuming")
+                await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+                await app.stop()
+        finally:
+            for waiter in ending:
+                waiter.cancel()
+    if watched.failure is not None:
+        raise watched.failure
 
 
 async def run_ingest(settings: Settings) -> None:
@@ -571,7 +299,12 @@ async def run_ingest(settings: Settings) -> None:
         return None
 
     app = create_ingest_app(
-        IngestConfig(tokens, settings.ingest_max_bytes, settings.ingest_mapping()),
+        IngestConfig(
+            tokens,
+            settings.ingest_max_bytes,
+            settings.ingest_mapping(),
+            settings.ingest_body_timeout_seconds,
+        ),
         RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst),
         publish,
         Readiness({"broker": broker_check}),
@@ -581,6 +314,7 @@ async def run_ingest(settings: Settings) -> None:
         settings.ingest_host,
         settings.ingest_port,
         [*sorted(ENDPOINTS), "/healthz", "/readyz", "/metrics"],
+        header_timeout_seconds=settings.ingest_header_timeout_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

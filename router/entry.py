@@ -22,6 +22,6 @@ def main() -> int:
     """Entry point of the ``router`` console script and of ``python -m router``."""
     if sys.argv[1:2] in (["run"], ["ingest"]):
         signal.signal(signal.SIGTERM, _exit_cleanly)
-    from router.cli import main as cli_main
+    from router.cli.parser import main as cli_main
 
     return cli_main()

@@ -7,7 +7,8 @@ Private data is masked in two ways. By construction: a field that carries an
 address (:data:`ADDRESS_FIELDS`) is masked because of the field it is in,
 whatever the value looks like (a short number, a local-part-only email,
 unicode). By pattern, as a second line: anything that looks like an email
-address or a phone number inside free text (error messages, details).
+address or a phone number inside free text (error messages, details), and any
+database password in a DSN (:func:`router.redact.redact_dsn`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 import structlog
 
-from router.addresses import mask
+from router.directory.addresses import mask
+from router.redact import redact_dsn
 
 #: Log fields whose value is a contact address; never rendered whole.
 ADDRESS_FIELDS = frozenset(
@@ -33,8 +35,9 @@ _PHONE = re.compile(r"\+\d[\d ().-]{5,}\d")
 
 
 def mask_text(text: str) -> str:
-    """``text`` with every email address and E.164 number masked."""
-    text = _EMAIL.sub(lambda m: mask("email", m.group(0)), text)
+    """``text`` with every database password, email address and E.164 number masked."""
+    # DSNs first: the user info of a URL (``router:pw@db``) looks like an email.
+    text = _EMAIL.sub(lambda m: mask("email", m.group(0)), redact_dsn(text))
     return _PHONE.sub(lambda m: mask("sms", m.group(0)), text)
 
 

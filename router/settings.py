@@ -8,15 +8,16 @@ The README lists them all; ``tests/unit/test_settings.py`` keeps the two in step
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from router.ingest import IngestMapping, parse_severity_map
-from router.rules import RateLimit, RoutingOptions, parse_buckets, parse_duration
-from router.targets import TargetPolicy, parse_networks
+from router.directory.targets import TargetPolicy, parse_networks
+from router.ingest.mapping import IngestMapping, parse_severity_map
+from router.routing.rules import RateLimit, RoutingOptions, parse_buckets, parse_duration
 from schemas import Severity, Transport
 
 #: Settings that may instead be read from a file named by ``ROUTER_<NAME>_FILE``.
@@ -134,7 +135,7 @@ class Settings(BaseSettings):
     verification_code_ttl_seconds: int = Field(default=15 * 60, ge=30)
     verification_max_attempts: int = Field(default=5, ge=1)
 
-    # Webhook targets (see router.targets): https only, public addresses only.
+    # Webhook targets (see router.directory.targets): https only, public addresses only.
     webhook_allow_http: bool = False
     webhook_allowed_hosts: str = ""  # comma-separated host names or addresses
     webhook_denied_networks: str = ""  # comma-separated CIDR ranges, refused on top
@@ -146,7 +147,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
 
-    # router ingest: HTTP in, alert events out (see router.ingest_http)
+    # router ingest: HTTP in, alert events out (see router.ingest.edge)
     ingest_port: int = Field(default=8081, ge=1, le=65535)
     ingest_host: str = "0.0.0.0"  # noqa: S104 - senders reach the pod's address
     ingest_tokens: SecretStr | None = None  # comma-separated bearer tokens
@@ -154,6 +155,9 @@ class Settings(BaseSettings):
     ingest_rate_per_second: float = Field(default=20.0, gt=0)
     ingest_burst: int = Field(default=100, ge=1)
     ingest_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Slow clients: the request head, then the body, must arrive within these.
+    ingest_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    ingest_body_timeout_seconds: float = Field(default=30.0, gt=0)
     ingest_schedule_label: str = "schedule"
     ingest_users_label: str = "users"
     ingest_severity_label: str = "severity"
@@ -178,8 +182,10 @@ class Settings(BaseSettings):
                 try:
                     data[name] = Path(path).read_text().rstrip("\r\n")
                 except OSError as error:
+                    # The path is not shown: no setting's value is (see describe_error).
                     raise ValueError(
-                        f"ROUTER_{name.upper()}_FILE: cannot read {path}: {error.strerror}"
+                        f"ROUTER_{name.upper()}_FILE names a file that cannot be read "
+                        f"({error.strerror})"
                     ) from None
         return data
 
@@ -305,3 +311,45 @@ class Settings(BaseSettings):
     def all_topics(self) -> list[str]:
         """Every topic the router reads or writes."""
         return [*self.input_topics(), *self.output_topics()]
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _without_input(message: str, given: object) -> str:
+    """``message`` with any quoted echo of ``given`` replaced by "the value", and of one
+    of its comma-separated items (as the list settings' own checks quote them) by
+    "one of its items"."""
+    if not isinstance(given, str):
+        return message
+    items = {p.strip() for p in re.split(r"[,\n]", given)}
+
+    def hide(match: re.Match[str]) -> str:
+        quoted = match.group(1)
+        if quoted and quoted in (given, given.strip()):
+            return "the value"
+        return "one of its items" if quoted and quoted in items else match.group(0)
+
+    return _QUOTED.sub(hide, message)
+
+
+def describe_error(error: ValidationError) -> str:
+    """A settings error as sentences naming each variable and what is wrong with it.
+
+    Built from each error's location and message only: pydantic's ``input`` (the
+    value, or for a model-level error every setting, secrets included) is never
+    shown, and a message that quotes the value has the quote removed.
+    """
+    problems = []
+    for item in error.errors(include_url=False):
+        message = _without_input(item["msg"].removeprefix("Value error, "), item.get("input"))
+        if item["loc"]:
+            name = "ROUTER_" + "_".join(str(p) for p in item["loc"]).upper()
+            problems.append(f"{name}: {message}.")
+        else:
+            problems.append(f"{message}.")  # model-level checks name their variables
+    return (
+        " ".join(problems)
+        + " Fix each variable named and run the command again (the README's Settings table says "
+        "what each accepts; values are not shown, as some are secrets)."
+    )

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Kind = Literal["down", "up", "first", "diagnostic"]
 Severity = Literal["critical", "error", "warning", "info"]
@@ -17,6 +26,12 @@ Identifier = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00]+$"),
 ]
+
+
+#: The instants the router computes with (quiet windows, rotations and rate
+#: windows add days and weeks to them); ``occurred_at`` outside is refused.
+OCCURRED_AT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+OCCURRED_AT_MAX = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class AlertEvent(BaseModel):
@@ -51,8 +66,19 @@ class AlertEvent(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     occurred_at: AwareDatetime | None = Field(
         default=None,
-        description="RFC 3339 time with offset. When absent, the time the router received it.",
+        description="RFC 3339 time with offset, from 1900-01-01 up to (not including) "
+        "9000-01-01 UTC. When absent, the time the router received it.",
     )
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _computable(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not OCCURRED_AT_MIN <= value < OCCURRED_AT_MAX:
+            raise ValueError(
+                "must be from 1900-01-01 up to 9000-01-01 UTC; send the time the alert "
+                "fired, with its offset"
+            )
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_audience(self) -> AlertEvent:

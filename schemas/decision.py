@@ -36,7 +36,8 @@ Reason = Literal[
 REASONS: dict[str, str] = {
     "disabled": "The contact method is disabled.",
     "unsafe_target": "The webhook URL points inside a network (loopback, private, link-local, "
-    "metadata and similar addresses or names) or breaks the webhook URL rules.",
+    "metadata and similar addresses or names) or breaks the webhook URL rules, or one of its "
+    "headers breaks the webhook header rules.",
     "opted_out": "The address is on the opt-out list for its transport.",
     "unverified": "The method is not verified and ROUTER_REQUIRE_VERIFIED is true.",
     "muted": "The method is muted, or muted until a time still in the future.",

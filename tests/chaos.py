@@ -94,8 +94,8 @@ async def _directory(env: dict[str, str], users: int, workdir: Path) -> None:
 
 async def _create_topics(env: dict[str, str]) -> None:
     """Every topic the router uses, as `router run` with ROUTER_CREATE_TOPICS would."""
+    from router.kafka.topics import ensure_topics
     from router.settings import Settings
-    from router.topics import ensure_topics
 
     names = {
         k.removeprefix("ROUTER_").lower(): v for k, v in env.items() if k.startswith("ROUTER_")
@@ -314,7 +314,7 @@ def main() -> int:
     parser.add_argument("--dynamic", action="store_true", help="no static group membership")
     parser.add_argument("--timeout", type=float, default=900, help="give up after this many s")
     args = parser.parse_args()
-    from router.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
+    from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
 
     with tempfile.TemporaryDirectory(prefix="router-chaos-") as tmp:
         workdir = Path(tmp)

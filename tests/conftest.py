@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from router.directory import ContactMethod, User
+from router.directory.models import ContactMethod, User
 from schemas import AlertEvent
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from router.embedded import EmbeddedKafka, EmbeddedPostgres
+from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres
 
 _STACK = pytest.StashKey[ExitStack]()
 

@@ -26,8 +26,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from router.directory import ContactMethod
-from router.migrate import migrate
+from router.db.migrate import migrate
+from router.directory.models import ContactMethod
 from tests.privacy import leaks_in
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import IO
 
 import pytest
 
-from router.embedded import free_port
+from router.dev.embedded import free_port
 from tests.integration.conftest import RouterProcess, add_contact, cli_ok, collect
 from tests.integration.test_ingest import TOKEN, IngestProcess, request
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from router.directory import ContactMethod
+from router.directory.models import ContactMethod
 from tests.integration.conftest import add_contact, run_cli
 
 
 def methods(env: dict[str, str]) -> list[str]:
     import asyncio
 
-    from router.store import PgStore
+    from router.db.store import PgStore
 
     async def read() -> list[str]:
         store = await PgStore.connect(env["ROUTER_DATABASE_URL"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from router.embedded import free_port
+from router.dev.embedded import free_port
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,

@@ -7,18 +7,26 @@ import csv
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from router.directory import ContactMethod
+from router.directory.models import ContactMethod
+from router.kafka.topics import ensure_topics
 from router.settings import Settings
-from router.topics import ensure_topics
+from tests.integration.conftest import (
+    RouterProcess,
+    collect,
+    produce,
+    run_cli,
+    wait_for_topics,
+)
 from tests.integration.conftest import add_contact as add
 from tests.integration.conftest import cli_ok as ok
 from tests.integration.conftest import cli_refused as refused
-from tests.integration.conftest import collect, run_cli
+from tests.integration.test_end_to_end import alert, topics
 
 
 @pytest.fixture
@@ -48,7 +56,8 @@ def people(router_env: dict[str, str]) -> dict[str, ContactMethod]:
 
 def listed(env: dict[str, str], *filters: str) -> list[ContactMethod]:
     out = ok(env, "contacts", "list", "--json", *filters)
-    return [ContactMethod.model_validate_json(line) for line in out.splitlines()]
+    # split("\n"), not splitlines(): a label may hold U+2028 and other line separators.
+    return [ContactMethod.model_validate_json(line) for line in out.split("\n") if line]
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -473,3 +482,211 @@ def test_search_matches_percent_and_underscore_literally(router_env: dict[str, s
     assert users("0%") == ["50%off"]
     assert values("a_b@") == ["a_b@example.com"]
     assert values("_") == ["a_b@example.com"]
+
+
+# -- hostile directory files (issue 17, items 9 and 10) ------------------------------------
+
+# Every character str.splitlines() splits on, other than \n and \r.
+SEPARATORS = "a\u2028b\u2029c\x85d\x0be\x0cf\x1cg\x1dh\x1ei"
+
+
+def export_to(env: dict[str, str], path: Path, fmt: str) -> bytes:
+    ok(env, "contacts", "export", "--format", fmt, "--output", str(path))
+    return path.read_bytes()
+
+
+def test_values_holding_line_separators_export_and_import_back(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    add(router_env, "alice", "email", "a@example.com", "--label", SEPARATORS)
+    add(router_env, "alice", "sms", "+14155551234", "--meta", f"note={SEPARATORS}")
+    add(router_env, "alice", "email", "b@example.com", "--label", "plain")
+    for fmt in ("csv", "jsonl"):
+        exported = export_to(router_env, tmp_path / f"all.{fmt}", fmt)
+        assert ok(router_env, "contacts", "import", str(tmp_path / f"all.{fmt}")).strip() == (
+            "imported 3 row(s): 0 added, 0 updated, 3 unchanged, 0 skipped as invalid"
+        )
+        assert export_to(router_env, tmp_path / f"again.{fmt}", fmt) == exported
+    ok(router_env, "contacts", "delete", "--user", "alice", "--all")
+    assert "3 added" in ok(router_env, "contacts", "import", str(tmp_path / "all.jsonl"))
+    methods = {m.value: m for m in listed(router_env)}
+    assert methods["a@example.com"].label == SEPARATORS
+    assert methods["+14155551234"].metadata == {"note": SEPARATORS}
+
+
+def test_exported_csv_cells_are_never_formulas_and_import_back_exactly(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    add(router_env, "alice", "sms", "+14155551234", "--label=-1")
+    add(router_env, "alice", "email", "a@example.com", "--label", '=HYPERLINK("http://x")')
+    add(router_env, "alice", "email", "b@example.com", "--label", "'@quoted", "--meta", "k=+1")
+    add(router_env, "alice", "email", "c@example.com", "--label", "\tTab")
+    path = tmp_path / "all.csv"
+    exported = export_to(router_env, path, "csv")
+    cells = [c for r in csv.reader(io.StringIO(exported.decode(), newline="")) for c in r]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert {"'+14155551234", "'-1", '\'=HYPERLINK("http://x")', "''@quoted", "'\tTab"} <= set(cells)
+    assert ok(router_env, "contacts", "import", str(path)).strip() == (
+        "imported 4 row(s): 0 added, 0 updated, 4 unchanged, 0 skipped as invalid"
+    )
+    ok(router_env, "contacts", "delete", "--user", "alice", "--all")
+    assert "4 added" in ok(router_env, "contacts", "import", str(path))
+    labels = {m.value: m.label for m in listed(router_env)}
+    assert labels == {
+        "+14155551234": "-1",
+        "a@example.com": '=HYPERLINK("http://x")',
+        "b@example.com": "'@quoted",
+        "c@example.com": "\tTab",
+    }
+
+
+def test_hostile_rows_are_refused_by_line_and_skip_invalid_writes_the_rest(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    row = '{"user_id": "alice", "transport": "email", "value": "%s@example.com"%s}\n'
+    jsonl = write(
+        tmp_path,
+        "in.jsonl",
+        row % ("a", "")
+        + row % ("b", ', "metadata": ' + "[" * 100_000 + "]" * 100_000)
+        + row % ("c", ', "label": "nul\\u0000"')
+        + row % ("d", ', "label": "x\u2028y"'),
+    )
+    stderr = refused(router_env, "contacts", "import", jsonl)
+    assert f"{jsonl}:2: nests JSON arrays or objects too deeply" in stderr
+    assert f"{jsonl}:3: label holds a NUL character" in stderr
+    assert "RecursionError" not in stderr and re.findall(r"in\.jsonl:(\d+):", stderr) == ["2", "3"]
+    assert ok(router_env, "contacts", "import", jsonl, "--skip-invalid").strip() == (
+        "imported 2 row(s): 2 added, 0 updated, 0 unchanged, 2 skipped as invalid"
+    )
+
+    huge = "x" * 131_073
+    path = tmp_path / "in.csv"  # as a spreadsheet saves it: a byte order mark, CRLF
+    path.write_bytes(
+        (
+            "\ufeffuser_id,transport,value,label\r\n"
+            "alice,email,e@example.com,\r\n"
+            f'alice,email,f@example.com,"{huge}"\r\n'
+            "alice,email,g@example.com,ok\r\n"
+        ).encode()
+    )
+    stderr = refused(router_env, "contacts", "import", str(path))
+    assert f"{path}:3: a cell is 131,073 characters long, over the 131,072 allowed" in stderr
+    assert "field larger than field limit" not in stderr and "user_id" not in stderr
+    assert ok(router_env, "contacts", "import", str(path), "--skip-invalid").strip() == (
+        "imported 2 row(s): 2 added, 0 updated, 0 unchanged, 1 skipped as invalid"
+    )
+    assert {m.value for m in listed(router_env)} == {
+        f"{c}@example.com" for c in ("a", "d", "e", "g")
+    }
+
+
+# -- addresses (issue 17 item 11, issue 18 item 10) ----------------------------------------
+
+#: Emails accepted before the validator, and phone numbers stored without their extension.
+NOT_MAILBOXES = [
+    "a@[127.0.0.1]",
+    "a,b@example.com",
+    "a<b>@example.com",
+    "x" * 65 + "@example.com",
+    "a@b..com",
+    "a@.example.com",
+]
+
+
+def _add(env: dict[str, str], transport: str, value: str) -> list[str]:
+    args = ("contacts", "add", "--user", "alice", "--transport", transport, "--value", value)
+    return refused(env, *args).strip().splitlines()
+
+
+def test_addresses_are_checked_and_stored_in_one_form_on_add_and_import(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    ok(router_env, "users", "add", "alice")
+    for value in NOT_MAILBOXES:
+        [line] = _add(router_env, "email", value)
+        assert "is not a valid email address (" in line, (value, line)
+        assert line.endswith("give it as name@example.com"), line
+    [line] = _add(router_env, "sms", "+1 415 555 1234 ext. 77")
+    assert line == (
+        "router: error: value: '+1 415 555 1234 ext. 77' has an extension (77), which a text "
+        "message cannot dial; give the number without it"
+    )
+    assert listed(router_env) == []
+
+    folded = add(router_env, "alice", "email", "ａｌｉｃｅ@example.com")
+    idn = add(router_env, "alice", "email", "Bob@Bücher.de")
+    dotted = add(router_env, "alice", "email", "ALİCE@example.org")
+    phone = add(router_env, "alice", "sms", "＋１４１５５５５１２３４")
+    assert (folded.value, idn.value, dotted.value, phone.value) == (
+        "alice@example.com",
+        "bob@xn--bcher-kva.de",
+        "alİce@example.org",
+        "+14155551234",
+    )
+    for transport, same in (
+        ("email", "BOB@xn--bcher-kva.de"),  # the punycode of the stored domain
+        ("email", "alİce@example.org"),
+        ("sms", "+1４１５５５５１２３４"),  # partly full-width
+    ):
+        [line] = _add(router_env, transport, same)
+        assert "already" in line, (same, line)
+
+    rows = [{"user_id": "alice", "transport": "email", "value": v} for v in NOT_MAILBOXES]
+    rows += [
+        {"user_id": "alice", "transport": "sms", "value": "+1 415 555 1234 ext. 77"},
+        {"user_id": "alice", "transport": "email", "value": "ｃａｒｏｌ@example.com"},
+        {"user_id": "alice", "transport": "email", "value": "bob@bücher.de"},  # on file already
+    ]
+    path = write(tmp_path, "in.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    stderr = refused(router_env, "contacts", "import", path)
+    for line in range(1, len(NOT_MAILBOXES) + 1):
+        assert f"{path}:{line}: value: " in stderr and "not a valid email address" in stderr
+    assert f"{path}:{len(NOT_MAILBOXES) + 1}: value: '+1 415 555 1234 ext. 77' has an " in stderr
+    assert ok(router_env, "contacts", "import", path, "--skip-invalid").strip() == (
+        f"imported 2 row(s): 1 added, 0 updated, 1 unchanged, {len(NOT_MAILBOXES) + 1} skipped "
+        "as invalid"
+    )
+    assert {m.value for m in listed(router_env, "--transport", "email")} == {
+        "alice@example.com",
+        "bob@xn--bcher-kva.de",
+        "alİce@example.org",
+        "carol@example.com",
+    }
+
+
+async def test_an_opt_out_in_the_other_spelling_of_a_domain_applies(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    """contacts.events and `router optout` store the form `contacts add` stores."""
+    ok(router_env, "users", "add", "alice")
+    unicode_domain = add(router_env, "alice", "email", "alice@bücher.de")
+    punycode_domain = add(router_env, "alice", "email", "ops@xn--caf-dma.example")
+    assert "opted out: email ops@xn--caf-dma.example" in ok(
+        router_env, "optout", "add", "--transport", "email", "--address", "OPS@café.example"
+    )
+    start_router(router_env)
+    bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    t = topics(router_env)
+    events = router_env["ROUTER_TOPIC_CONTACT_EVENTS"]
+    await wait_for_topics(bootstrap, [t["alerts"], events])
+    opt_out = {"type": "opt_out", "transport": "email", "address": "ALICE@xn--bcher-kva.de"}
+    await produce(bootstrap, events, json.dumps(opt_out).encode())
+    for _ in range(100):
+        if "alice@xn--bcher-kva.de" in ok(router_env, "optout", "list"):
+            break
+        await asyncio.sleep(0.1)
+    await produce(bootstrap, t["alerts"], alert("idn-1", ["alice"]))
+    seen = await collect(
+        bootstrap, [t["decisions"], t["email"]], until=lambda s: len(s[t["decisions"]]) >= 2
+    )
+    reasons = {
+        d["contact_method_id"]: d["reason"]
+        for d in (json.loads(r.value) for r in seen[t["decisions"]])
+    }
+    assert reasons == {unicode_domain.id: "opted_out", punycode_domain.id: "opted_out"}
+    assert seen[t["email"]] == []

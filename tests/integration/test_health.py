@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from router.embedded import free_port
+from router.dev.embedded import free_port
 from tests.integration.conftest import RouterProcess, collect, database_refused, run_cli
 from tests.integration.test_end_to_end import add_alice, alert, publish_when_ready, topics
 

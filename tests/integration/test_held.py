@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
-from router.app import ProducerPublisher, create_producer
-from router.dlq import SourceRecord
-from router.handler import Worker
-from router.scheduler import HeldDelivery
+from router.db.store import NewContactMethod, PgStore
+from router.delivery.trail import story
+from router.held.scheduler import HeldDelivery
+from router.kafka.adapters import ProducerPublisher, create_producer
+from router.kafka.topics import ensure_topics
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod, PgStore
-from router.topics import ensure_topics
-from router.trail import story
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,
@@ -56,6 +57,13 @@ class Rig:
     offset: int = 0
 
     async def page(self, event_id: str, severity: str = "warning", user: str = "alice") -> None:
+        await self.worker.handle([self.record(event_id, severity, user)])
+
+    def record(
+        self, event_id: str, severity: str = "warning", user: str = "alice", **fields: Any
+    ) -> SourceRecord:
+        """The next alert record on the partition; ``fields`` replace the event's own
+        (``occurred_at=None`` leaves it out)."""
         event = {
             "event_id": event_id,
             "kind": "down",
@@ -63,21 +71,22 @@ class Rig:
             "title": f"title of {event_id}",
             "user_ids": [user],
             "occurred_at": self.clock.now.isoformat(),
+            **fields,
         }
         self.offset += 1
-        await self.worker.handle(
-            [
-                SourceRecord(
-                    topic="alerts",
-                    partition=0,
-                    offset=self.offset,
-                    timestamp_ms=None,
-                    key=None,
-                    value=json.dumps(event).encode(),
-                    headers=(),
-                )
-            ]
+        return SourceRecord(
+            topic="alerts",
+            partition=0,
+            offset=self.offset,
+            timestamp_ms=None,
+            key=None,
+            value=json.dumps({k: v for k, v in event.items() if v is not None}).encode(),
+            headers=(),
         )
+
+    def worker_behind(self, outage: Outage) -> Worker:
+        """A worker on this rig's store and clock whose broker fails as ``outage`` says."""
+        return Worker(self.store, outage, self.settings, clock=self.clock)
 
     def delivery(self, **kwargs: Any) -> HeldDelivery:
         return HeldDelivery(
@@ -99,6 +108,22 @@ class Rig:
             settle=0.5,
         )
         return {k: [json.loads(r.value) for r in seen[t]] for k, t in names.items()}
+
+
+class Outage:
+    """The real producer, except that sends to the topics in ``down`` fail as a broker
+    outage (the first attempt at a batch gets some acknowledgements, not all)."""
+
+    def __init__(self, producer: AIOKafkaProducer, down: set[str]) -> None:
+        self._publisher = ProducerPublisher(producer)
+        self.down = down
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
+    ) -> Awaitable[Any] | None:
+        if topic in self.down:
+            raise KafkaConnectionError(f"{topic} is unreachable")
+        return await self._publisher.send(topic, value, key=key, headers=headers)
 
 
 def settings_from(env: dict[str, str], **extra: Any) -> Settings:
@@ -369,3 +394,92 @@ async def test_held_pages_for_a_webhook_the_site_allows_go_out_when_due_and_on_f
     assert jobs[("carol-1",)]["contact_method_id"] == hooks["carol"]
     assert all(j["method"] == "POST" for j in jobs.values())
     assert [d for d in decided(seen) if d["reason"] == "unsafe_target"] == []
+
+
+# -- a batch retried after an outage ----------------------------------------------
+
+
+def carrying(jobs: list[dict[str, Any]], event_id: str) -> list[dict[str, Any]]:
+    """The jobs that deliver ``event_id``: its own, and digests holding it."""
+    return [j for j in jobs if event_id in (j.get("digest_of") or [j["event_id"]])]
+
+
+async def test_a_batch_retried_after_a_mute_ended_sends_the_job_its_sent_decision_names(
+    rig: Rig,
+) -> None:
+    rig.clock.now = MORNING + timedelta(hours=3)  # outside quiet hours
+    await rig.store.update_user("alice", {"delivery_mode": "preferred"})  # SMS first
+    sms = await rig.store.add_contact_method(
+        NewContactMethod("alice", "sms", "+14155550123", verified=True)
+    )
+    await rig.store.update_contact_method(
+        sms.id, {"mute_until": rig.clock.now + timedelta(seconds=1)}
+    )
+    outage = Outage(rig.producer, down={rig.settings.topic_decisions})
+    worker = rig.worker_behind(outage)
+    batch = [rig.record("e1")]
+    with pytest.raises(KafkaConnectionError):
+        await worker.handle(batch)  # the email job is acknowledged, the decisions are not
+    rig.clock.now += timedelta(seconds=2)  # the mute is over by the retry
+    outage.down.clear()
+    await worker.handle(batch)
+
+    seen = await rig.output(lambda s: len(s["decisions"]) >= 2)
+    jobs = seen["email"] + seen["sms"]
+    sent = [d["job_id"] for d in of(seen["decisions"], "sent")]
+    assert sorted(sent) == sorted(j["job_id"] for j in jobs), "a sent decision, its job"
+    assert [j["to"] for j in jobs] == ["alice@example.com"]
+    assert sorted((d["transport"], d["reason"]) for d in seen["decisions"]) == [
+        ("email", None),
+        ("sms", "muted"),
+    ]
+
+
+async def test_a_schedule_alert_retried_across_a_shift_change_pages_the_one_on_call_then(
+    rig: Rig,
+) -> None:
+    rig.clock.now = MORNING + timedelta(hours=3)
+    change = rig.clock.now + timedelta(seconds=1)
+    await rig.store.add_user("bob", "Bob", "UTC")
+    await rig.store.add_contact_method(NewContactMethod("bob", "email", "bob@example.com"))
+    await rig.store.add_shift("ops", "alice", change - timedelta(hours=8), change)
+    await rig.store.add_shift("ops", "bob", change, change + timedelta(hours=8))
+    outage = Outage(rig.producer, down={rig.settings.topic_decisions})
+    worker = rig.worker_behind(outage)
+    # No occurred_at: it happened when the router received it, on every attempt.
+    batch = [rig.record("e1", user_ids=None, schedule_id="ops", occurred_at=None)]
+    with pytest.raises(KafkaConnectionError):
+        await worker.handle(batch)
+    rig.clock.now += timedelta(seconds=2)  # bob's shift has begun by the retry
+    outage.down.clear()
+    await worker.handle(batch)
+
+    seen = await rig.output(lambda s: len(s["decisions"]) >= 1)
+    assert [(d["user_id"], d["outcome"]) for d in seen["decisions"]] == [("alice", "sent")]
+    assert [(j["to"], j["job_id"]) for j in seen["email"]] == [
+        ("alice@example.com", seen["decisions"][0]["job_id"])
+    ]
+
+
+async def test_a_page_held_by_the_rate_limit_before_an_outage_is_delivered_once(
+    rig: Rig,
+) -> None:
+    rig.clock.now = start = MORNING + timedelta(hours=3)
+    await rig.store.add_contact_method(
+        NewContactMethod("alice", "sms", "+14155550123", verified=True)
+    )
+    for n in range(1, 6):  # the limit: 5 SMS in 900 s
+        await rig.page(f"burst-{n}")
+    outage = Outage(rig.producer, down={rig.settings.topic_decisions})
+    worker = rig.worker_behind(outage)
+    batch = [rig.record("burst-6")]
+    with pytest.raises(KafkaConnectionError):
+        await worker.handle(batch)  # the SMS page is held; its decision is not acknowledged
+    rig.clock.now = start + timedelta(seconds=901)  # the window has slid by the retry
+    outage.down.clear()
+    await worker.handle(batch)
+    await rig.delivery().deliver_due()  # the held page is due
+
+    seen = await rig.output(lambda s: len(s["sms"]) >= 6 and len(of(s["decisions"], "sent")) >= 12)
+    assert len(carrying(seen["sms"], "burst-6")) == 1, "one delivery per page and method"
+    assert await rig.store.list_held() == []

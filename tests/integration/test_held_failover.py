@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from router.app import ProducerPublisher, create_producer
-from router.directory import ContactMethod
-from router.dlq import SourceRecord
-from router.handler import Worker
-from router.scheduler import HeldDelivery, repair_failovers
+from router.db.store import NewContactMethod, PgStore
+from router.directory.models import ContactMethod
+from router.held.scheduler import HeldDelivery, repair_failovers
+from router.kafka.adapters import ProducerPublisher, create_producer
+from router.kafka.topics import ensure_topics
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod, PgStore
-from router.topics import ensure_topics
 from schemas import DeliveryJob, job_id_for
 from tests.integration.conftest import collect
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from router.embedded import EmbeddedKafka, free_port
+from router.dev.embedded import EmbeddedKafka, free_port
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,
@@ -238,3 +238,137 @@ async def test_a_broker_outage_answers_503_so_the_sender_retries(
     assert status == 503
     status, _ = await request(ingest.url + "/healthz", method="GET")
     assert status == 200
+
+
+def _alertmanager(fingerprint: str, status: str, starts: str) -> bytes:
+    alert = {
+        "status": status,
+        "labels": {"alertname": "DiskFull", "severity": "page"},
+        "annotations": {"summary": "Disk almost full"},
+        "startsAt": starts,
+        "endsAt": "2026-11-25T04:00:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "fingerprint": fingerprint,
+    }
+    return json.dumps({"version": "4", "status": status, "alerts": [alert]}).encode()
+
+
+async def test_hostile_bodies_are_refused_with_a_reason_and_no_traceback(
+    router_env: dict[str, str],
+    start_ingest: Callable[[dict[str, str]], IngestProcess],
+) -> None:
+    ingest = start_ingest(router_env)
+    await ingest.until_ready()
+    url = ingest.url + "/v1/alertmanager?users=alice"
+    nested = b"[" * 100_000 + b"]" * 100_000
+    status, answer = await request(url, nested)
+    assert (status, answer["error"]) == (400, "not_json")
+    assert "recursion limit" in answer["message"]
+    status, answer = await request(ingest.url + "/v1/events", nested)
+    assert (status, answer["error"]) == (400, "not_json")
+    am = json.loads((FIXTURES / "alertmanager.json").read_bytes())
+    am["alerts"][0]["labels"]["load"] = "placeholder"
+    with_nan = json.dumps(am).encode().replace(b'"placeholder"', b"NaN")
+    status, answer = await request(url, with_nan)
+    assert (status, answer["error"]) == (400, "not_json")
+    status, answer = await request(url, _alertmanager("abc", "firing", "9999-12-31T23:59:59Z"))
+    assert (status, answer["error"]) == (422, "schema_invalid")
+    assert "occurred_at" in answer["message"]
+    assert (await request(ingest.url + "/healthz", method="GET"))[0] == 200
+    assert "Traceback" not in ingest.log() and "RecursionError" not in ingest.log()
+
+
+async def test_a_long_fingerprint_fires_resolves_and_fires_again_with_three_ids(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+    start_ingest: Callable[[dict[str, str]], IngestProcess],
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    add_contact(router_env, "alice", "email", "alice@example.com", "--verified")
+    ingest = start_ingest(router_env)
+    await ingest.until_ready()
+    start_router(router_env)
+    url = ingest.url + "/v1/alertmanager?users=alice"
+    fingerprint = "f" * 300
+    ids = []
+    for status, starts in [
+        ("firing", "2026-11-25T03:00:00Z"),
+        ("resolved", "2026-11-25T03:00:00Z"),
+        ("firing", "2026-11-25T05:00:00Z"),
+    ]:
+        code, answer = await request(url, _alertmanager(fingerprint, status, starts))
+        assert code == 200, answer
+        ids.extend(answer["event_ids"])
+    assert len(set(ids)) == 3 and all(len(i) <= 256 for i in ids)
+
+    decisions = router_env["ROUTER_TOPIC_DECISIONS"]
+    seen = await collect(
+        router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+        [decisions],
+        until=lambda s: len(s[decisions]) >= 3,
+        settle=2,
+    )
+    outcomes = {d["event_id"]: d["reason"] or d["outcome"] for d in values(seen[decisions])}
+    assert outcomes == dict.fromkeys(ids, "sent"), "the resolve and the re-fire page too"
+
+
+async def _raw_http(port: int, head: bytes, body: bytes, *, close: bool) -> bytes:
+    """Send ``head`` and ``body`` on one connection (closing our side after them when
+    ``close``), then read whatever the server answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + body)
+    await writer.drain()
+    if close:
+        writer.write_eof()
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=15)
+    finally:
+        writer.close()
+
+
+async def test_a_body_cut_short_or_sent_too_slowly_is_never_published(
+    router_env: dict[str, str],
+    start_ingest: Callable[[dict[str, str]], IngestProcess],
+) -> None:
+    ingest = start_ingest(
+        {
+            **router_env,
+            "ROUTER_INGEST_HEADER_TIMEOUT_SECONDS": "1",
+            "ROUTER_INGEST_BODY_TIMEOUT_SECONDS": "1",
+        }
+    )
+    await ingest.until_ready()
+    cut = _alertmanager("cut-short", "firing", "2026-11-25T03:00:00Z")
+
+    def head(length: int) -> bytes:
+        return (
+            b"POST /v1/alertmanager?users=alice HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {length}\r\n\r\n".encode()
+        )
+
+    # A complete JSON document, but the Content-Length promised 50 bytes more.
+    await _raw_http(ingest.port, head(len(cut) + 50), cut, close=True)
+    # The same, with the client still there: the body times out.
+    slow = await _raw_http(ingest.port, head(len(cut) + 50), cut, close=False)
+    assert slow.startswith(b"HTTP/1.1 408"), slow[:80]
+    assert b"body_timeout" in slow
+    # Headers that never end: the connection is closed, nothing answered.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stalled = await _raw_http(
+        ingest.port, b"POST /v1/alertmanager HTTP/1.1\r\nHost:", b"", close=False
+    )
+    assert stalled == b"" and loop.time() - started < 10
+
+    good = _alertmanager("complete", "firing", "2026-11-25T03:00:00Z")
+    status, answer = await request(ingest.url + "/v1/alertmanager?users=alice", good)
+    assert status == 200, answer
+    alerts = router_env["ROUTER_TOPIC_ALERTS"]
+    seen = await collect(
+        router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+        [alerts],
+        until=lambda s: len(s[alerts]) >= 1,
+        settle=2,
+    )
+    assert [e["dedup_key"] for e in values(seen[alerts])] == ["complete"]
+    assert "incomplete_body" in ingest.log() and "http_header_timeout" in ingest.log()

@@ -7,10 +7,10 @@ import asyncio
 import asyncpg
 import pytest
 
-from router import sql
-from router.directory import ContactMethod, User
-from router.migrate import migrate
-from router.store import PgStore
+from router.db import sql
+from router.db.migrate import migrate
+from router.db.store import PgStore
+from router.directory.models import ContactMethod, User
 
 
 async def columns(url: str, table: str) -> set[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from router.store import PgStore
+from router.db.store import PgStore
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,

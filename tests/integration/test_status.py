@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from router.app import ProducerPublisher, create_producer
-from router.directory import ContactMethod
-from router.dlq import SourceRecord
-from router.handler import Worker
-from router.scheduler import fail_silent_jobs, repair_failovers
+from router.db.store import NewContactMethod, PgStore
+from router.delivery.trail import JobRow, status_row
+from router.directory.models import ContactMethod
+from router.held.scheduler import fail_silent_jobs, repair_failovers
+from router.kafka.adapters import ProducerPublisher, create_producer
+from router.kafka.topics import ensure_topics
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod, PgStore
-from router.topics import ensure_topics
-from router.trail import JobRow, status_row
 from schemas import DeliveryStatus
 from tests.integration.conftest import (
     RouterProcess,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from router.db.store import NewContactMethod, PgStore
 from router.errors import Conflict, NotFound, NotMigrated, StoreUnavailable
-from router.rules import RateLimit, Send
-from router.store import NewContactMethod, PgStore
+from router.routing.rules import RateLimit, Send
 
 
 @pytest.fixture
@@ -195,8 +195,8 @@ async def test_on_call_lookup_finds_overlapping_shifts_at_each_instant(store: Pg
 async def test_alert_text_with_nul_characters_is_kept_on_the_trail_and_in_held_pages(
     store: PgStore,
 ) -> None:
-    from router.held import deferred
-    from router.trail import trail_of
+    from router.delivery.trail import trail_of
+    from router.held.digest import deferred
     from schemas import AlertEvent
 
     event = AlertEvent.model_validate_json(

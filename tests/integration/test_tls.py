@@ -29,7 +29,7 @@ import pytest
 import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from router.embedded import (
+from router.dev.embedded import (
     POSTGRES_SYSTEM_USER,
     EmbeddedKafka,
     ensure_postgres_system_user,

@@ -11,9 +11,28 @@ import pytest
 
 from tests.integration.conftest import RouterProcess, add_contact, cli_ok, cli_refused, collect
 from tests.integration.test_end_to_end import alert, publish_when_ready, topics
-from tests.unit.test_targets import REPORTED
+from tests.unit.test_targets import HOSTILE_SPELLINGS, REPORTED
 
 EVERY_FORM = REPORTED + [u.replace("http://", "https://") for u in REPORTED]
+#: Accepted on add, on import and at routing time before the URL parser (issue 17, item 3).
+SECOND_ROUND = [
+    *HOSTILE_SPELLINGS,
+    "https://example.com:99999/x",
+    "https://exa\tmple.com/x",
+    "https://exa\nmple.com/x",
+    "https://hooks.example.com/a b",
+]
+#: Headers stored and copied into WebhookJob.headers verbatim before (issue 17, item 4).
+BAD_HEADERS = [
+    ("X-A", "foo\r\nX-Injected: 1"),
+    ("Bad Name", "s3cret"),
+    ("X-\x01", "s3cret"),
+    ("Host", "metadata.internal"),
+    ("Content-Length", "0"),
+    ("Transfer-Encoding", "chunked"),
+    ("Connection", "close"),
+    ("Proxy-Authorization", "Basic eA=="),
+]
 
 
 @pytest.mark.parametrize("allow_http", ["false", "true"])
@@ -81,3 +100,157 @@ async def test_a_target_written_by_sql_gets_an_unsafe_target_decision_and_no_job
     assert by_method[hook_id]["reason"] == "unsafe_target"
     assert by_method[email.id]["outcome"] == "sent"
     assert seen[t["webhook"]] == []
+
+
+def test_second_round_spellings_are_refused_by_contacts_add_and_import(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    for url in SECOND_ROUND:
+        stderr = cli_refused(
+            router_env,
+            "contacts",
+            "add",
+            "--user",
+            "alice",
+            "--transport",
+            "webhook",
+            "--value",
+            url,
+        )
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and "refused as a webhook target" in lines[0], (url, stderr)
+    rows = [{"user_id": "alice", "transport": "webhook", "value": url} for url in SECOND_ROUND]
+    rows.append(
+        {"user_id": "alice", "transport": "webhook", "value": "https://hooks.example.com/ok"}
+    )
+    path = tmp_path / "hooks.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    stderr = cli_refused(router_env, "contacts", "import", str(path))
+    for line in range(1, 1 + len(SECOND_ROUND)):
+        assert f"{path}:{line}: value:" in stderr, (line, stderr)
+    out = cli_ok(router_env, "contacts", "import", str(path), "--skip-invalid")
+    assert "1 added" in out
+
+
+def test_unsafe_headers_are_refused_by_contacts_add_and_import_naming_the_header(
+    router_env: dict[str, str], tmp_path: Path
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    add = ("contacts", "add", "--user", "alice", "--transport", "webhook")
+    for name, value in BAD_HEADERS:
+        stderr = cli_refused(
+            router_env, *add, "--value", "https://h.example/a", "--header", f"{name}:{value}"
+        )
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"router: error: --header: {name!r} "), (
+            name,
+            stderr,
+        )
+        assert value not in stderr, "a header value (often a secret) is not echoed"
+    rows = [
+        {
+            "user_id": "alice",
+            "transport": "webhook",
+            "value": f"https://h.example/{number}",
+            "webhook_headers": {name: value},
+        }
+        for number, (name, value) in enumerate(BAD_HEADERS)
+    ]
+    rows.append(
+        {
+            "user_id": "alice",
+            "transport": "webhook",
+            "value": "https://h.example/ok",
+            "webhook_headers": {"Authorization": "Bearer t", "X-Team": "db"},
+        }
+    )
+    path = tmp_path / "hooks.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    stderr = cli_refused(router_env, "contacts", "import", str(path))
+    for line, (name, _) in enumerate(BAD_HEADERS, start=1):
+        assert f"{path}:{line}: webhook_headers: {name!r} " in stderr, (line, stderr)
+    assert "1 added" in cli_ok(router_env, "contacts", "import", str(path), "--skip-invalid")
+    hook = add_contact(
+        router_env, "alice", "webhook", "https://h.example/b", "--header", "Authorization:Bearer t"
+    )
+    assert hook.webhook_headers == {"Authorization": "Bearer t"}
+
+
+async def test_second_round_targets_and_headers_written_by_sql_get_unsafe_target_at_routing(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    """What SQL (or an older router) stored is refused at routing time; what the site
+    allows (an in-cluster name in ROUTER_WEBHOOK_ALLOWED_HOSTS) still gets its job."""
+    env = {**router_env, "ROUTER_WEBHOOK_ALLOWED_HOSTS": "hooks.default.svc"}
+    cli_ok(env, "users", "add", "alice")
+    allowed = add_contact(env, "alice", "webhook", "https://hooks.default.svc/alice")
+    assert "refused as a webhook target" in cli_refused(
+        router_env,
+        *("contacts", "add", "--user", "alice", "--transport", "webhook"),
+        *("--value", "https://hooks.default.svc/again"),
+    )
+    stored = [(url, {}) for url in SECOND_ROUND] + [
+        (f"https://hooks.example.com/h{number}", {name: value})
+        for number, (name, value) in enumerate(BAD_HEADERS)
+    ]
+    conn = await asyncpg.connect(env["ROUTER_DATABASE_URL"])
+    try:
+        unsafe = {
+            await conn.fetchval(
+                "INSERT INTO contact_methods (user_id, transport, value, webhook_headers) "
+                "VALUES ('alice', 'webhook', $1, $2::jsonb) RETURNING id::text",
+                url,
+                json.dumps(headers),
+            )
+            for url, headers in stored
+        }
+    finally:
+        await conn.close()
+    start_router(env)
+    t = topics(env)
+    await publish_when_ready(env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"], t, alert("e-ssrf-2", ["alice"]))
+    seen = await collect(
+        env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+        [t["decisions"], t["webhook"]],
+        until=lambda s: len(s[t["decisions"]]) >= len(stored) + 1,
+    )
+    by_method = {
+        d["contact_method_id"]: d for d in map(json.loads, (r.value for r in seen[t["decisions"]]))
+    }
+    assert {m: (by_method[m]["outcome"], by_method[m]["reason"]) for m in unsafe} == {
+        m: ("skipped", "unsafe_target") for m in unsafe
+    }
+    assert by_method[allowed.id]["outcome"] == "sent"
+    jobs = [json.loads(r.value) for r in seen[t["webhook"]]]
+    assert [(j["contact_method_id"], j["to"]) for j in jobs] == [
+        (allowed.id, "https://hooks.default.svc/alice")
+    ]
+
+
+async def test_contacts_verify_sends_no_code_to_a_stored_unsafe_webhook(
+    router_env: dict[str, str],
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    conn = await asyncpg.connect(router_env["ROUTER_DATABASE_URL"])
+    try:
+        ids = [
+            await conn.fetchval(
+                "INSERT INTO contact_methods (user_id, transport, value, webhook_headers) "
+                "VALUES ('alice', 'webhook', $1, $2::jsonb) RETURNING id::text",
+                url,
+                json.dumps(headers),
+            )
+            for url, headers in (
+                ("https://127.0.0.1。/x", {}),
+                ("https://hooks.example.com/x", {"X-A": "1\r\nX-Injected: 1"}),
+            )
+        ]
+    finally:
+        await conn.close()
+    for method_id in ids:
+        stderr = cli_refused(router_env, "contacts", "verify", method_id)
+        [line] = stderr.strip().splitlines()
+        assert f"{method_id!r} is a webhook the router will not call (" in line, line
+        assert "X-Injected" not in line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.addresses import mask, normalize
+from router.directory.addresses import mask, normalize
 from router.errors import InvalidValue
 
 
@@ -71,3 +71,76 @@ def test_masks_hide_addresses_but_keep_them_distinguishable() -> None:
         mask("webhook", "https://hooks.example.com/secret?token=abc")
         == "https://hooks.example.com/***"
     )
+
+
+# -- issue 17 item 11, issue 18 item 10 -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("a@[127.0.0.1]", "bracketed IP address"),
+        ("a,b@example.com", "invalid characters"),
+        ("a<b>@example.com", ""),
+        ("x" * 65 + "@example.com", "too long"),
+        ("a@b..com", "two periods"),
+        ("a@.example.com", "period"),
+        ('"a b"@example.com', "Quoting"),
+        ("Alice <a@example.com>", ""),
+        ("a@example.com.", "period"),
+    ],
+)
+def test_values_that_are_not_mailbox_addresses_are_refused(value: str, why: str) -> None:
+    with pytest.raises(InvalidValue, match="not a valid email address") as info:
+        normalize("email", value)
+    assert why in str(info.value)
+    assert str(info.value).endswith("give it as name@example.com")
+
+
+def test_a_local_part_of_64_characters_is_accepted() -> None:
+    assert normalize("email", "x" * 64 + "@example.com") == "x" * 64 + "@example.com"
+
+
+def test_full_width_letters_are_folded_before_storing() -> None:
+    assert normalize("email", "ａｌｉｃｅ@ｅｘａｍｐｌｅ.com") == "alice@example.com"
+    assert normalize("email", "ＡＬＩＣＥ＠example.com") == "alice@example.com"
+
+
+def test_an_international_domain_and_its_punycode_are_one_address() -> None:
+    stored = {
+        normalize("email", value)
+        for value in ("a@bücher.de", "a@xn--bcher-kva.de", "A@BÜCHER.DE", "a@ｂüｃｈｅｒ.de")
+    }
+    assert stored == {"a@xn--bcher-kva.de"}
+
+
+def test_a_dotted_capital_i_does_not_become_a_combining_dot() -> None:
+    stored = normalize("email", "ALİCE@example.com")
+    assert "\u0307" not in stored
+    assert stored == normalize("email", "alİce@example.com") == "alİce@example.com"
+    assert normalize("email", "ÄLICE@Example.com") == "älice@example.com"
+
+
+def test_a_phone_extension_is_refused_not_dropped() -> None:
+    for value in ("+1 415 555 1234 ext. 77", "+1 415 555 1234 x77", "tel:+1-415-555-1234;ext=77"):
+        with pytest.raises(InvalidValue) as info:
+            normalize("sms", value)
+        assert "has an extension (77)" in str(info.value), value
+        assert str(info.value).endswith("give the number without it")
+
+
+@pytest.mark.parametrize(
+    ("value", "region"),
+    [
+        ("＋１４１５５５５１２３４", None),
+        ("+1４１５５５５１２３４", None),
+        ("＋１ ４１５ ５５５ １２３４", None),
+        ("＋１　４１５－５５５－１２３４", None),
+        ("（４１５）５５５－１２３４", "US"),
+        ("(415) ５５５-1234", "US"),
+    ],
+)
+def test_full_width_and_partly_full_width_numbers_are_the_same_number(
+    value: str, region: str | None
+) -> None:
+    assert normalize("sms", value, region) == "+14155551234"

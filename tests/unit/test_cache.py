@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from router.cache import CachedDirectory, Change, DirectoryCache, Entry, parse_change
-from router.memstore import InMemoryStore
+from router.db.memstore import InMemoryStore
+from router.directory.cache import CachedDirectory, Change, DirectoryCache, Entry, parse_change
 from tests.conftest import make_method, make_user
 
 

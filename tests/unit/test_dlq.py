@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from router.decode import Rejection
-from router.dlq import SourceRecord, cut, dead_letter, fit, size_of
+from router.routing.decode import Rejection
+from router.routing.dlq import SourceRecord, cut, dead_letter, fit, size_of
 
 
 def test_dead_letter_keeps_key_value_and_headers_and_adds_the_reason() -> None:

@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from router.app import KafkaPublisher, create_broker, register_subscriber
-from router.dlq import SourceRecord
+from router.db.memstore import InMemoryStore
+from router.db.store import NewContactMethod
 from router.errors import StoreError, StoreUnavailable
-from router.handler import Worker
-from router.memstore import InMemoryStore
+from router.kafka.adapters import KafkaPublisher, create_broker, register_subscriber
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod
 from tests.conftest import T0
 
 SETTINGS = Settings(retry_backoff_max_seconds=0.01)
@@ -321,7 +321,7 @@ async def test_bad_contact_events_go_to_the_dlq() -> None:
 async def test_an_event_the_pipeline_fails_on_goes_to_the_dlq_and_the_batch_carries_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from router import handler
+    from router.routing import handler
 
     real_plan = handler.plan
 
@@ -427,7 +427,7 @@ async def test_a_record_the_store_refuses_is_dead_lettered_and_the_batch_goes_on
 
 
 def test_an_identifier_with_a_nul_byte_is_schema_invalid() -> None:
-    from router.decode import Rejection, decode
+    from router.routing.decode import Rejection, decode
 
     rejected = decode(alert("e1", ["a\x00b"]), max_bytes=10_000, received_at=T0)
     assert isinstance(rejected, Rejection) and rejected.reason == "schema_invalid"

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, time, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import render
-from router.build import digest_job, digest_sms
-from router.directory import Directory
-from router.held import HeldPage, plan_delivery, settle
-from router.rules import RoutingOptions
-from router.targets import TargetPolicy
+from router.directory.models import Directory
+from router.directory.targets import TargetPolicy
+from router.held.digest import HeldPage, plan_delivery, settle
+from router.routing import render
+from router.routing.build import digest_job, digest_sms
+from router.routing.rules import RoutingOptions
 from schemas import SmsJob, WebhookJob
 from tests.conftest import make_event, make_method, make_user
 

@@ -13,12 +13,12 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from router.dlq import SourceRecord
-from router.handler import Worker
-from router.memstore import InMemoryStore
-from router.scheduler import HeldDelivery
+from router.db.memstore import InMemoryStore
+from router.db.store import NewContactMethod
+from router.held.scheduler import HeldDelivery
+from router.routing.dlq import SourceRecord
+from router.routing.handler import Worker
 from router.settings import Settings
-from router.store import NewContactMethod
 from tests.unit.test_handler import RecordingPublisher
 
 SETTINGS = Settings(

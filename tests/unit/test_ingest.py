@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router.ingest import (
+from router.ingest.edge import RateLimiter, authenticate
+from router.ingest.mapping import (
     Audience,
     IngestMapping,
     Refusal,
@@ -16,7 +17,6 @@ from router.ingest import (
     from_events_endpoint,
     parse_severity_map,
 )
-from router.ingest_http import RateLimiter, authenticate
 from schemas import AlertEvent
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "ingest"
@@ -226,3 +226,85 @@ def test_each_source_has_its_own_rate() -> None:
     assert limiter.allow("b") == 0.0
     now[0] = 1.0
     assert limiter.allow("a") == 0.0
+
+
+def _one_alert(fingerprint: str, status: str, starts: str) -> bytes:
+    alert = {
+        "status": status,
+        "labels": {"alertname": "DiskFull"},
+        "annotations": {},
+        "startsAt": starts,
+        "endsAt": "2026-11-25T04:00:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "fingerprint": fingerprint,
+    }
+    return json.dumps({"status": status, "alerts": [alert]}).encode()
+
+
+def test_long_fingerprints_give_distinct_ids_for_firing_resolved_and_refiring() -> None:
+    fingerprint = "f" * 300
+    notifications = [
+        ("firing", "2026-11-25T03:00:00Z"),
+        ("resolved", "2026-11-25T03:00:00Z"),
+        ("firing", "2026-11-25T05:00:00Z"),
+    ]
+    ids = []
+    for status, starts in notifications:
+        [event] = events(
+            from_alertmanager_style(
+                "alertmanager", _one_alert(fingerprint, status, starts), ALICE, MAPPING
+            )
+        )
+        assert len(event.event_id) <= 256
+        ids.append(event.event_id)
+    assert len(set(ids)) == 3, ids
+    [again] = events(
+        from_alertmanager_style(
+            "alertmanager", _one_alert(fingerprint, *notifications[0]), ALICE, MAPPING
+        )
+    )
+    assert again.event_id == ids[0], "a re-sent notification keeps its id"
+
+
+def test_two_long_fingerprints_sharing_a_prefix_get_different_ids_and_dedup_keys() -> None:
+    a, b = "p" * 300 + "a", "p" * 300 + "b"
+    starts = "2026-11-25T03:00:00Z"
+    [first] = events(
+        from_alertmanager_style("alertmanager", _one_alert(a, "firing", starts), ALICE, MAPPING)
+    )
+    [second] = events(
+        from_alertmanager_style("alertmanager", _one_alert(b, "firing", starts), ALICE, MAPPING)
+    )
+    assert first.event_id != second.event_id
+    assert first.dedup_key != second.dedup_key and len(first.dedup_key or "") <= 256
+
+
+def test_a_short_fingerprint_keeps_todays_id() -> None:
+    [event] = events(
+        from_alertmanager_style(
+            "alertmanager", _one_alert("abc", "firing", "2026-11-25T03:00:00Z"), ALICE, MAPPING
+        )
+    )
+    assert event.event_id == "alertmanager:abc:2026-11-25T03:00:00Z:firing"
+    assert event.dedup_key == "abc"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"alerts": [{"labels": {"a": NaN}}]}',
+        b'{"alerts": [], "x": Infinity}',
+    ],
+)
+def test_bodies_no_strict_json_reader_takes_are_not_json(body: bytes) -> None:
+    assert refusal(from_alertmanager_style("alertmanager", body, ALICE, MAPPING)).reason == (
+        "not_json"
+    )
+    assert refusal(from_events_endpoint(body, {})).reason == "not_json"
+
+
+def test_an_alert_starting_in_year_9999_is_schema_invalid() -> None:
+    body = _one_alert("abc", "firing", "9999-12-31T23:59:59Z")
+    refused = refusal(from_alertmanager_style("alertmanager", body, ALICE, MAPPING))
+    assert (refused.status, refused.reason) == (422, "schema_invalid")
+    assert "occurred_at" in refused.message

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from router.db.janitor import run_janitor
 from router.errors import StoreUnavailable
-from router.janitor import run_janitor
 from router.settings import Settings
 
 

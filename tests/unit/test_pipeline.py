@@ -7,9 +7,9 @@ from datetime import time, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.directory import Directory
-from router.pipeline import RoutingOptions, duplicate, finish, plan, route, sends
-from router.rules import RateDecision, RateLimit, within_rate_limits
+from router.directory.models import Directory
+from router.routing.pipeline import RoutingOptions, duplicate, finish, plan, route, sends
+from router.routing.rules import RateDecision, RateLimit, within_rate_limits
 from schemas import AlertEvent, EmailJob, SmsJob, WebhookJob, job_id_for
 from tests.conftest import T0, make_event, make_method, make_user
 

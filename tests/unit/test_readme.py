@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from router.decode import REJECT_REASONS
+from router.routing.decode import REJECT_REASONS
 from router.settings import Settings
 from schemas import REASONS
 

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import render
+from router.routing import render
 from schemas import AlertEvent
 from tests.conftest import make_event, make_method
 

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from router import rules
-from router.directory import ContactMethod, Directory, User
-from router.rules import (
+from router.directory.models import ContactMethod, Directory, User
+from router.directory.targets import TargetPolicy
+from router.routing import rules
+from router.routing.rules import (
     Candidate,
     RateLimit,
     Send,
@@ -20,7 +21,6 @@ from router.rules import (
     skip_reason,
     within_rate_limits,
 )
-from router.targets import TargetPolicy
 from schemas import AlertEvent
 from tests.conftest import T0, make_event, make_method, make_user
 
@@ -499,3 +499,25 @@ def test_one_candidate_builder_carries_the_sites_options_and_the_moment() -> Non
         rules.candidate(event(), make_user(), hook, directory, options, later, later=True).quiet_at
         == later
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("https://127.0.0.1。/x", {}),
+        ("https://kubernetes.default.svc/x", {}),
+        ("https://127.0.0.1\\evil.example.com/x", {}),
+        ("https://hooks.example.com/x", {"X-A": "foo\r\nX-Injected: 1"}),
+        ("https://hooks.example.com/x", {"Host": "internal.example"}),
+        ("https://hooks.example.com/x", {"Bad Name": "1"}),
+    ],
+)
+def test_a_stored_webhook_breaking_the_url_or_header_rules_is_an_unsafe_target(
+    url: str, headers: dict[str, str]
+) -> None:
+    hook = make_method("h1", transport="webhook", value=url, webhook_headers=headers)
+    assert skip_reason(candidate(hook)) == "unsafe_target"
+    fine = hook.model_copy(
+        update={"value": "https://hooks.example.com/x", "webhook_headers": {"X-A": "1"}}
+    )
+    assert skip_reason(candidate(fine)) is None

@@ -11,7 +11,7 @@ import trustme
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from router.errors import ConfigError
-from router.security import broker_security, client_options
+from router.kafka.security import broker_security, client_options
 from router.settings import Settings
 
 
@@ -102,3 +102,45 @@ def test_an_unreadable_secret_file_exits_2_without_the_secret() -> None:
     done = run_router({"ROUTER_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/pw"})
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+
+
+# Secrets and a bad value that no error may echo (issue 17, item 1).
+SECRET_ENV = {
+    "ROUTER_DATABASE_URL": "postgresql://router:pg-SECRET-1@db:5432/router",
+    "ROUTER_INGEST_TOKENS": "tok-SECRET-2,tok-SECRET-3",
+    "ROUTER_KAFKA_SSL_KEY_PASSWORD": "key-SECRET-4",
+}
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        (
+            {"ROUTER_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/SECRET-5"},
+            ["ROUTER_KAFKA_SASL_PASSWORD_FILE"],
+        ),
+        ({"ROUTER_TOPIC_PARTITIONS": "many-SECRET-6"}, ["ROUTER_TOPIC_PARTITIONS"]),
+        (
+            {"ROUTER_KAFKA_SECURITY_PROTOCOL": "TLS-SECRET-7", "ROUTER_HTTP_PORT": "99999"},
+            ["ROUTER_KAFKA_SECURITY_PROTOCOL", "ROUTER_HTTP_PORT"],
+        ),
+    ],
+)
+def test_a_bad_setting_names_its_variables_and_echoes_no_value(
+    bad: dict[str, str], named: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "users", "list"],
+        env={"PATH": "/usr/bin:/bin", **SECRET_ENV, **bad},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    for name in named:
+        assert name in done.stderr, (name, done.stderr)
+    shown = done.stdout + done.stderr
+    assert "SECRET" not in shown, shown
+    assert "99999" not in shown, shown

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from router import sql
-from router.trail import decision_rows
+from router.db import sql
+from router.delivery.trail import decision_rows
 from schemas import Decision
 from tests.conftest import T0
 

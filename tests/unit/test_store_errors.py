@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from router.db.store import translate_errors
 from router.errors import StoreUnavailable
-from router.store import translate_errors
 
 
 async def test_a_connection_the_server_ended_mid_query_is_an_outage() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.table import render
+from router.cli.table import render
 
 
 def test_columns_are_padded_to_the_widest_cell_under_a_rule() -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.targets import TargetPolicy, UnsafeTarget, check_target, parse_networks
+from router.directory.targets import (
+    TargetPolicy,
+    UnsafeTarget,
+    check_target,
+    parse_networks,
+    parse_target,
+)
 
 #: The URLs an operator found accepted before the check existed (issue 7).
 REPORTED = [
@@ -112,3 +119,135 @@ def test_any_decimal_or_hex_spelling_is_judged_as_its_address(number: int) -> No
         else:
             with pytest.raises(UnsafeTarget):
                 check_target(f"https://{host}/")
+
+
+#: Spellings an HTTP client reads as an internal host though a plain split does not (issue 17).
+HOSTILE_SPELLINGS = [
+    "https://169.254.169.254．/latest/meta-data",  # full-width full stop after the host
+    "https://127.0.0.1。/x",  # ideographic full stop
+    "https://127.0.0.1｡/x",  # half-width ideographic full stop
+    "https://127。0。0。1/x",
+    "https://127.0.0.1․/x",  # one-dot leader, a dot once NFKC-folded
+    "https://127.0.0.1\\evil.example.com/x",  # urllib3, requests, Node: host 127.0.0.1
+    "https://evil.example.com\\@127.0.0.1/x",
+    "https://kubernetes.default.svc/x",
+    "https://kubernetes.default.svc.cluster.local/x",
+    "https://kubernetes.default.svc.corp.example/x",  # a cluster with its own domain
+    "https://10-0-0-1.default.pod/x",
+    "https://10-0-0-1.default.pod.corp.example/x",
+]
+#: URLs no two parsers read alike, refused whatever host they name.
+MALFORMED = [
+    "https://example.com:99999/x",
+    "https://example.com:0/x",
+    "https://example.com:/x",
+    "https://example.com:８０/x",  # full-width digits in the port
+    "https://example.com:443:443/x",
+    "https://example.com:-1/x",
+    "https://exa\tmple.com/x",
+    "https://exa\nmple.com/x",
+    "https://exa\rmple.com/x",
+    "https://example.com\x00/x",
+    "https://example.com/a b",
+    "https://example.com/\x7f",
+    "https://example.com\u3000/x",  # ideographic space
+    "https://example.com/\u2028",  # line separator
+    "https://exa\u200bmple.com/x",  # zero-width space
+    " https://example.com/x",
+    "https://example.com/x\n",
+    "https:\\\\example.com/x",
+    "https:example.com/x",
+    "https:///example.com/x",
+    "https://%31%32%37.0.0.1/x",  # percent-encoded host
+    "https://example..com/x",
+    "https://exa<mple.com/x",
+    "https://127.0.0.1＼evil.example.com/x",  # full-width backslash, a backslash once folded
+    "https://example.123/x",  # ends in a number but is no address
+    "https://[127.0.0.1]/x",
+    "https://[::1/x",
+    "https://[2606:4700::1111]x/",
+]
+
+
+@pytest.mark.parametrize("url", HOSTILE_SPELLINGS + MALFORMED)
+def test_hosts_are_read_as_http_clients_read_them_and_ambiguous_urls_refused(url: str) -> None:
+    with pytest.raises(UnsafeTarget):
+        check_target(url, TargetPolicy(allow_http=True))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://127.0.0.1。/x", "127.0.0.1 is a loopback address"),
+        ("https://127.0.0.1\\evil.example.com/x", "backslash"),
+        ("https://example.com:99999/x", "port '99999'"),
+        ("https://exa\tmple.com/x", "a tab"),
+        ("https://kubernetes.default.svc/x", "inside a private network"),
+    ],
+)
+def test_a_refusal_says_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(UnsafeTarget, match=re.escape(message)):
+        check_target(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("https://hooks.example.com/x", "hooks.example.com", None),
+        ("HTTPS://Hooks.Example.COM:8443/x?a=1#f", "hooks.example.com", 8443),
+        ("https://hooks。example．com/x", "hooks.example.com", None),
+        ("https://ｈｏｏｋｓ.example.com./x", "hooks.example.com", None),
+        ("https://bücher.example/x", "xn--bcher-kva.example", None),
+        ("https://[2606:4700:0::1111]:443/x", "2606:4700::1111", 443),
+        ("https://hooks.example.com?x", "hooks.example.com", None),
+        ("https://example.com/a\\b", "example.com", None),  # after the host, a backslash is path
+    ],
+)
+def test_the_parser_gives_the_host_a_client_connects_to(
+    url: str, host: str, port: int | None
+) -> None:
+    target = parse_target(url)
+    assert (target.host, target.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com:8443/x",
+        "https://hooks。example．com/x",
+        "https://svc.example.com/x",  # svc as the first label is an ordinary name
+        "https://pod.example.com/x",
+        "https://my_hooks.example.com/x",
+    ],
+)
+def test_public_targets_in_other_spellings_are_still_accepted(url: str) -> None:
+    check_target(url)
+
+
+def test_the_site_policy_still_allows_what_it_allowed() -> None:
+    policy = TargetPolicy(
+        allow_http=True,
+        allowed_hosts=frozenset({"alerts.internal", "10.1.2.3", "fd00::1", "hooks.default.svc"}),
+    )
+    for url in (
+        "http://alerts.internal/hook",
+        "https://alerts.internal:8443/hook",
+        "https://10.1.2.3/hook",
+        "https://[fd00::1]/hook",
+        "https://hooks.default.svc/hook",
+        "http://hooks.example.com/",
+    ):
+        check_target(url, policy)
+    for url in ("https://10.1.2.3\\x.example.com/", "https://alerts.internal:99999/"):
+        with pytest.raises(UnsafeTarget):
+            check_target(url, policy)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_any_text_after_the_scheme_is_refused_or_has_a_plain_host(rest: str) -> None:
+    """Whatever a user types, the check either refuses it or finds a host a resolver can use."""
+    try:
+        target = parse_target("https://" + rest)
+    except UnsafeTarget:
+        return
+    assert re.fullmatch(r"[a-z0-9_.:-]*", target.host), target

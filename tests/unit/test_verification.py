@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from router import verification
+from router.directory import verification
 from schemas import EmailJob, SmsJob, WebhookJob
 from tests.conftest import T0, make_method
 

@@ -1,0 +1,413 @@
+"""What the ``router`` subcommands do (contact methods: :mod:`router.cli.contact_commands`,
+import and export: :mod:`router.cli.bulk_commands`). ``router.cli.parser`` parses arguments.
+
+Values are checked here before anything is written, so a refused command
+changes nothing; every refusal is a :class:`router.errors.RouterError` whose
+message names the field, the value and what would be accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+
+from router.cli import table
+from router.cli.values import (
+    KINDS,
+    channel_order,
+    instant,
+    quiet_hours,
+    settings,
+    timezone,
+    user_id,
+)
+from router.db.migrate import migrate
+from router.db.store import PgStore
+from router.directory import addresses
+from router.directory.models import ContactMethod, Shift, User
+from router.errors import InvalidValue, KafkaSetupError
+
+
+def _print(record: BaseModel, as_json: bool, line: str) -> None:
+    print(record.model_dump_json() if as_json else line)
+
+
+def describe_method(method: ContactMethod) -> str:
+    """One readable line for a contact method."""
+    flags = [
+        "primary" if method.is_primary else None,
+        "verified" if method.verified else "unverified",
+        "disabled" if method.disabled else None,
+        "muted" if method.muted else None,
+        f"muted until {method.mute_until.isoformat()}" if method.mute_until else None,
+        "suppress " + ",".join(k for k in (*KINDS, "all") if getattr(method, f"suppress_{k}"))
+        if any(getattr(method, f"suppress_{k}") for k in (*KINDS, "all"))
+        else None,
+        f"min {method.min_severity}" if method.min_severity else None,
+    ]
+    label = f" [{method.label}]" if method.label else ""
+    return (
+        f"{method.id}  {method.user_id}  {method.transport:<7} {method.value}{label}  "
+        f"({', '.join(f for f in flags if f)})"
+    )
+
+
+def describe_user(user: User) -> str:
+    """One readable line for a user."""
+    quiet = (
+        f"quiet {user.quiet_hours_start:%H:%M}-{user.quiet_hours_end:%H:%M} "
+        f"(bypass {user.quiet_bypass}, {user.quiet_action})"
+        if user.quiet_hours_start and user.quiet_hours_end
+        else "no quiet hours"
+    )
+    return (
+        f"{user.id}  {user.timezone}  {quiet}  mode {user.delivery_mode}  "
+        f"order {','.join(user.channel_order)}"
+    )
+
+
+def _describe_shift(shift: Shift) -> str:
+    return (
+        f"{shift.schedule_id}  {shift.user_id}  {shift.starts_at.isoformat()} -> "
+        f"{shift.ends_at.isoformat()}"
+    )
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
+    url = settings().database_url.get_secret_value()
+    store = await PgStore.connect(url, min_size=1, max_size=2)
+    try:
+        await store.check_schema()
+        await action(store)
+    finally:
+        await store.close()
+
+
+def _run(action: Callable[[PgStore], Awaitable[None]]) -> None:
+    asyncio.run(_with_store(action))
+
+
+def run(args: argparse.Namespace) -> None:
+    """``router run``."""
+    from router.app import run as run_router
+
+    asyncio.run(run_router(settings()))
+
+
+def ingest(args: argparse.Namespace) -> None:
+    """``router ingest``."""
+    from router.app import run_ingest
+
+    asyncio.run(run_ingest(settings()))
+
+
+def status(args: argparse.Namespace) -> int:
+    """``router status``: 0 when the broker and database answer and the schema is current."""
+    import json
+
+    from router.cli import status as router_status
+
+    report = asyncio.run(router_status.gather(settings()))
+    print(json.dumps(report) if args.json else router_status.render(report))
+    return 0 if report["ok"] else 1
+
+
+def db_migrate(args: argparse.Namespace) -> None:
+    """``router db migrate``."""
+    applied = asyncio.run(migrate(settings().database_url.get_secret_value()))
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+def _user_changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.name is not None:
+        changes["name"] = args.name
+    if args.timezone is not None:
+        changes["timezone"] = timezone(args.timezone)
+    if args.quiet_hours is not None:
+        changes["quiet_hours_start"], changes["quiet_hours_end"] = quiet_hours(args.quiet_hours)
+    if args.no_quiet_hours:
+        changes["quiet_hours_start"] = changes["quiet_hours_end"] = None
+    if args.quiet_bypass is not None:
+        changes["quiet_bypass"] = args.quiet_bypass
+    if args.quiet_action is not None:
+        changes["quiet_action"] = args.quiet_action
+    if args.channel_order is not None:
+        changes["channel_order"] = channel_order(args.channel_order)
+    if args.delivery_mode is not None:
+        changes["delivery_mode"] = args.delivery_mode
+    return changes
+
+
+def users_add(args: argparse.Namespace) -> None:
+    """``router users add``: create, then apply any rule settings given."""
+    uid = user_id(args.user_id)
+    changes = _user_changes(args)
+    zone = changes.pop("timezone", "UTC")
+
+    async def action(store: PgStore) -> None:
+        user = await store.add_user(uid, changes.pop("name", None), zone)
+        if changes:
+            user = await store.update_user(uid, changes)
+        _print(user, args.json, "added user " + describe_user(user))
+
+    _run(action)
+
+
+def users_update(args: argparse.Namespace) -> None:
+    """``router users update``."""
+    uid = user_id(args.user_id)
+    changes = _user_changes(args)
+    if not changes:
+        raise InvalidValue(
+            "users update",
+            uid,
+            "needs at least one setting to change; see `router users update --help`",
+        )
+
+    async def action(store: PgStore) -> None:
+        user = await store.update_user(uid, changes)
+        _print(user, args.json, "updated user " + describe_user(user))
+
+    _run(action)
+
+
+def optout(args: argparse.Namespace) -> None:
+    """``router optout add|remove|list``."""
+    if args.optout_command == "list":
+
+        async def show(store: PgStore) -> None:
+            for transport, address in sorted(await store.list_opt_outs()):
+                if args.json:
+                    print(json.dumps({"transport": transport, "address": address}))
+                else:
+                    print(f"{transport}  {address}")
+
+        _run(show)
+        return
+    address = addresses.normalize(args.transport, args.address, args.region)
+
+    async def change(store: PgStore) -> None:
+        if args.optout_command == "add":
+            await store.add_opt_out(args.transport, address, "cli")
+            print(f"opted out: {args.transport} {address}")
+        elif await store.remove_opt_out(args.transport, address):
+            print(f"opted in: {args.transport} {address}")
+        else:
+            print(f"not on the opt-out list: {args.transport} {address}")
+
+    _run(change)
+
+
+def schedules_add_shift(args: argparse.Namespace) -> None:
+    """``router schedules add-shift``."""
+    start, end = instant("--start", args.start), instant("--end", args.end)
+    if end <= start:
+        raise InvalidValue("--end", args.end, f"must be after --start ({args.start})")
+    schedule = user_id(args.schedule_id)
+    uid = user_id(args.user)
+
+    async def action(store: PgStore) -> None:
+        shift = await store.add_shift(schedule, uid, start, end)
+        _print(shift, args.json, f"added shift {shift.id}: " + _describe_shift(shift))
+
+    _run(action)
+
+
+def schedules_list(args: argparse.Namespace) -> None:
+    """``router schedules list``."""
+
+    async def action(store: PgStore) -> None:
+        for shift in await store.list_shifts(args.schedule_id):
+            print(shift.model_dump_json() if args.json else _describe_shift(shift))
+
+    _run(action)
+
+
+def demo(args: argparse.Namespace) -> None:
+    """``router demo``."""
+    from router.dev.demo import main as demo_main
+
+    demo_main(keep_running=args.keep_running)
+
+
+# -- directory management --------------------------------------------------------------
+
+
+def users_get(args: argparse.Namespace) -> None:
+    """``router users get``."""
+
+    async def action(store: PgStore) -> None:
+        user = await store.get_user(args.user_id)
+        _print(user, args.json, describe_user(user))
+
+    _run(action)
+
+
+def users_list(args: argparse.Namespace) -> None:
+    """``router users list``: a table on a terminal, JSON lines under ``--json``."""
+
+    async def action(store: PgStore) -> None:
+        users = await store.list_users(after=args.after, search=args.search, limit=args.limit + 1)
+        more, users = len(users) > args.limit, users[: args.limit]
+        if args.json:
+            for user in users:
+                print(user.model_dump_json())
+        else:
+            rows = [
+                [
+                    u.id,
+                    u.name or "",
+                    u.timezone,
+                    f"{u.quiet_hours_start:%H:%M}-{u.quiet_hours_end:%H:%M}"
+                    if u.quiet_hours_start and u.quiet_hours_end
+                    else "",
+                    u.delivery_mode,
+                    ",".join(u.channel_order),
+                ]
+                for u in users
+            ]
+            print(table.render(["ID", "NAME", "TIMEZONE", "QUIET HOURS", "MODE", "ORDER"], rows))
+        if more:
+            print(f"more: --after {users[-1].id}", file=sys.stderr)
+
+    _run(action)
+
+
+def users_delete(args: argparse.Namespace) -> None:
+    """``router users delete``: refused while the user has methods or shifts, unless --cascade."""
+
+    async def action(store: PgStore) -> None:
+        methods, shifts = await store.delete_user(args.user_id, cascade=args.cascade)
+        also = f" with {methods} contact method(s) and {shifts} shift(s)" if args.cascade else ""
+        print(f"deleted user {args.user_id}{also}")
+
+    _run(action)
+
+
+def held_list(args: argparse.Namespace) -> None:
+    """``router held list``."""
+
+    async def show(store: PgStore) -> None:
+        for page in await store.list_held(user_id(args.user) if args.user else None):
+            record = {
+                "event_id": page.event.event_id,
+                "user_id": page.user_id,
+                "contact_method_id": page.contact_method_id,
+                "transport": page.transport,
+                "reason": page.reason,
+                "severity": page.event.severity,
+                "title": page.event.title,
+                "deliver_at": page.deliver_at.isoformat(),
+                "held_at": page.held_at.isoformat(),
+            }
+            if args.json:
+                print(json.dumps(record))
+            else:
+                print(
+                    f"{page.event.event_id}  {page.user_id}  {page.transport:<7} "
+                    f"{page.contact_method_id}  {page.reason:<12} due {record['deliver_at']}"
+                )
+
+    _run(show)
+
+
+def held_flush(args: argparse.Namespace) -> None:
+    """``router held flush --user U``: publish the user's held pages now."""
+    from aiokafka.errors import KafkaError
+
+    from router.held.scheduler import HeldDelivery
+    from router.kafka.adapters import ProducerPublisher, create_producer
+    from router.routing.handler import utc_now
+
+    uid = user_id(args.user)
+    config = settings()
+
+    async def flush(store: PgStore) -> None:
+        producer = create_producer(config)
+        try:
+            await producer.start()
+        except KafkaError as error:
+            raise KafkaSetupError(
+                f"Cannot reach Kafka at {config.kafka_bootstrap_servers} ({error}); the held "
+                "pages stay held. Check ROUTER_KAFKA_BOOTSTRAP_SERVERS."
+            ) from error
+        try:
+            delivery = HeldDelivery(
+                store,
+                ProducerPublisher(producer),
+                config,
+                utc_now,
+                options=config.routing_options(),
+            )
+            outcome = await delivery.deliver_due(uid, force=True)
+        finally:
+            await producer.stop()
+        expired = sum(1 for how in outcome.refused.values() if how == "expired")
+        print(
+            f"flushed {uid}: {len(outcome.jobs)} digest(s) carrying {len(outcome.sent)} "
+            f"page(s); {len(outcome.refused) - expired} refused, {expired} expired"
+        )
+
+    _run(flush)
+
+
+def _since(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) < 1:
+        raise InvalidValue("--since", text, "is a duration such as 30m, 24h or 7d")
+    return timedelta(seconds=int(number) * units[unit])
+
+
+def trail(args: argparse.Namespace) -> int:
+    """``router trail EVENT_ID`` or ``router trail --user U --since 24h``."""
+    from datetime import UTC, datetime
+
+    from router.delivery.trail import story
+
+    if (args.event_id is None) == (args.user is None):
+        raise InvalidValue("trail", "", "needs an EVENT_ID, or --user U (not both)")
+    found = 0
+
+    async def show(store: PgStore) -> None:
+        nonlocal found
+        if args.user is not None:
+            since = datetime.now(UTC) - _since(args.since)
+            pages = await store.pages_of_user(user_id(args.user), since)
+            found = len(pages)
+            for page in pages:
+                if args.json:
+                    print(json.dumps(page))
+                else:
+                    print(
+                        f"{page['first_at']}  {page['event_id']}  {page['severity'] or '-'}  "
+                        f"{page['title'] or '-'}  jobs {page['jobs']}, delivered "
+                        f"{page['delivered']}, failed {page['failed']}"
+                    )
+            return
+        event, jobs, rows = await store.trail(args.event_id)
+        lines = story(event, jobs, rows)
+        found = len(lines)
+        for line in lines:
+            print(line.as_json() if args.json else line.text())
+
+    _run(show)
+    if not found:
+        print(
+            f"router: nothing on the trail for {args.event_id or args.user} (it may be older "
+            "than ROUTER_TRAIL_RETENTION_SECONDS)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,272 @@
+"""``router ingest``'s HTTP edge: authenticate, limit, map (:mod:`router.ingest.mapping`), publish.
+
+- ``POST /v1/alertmanager``, ``POST /v1/grafana``, ``POST /v1/events``: 200 with
+  the published event ids only after the broker acknowledged every event of the
+  request; 400/415/422 with ``{"error": reason, "message": ...}`` for bad input,
+  401 without a valid bearer token, 413 over ``ROUTER_INGEST_MAX_BYTES``, 429
+  over the source's rate, 503 when the broker does not take the events (the
+  sender retries; events already taken come back as ``duplicate_event``).
+- ``GET /healthz``, ``GET /readyz`` (the producer is connected and the broker
+  answers), ``GET /metrics``.
+
+Tokens and request bodies are never logged; a source is logged by the position
+of its token in ``ROUTER_INGEST_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import structlog
+from prometheus_client import make_asgi_app
+
+from router import metrics
+from router.http.health import Readiness
+from router.ingest.mapping import (
+    Audience,
+    IngestMapping,
+    Refusal,
+    from_alertmanager_style,
+    from_events_endpoint,
+)
+from schemas import AlertEvent
+
+log = structlog.get_logger("router.ingest")
+
+Publish = Callable[[list[AlertEvent]], Awaitable[None]]
+ENDPOINTS = {"/v1/alertmanager": "alertmanager", "/v1/grafana": "grafana", "/v1/events": "events"}
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not acknowledge every event of a request."""
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per source: ``rate`` requests per second, bursts up to ``burst``."""
+
+    rate: float
+    burst: float
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def allow(self, source: str) -> float:
+        """0 if a request from ``source`` may go now, else the seconds until one may."""
+        now = self.clock()
+        tokens, last = self._buckets.get(source, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._buckets[source] = (tokens - 1, now)
+            return 0.0
+        self._buckets[source] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+def authenticate(header: str | None, tokens: Sequence[str]) -> int | None:
+    """The position of the bearer token in ``tokens`` (None: missing or wrong).
+
+    Every configured token is compared, in constant time each, whatever matches."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    given = header.removeprefix("Bearer ").strip().encode()
+    found = None
+    for index, token in enumerate(tokens):
+        if hmac.compare_digest(given, token.encode()) and found is None:
+            found = index
+    return found
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    tokens: tuple[str, ...]
+    max_bytes: int
+    mapping: IngestMapping
+    body_timeout_seconds: float = 30.0
+
+
+async def _read_body(receive: Any, limit: int, within_seconds: float) -> bytes | Refusal:
+    """The whole request body, or why there is none to use: larger than ``limit``
+    (413), not complete within ``within_seconds`` (408), or cut off by the client
+    before its ``Content-Length`` arrived (400). A partial body is never used."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(within_seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return Refusal(
+                        400, "incomplete_body", "the client closed before sending the whole body"
+                    )
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return Refusal(413, "too_large", f"the body is larger than {limit} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        return Refusal(
+            408,
+            "body_timeout",
+            f"the body did not arrive within {within_seconds:g} s "
+            "(ROUTER_INGEST_BODY_TIMEOUT_SECONDS); send it again",
+        )
+
+
+async def _respond(
+    send: Any, status: int, body: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *extra],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def create_ingest_app(
+    config: IngestConfig, limiter: RateLimiter, publish: Publish, readiness: Readiness
+) -> Callable[..., Awaitable[None]]:
+    """The ASGI app of ``router ingest``."""
+    exposition = make_asgi_app(registry=metrics.REGISTRY)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path == "/metrics":
+            await exposition(scope, receive, send)
+            return
+        if method == "GET" and path == "/healthz":
+            await _respond(send, 200, {"status": "alive"})
+            return
+        if method == "GET" and path == "/readyz":
+            ready, failed = await readiness.report()
+            await _respond(
+                send,
+                200 if ready else 503,
+                {"status": "ready"} if ready else {"status": "not ready", "failed": failed},
+            )
+            return
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is None:
+            await _respond(send, 404, {"error": "not_found", "message": f"no endpoint {path}"})
+            return
+        if method != "POST":
+            await _respond(
+                send,
+                405,
+                {"error": "method_not_allowed", "message": "POST only"},
+                [(b"allow", b"POST")],
+            )
+            return
+        status, body, extra = await _ingest(endpoint, scope, receive)
+        metrics.INGEST_REQUESTS.labels(endpoint, str(status)).inc()
+        await _respond(send, status, body, extra)
+
+    async def _ingest(
+        endpoint: str, scope: dict[str, Any], receive: Any
+    ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        source = authenticate(headers.get("authorization"), config.tokens)
+        if source is None:
+            log.warning("ingest_refused", endpoint=endpoint, status=401, reason="unauthorized")
+            return (
+                401,
+                {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
+                [(b"www-authenticate", b'Bearer realm="router ingest"')],
+            )
+        wait = limiter.allow(f"token-{source}")
+        if wait:
+            log.warning("ingest_refused", endpoint=endpoint, status=429, source=source)
+            return (
+                429,
+                {"error": "rate_limited", "message": f"too many requests; retry in {wait:.1f} s"},
+                [(b"retry-after", str(max(1, round(wait))).encode())],
+            )
+        declared = headers.get("content-length", "")
+        body: bytes | Refusal
+        if declared.isdigit() and int(declared) > config.max_bytes:
+            body = Refusal(413, "too_large", f"the body is larger than {config.max_bytes} bytes")
+        else:
+            body = await _read_body(receive, config.max_bytes, config.body_timeout_seconds)
+        events: list[AlertEvent] | Refusal
+        if isinstance(body, Refusal):
+            events = body
+        else:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            events = _map(endpoint, body, headers, query)
+        if isinstance(events, Refusal):
+            log.warning(
+                "ingest_refused",
+                endpoint=endpoint,
+                status=events.status,
+                reason=events.reason,
+                detail=events.message,
+                source=source,
+            )
+            return events.status, events.body(), []
+        try:
+            await publish(events)
+        except BrokerUnavailable as error:
+            log.error("ingest_unavailable", endpoint=endpoint, error=str(error), alerts=len(events))
+            return (
+                503,
+                {"error": "broker_unavailable", "message": str(error)},
+                [(b"retry-after", b"5")],
+            )
+        metrics.INGEST_ALERTS.labels(endpoint).inc(len(events))
+        log.info(
+            "ingest_published",
+            endpoint=endpoint,
+            source=source,
+            alerts=len(events),
+            event_ids=[e.event_id for e in events][:20],
+        )
+        return 200, {"published": len(events), "event_ids": [e.event_id for e in events]}, []
+
+    def _map(
+        endpoint: str, body: bytes, headers: dict[str, str], query: dict[str, list[str]]
+    ) -> list[AlertEvent] | Refusal:
+        if endpoint == "events":
+            return from_events_endpoint(body, headers)
+        audience = Audience.from_query(query)
+        if isinstance(audience, Refusal):
+            return audience
+        return from_alertmanager_style(endpoint, body, audience, config.mapping)
+
+    return app
+
+
+async def publish_all(
+    send: Callable[[AlertEvent], Awaitable[asyncio.Future[Any]]],
+    events: list[AlertEvent],
+    within_seconds: float,
+) -> None:
+    """Queue every event, then wait for every acknowledgement (at most ``within_seconds``);
+    :class:`BrokerUnavailable` unless the broker took them all."""
+    try:
+        async with asyncio.timeout(within_seconds):
+            acks = [await send(event) for event in events]
+            results = await asyncio.gather(*acks, return_exceptions=True)
+    except TimeoutError:
+        raise BrokerUnavailable(
+            f"the broker did not acknowledge the events within {within_seconds:g} s"
+        ) from None
+    except Exception as error:
+        raise BrokerUnavailable(f"the broker refused the events: {error}") from error
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        raise BrokerUnavailable(
+            f"the broker refused {len(failed)} of {len(events)} events: {failed[0]}"
+        )

@@ -1,0 +1,206 @@
+"""The routing pipeline for one decoded event: recipients -> rules -> preference -> fan-out.
+
+Pure. ``plan`` applies everything that needs only the event and a directory
+snapshot; the handler then asks the store which planned jobs the shared rate
+limits allow (:func:`sends` lists them), and ``finish`` turns the plan into the
+jobs to publish and the decisions to record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from router.directory.models import ContactMethod, Directory, User
+from router.held.digest import HeldPage, deferred
+from router.routing.build import build_job
+from router.routing.rules import (
+    RateDecision,
+    RoutingOptions,
+    Send,
+    candidate,
+    preferred,
+    quiet_window_end,
+    skip_reason,
+)
+from schemas import AlertEvent, Decision, DeliveryJob, Reason
+
+
+@dataclass
+class Planned:
+    """An event's routing before rate limits: skip decisions and jobs not yet allowed,
+    in the order the methods were considered."""
+
+    event: AlertEvent
+    now: datetime
+    entries: list[Decision | DeliveryJob] = field(default_factory=list)
+    #: Pages deferred by quiet hours (their decisions are among the entries).
+    holds: list[HeldPage] = field(default_factory=list)
+
+
+@dataclass
+class Routed:
+    """Everything the router will publish for one event."""
+
+    event: AlertEvent
+    jobs: list[DeliveryJob] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    #: Pages deferred (quiet hours, rate limits): written to the store with the sends.
+    holds: list[HeldPage] = field(default_factory=list)
+
+
+def skipped(
+    event: AlertEvent,
+    now: datetime,
+    reason: Reason,
+    user_id: str | None,
+    method: ContactMethod | None = None,
+) -> Decision:
+    """A skip decision; ``user_id`` and ``method`` are None for event-level outcomes."""
+    return Decision.model_construct(
+        event_id=event.event_id,
+        user_id=user_id,
+        contact_method_id=method.id if method else None,
+        transport=method.transport if method else None,
+        outcome="skipped",
+        reason=reason,
+        job_id=None,
+        decided_at=now,
+        deliver_at=None,
+        digest_of=None,
+    )
+
+
+def duplicate(event: AlertEvent, now: datetime) -> Routed:
+    """The outcome for an event already fully routed: one decision, no jobs."""
+    return Routed(event=event, decisions=[skipped(event, now, "duplicate_event", None)])
+
+
+def _plan_user(
+    event: AlertEvent,
+    user: User,
+    methods: tuple[ContactMethod, ...],
+    directory: Directory,
+    options: RoutingOptions,
+    out: Planned,
+) -> None:
+    if not methods:
+        out.entries.append(skipped(event, out.now, "no_contact_methods", user.id))
+        return
+    reasons: dict[str, Reason | None] = {}
+    for method in methods:
+        reasons[method.id] = skip_reason(
+            candidate(event, user, method, directory, options, out.now)
+        )
+    # A page deferred by quiet hours still goes where the user prefers, later.
+    defer = user.quiet_action == "defer"
+    waiting = {m.id for m in methods if defer and reasons[m.id] == "quiet_hours"}
+    eligible = [m for m in methods if reasons[m.id] is None or m.id in waiting]
+    chosen = preferred(user, event, eligible)
+    for method in methods:
+        reason = reasons[method.id]
+        if method.id in waiting and method.id in chosen:
+            assert event.occurred_at is not None, "decode fills occurred_at"
+            decision, page = deferred(
+                event,
+                user.id,
+                method.id,
+                method.transport,
+                "quiet_hours",
+                quiet_window_end(user, event.occurred_at),
+                out.now,
+            )
+            out.entries.append(decision)
+            out.holds.append(page)
+            continue
+        if method.id in waiting or (reason is None and method.id not in chosen):
+            reason = "not_preferred"
+        if reason is not None:
+            out.entries.append(skipped(event, out.now, reason, user.id, method))
+        else:
+            out.entries.append(build_job(event, method, out.now, options))
+
+
+def plan(
+    event: AlertEvent, directory: Directory, now: datetime, options: RoutingOptions
+) -> Planned:
+    """Every decision for ``event`` except rate limiting; there is always at least one entry."""
+    out = Planned(event=event, now=now)
+    if event.schedule_id is not None:
+        assert event.occurred_at is not None, "decode fills occurred_at"
+        on_call = directory.on_call.get((event.schedule_id, event.occurred_at))
+        if on_call is None:
+            out.entries.append(skipped(event, now, "unknown_schedule", None))
+            return out
+        if not on_call:
+            out.entries.append(skipped(event, now, "no_one_on_call", None))
+            return out
+        user_ids = list(on_call)
+    else:
+        user_ids = event.recipients()
+    for user_id in user_ids:
+        user = directory.users.get(user_id)
+        if user is None:
+            out.entries.append(skipped(event, now, "unknown_user", user_id))
+            continue
+        _plan_user(event, user, directory.methods_of(user_id), directory, options, out)
+    return out
+
+
+def sends(planned: Planned) -> list[Send]:
+    """The planned jobs, as the rate limiter sees them."""
+    critical = planned.event.severity == "critical"
+    return [
+        Send(e.job_id, e.contact_method_id, e.transport, critical)
+        for e in planned.entries
+        if not isinstance(e, Decision)
+    ]
+
+
+def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
+    """Jobs, decisions and held pages: a planned job the rate limits hold back becomes a
+    ``deferred`` (``rate_limited``) decision and a held page, due when every bucket of
+    its method allows again. ``rate=None`` means no rate limit applies.
+    """
+    event, now = planned.event, planned.now
+    out = Routed(event=event, holds=list(planned.holds))
+    for entry in planned.entries:
+        if isinstance(entry, Decision):
+            out.decisions.append(entry)
+            continue
+        if rate is not None and entry.job_id not in rate.allowed:
+            decision, page = deferred(
+                event,
+                entry.user_id,
+                entry.contact_method_id,
+                entry.transport,
+                "rate_limited",
+                rate.retry_at.get(entry.contact_method_id, now),
+                now,
+            )
+            out.decisions.append(decision)
+            out.holds.append(page)
+            continue
+        out.jobs.append(entry)
+        out.decisions.append(
+            Decision.model_construct(
+                event_id=event.event_id,
+                user_id=entry.user_id,
+                contact_method_id=entry.contact_method_id,
+                transport=entry.transport,
+                outcome="sent",
+                reason=None,
+                job_id=entry.job_id,
+                decided_at=now,
+                deliver_at=None,
+                digest_of=None,
+            )
+        )
+    return out
+
+
+def route(
+    event: AlertEvent, directory: Directory, now: datetime, options: RoutingOptions
+) -> Routed:
+    """``plan`` then ``finish`` with no rate limit: for tests and tools without a store."""
+    return finish(plan(event, directory, now, options))

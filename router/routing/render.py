@@ -1,0 +1,174 @@
+"""Turn an alert into what a delivery worker sends. Pure functions.
+
+SMS text is measured in GSM 03.38 septets (or UTF-16 units when it needs
+UCS-2) and cut to fit ``max_segments`` segments, so the worker never has to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from router.directory.models import ContactMethod
+from schemas import AlertEvent, WebhookMethod
+
+SmsEncoding = Literal["GSM-7", "UCS-2"]
+
+_GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENDED = frozenset("^{}\\[~]|€\f")  # each costs an escape septet too
+_ELLIPSIS = "..."  # three GSM characters; "…" would force UCS-2
+
+
+def sms_encoding(text: str) -> SmsEncoding:
+    """``GSM-7`` when every character is in the GSM 03.38 alphabet, else ``UCS-2``."""
+    return "GSM-7" if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text) else "UCS-2"
+
+
+def _units(text: str, encoding: str) -> int:
+    if encoding == "GSM-7":
+        return sum(2 if c in _GSM_EXTENDED else 1 for c in text)
+    return len(text.encode("utf-16-le")) // 2
+
+
+def sms_segments(text: str) -> int:
+    """How many SMS segments ``text`` takes (concatenated segments carry a header)."""
+    encoding = sms_encoding(text)
+    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
+    units = _units(text, encoding)
+    return 1 if units <= single else math.ceil(units / multi)
+
+
+def fit_sms(text: str, max_segments: int) -> str:
+    """``text`` unchanged if it fits ``max_segments`` segments, else cut and ended with '...'."""
+    if sms_segments(text) <= max_segments:
+        return text
+    encoding = sms_encoding(text)
+    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
+    capacity = single if max_segments == 1 else multi * max_segments
+    budget = capacity - _units(_ELLIPSIS, encoding)
+    kept: list[str] = []
+    used = 0
+    for char in text:
+        cost = _units(char, encoding)
+        if used + cost > budget:
+            break
+        kept.append(char)
+        used += cost
+    # Never end on half a surrogate pair's worth of meaning: drop trailing spaces only.
+    return "".join(kept).rstrip() + _ELLIPSIS
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+one_line = _one_line
+
+
+def sms_text(event: AlertEvent, max_segments: int) -> str:
+    """The SMS for ``event``: severity, kind, title, link, then body, cut to fit."""
+    parts = [f"{event.severity.upper()} {event.kind.upper()}: {_one_line(event.title)}"]
+    if event.url:
+        parts.append(event.url)
+    if event.body:
+        parts.append("- " + _one_line(event.body))
+    return fit_sms(" ".join(parts), max_segments)
+
+
+def email_subject(event: AlertEvent) -> str:
+    """One-line subject; newlines are folded so no header can be injected."""
+    return f"[{event.severity.upper()}] {event.kind.upper()}: {_one_line(event.title)}"[:250]
+
+
+def email_text(event: AlertEvent) -> str:
+    """Plain-text email body with every field a responder needs."""
+    lines = [event.title, ""]
+    if event.body:
+        lines += [event.body, ""]
+    lines.append(f"Severity:    {event.severity}")
+    lines.append(f"Kind:        {event.kind}")
+    if event.occurred_at is not None:
+        lines.append(f"Occurred at: {event.occurred_at.isoformat()}")
+    if event.source:
+        lines.append(f"Source:      {event.source}")
+    if event.url:
+        lines.append(f"Link:        {event.url}")
+    if event.labels:
+        lines.append(
+            "Labels:      " + ", ".join(f"{k}={v}" for k, v in sorted(event.labels.items()))
+        )
+    lines.append(f"Event id:    {event.event_id}")
+    return "\n".join(lines) + "\n"
+
+
+def webhook_payload(event: AlertEvent, *, user_id: str, job_id: str) -> dict[str, object]:
+    """The JSON object a webhook receives by default."""
+    return {
+        "event_id": event.event_id,
+        "job_id": job_id,
+        "user_id": user_id,
+        "kind": event.kind,
+        "severity": event.severity,
+        "title": event.title,
+        "body": event.body,
+        "url": event.url,
+        "source": event.source,
+        "dedup_key": event.dedup_key,
+        "labels": event.labels,
+        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+    }
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+
+
+def webhook_body(event: AlertEvent, method: ContactMethod, *, job_id: str) -> str | None:
+    """The HTTP body for ``method``: none for GET/HEAD/DELETE, the method's template, or JSON.
+
+    A template's ``{{field}}`` placeholders take the payload's fields; when the
+    request is JSON the values are JSON-escaped so a quote in a title cannot
+    break the receiver's parser. Unknown placeholders are left as written.
+    """
+    if webhook_method(method) in ("GET", "HEAD", "DELETE"):
+        return None
+    payload = webhook_payload(event, user_id=method.user_id, job_id=job_id)
+    if method.webhook_body is None:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    as_json = "json" in webhook_headers(method).get("Content-Type", "").lower()
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in payload:
+            return match.group(0)
+        value = payload[name]
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return json.dumps(text, ensure_ascii=False)[1:-1] if as_json else text
+
+    return _PLACEHOLDER.sub(fill, method.webhook_body)
+
+
+def webhook_method(method: ContactMethod) -> WebhookMethod:
+    """The HTTP method, POST unless the contact method says otherwise."""
+    return method.webhook_method or "POST"
+
+
+def webhook_headers(method: ContactMethod) -> dict[str, str]:
+    """Headers to send: JSON content type by default, the method's own headers win."""
+    headers = {"Content-Type": "application/json"}
+    headers.update(method.webhook_headers)
+    return headers
+
+
+def webhook_url(method: ContactMethod) -> str:
+    """The URL with the method's query-string values appended (NodePing ``querystrings``)."""
+    if not method.webhook_query:
+        return method.value
+    parts = urlsplit(method.value)
+    query = parse_qsl(parts.query, keep_blank_values=True) + sorted(method.webhook_query.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
