@@ -10,8 +10,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from router.cli.commands import _run
-from router.cli.contact_commands import method_filter
+from router.cli.common import method_filter, run_with_store
 from router.cli.values import settings
 from router.db.store import PgStore
 from router.directory import bulk
@@ -101,7 +100,7 @@ def contacts_import(args: argparse.Namespace) -> None:
             f"{unchanged} unchanged, {len(result.errors)} skipped as invalid"
         )
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_export(args: argparse.Namespace) -> None:
@@ -119,7 +118,7 @@ def contacts_export(args: argparse.Namespace) -> None:
             after = (last.user_id, last.transport, last.value)
 
     if not args.output:
-        _run(lambda store: write(store, sys.stdout))
+        run_with_store(lambda store: write(store, sys.stdout))
         return
     with open(args.output, "w", newline="", encoding="utf-8") as out:
-        _run(lambda store: write(store, out))
+        run_with_store(lambda store: write(store, out))

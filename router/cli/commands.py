@@ -12,15 +12,17 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
-
 from router.cli import table
+from router.cli.common import (
+    describe_shift,
+    describe_user,
+    print_record,
+    run_with_store,
+)
 from router.cli.values import (
-    KINDS,
     channel_order,
     instant,
     quiet_hours,
@@ -31,70 +33,7 @@ from router.cli.values import (
 from router.db.migrate import migrate
 from router.db.store import PgStore
 from router.directory import addresses
-from router.directory.models import ContactMethod, Shift, User
 from router.errors import InvalidValue, KafkaSetupError
-
-
-def _print(record: BaseModel, as_json: bool, line: str) -> None:
-    print(record.model_dump_json() if as_json else line)
-
-
-def describe_method(method: ContactMethod) -> str:
-    """One readable line for a contact method."""
-    flags = [
-        "primary" if method.is_primary else None,
-        "verified" if method.verified else "unverified",
-        "disabled" if method.disabled else None,
-        "muted" if method.muted else None,
-        f"muted until {method.mute_until.isoformat()}" if method.mute_until else None,
-        "suppress " + ",".join(k for k in (*KINDS, "all") if getattr(method, f"suppress_{k}"))
-        if any(getattr(method, f"suppress_{k}") for k in (*KINDS, "all"))
-        else None,
-        f"min {method.min_severity}" if method.min_severity else None,
-    ]
-    label = f" [{method.label}]" if method.label else ""
-    return (
-        f"{method.id}  {method.user_id}  {method.transport:<7} {method.value}{label}  "
-        f"({', '.join(f for f in flags if f)})"
-    )
-
-
-def describe_user(user: User) -> str:
-    """One readable line for a user."""
-    quiet = (
-        f"quiet {user.quiet_hours_start:%H:%M}-{user.quiet_hours_end:%H:%M} "
-        f"(bypass {user.quiet_bypass}, {user.quiet_action})"
-        if user.quiet_hours_start and user.quiet_hours_end
-        else "no quiet hours"
-    )
-    return (
-        f"{user.id}  {user.timezone}  {quiet}  mode {user.delivery_mode}  "
-        f"order {','.join(user.channel_order)}"
-    )
-
-
-def _describe_shift(shift: Shift) -> str:
-    return (
-        f"{shift.schedule_id}  {shift.user_id}  {shift.starts_at.isoformat()} -> "
-        f"{shift.ends_at.isoformat()}"
-    )
-
-
-# -- commands ----------------------------------------------------------------------
-
-
-async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
-    url = settings().database_url.get_secret_value()
-    store = await PgStore.connect(url, min_size=1, max_size=2)
-    try:
-        await store.check_schema()
-        await action(store)
-    finally:
-        await store.close()
-
-
-def _run(action: Callable[[PgStore], Awaitable[None]]) -> None:
-    asyncio.run(_with_store(action))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -159,9 +98,9 @@ def users_add(args: argparse.Namespace) -> None:
         user = await store.add_user(uid, changes.pop("name", None), zone)
         if changes:
             user = await store.update_user(uid, changes)
-        _print(user, args.json, "added user " + describe_user(user))
+        print_record(user, args.json, "added user " + describe_user(user))
 
-    _run(action)
+    run_with_store(action)
 
 
 def users_update(args: argparse.Namespace) -> None:
@@ -177,9 +116,9 @@ def users_update(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         user = await store.update_user(uid, changes)
-        _print(user, args.json, "updated user " + describe_user(user))
+        print_record(user, args.json, "updated user " + describe_user(user))
 
-    _run(action)
+    run_with_store(action)
 
 
 def optout(args: argparse.Namespace) -> None:
@@ -193,7 +132,7 @@ def optout(args: argparse.Namespace) -> None:
                 else:
                     print(f"{transport}  {address}")
 
-        _run(show)
+        run_with_store(show)
         return
     address = addresses.normalize(args.transport, args.address, args.region)
 
@@ -206,7 +145,7 @@ def optout(args: argparse.Namespace) -> None:
         else:
             print(f"not on the opt-out list: {args.transport} {address}")
 
-    _run(change)
+    run_with_store(change)
 
 
 def schedules_add_shift(args: argparse.Namespace) -> None:
@@ -219,9 +158,9 @@ def schedules_add_shift(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         shift = await store.add_shift(schedule, uid, start, end)
-        _print(shift, args.json, f"added shift {shift.id}: " + _describe_shift(shift))
+        print_record(shift, args.json, f"added shift {shift.id}: " + describe_shift(shift))
 
-    _run(action)
+    run_with_store(action)
 
 
 def schedules_list(args: argparse.Namespace) -> None:
@@ -229,9 +168,9 @@ def schedules_list(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         for shift in await store.list_shifts(args.schedule_id):
-            print(shift.model_dump_json() if args.json else _describe_shift(shift))
+            print(shift.model_dump_json() if args.json else describe_shift(shift))
 
-    _run(action)
+    run_with_store(action)
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -249,9 +188,9 @@ def users_get(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         user = await store.get_user(args.user_id)
-        _print(user, args.json, describe_user(user))
+        print_record(user, args.json, describe_user(user))
 
-    _run(action)
+    run_with_store(action)
 
 
 def users_list(args: argparse.Namespace) -> None:
@@ -281,7 +220,7 @@ def users_list(args: argparse.Namespace) -> None:
         if more:
             print(f"more: --after {users[-1].id}", file=sys.stderr)
 
-    _run(action)
+    run_with_store(action)
 
 
 def users_delete(args: argparse.Namespace) -> None:
@@ -292,7 +231,7 @@ def users_delete(args: argparse.Namespace) -> None:
         also = f" with {methods} contact method(s) and {shifts} shift(s)" if args.cascade else ""
         print(f"deleted user {args.user_id}{also}")
 
-    _run(action)
+    run_with_store(action)
 
 
 def held_list(args: argparse.Namespace) -> None:
@@ -319,7 +258,7 @@ def held_list(args: argparse.Namespace) -> None:
                     f"{page.contact_method_id}  {page.reason:<12} due {record['deliver_at']}"
                 )
 
-    _run(show)
+    run_with_store(show)
 
 
 def held_flush(args: argparse.Namespace) -> None:
@@ -359,7 +298,7 @@ def held_flush(args: argparse.Namespace) -> None:
             f"page(s); {len(outcome.refused) - expired} refused, {expired} expired"
         )
 
-    _run(flush)
+    run_with_store(flush)
 
 
 def _since(text: str) -> timedelta:
@@ -402,7 +341,7 @@ def trail(args: argparse.Namespace) -> int:
         for line in lines:
             print(line.as_json() if args.json else line.text())
 
-    _run(show)
+    run_with_store(show)
     if not found:
         print(
             f"router: nothing on the trail for {args.event_id or args.user} (it may be older "

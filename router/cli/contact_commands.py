@@ -13,15 +13,19 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
-
 from router.cli import table
-from router.cli.commands import _print, _run, describe_method
+from router.cli.common import (
+    describe_method,
+    method_filter,
+    print_record,
+    publish_one,
+    run_with_store,
+)
 from router.cli.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
-from router.db.store import MethodFilter, NewContactMethod, PgStore
+from router.db.store import NewContactMethod, PgStore
 from router.directory import addresses, verification
 from router.directory.models import ContactMethod
-from router.errors import InvalidValue, KafkaSetupError
+from router.errors import InvalidValue
 from router.routing.rules import webhook_problem
 from router.settings import Settings
 from schemas import Transport
@@ -59,9 +63,9 @@ def contacts_add(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         method = await store.add_contact_method(new)
-        _print(method, args.json, "added " + describe_method(method))
+        print_record(method, args.json, "added " + describe_method(method))
 
-    _run(action)
+    run_with_store(action)
 
 
 def _method_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,9 +106,9 @@ def _extras_changes(args: argparse.Namespace, method: ContactMethod) -> dict[str
 def _update_method(method_id: str, changes: dict[str, Any], as_json: bool, verb: str) -> None:
     async def action(store: PgStore) -> None:
         method = await store.update_contact_method(method_id, changes)
-        _print(method, as_json, f"{verb} " + describe_method(method))
+        print_record(method, as_json, f"{verb} " + describe_method(method))
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_update(args: argparse.Namespace) -> None:
@@ -122,9 +126,9 @@ def contacts_update(args: argparse.Namespace) -> None:
         method = await store.update_contact_method(
             args.id, {**changes, **_extras_changes(args, current)}
         )
-        _print(method, args.json, "updated " + describe_method(method))
+        print_record(method, args.json, "updated " + describe_method(method))
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_mute(args: argparse.Namespace) -> None:
@@ -146,18 +150,6 @@ def contacts_mute(args: argparse.Namespace) -> None:
 def contacts_unmute(args: argparse.Namespace) -> None:
     """``router contacts unmute``: clears both the flag and any mute-until."""
     _update_method(args.id, {"muted": False, "mute_until": None}, args.json, "unmuted")
-
-
-def method_filter(args: argparse.Namespace) -> MethodFilter:
-    """The filter flags shared by ``contacts list``, ``count`` and ``export``."""
-    return MethodFilter(
-        user_id=args.user,
-        transport=args.transport,
-        verified=args.verified,
-        search=args.search,
-        metadata=pairs(args.meta, "=", "--meta") or None,
-        tag=args.tag,
-    )
 
 
 def encode_cursor(method: ContactMethod) -> str:
@@ -215,7 +207,7 @@ def contacts_list(args: argparse.Namespace) -> None:
             page = f" or --page {args.page + 1}" if args.page else ""
             print(f"more: --cursor {encode_cursor(methods[-1])}{page}", file=sys.stderr)
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_count(args: argparse.Namespace) -> None:
@@ -225,7 +217,7 @@ def contacts_count(args: argparse.Namespace) -> None:
         count = await store.count_contact_methods(method_filter(args))
         print(json.dumps({"count": count}) if args.json else count)
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_get(args: argparse.Namespace) -> None:
@@ -247,7 +239,7 @@ def contacts_get(args: argparse.Namespace) -> None:
             if value:
                 print(f"  {key + ':':<14} {value}")
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_primary(args: argparse.Namespace) -> None:
@@ -255,9 +247,9 @@ def contacts_primary(args: argparse.Namespace) -> None:
 
     async def action(store: PgStore) -> None:
         method = await store.primary_contact_method(args.user_id, args.transport)
-        _print(method, args.json, describe_method(method))
+        print_record(method, args.json, describe_method(method))
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_delete(args: argparse.Namespace) -> None:
@@ -275,31 +267,7 @@ def contacts_delete(args: argparse.Namespace) -> None:
             count = await store.delete_user_methods(args.user)
             print(f"deleted {count} contact method(s) of user {args.user}")
 
-    _run(action)
-
-
-async def publish_one(config: Settings, topic: str, job: BaseModel, key: str) -> None:
-    """Publish one job and wait for the broker's acknowledgement."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-
-    from router.kafka.security import client_options
-
-    producer = AIOKafkaProducer(
-        **client_options(config),
-        acks="all",
-        enable_idempotence=config.kafka_enable_idempotence,
-    )
-    try:
-        await producer.start()
-        await producer.send_and_wait(topic, job.model_dump_json().encode(), key=key.encode())
-    except KafkaError as error:
-        raise KafkaSetupError(
-            f"Could not publish to {topic} on {config.kafka_bootstrap_servers}: {error}. "
-            "Check ROUTER_KAFKA_BOOTSTRAP_SERVERS, then run verify again."
-        ) from error
-    finally:
-        await producer.stop()
+    run_with_store(action)
 
 
 def _check_stored_webhook(method: ContactMethod, config: Settings) -> None:
@@ -333,7 +301,7 @@ def contacts_verify(args: argparse.Namespace) -> None:
             f"{expires_at.isoformat()}. Confirm with `router contacts confirm {method.id} CODE`."
         )
 
-    _run(action)
+    run_with_store(action)
 
 
 def contacts_confirm(args: argparse.Namespace) -> None:
@@ -346,6 +314,6 @@ def contacts_confirm(args: argparse.Namespace) -> None:
             lambda stored: verification.code_matches(args.id, args.code, stored),
             config.verification_max_attempts,
         )
-        _print(method, args.json, "verified " + describe_method(method))
+        print_record(method, args.json, "verified " + describe_method(method))
 
-    _run(action)
+    run_with_store(action)

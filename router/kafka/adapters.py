@@ -252,32 +252,24 @@ def register_subscriber(
 ) -> Any:
     """Consume alerts and contact events in batches; commit only after the output is acked."""
 
-    # The worker has already logged a failed batch (once, with the traceback
-    # only when it is not a known outage) and waited its backoff; NackMessage
-    # rewinds the batch without FastStream logging the traceback again.
-    async def on_alerts(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple)
-        try:
-            await worker().handle([_source(r) for r in records])
-        except Exception as error:
-            raise NackMessage() from error
+    def on_batch(method: str, name: str) -> Callable[[Any, KafkaMessage], Awaitable[None]]:
+        # The worker has already logged a failed batch (once, with the traceback
+        # only when it is not a known outage) and waited its backoff; NackMessage
+        # rewinds the batch without FastStream logging the traceback again.
+        async def handle(body: Any, message: KafkaMessage) -> None:
+            records = message.raw_message
+            assert isinstance(records, tuple)
+            try:
+                await getattr(worker(), method)([_source(r) for r in records])
+            except Exception as error:
+                raise NackMessage() from error
 
-    async def on_statuses(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple)
-        try:
-            await worker().handle_statuses([_source(r) for r in records])
-        except Exception as error:
-            raise NackMessage() from error
+        handle.__name__ = handle.__qualname__ = name  # the AsyncAPI operation is named after it
+        return handle
 
-    async def on_contact_events(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple)
-        try:
-            await worker().handle_contact_events([_source(r) for r in records])
-        except Exception as error:
-            raise NackMessage() from error
+    on_alerts = on_batch("handle", "on_alerts")
+    on_statuses = on_batch("handle_statuses", "on_statuses")
+    on_contact_events = on_batch("handle_contact_events", "on_contact_events")
 
     _document_outputs(broker, settings)
     # One consumer group per input stream: a rebalance of one never pauses the other.
