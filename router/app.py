@@ -150,12 +150,15 @@ def create_app(
             await http.start()
         producer = create_producer(settings)
         await producer.start()
+        # One set of routing options for routing, held delivery and failover alike.
+        options = settings.routing_options()
         workers.append(
             Worker(
                 active,
                 ProducerPublisher(producer),
                 settings,
                 broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
+                options=options,
             )
         )
         if own_store is not None:
@@ -163,7 +166,9 @@ def create_app(
             watched.start("router-janitor", run_janitor(own_store, settings, watched.stopping))
             watched.start(
                 "router-held-pages",
-                HeldDelivery(own_store, publisher, settings, utc_now).run(watched.stopping),
+                HeldDelivery(own_store, publisher, settings, utc_now, options=options).run(
+                    watched.stopping
+                ),
             )
             watched.start(
                 "router-failovers",

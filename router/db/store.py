@@ -22,7 +22,7 @@ import asyncpg
 
 from router import metrics
 from router.db import sql
-from router.delivery.trail import JobRow, Trail, TrailRow
+from router.delivery.trail import JobRow, PageState, Trail, TrailRow
 from router.directory.models import IMPORT_COLUMNS, ContactMethod, Directory, Shift, User
 from router.errors import (
     Conflict,
@@ -119,8 +119,9 @@ class Store(Protocol):
 
     async def pages_state(
         self, pages: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
-        """For each (event, user): the event and every job it got so far."""
+    ) -> dict[tuple[str, str], PageState]:
+        """For each (event, user): the event, its jobs (digests that carried it included)
+        and the methods it is still held for."""
         ...
 
     def failover_step(
@@ -254,6 +255,7 @@ def _job_row(row: Mapping[str, Any]) -> JobRow:
         failover_of=row["failover_of"],
         last_status=row["last_status"],
         failed_at=row["failed_at"],
+        digest_of=tuple(row["digest_of"]) if row["digest_of"] else None,
     )
 
 
@@ -503,6 +505,7 @@ class PgStore:
                 [r.job_id for r in rows],
                 [r.at for r in rows],
                 [r.record for r in rows],
+                [json.dumps(j.digest_of) if j.digest_of else None for j in jobs],
             )
 
     # -- delivery status and the page trail ---------------------------------------
@@ -537,23 +540,24 @@ class PgStore:
 
     async def pages_state(
         self, pages: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
-        """For each (event, user): the event and every job it got so far."""
+    ) -> dict[tuple[str, str], PageState]:
+        """For each (event, user): the event, every job it got so far (digests that
+        carried it included), and the methods it is still held for."""
         if not pages:
             return {}
         async with self._conn() as conn:
             rows = await conn.fetch(
                 self._q["pages_state"], [e for e, _ in pages], [u for _, u in pages]
             )
-        found: dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]] = {}
+        found: dict[tuple[str, str], PageState] = {}
         for r in rows:
-            key = (r["event_id"], r["user_id"])
+            key = (r["page_event_id"], r["user_id"])
             if key not in found:
                 event = AlertEvent.model_validate_json(r["event"])
                 if event.occurred_at is None:  # kept as it came; the router filled it then
                     event = event.model_copy(update={"occurred_at": r["routed_at"]})
-                found[key] = (event, [])
-            found[key][1].append(_job_row(r))
+                found[key] = PageState(event, [], frozenset(r["held"]))
+            found[key].jobs.append(_job_row(r))
         return found
 
     @asynccontextmanager

@@ -28,6 +28,7 @@ from router.delivery.trail import JobRow, Trail, TrailRow, decision_rows, job_ro
 from router.errors import RouterError
 from router.held.digest import Outcome, plan_delivery, settle
 from router.kafka.publish import Outgoing, Publisher, deliver
+from router.routing.rules import RoutingOptions
 from router.settings import Settings
 
 log = structlog.get_logger("router.held")
@@ -47,12 +48,15 @@ class HeldDelivery:
         settings: Settings,
         clock: Callable[[], datetime],
         *,
+        options: RoutingOptions | None = None,
         after_publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
+        # The same options routing and failover read (the wiring builds them once).
+        self._options = options if options is not None else settings.routing_options()
         self._limits = settings.rate_limits()
         # A test's stand-in for a crash between the acks and the commit.
         self._after_publish = after_publish
@@ -94,9 +98,8 @@ class HeldDelivery:
                 claim.pages,
                 directory,
                 now,
+                self._options,
                 max_age=timedelta(seconds=self._settings.held_max_age_seconds),
-                sms_max_segments=self._settings.sms_max_segments,
-                require_verified=self._settings.require_verified,
                 force=force,
             )
             rate = await claim.reserve([d.send() for d in plan.digests], self._limits, now)

@@ -30,8 +30,8 @@ from router.held.digest import HeldPage
 from router.kafka.publish import Identity, Outgoing, Publisher, deliver
 from router.routing.decode import Rejection, decode, decode_contact_event, decode_status
 from router.routing.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
-from router.routing.pipeline import Planned, Routed, RoutingOptions, duplicate, finish, plan, sends
-from router.routing.rules import RateDecision
+from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
+from router.routing.rules import RateDecision, RoutingOptions
 from router.settings import Settings
 from schemas import FAILURES, AlertEvent, DeliveryStatus
 
@@ -123,17 +123,15 @@ class Worker:
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
         broker_probe: Callable[[], Awaitable[bool]] | None = None,
+        options: RoutingOptions | None = None,
     ) -> None:
         self._store = store
         self._broker_probe = broker_probe
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
-        self._options = RoutingOptions(
-            sms_max_segments=settings.sms_max_segments,
-            require_verified=settings.require_verified,
-            target_policy=settings.target_policy(),
-        )
+        # The wiring builds the options once for every path; tests may leave it to us.
+        self._options = options if options is not None else settings.routing_options()
         self._limits = settings.rate_limits()
         self._failures = 0
         # Messages the broker acknowledged in a failed attempt at a batch: a retry
@@ -516,18 +514,20 @@ class Worker:
         return len(new)
 
     async def fail_over(self, failed: Sequence[JobRow], now: datetime) -> None:
-        """For each job failed for good: the page's next step (a job to the user's next
-        method, or ``unreachable``), published once whoever else handles it."""
+        """For each job failed for good, for each page it was part of (a digest's every
+        event): the page's next step (a job to the user's next method, or
+        ``unreachable``), judged at ``now``, published once whoever else handles it."""
         if not failed:
             return
-        pages = await self._store.pages_state({(j.event_id, j.user_id) for j in failed})
+        pages = await self._store.pages_state(
+            {(event_id, j.user_id) for j in failed for event_id in j.pages}
+        )
         directory = await self._store.directory_for({j.user_id for j in failed})
-        for job in failed:
-            state = pages.get((job.event_id, job.user_id))
-            if state is None:
+        for job, page in [(j, pages.get((e, j.user_id))) for j in failed for e in j.pages]:
+            if page is None:
                 continue
-            event, page_jobs = state
-            step = next_step(job, event, page_jobs, directory, now, self._options)
+            event = page.event
+            step = next_step(job, page, directory, now, self._options)
             new_job, row = step.rows(job.job_id)
             if step.decision is None or row is None:
                 continue

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from router.db import sql
+from router.delivery.trail import decision_rows
+from schemas import Decision
+from tests.conftest import T0
 
 
 def test_blocks_are_split_by_name_and_keep_their_comments() -> None:
@@ -35,3 +38,25 @@ def test_migrations_are_numbered_without_gaps() -> None:
     versions = [m.version for m in sql.migrations()]
     assert versions == list(range(1, len(versions) + 1))
     assert sql.latest_version() == versions[-1]
+
+
+def test_the_repair_sweep_knows_an_unreachable_page_by_the_key_its_decision_is_written_with() -> (
+    None
+):
+    decision = Decision.model_construct(
+        event_id="E",
+        user_id="U",
+        contact_method_id=None,
+        transport=None,
+        outcome="skipped",
+        reason="unreachable",
+        job_id=None,
+        decided_at=T0,
+        deliver_at=None,
+        digest_of=None,
+        failover_of="j",
+    )
+    [row] = decision_rows(decision)
+    assert row.dedup == "d|E|U||skipped|unreachable|"
+    swept = "'d|' || f.event_id || '|' || f.user_id || '||skipped|unreachable|'"
+    assert swept in sql.queries()["orphaned_failures"]
