@@ -22,9 +22,10 @@ from faststream.kafka import KafkaBroker
 from router import logging as router_logging
 from router.db.janitor import run_janitor
 from router.db.store import PgStore, Store
+from router.delivery.watchers import watch_failovers
 from router.directory.cache import CachedDirectory, DirectoryCache
 from router.errors import ConfigError
-from router.held.scheduler import HeldDelivery, watch_failovers
+from router.held.scheduler import HeldDelivery
 from router.http.health import HttpServer, Readiness, create_http_app
 from router.ingest.edge import (
     ENDPOINTS,

@@ -14,9 +14,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from router.db.store import NewContactMethod, ScheduleLookup
 from router.delivery.trail import JobRow, PageState, Trail, TrailRow
+from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod, Directory, Shift, User
+from router.directory.store import ScheduleLookup
 from router.errors import Conflict, NotFound, StoreUnavailable
 from router.held.digest import HeldPage, Outcome, PageKey
 from router.routing.rules import Limits, RateDecision, Send, within_rate_limits

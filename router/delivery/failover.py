@@ -23,7 +23,7 @@ from router.delivery.trail import JobRow, PageState, TrailRow, decision_rows, jo
 from router.directory.models import Directory
 from router.routing.build import build_job
 from router.routing.rules import RoutingOptions, candidate, channel_order, skip_reason
-from schemas import Decision, DeliveryJob
+from schemas import FAILURES, Decision, DeliveryJob, DeliveryStatus
 
 #: Pages at or above this severity fail over.
 FAILOVER_SEVERITIES = frozenset({"error", "critical"})
@@ -105,3 +105,18 @@ def next_step(
         failover_of=failed.job_id,
     )
     return Step(unreachable)
+
+
+def failed_for_good(status: DeliveryStatus, job: JobRow | None) -> bool:
+    """Whether ``status`` ends its (known) job for good: a permanent failure."""
+    return job is not None and status.permanent and status.status in FAILURES
+
+
+def opt_out_from(status: DeliveryStatus, job: JobRow) -> tuple[str, str, str] | None:
+    """The (transport, address, source) ``status`` puts on the opt-out list: a
+    permanent email bounce, or an SMS the recipient answered with STOP."""
+    if job.transport == "email" and status.status == "bounced" and status.permanent:
+        return ("email", job.address, "bounce")
+    if job.transport == "sms" and status.detail == "opt_out":
+        return ("sms", job.address, "status")
+    return None

@@ -31,9 +31,10 @@ import structlog
 from pydantic import BaseModel
 
 from router import metrics
-from router.db.store import ScheduleLookup, Store
+from router.db.store import Store
 from router.delivery.trail import JobRow, PageState, Trail, TrailRow
 from router.directory.models import ContactMethod, Directory, User
+from router.directory.store import ScheduleLookup
 from router.held.digest import HeldPage
 from router.routing.rules import Limits, RateDecision, Send
 

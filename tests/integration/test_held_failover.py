@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from router.db.store import NewContactMethod, PgStore
+from router.db.store import PgStore
+from router.delivery.watchers import repair_failovers
+from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod
-from router.held.scheduler import HeldDelivery, repair_failovers
+from router.held.scheduler import HeldDelivery
 from router.kafka.adapters import ProducerPublisher, create_producer
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord

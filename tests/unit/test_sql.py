@@ -27,11 +27,28 @@ def test_a_block_without_sql_is_an_error() -> None:
         sql.parse_queries("-- name: a\n-- only a comment\n-- name: b\nSELECT 2;\n")
 
 
-def test_every_query_the_store_uses_exists() -> None:
-    source = (Path(sql.__file__).parent.parent / "store.py").read_text()
-    used = {part.split('"]')[0] for part in source.split('self._q["')[1:]}
-    assert used, "the store refers to queries by name"
+ROUTER = Path(sql.__file__).parents[2]
+STORES = [
+    "db/pool.py",
+    "directory/store.py",
+    "directory/manage.py",
+    "routing/ledger.py",
+    "delivery/store.py",
+    "held/store.py",
+]
+
+
+def test_every_query_the_stores_use_exists_and_every_query_is_used() -> None:
+    used = set()
+    for name in STORES:
+        source = (ROUTER / name).read_text()
+        found = {
+            part.split('"]')[0] for part in source.replace("q[", "self._q[").split('self._q["')[1:]
+        }
+        assert found, f"{name} refers to queries by name"
+        used |= found
     assert used <= set(sql.queries()), used - set(sql.queries())
+    assert set(sql.queries()) - used == set(), "queries no store uses"
 
 
 def test_migrations_are_numbered_without_gaps() -> None:
