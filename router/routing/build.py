@@ -1,7 +1,8 @@
 """One job builder: the delivery job for a contact method. Pure.
 
 Routing and failover send one event (:func:`build_job`); held delivery sends
-the pages held for a method as one digest (:func:`digest_job`). Both read the
+the pages held for a method as one digest (:func:`digest_job`); a verification
+code goes out as a text of its own (:func:`text_job`). Both read the
 same :class:`router.rules.RoutingOptions` and fill the same common fields in
 :func:`_job`, so a setting cannot reach one path and miss the other.
 """
@@ -89,6 +90,31 @@ def build_job(
             headers=render.webhook_headers(method),
             body=render.webhook_body(event, method, job_id=job_id),
         )
+    return _job(job_id, method, now, fields)
+
+
+def text_job(
+    event: AlertEvent, method: ContactMethod, now: datetime, text: str, webhook_body: str
+) -> DeliveryJob:
+    """A job that carries ``text`` as it is instead of a rendered alert (a verification
+    code): the email's subject is the event's title, a webhook gets ``webhook_body``
+    by POST with the method's headers."""
+    job_id = job_id_for(event.event_id, method.id)
+    fields: dict[str, Any] = {
+        "purpose": "verification",
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "severity": event.severity,
+        "title": event.title,
+        "body": text,
+        "occurred_at": event.occurred_at,
+    }
+    if method.transport == "email":
+        fields.update(subject=event.title, text=text + "\n")
+    elif method.transport == "sms":
+        fields.update(_sms(text))
+    else:
+        fields.update(body=webhook_body, method="POST", headers=render.webhook_headers(method))
     return _job(job_id, method, now, fields)
 
 
