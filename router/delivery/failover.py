@@ -21,7 +21,7 @@ from datetime import datetime
 
 from router.delivery.trail import JobRow, PageState, TrailRow, decision_rows, job_row
 from router.directory.models import Directory
-from router.routing.build import build_job
+from router.routing.build import build_job, new_decision
 from router.routing.rules import RoutingOptions, candidate, channel_order, skip_reason
 from schemas import FAILURES, Decision, DeliveryJob, DeliveryStatus
 
@@ -77,7 +77,7 @@ def next_step(
             if of_transport:
                 method = next((m for m in of_transport if m.is_primary), of_transport[0])
                 job = build_job(event, method, now, options)
-                decision = Decision.model_construct(
+                decision = new_decision(
                     event_id=event.event_id,
                     user_id=failed.user_id,
                     contact_method_id=method.id,
@@ -86,22 +86,17 @@ def next_step(
                     reason="failover",
                     job_id=job.job_id,
                     decided_at=now,
-                    deliver_at=None,
-                    digest_of=None,
                     failover_of=failed.job_id,
                 )
                 return Step(decision, job)
-    unreachable = Decision.model_construct(
+    unreachable = new_decision(
         event_id=event.event_id,
         user_id=failed.user_id,
         contact_method_id=None,
         transport=None,
         outcome="skipped",
         reason="unreachable",
-        job_id=None,
         decided_at=now,
-        deliver_at=None,
-        digest_of=None,
         failover_of=failed.job_id,
     )
     return Step(unreachable)

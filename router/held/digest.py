@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from router.directory.models import Directory
-from router.routing.build import digest_job
+from router.routing.build import digest_job, new_decision
 from router.routing.rules import (
     RoutingOptions,
     Send,
@@ -70,17 +70,15 @@ def deferred(
     now: datetime,
 ) -> tuple[Decision, HeldPage]:
     """The decision and the held page for a page deferred until ``deliver_at``."""
-    decision = Decision.model_construct(
+    decision = new_decision(
         event_id=event.event_id,
         user_id=user_id,
         contact_method_id=method_id,
         transport=transport,
         outcome="deferred",
         reason=reason,
-        job_id=None,
         decided_at=now,
         deliver_at=deliver_at,
-        digest_of=None,
     )
     page = HeldPage(
         event=event,
@@ -112,16 +110,14 @@ class Digest:
         )
 
     def decision(self, now: datetime) -> Decision:
-        return Decision.model_construct(
+        return new_decision(
             event_id=self.job.event_id,
             user_id=self.job.user_id,
             contact_method_id=self.job.contact_method_id,
             transport=self.job.transport,
             outcome="sent",
-            reason=None,
             job_id=self.job.job_id,
             decided_at=now,
-            deliver_at=None,
             digest_of=list(self.job.digest_of or []),
         )
 
@@ -136,17 +132,14 @@ class DeliveryPlan:
 
 
 def _refusal(page: HeldPage, reason: Reason, now: datetime) -> Decision:
-    return Decision.model_construct(
+    return new_decision(
         event_id=page.event.event_id,
         user_id=page.user_id,
         contact_method_id=page.contact_method_id,
         transport=page.transport,
         outcome="skipped",
         reason=reason,
-        job_id=None,
         decided_at=now,
-        deliver_at=None,
-        digest_of=None,
     )
 
 

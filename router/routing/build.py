@@ -20,10 +20,14 @@ from router.routing.rules import RoutingOptions
 from schemas import (
     SEVERITY_RANK,
     AlertEvent,
+    Decision,
     DeliveryJob,
     EmailJob,
     Kind,
+    Outcome,
+    Reason,
     SmsJob,
+    Transport,
     WebhookJob,
     digest_job_id,
     job_id_for,
@@ -116,6 +120,39 @@ def text_job(
     else:
         fields.update(body=webhook_body, method="POST", headers=render.webhook_headers(method))
     return _job(job_id, method, now, fields)
+
+
+def new_decision(
+    *,
+    event_id: str,
+    user_id: str | None,
+    outcome: Outcome,
+    decided_at: datetime,
+    contact_method_id: str | None = None,
+    transport: Transport | None = None,
+    reason: Reason | None = None,
+    job_id: str | None = None,
+    deliver_at: datetime | None = None,
+    digest_of: list[str] | None = None,
+    failover_of: str | None = None,
+) -> Decision:
+    """A decision as every path publishes it (routing, held delivery, failover).
+
+    Built with ``model_construct``, like the jobs: its values come from validated
+    models; the tests check the output against the schema."""
+    return Decision.model_construct(
+        event_id=event_id,
+        user_id=user_id,
+        contact_method_id=contact_method_id,
+        transport=transport,
+        outcome=outcome,
+        reason=reason,
+        job_id=job_id,
+        decided_at=decided_at,
+        deliver_at=deliver_at,
+        digest_of=digest_of,
+        failover_of=failover_of,
+    )
 
 
 # -- digests -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from router.directory.models import ContactMethod, Directory, User
 from router.held.digest import HeldPage, deferred
-from router.routing.build import build_job
+from router.routing.build import build_job, new_decision
 from router.routing.rules import (
     RateDecision,
     RoutingOptions,
@@ -57,17 +57,14 @@ def skipped(
     method: ContactMethod | None = None,
 ) -> Decision:
     """A skip decision; ``user_id`` and ``method`` are None for event-level outcomes."""
-    return Decision.model_construct(
+    return new_decision(
         event_id=event.event_id,
         user_id=user_id,
         contact_method_id=method.id if method else None,
         transport=method.transport if method else None,
         outcome="skipped",
         reason=reason,
-        job_id=None,
         decided_at=now,
-        deliver_at=None,
-        digest_of=None,
     )
 
 
@@ -183,17 +180,14 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
             continue
         out.jobs.append(entry)
         out.decisions.append(
-            Decision.model_construct(
+            new_decision(
                 event_id=event.event_id,
                 user_id=entry.user_id,
                 contact_method_id=entry.contact_method_id,
                 transport=entry.transport,
                 outcome="sent",
-                reason=None,
                 job_id=entry.job_id,
                 decided_at=now,
-                deliver_at=None,
-                digest_of=None,
             )
         )
     return out
