@@ -22,9 +22,10 @@ from faststream.kafka import KafkaBroker
 from router import logging as router_logging
 from router.db.janitor import run_janitor
 from router.db.store import PgStore, Store
+from router.delivery.watchers import watch_failovers
 from router.directory.cache import CachedDirectory, DirectoryCache
 from router.errors import ConfigError
-from router.held.scheduler import HeldDelivery, watch_failovers
+from router.held.scheduler import HeldDelivery
 from router.http.health import HttpServer, Readiness, create_http_app
 from router.ingest.edge import (
     ENDPOINTS,
@@ -150,12 +151,15 @@ def create_app(
             await http.start()
         producer = create_producer(settings)
         await producer.start()
+        # One set of routing options for routing, held delivery and failover alike.
+        options = settings.routing_options()
         workers.append(
             Worker(
                 active,
                 ProducerPublisher(producer),
                 settings,
                 broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
+                options=options,
             )
         )
         if own_store is not None:
@@ -163,7 +167,9 @@ def create_app(
             watched.start("router-janitor", run_janitor(own_store, settings, watched.stopping))
             watched.start(
                 "router-held-pages",
-                HeldDelivery(own_store, publisher, settings, utc_now).run(watched.stopping),
+                HeldDelivery(own_store, publisher, settings, utc_now, options=options).run(
+                    watched.stopping
+                ),
             )
             watched.start(
                 "router-failovers",

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.directory.targets import TargetPolicy, parse_networks
 from router.ingest.mapping import IngestMapping, parse_severity_map
-from router.routing.rules import RateLimit, parse_buckets, parse_duration
+from router.routing.rules import RateLimit, RoutingOptions, parse_buckets, parse_duration
 from schemas import Severity, Transport
 
 #: Settings that may instead be read from a file named by ``ROUTER_<NAME>_FILE``.
@@ -228,6 +228,15 @@ class Settings(BaseSettings):
                 if h.strip()
             ),
             denied_networks=parse_networks(self.webhook_denied_networks),
+        )
+
+    def routing_options(self) -> RoutingOptions:
+        """What routing, held delivery and failover read of the site's settings: built
+        once in the wiring and given to each, so none of them can miss one."""
+        return RoutingOptions(
+            sms_max_segments=self.sms_max_segments,
+            require_verified=self.require_verified,
+            target_policy=self.target_policy(),
         )
 
     def delivery_topic(self, transport: Transport) -> str:

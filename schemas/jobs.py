@@ -6,6 +6,7 @@ address stay in order on one partition.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Literal
 
@@ -27,8 +28,12 @@ def job_id_for(event_id: str, contact_method_id: str) -> str:
 
 def digest_job_id(event_ids: list[str], contact_method_id: str) -> str:
     """The id of a digest (or bundle) job: the same events for the same method always give
-    the same id, so a digest re-sent after a crash is recognised as the same job."""
-    key = "\x1f".join(["digest", contact_method_id, *sorted(event_ids)])
+    the same id, so a digest re-sent after a crash is recognised as the same job.
+
+    The uuid5 input is a JSON array, which no event id can forge: with a separator
+    character (U+001F) instead, ``x<U+001F>y`` alone and ``x`` with ``y`` gave the same id.
+    """
+    key = json.dumps(["digest", contact_method_id, *sorted(event_ids)])
     return str(uuid.uuid5(_JOB_NAMESPACE, key))
 
 

@@ -282,7 +282,13 @@ def held_flush(args: argparse.Namespace) -> None:
                 "pages stay held. Check ROUTER_KAFKA_BOOTSTRAP_SERVERS."
             ) from error
         try:
-            delivery = HeldDelivery(store, ProducerPublisher(producer), config, utc_now)
+            delivery = HeldDelivery(
+                store,
+                ProducerPublisher(producer),
+                config,
+                utc_now,
+                options=config.routing_options(),
+            )
             outcome = await delivery.deliver_due(uid, force=True)
         finally:
             await producer.stop()

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from router.cli.values import KINDS, pairs, settings
-from router.db.store import MethodFilter, PgStore
+from router.db.store import PgStore
+from router.directory.manage import MethodFilter
 from router.directory.models import ContactMethod, Shift, User
 from router.errors import KafkaSetupError
 from router.settings import Settings

@@ -22,8 +22,9 @@ from router.cli.common import (
     run_with_store,
 )
 from router.cli.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
-from router.db.store import NewContactMethod, PgStore
+from router.db.store import PgStore
 from router.directory import addresses, verification
+from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod
 from router.errors import InvalidValue
 from router.routing.rules import webhook_problem

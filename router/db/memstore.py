@@ -10,16 +10,45 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from router.db.store import NewContactMethod, ScheduleLookup
-from router.delivery.trail import JobRow, Trail, TrailRow
+from router.delivery.trail import JobRow, PageState, Trail, TrailRow
+from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod, Directory, Shift, User
+from router.directory.store import ScheduleLookup
 from router.errors import Conflict, NotFound, StoreUnavailable
-from router.held.digest import HeldPage, PageKey
+from router.held.digest import HeldPage, Outcome, PageKey
 from router.routing.rules import Limits, RateDecision, Send, within_rate_limits
 from schemas import AlertEvent
+
+
+class InMemoryHeldClaim:
+    """Same contract as :class:`router.db.store.HeldClaim`; a page settled twice is an error,
+    so the property tests see it."""
+
+    def __init__(self, store: InMemoryStore, pages: list[HeldPage]) -> None:
+        self._store = store
+        self.pages = pages
+
+    async def reserve(self, sends: Sequence[Send], limits: Limits, now: datetime) -> RateDecision:
+        """Count digests against their methods' limits."""
+        return await self._store.reserve_sends(sends, limits, now)
+
+    async def settle(self, outcome: Outcome, now: datetime) -> None:
+        """Record how each page ended, and when postponed pages are due."""
+        ended: dict[PageKey, tuple[str, str | None]] = {
+            k: ("sent", j) for k, j in outcome.sent.items()
+        }
+        ended.update({k: (how, None) for k, how in outcome.refused.items()})
+        for key, (how, job_id) in ended.items():
+            if key in self._store.held_done:
+                raise AssertionError(f"held page {key} ended twice")
+            self._store.held_done[key] = (how, job_id, now)
+        for key, at in outcome.postponed.items():
+            page = self._store.held[key]
+            self._store.held[key] = HeldPage(**{**page.__dict__, "deliver_at": at})
 
 
 class InMemoryStore:
@@ -39,6 +68,9 @@ class InMemoryStore:
         self.held: dict[PageKey, HeldPage] = {}
         self.trail: list[Trail] = []
         self.page_jobs: dict[str, JobRow] = {}
+        self.events: dict[str, AlertEvent] = {}
+        #: Held pages that ended: how (sent, refused, expired), the digest's job id, when.
+        self.held_done: dict[PageKey, tuple[str, str | None, datetime]] = {}
         self.clock = clock
         self.down = False
         self.reads = 0
@@ -98,23 +130,52 @@ class InMemoryStore:
             self.trail.append(trail)
             for job in trail.jobs:
                 self.page_jobs.setdefault(job.job_id, job)
+            for event_id, raw, _, routed_at in trail.events:
+                if event_id not in self.events:
+                    event = AlertEvent.model_validate_json(raw)
+                    if event.occurred_at is None:
+                        event = event.model_copy(update={"occurred_at": routed_at})
+                    self.events[event_id] = event
 
     async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
         """Same contract as :meth:`router.db.store.PgStore.jobs_by_id`."""
         return {i: self.page_jobs[i] for i in job_ids if i in self.page_jobs}
 
     async def record_statuses(self, rows: Sequence[tuple[TrailRow, str, bool]]) -> set[str]:
-        """Same contract as :meth:`router.db.store.PgStore.record_statuses` (no failover state)."""
+        """Same contract as :meth:`router.db.store.PgStore.record_statuses`."""
         seen = {r.dedup for t in self.trail for r in t.rows}
         new = {row.dedup for row, _, _ in rows if row.dedup and row.dedup not in seen}
         self.trail.append(Trail(rows=[row for row, _, _ in rows if row.dedup in new]))
+        for row, status, failed in rows:
+            job = self.page_jobs.get(row.job_id or "")
+            if row.dedup in new and job is not None:
+                failed_at = job.failed_at or (self.clock() if failed else None)
+                self.page_jobs[job.job_id] = replace(job, last_status=status, failed_at=failed_at)
         return new
 
     async def pages_state(
         self, pages: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
-        """Not kept in memory: no page has state here."""
-        return {}
+    ) -> dict[tuple[str, str], PageState]:
+        """Same contract as :meth:`router.db.store.PgStore.pages_state`."""
+        found: dict[tuple[str, str], PageState] = {}
+        for event_id, user_id in pages:
+            jobs = sorted(
+                (
+                    j
+                    for j in self.page_jobs.values()
+                    if j.user_id == user_id and event_id in j.pages
+                ),
+                key=lambda j: (j.created_at, j.job_id),
+            )
+            if event_id not in self.events or not jobs:
+                continue
+            held = frozenset(
+                p.contact_method_id
+                for key, p in self.held.items()
+                if key[0] == event_id and p.user_id == user_id and key not in self.held_done
+            )
+            found[(event_id, user_id)] = PageState(self.events[event_id], jobs, held)
+        return found
 
     @asynccontextmanager
     async def failover_step(self, job: JobRow | None, decision: TrailRow) -> AsyncIterator[bool]:
@@ -124,7 +185,45 @@ class InMemoryStore:
                 yield False
                 return
             self.page_jobs[job.job_id] = job
+        elif any(r.dedup == decision.dedup for t in self.trail for r in t.rows):
+            yield False
+            return
+        self.trail.append(Trail(rows=[decision]))
         yield True
+
+    # -- held pages -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def claim_held(
+        self, now: datetime, user_id: str | None = None, everything: bool = False, limit: int = 1000
+    ) -> AsyncIterator[InMemoryHeldClaim]:
+        """Same contract as :meth:`router.db.store.PgStore.claim_held` (one claimer at a time)."""
+        self._check()
+        due = [
+            p
+            for key, p in self.held.items()
+            if key not in self.held_done
+            and (user_id is None or p.user_id == user_id)
+            and (everything or p.deliver_at <= now)
+        ]
+        due.sort(key=lambda p: (p.contact_method_id, p.held_at))
+        yield InMemoryHeldClaim(self, due[:limit])
+
+    async def list_held(self, user_id: str | None = None) -> list[HeldPage]:
+        """Pages waiting, by user and due time."""
+        waiting = [
+            p
+            for key, p in self.held.items()
+            if key not in self.held_done and (user_id is None or p.user_id == user_id)
+        ]
+        return sorted(waiting, key=lambda p: (p.user_id, p.deliver_at, p.held_at, p.event.event_id))
+
+    async def held_counts(self) -> dict[str, int]:
+        """Pages waiting, per transport."""
+        counts: dict[str, int] = {}
+        for page in await self.list_held():
+            counts[page.transport] = counts.get(page.transport, 0) + 1
+        return counts
 
     async def reserve_sends(
         self,

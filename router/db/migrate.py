@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 
 from router.db import sql
-from router.db.store import translate_errors
+from router.db.pool import translate_errors
 
 # Any constant works; it only has to be the same for every runner.
 _LOCK_KEY = 7_316_405_118_224_801

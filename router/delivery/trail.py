@@ -31,6 +31,24 @@ class JobRow:
     failover_of: str | None = None
     last_status: str | None = None
     failed_at: datetime | None = None
+    #: A digest: every event it carried, oldest first (``event_id`` is the first).
+    digest_of: tuple[str, ...] | None = None
+
+    @property
+    def pages(self) -> tuple[str, ...]:
+        """The events whose pages this job is part of: a digest's every event."""
+        return self.digest_of or (self.event_id,)
+
+
+@dataclass(frozen=True)
+class PageState:
+    """One page (an event, a user) as failover sees it: the event, every job it got so
+    far (its own and the digests that carried it), and the contact methods it is
+    still held for (quiet hours, a rate limit)."""
+
+    event: AlertEvent
+    jobs: list[JobRow] = field(default_factory=list)
+    held: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,7 @@ def job_row(job: DeliveryJob, failover_of: str | None = None) -> JobRow:
         address=job.to,
         created_at=job.created_at,
         failover_of=failover_of,
+        digest_of=tuple(job.digest_of) if job.digest_of else None,
     )
 
 

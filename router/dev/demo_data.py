@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from router.db.store import NewContactMethod, PgStore
+from router.db.store import PgStore
+from router.directory.manage import NewContactMethod
 
 SAMPLES: list[bytes] = [
     json.dumps(

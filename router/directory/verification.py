@@ -14,8 +14,8 @@ import uuid
 from datetime import datetime
 
 from router.directory.models import ContactMethod
-from router.routing import render
-from schemas import AlertEvent, DeliveryJob, EmailJob, SmsJob, WebhookJob, job_id_for
+from router.routing.build import text_job
+from schemas import AlertEvent, DeliveryJob
 
 CODE_DIGITS = 6
 
@@ -53,35 +53,5 @@ def verification_job(
         },
         strict=False,
     )
-    common = {
-        "job_id": job_id_for(event.event_id, method.id),
-        "purpose": "verification",
-        "event_id": event.event_id,
-        "user_id": method.user_id,
-        "contact_method_id": method.id,
-        "kind": event.kind,
-        "severity": event.severity,
-        "title": event.title,
-        "body": text,
-        "verified": method.verified,
-        "occurred_at": now,
-        "created_at": now,
-    }
-    if method.transport == "email":
-        return EmailJob(**common, to=method.value, subject="Verification code", text=text + "\n")
-    if method.transport == "sms":
-        return SmsJob(
-            **common,
-            to=method.value,
-            text=text,
-            encoding=render.sms_encoding(text),
-            segments=render.sms_segments(text),
-        )
     payload = f'{{"type":"verification","code":"{code}","contact_method_id":"{method.id}"}}'
-    webhook = {**common, "body": payload}
-    return WebhookJob(
-        **webhook,
-        to=render.webhook_url(method),
-        method="POST",
-        headers=render.webhook_headers(method),
-    )
+    return text_job(event, method, now, text, payload)

@@ -10,44 +10,37 @@ held page ends as exactly one of sent, refused or expired.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from router.directory.models import ContactMethod, Directory, User
-from router.routing import render
+from router.directory.models import Directory
+from router.routing.build import digest_job, new_decision
 from router.routing.rules import (
-    Candidate,
+    RoutingOptions,
     Send,
+    candidate,
     disabled,
-    in_quiet_window,
     muted,
     opted_out,
+    quiet_hours,
     quiet_window_end,
     skip_reason,
     unsafe_target,
     unverified,
 )
-from schemas import (
-    SEVERITY_RANK,
-    AlertEvent,
-    Decision,
-    DeliveryJob,
-    EmailJob,
-    Reason,
-    SmsJob,
-    Transport,
-    WebhookJob,
-    digest_job_id,
-)
+from schemas import AlertEvent, Decision, DeliveryJob, Reason, Transport
 
 HoldReason = Literal["quiet_hours", "rate_limited"]
 PageKey = tuple[str, str]  # (event_id, contact_method_id)
 
-#: What is checked again when a held page falls due: the method may have changed.
-RULES_AT_DELIVERY = (disabled, unsafe_target, opted_out, unverified, muted)
+#: What is checked again when a held page falls due: the method may have changed, and
+#: quiet hours are judged at the delivery, with the user's bypass and quiet action,
+#: by the same rule functions routing uses.
+RULES_AT_DELIVERY = (disabled, unsafe_target, opted_out, unverified, muted, quiet_hours)
+#: ``router held flush`` sends whatever the window: the same checks but quiet hours.
+RULES_AT_FLUSH = RULES_AT_DELIVERY[:-1]
 
 
 @dataclass(frozen=True)
@@ -77,17 +70,15 @@ def deferred(
     now: datetime,
 ) -> tuple[Decision, HeldPage]:
     """The decision and the held page for a page deferred until ``deliver_at``."""
-    decision = Decision.model_construct(
+    decision = new_decision(
         event_id=event.event_id,
         user_id=user_id,
         contact_method_id=method_id,
         transport=transport,
         outcome="deferred",
         reason=reason,
-        job_id=None,
         decided_at=now,
         deliver_at=deliver_at,
-        digest_of=None,
     )
     page = HeldPage(
         event=event,
@@ -99,102 +90,6 @@ def deferred(
         held_at=now,
     )
     return decision, page
-
-
-# -- rendering -------------------------------------------------------------------
-
-
-def _highest(events: Sequence[AlertEvent]) -> str:
-    return max((e.severity for e in events), key=lambda s: SEVERITY_RANK[s])
-
-
-def digest_title(events: Sequence[AlertEvent]) -> str:
-    if len(events) == 1:
-        return events[0].title
-    return f"{len(events)} alerts held for you (highest: {_highest(events)})"
-
-
-def digest_sms(events: Sequence[AlertEvent], max_segments: int) -> str:
-    """How many, the highest severity, then the titles, cut to fit ``max_segments``."""
-    if len(events) == 1:
-        return render.sms_text(events[0], max_segments)
-    titles = "; ".join(render.one_line(e.title) for e in events)
-    return render.fit_sms(
-        f"{len(events)} alerts, highest {_highest(events).upper()}: {titles}", max_segments
-    )
-
-
-def digest_email(events: Sequence[AlertEvent]) -> tuple[str, str]:
-    """Subject and text of a digest email: one section per event, oldest first."""
-    if len(events) == 1:
-        return render.email_subject(events[0]), render.email_text(events[0])
-    subject = f"[{_highest(events).upper()}] {digest_title(events)}"
-    sections = [f"{len(events)} alerts arrived while they were held for you:", ""]
-    for event in events:
-        sections += [
-            f"--- [{event.severity.upper()}] {event.kind.upper()}",
-            render.email_text(event),
-        ]
-    return subject[:250], "\n".join(sections)
-
-
-def digest_webhook_body(events: Sequence[AlertEvent], method: ContactMethod, job_id: str) -> str:
-    payload = {
-        "digest": True,
-        "job_id": job_id,
-        "user_id": method.user_id,
-        "count": len(events),
-        "highest_severity": _highest(events),
-        "events": [
-            render.webhook_payload(e, user_id=method.user_id, job_id=job_id) for e in events
-        ],
-    }
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-
-
-def digest_job(
-    events: Sequence[AlertEvent], method: ContactMethod, now: datetime, sms_max_segments: int
-) -> DeliveryJob:
-    """One job carrying ``events`` (oldest first) to ``method``; its id depends only on
-    the events and the method, so a re-sent digest is the same job."""
-    ids = [e.event_id for e in events]
-    job_id = digest_job_id(ids, method.id)
-    first = events[0]
-    assert first.occurred_at is not None, "decode fills occurred_at"
-    common: dict[str, Any] = {
-        "job_id": job_id,
-        "event_id": first.event_id,
-        "user_id": method.user_id,
-        "contact_method_id": method.id,
-        "kind": first.kind if len(events) == 1 else "down",
-        "severity": _highest(events),
-        "title": digest_title(events),
-        "body": first.body if len(events) == 1 else None,
-        "url": first.url if len(events) == 1 else None,
-        "verified": method.verified,
-        "occurred_at": first.occurred_at,
-        "created_at": now,
-        "digest_of": ids,
-    }
-    if method.transport == "email":
-        subject, text = digest_email(events)
-        return EmailJob.model_construct(**common, to=method.value, subject=subject, text=text)
-    if method.transport == "sms":
-        text = digest_sms(events, sms_max_segments)
-        return SmsJob.model_construct(
-            **common,
-            to=method.value,
-            text=text,
-            encoding=render.sms_encoding(text),
-            segments=render.sms_segments(text),
-        )
-    return WebhookJob.model_construct(
-        **common,
-        to=render.webhook_url(method),
-        method="POST",
-        headers={**render.webhook_headers(method), "Content-Type": "application/json"},
-        body=digest_webhook_body(events, method, job_id),
-    )
 
 
 # -- delivery --------------------------------------------------------------------
@@ -215,16 +110,14 @@ class Digest:
         )
 
     def decision(self, now: datetime) -> Decision:
-        return Decision.model_construct(
+        return new_decision(
             event_id=self.job.event_id,
             user_id=self.job.user_id,
             contact_method_id=self.job.contact_method_id,
             transport=self.job.transport,
             outcome="sent",
-            reason=None,
             job_id=self.job.job_id,
             decided_at=now,
-            deliver_at=None,
             digest_of=list(self.job.digest_of or []),
         )
 
@@ -239,17 +132,14 @@ class DeliveryPlan:
 
 
 def _refusal(page: HeldPage, reason: Reason, now: datetime) -> Decision:
-    return Decision.model_construct(
+    return new_decision(
         event_id=page.event.event_id,
         user_id=page.user_id,
         contact_method_id=page.contact_method_id,
         transport=page.transport,
         outcome="skipped",
         reason=reason,
-        job_id=None,
         decided_at=now,
-        deliver_at=None,
-        digest_of=None,
     )
 
 
@@ -257,16 +147,22 @@ def plan_delivery(
     pages: Iterable[HeldPage],
     directory: Directory,
     now: datetime,
+    options: RoutingOptions,
     *,
     max_age: timedelta,
-    sms_max_segments: int,
-    require_verified: bool = False,
     force: bool = False,
 ) -> DeliveryPlan:
     """Per contact method: refuse what may no longer go, expire what waited too long,
-    hold longer what falls in quiet hours again (unless ``force``), and put the rest
-    in one digest, oldest page first."""
+    and put the rest in one digest, oldest page first.
+
+    Each page is judged by the routing rules at ``now`` (:func:`router.rules.candidate`
+    with the site's ``options``). A page in the user's quiet hours now (below their
+    bypass) waits for the window's end when their quiet action is ``defer`` and is
+    refused (``quiet_hours``) when it is ``drop``, as at routing; ``force``
+    (``router held flush``) sends it whatever the window.
+    """
     plan = DeliveryPlan()
+    rules = RULES_AT_FLUSH if force else RULES_AT_DELIVERY
     by_method: dict[str, list[HeldPage]] = {}
     for page in pages:
         by_method.setdefault(page.contact_method_id, []).append(page)
@@ -280,43 +176,23 @@ def plan_delivery(
         for page in waiting:
             if now - page.held_at >= max_age:
                 plan.refused.append((page, "expired"))
-            elif user is None or method is None:
+                continue
+            if user is None or method is None:
                 plan.refused.append((page, "method_deleted"))
+                continue
+            reason = skip_reason(
+                candidate(page.event, user, method, directory, options, now, later=True), rules
+            )
+            if reason == "quiet_hours" and user.quiet_action == "defer":
+                plan.postponed[page.key] = quiet_window_end(user, now)
+            elif reason is not None:
+                plan.refused.append((page, reason))
             else:
-                reason = _reason_at_delivery(page, user, method, directory, now, require_verified)
-                if reason is not None:
-                    plan.refused.append((page, reason))
-                else:
-                    going.append(page)
-        if not going or user is None or method is None:
-            continue
-        if not force and user.quiet_action == "defer" and in_quiet_window(user, now):
-            later = quiet_window_end(user, now)
-            for page in going:
-                plan.postponed[page.key] = later
-            continue
-        job = digest_job([p.event for p in going], method, now, sms_max_segments)
-        plan.digests.append(Digest(job, going, bypass_limits=force))
+                going.append(page)
+        if going and method is not None:
+            job = digest_job([p.event for p in going], method, now, options)
+            plan.digests.append(Digest(job, going, bypass_limits=force))
     return plan
-
-
-def _reason_at_delivery(
-    page: HeldPage,
-    user: User,
-    method: ContactMethod,
-    directory: Directory,
-    now: datetime,
-    require_verified: bool,
-) -> Reason | None:
-    candidate = Candidate(
-        event=page.event,
-        user=user,
-        method=method,
-        now=now,
-        opt_outs=directory.opt_outs,
-        require_verified=require_verified,
-    )
-    return skip_reason(candidate, RULES_AT_DELIVERY)
 
 
 @dataclass

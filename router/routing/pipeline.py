@@ -10,39 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from router.directory.models import ContactMethod, Directory, User
-from router.directory.targets import STRICT, TargetPolicy
 from router.held.digest import HeldPage, deferred
-from router.routing import render
+from router.routing.build import build_job, new_decision
 from router.routing.rules import (
-    Candidate,
     RateDecision,
+    RoutingOptions,
     Send,
+    candidate,
     preferred,
     quiet_window_end,
     skip_reason,
 )
-from schemas import (
-    AlertEvent,
-    Decision,
-    DeliveryJob,
-    EmailJob,
-    Reason,
-    SmsJob,
-    WebhookJob,
-    job_id_for,
-)
-
-
-@dataclass(frozen=True)
-class RoutingOptions:
-    """The settings the pure stages need, taken from :class:`router.settings.Settings`."""
-
-    sms_max_segments: int = 3
-    require_verified: bool = False
-    target_policy: TargetPolicy = STRICT
+from schemas import AlertEvent, Decision, DeliveryJob, Reason
 
 
 @dataclass
@@ -68,58 +49,6 @@ class Routed:
     holds: list[HeldPage] = field(default_factory=list)
 
 
-def build_job(
-    event: AlertEvent, method: ContactMethod, now: datetime, options: RoutingOptions
-) -> DeliveryJob:
-    """The delivery job for ``method``; its id depends only on the event and the method.
-
-    Built with ``model_construct``: every value comes from models already validated
-    (the event, the method) or from the renderers, so validating again would only
-    cost time on the hot path. The tests serialize these jobs with warnings as
-    errors, so a value of the wrong type fails them.
-    """
-    job_id = job_id_for(event.event_id, method.id)
-    assert event.occurred_at is not None, "decode fills occurred_at"
-    common: dict[str, Any] = {
-        "job_id": job_id,
-        "event_id": event.event_id,
-        "user_id": method.user_id,
-        "contact_method_id": method.id,
-        "kind": event.kind,
-        "severity": event.severity,
-        "title": event.title,
-        "url": event.url,
-        "verified": method.verified,
-        "occurred_at": event.occurred_at,
-        "created_at": now,
-    }
-    if method.transport == "email":
-        return EmailJob.model_construct(
-            **common,
-            to=method.value,
-            body=event.body,
-            subject=render.email_subject(event),
-            text=render.email_text(event),
-        )
-    if method.transport == "sms":
-        text = render.sms_text(event, options.sms_max_segments)
-        return SmsJob.model_construct(
-            **common,
-            to=method.value,
-            body=event.body,
-            text=text,
-            encoding=render.sms_encoding(text),
-            segments=render.sms_segments(text),
-        )
-    return WebhookJob.model_construct(
-        **common,
-        to=render.webhook_url(method),
-        method=render.webhook_method(method),
-        headers=render.webhook_headers(method),
-        body=render.webhook_body(event, method, job_id=job_id),
-    )
-
-
 def skipped(
     event: AlertEvent,
     now: datetime,
@@ -128,17 +57,14 @@ def skipped(
     method: ContactMethod | None = None,
 ) -> Decision:
     """A skip decision; ``user_id`` and ``method`` are None for event-level outcomes."""
-    return Decision.model_construct(
+    return new_decision(
         event_id=event.event_id,
         user_id=user_id,
         contact_method_id=method.id if method else None,
         transport=method.transport if method else None,
         outcome="skipped",
         reason=reason,
-        job_id=None,
         decided_at=now,
-        deliver_at=None,
-        digest_of=None,
     )
 
 
@@ -160,16 +86,9 @@ def _plan_user(
         return
     reasons: dict[str, Reason | None] = {}
     for method in methods:
-        candidate = Candidate(
-            event=event,
-            user=user,
-            method=method,
-            now=out.now,
-            opt_outs=directory.opt_outs,
-            require_verified=options.require_verified,
-            target_policy=options.target_policy,
+        reasons[method.id] = skip_reason(
+            candidate(event, user, method, directory, options, out.now)
         )
-        reasons[method.id] = skip_reason(candidate)
     # A page deferred by quiet hours still goes where the user prefers, later.
     defer = user.quiet_action == "defer"
     waiting = {m.id for m in methods if defer and reasons[m.id] == "quiet_hours"}
@@ -261,17 +180,14 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
             continue
         out.jobs.append(entry)
         out.decisions.append(
-            Decision.model_construct(
+            new_decision(
                 event_id=event.event_id,
                 user_id=entry.user_id,
                 contact_method_id=entry.contact_method_id,
                 transport=entry.transport,
                 outcome="sent",
-                reason=None,
                 job_id=entry.job_id,
                 decided_at=now,
-                deliver_at=None,
-                digest_of=None,
             )
         )
     return out

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from router.directory.models import ContactMethod, User
+from router.directory.models import ContactMethod, Directory, User
 from router.directory.targets import STRICT, TargetPolicy, target_problem
 from router.directory.webhook_headers import headers_problem
 from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
@@ -26,8 +26,25 @@ OptOuts = Collection[tuple[str, str]]
 
 
 @dataclass(frozen=True)
+class RoutingOptions:
+    """The site's settings the rules and the job builders need, taken once from
+    :meth:`router.settings.Settings.routing_options` and given to every path
+    (routing, held delivery, failover) alike."""
+
+    sms_max_segments: int = 3
+    require_verified: bool = False
+    target_policy: TargetPolicy = STRICT
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """One contact method considered for one event."""
+    """One contact method considered for one event.
+
+    ``now`` is when the decision is taken (a mute-until is read against it);
+    ``quiet_at`` is the instant quiet hours are judged at: the event's
+    ``occurred_at`` when it is routed (``None``), the moment of delivery or
+    failover on the later paths.
+    """
 
     event: AlertEvent
     user: User
@@ -36,6 +53,35 @@ class Candidate:
     opt_outs: OptOuts = frozenset()
     require_verified: bool = False
     target_policy: TargetPolicy = STRICT
+    quiet_at: datetime | None = None
+
+
+def candidate(
+    event: AlertEvent,
+    user: User,
+    method: ContactMethod,
+    directory: Directory,
+    options: RoutingOptions,
+    now: datetime,
+    *,
+    later: bool = False,
+) -> Candidate:
+    """The rule input for ``method`` of ``user`` and ``event``: the one place it is built,
+    so routing, held delivery and failover read the site's options alike.
+
+    ``later``: the page is decided after it was routed (a held page falling due, a
+    failover), so time-dependent rules (quiet hours, mute-until) are judged at ``now``.
+    """
+    return Candidate(
+        event=event,
+        user=user,
+        method=method,
+        now=now,
+        opt_outs=directory.opt_outs,
+        require_verified=options.require_verified,
+        target_policy=options.target_policy,
+        quiet_at=now if later else None,
+    )
 
 
 Rule = Callable[[Candidate], Reason | None]
@@ -116,32 +162,56 @@ def in_quiet_window(user: User, at: datetime) -> bool:
     return local >= start or local < end
 
 
+def _first_instant_at(day: date, wall: time, zone: ZoneInfo) -> tuple[datetime, ...]:
+    """The instants, in UTC and in order, at which the local clock of ``zone`` shows
+    ``wall`` on ``day``: one normally, two in the repeated hour of an autumn fold
+    (``fold=0`` then ``fold=1``), and in a spring-forward gap, which the clock
+    skips, the first instant after the gap."""
+    first = datetime.combine(day, wall, tzinfo=zone)
+    second = first.replace(fold=1)
+    earlier, later = sorted((first.astimezone(UTC), second.astimezone(UTC)))
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != first.replace(tzinfo=None):
+        # A gap: the wall time never shows. The offset changes once between the two
+        # readings of it; the first second after the change is where the clock resumes.
+        before = earlier.astimezone(zone).utcoffset()
+        low, high = 0, int((later - earlier).total_seconds())
+        while low < high:
+            middle = (low + high) // 2
+            if (earlier + timedelta(seconds=middle)).astimezone(zone).utcoffset() == before:
+                low = middle + 1
+            else:
+                high = middle
+        return (earlier + timedelta(seconds=low),)
+    return (earlier, later) if earlier != later else (earlier,)
+
+
 def quiet_window_end(user: User, at: datetime) -> datetime:
     """The end of the quiet window ``at`` falls in (or ``at`` itself when it is not in
-    one): the next time the user's local clock shows ``quiet_hours_end``, so across a
-    DST change the page still comes at, say, 07:00 local. An end time that a spring-
-    forward gap skips means the first instant after the gap."""
+    one): the first instant after ``at`` at which the user's local clock shows
+    ``quiet_hours_end``, so across a DST change the page still comes at, say, 07:00
+    local. Wall-clock arithmetic goes through :mod:`zoneinfo` with ``fold``: an end
+    time that a spring-forward gap skips means the first instant after the gap; an
+    end time in the repeated autumn hour, reached on its second pass, is the second
+    reading (never an instant before ``at``)."""
     end = user.quiet_hours_end
     if end is None or not in_quiet_window(user, at):
         return at
     zone = ZoneInfo(user.timezone)
-    local = at.astimezone(zone)
-    day = (
-        local.date()
-        if local.time().replace(tzinfo=None) < end
-        else local.date() + timedelta(days=1)
-    )
-    candidate = datetime.combine(day, end, tzinfo=zone)
-    # Normalise a time the gap skipped (02:30 on the spring-forward night) to a real instant.
-    return candidate.astimezone(UTC)
+    day = at.astimezone(zone).date()
+    for offset in range(3):
+        for instant in _first_instant_at(day + timedelta(days=offset), end, zone):
+            if instant > at:
+                return instant
+    raise AssertionError("a wall-clock time recurs within three days")  # pragma: no cover
 
 
 def quiet_hours(c: Candidate) -> Reason | None:
     """No non-urgent events in the user's quiet hours; severities at or above the bypass pass."""
     if _at_least(c.event.severity, c.user.quiet_bypass):
         return None
-    assert c.event.occurred_at is not None, "decode fills occurred_at"
-    return "quiet_hours" if in_quiet_window(c.user, c.event.occurred_at) else None
+    at = c.quiet_at if c.quiet_at is not None else c.event.occurred_at
+    assert at is not None, "decode fills occurred_at"
+    return "quiet_hours" if in_quiet_window(c.user, at) else None
 
 
 RULES: Sequence[Rule] = (

@@ -27,6 +27,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from router.db.migrate import migrate
+from router.dev.embedded import EmbeddedKafka, EmbeddedS3
 from router.directory.models import ContactMethod
 from tests.privacy import leaks_in
 
@@ -319,3 +320,15 @@ async def collect(
                 raise TimeoutError(f"expected output never arrived; got {counts}")
     finally:
         await consumer.stop()
+
+
+@pytest.fixture
+def persistent_kafka(tmp_path: Path) -> Iterator[EmbeddedKafka]:
+    """A broker of this test's own whose records and offsets live in S3 (moto_server),
+    so ``stop()`` and ``start()`` (or ``restart()``) keep them, as a rolling upgrade does."""
+    with EmbeddedS3(log_path=tmp_path / "moto.log") as s3:
+        kafka = EmbeddedKafka(log_path=tmp_path / "tansu.log", storage=s3).start()
+        try:
+            yield kafka
+        finally:
+            kafka.stop()

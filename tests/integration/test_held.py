@@ -17,15 +17,23 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from router.db.store import NewContactMethod, PgStore
+from router.db.store import PgStore
 from router.delivery.trail import story
+from router.directory.manage import NewContactMethod
 from router.held.scheduler import HeldDelivery
 from router.kafka.adapters import ProducerPublisher, create_producer
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
 from router.settings import Settings
-from tests.integration.conftest import cli_ok, collect
+from tests.integration.conftest import (
+    RouterProcess,
+    add_contact,
+    cli_ok,
+    collect,
+    produce,
+    wait_for_topics,
+)
 
 Output = dict[str, list[dict[str, Any]]]
 NIGHT = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)  # 03:00 in Berlin; quiet 22:00-07:00
@@ -319,6 +327,74 @@ async def test_a_digest_is_on_the_trail_of_every_event_it_carries(rig: Rig) -> N
         decided = [line.data for line in lines if line.type == "decision"]
         assert [d["outcome"] for d in decided] == ["deferred", "sent"]
         assert decided[-1]["job_id"] == digest.job_id
+
+
+async def test_held_pages_for_a_webhook_the_site_allows_go_out_when_due_and_on_flush(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    env = {
+        **router_env,
+        "ROUTER_WEBHOOK_ALLOW_HTTP": "true",
+        "ROUTER_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "ROUTER_RATE_LIMIT_WEBHOOK": "1/3s",
+        "ROUTER_HELD_POLL_SECONDS": "0.5",
+    }
+    now = datetime.now(UTC)
+    window = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=2):%H:%M}"
+    cli_ok(env, "users", "add", "bob")  # no quiet hours: his second page is rate limited
+    cli_ok(env, "users", "add", "carol", "--quiet-hours", window)  # in quiet hours now
+    hooks = {
+        user: add_contact(env, user, "webhook", f"http://127.0.0.1:9/{user}").id
+        for user in ("bob", "carol")
+    }
+    start_router(env)
+    bootstrap = env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    webhook_t, decisions_t = env["ROUTER_TOPIC_WEBHOOK"], env["ROUTER_TOPIC_DECISIONS"]
+    await wait_for_topics(bootstrap, [env["ROUTER_TOPIC_ALERTS"]])
+
+    def alert(event_id: str, user: str) -> bytes:
+        return json.dumps(
+            {
+                "event_id": event_id,
+                "kind": "down",
+                "severity": "warning",
+                "title": f"{event_id} is down",
+                "user_ids": [user],
+            }
+        ).encode()
+
+    await produce(
+        bootstrap,
+        env["ROUTER_TOPIC_ALERTS"],
+        alert("bob-1", "bob"),
+        alert("bob-2", "bob"),
+        alert("carol-1", "carol"),
+    )
+
+    def decided(seen: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        return [json.loads(r.value) for r in seen[decisions_t]]
+
+    for _ in range(100):  # carol's page is held once the router has routed it
+        if "carol-1" in cli_ok(env, "held", "list", "--user", "carol"):
+            break
+        await asyncio.sleep(0.2)
+    out = cli_ok(env, "held", "flush", "--user", "carol")
+    assert out.strip() == "flushed carol: 1 digest(s) carrying 1 page(s); 0 refused, 0 expired"
+
+    # bob-2 falls due within ~3 s and router run's own held delivery sends it.
+    seen = await collect(
+        bootstrap, [webhook_t, decisions_t], until=lambda s: len(s[webhook_t]) >= 3
+    )
+    jobs = {
+        tuple(j.get("digest_of") or [j["event_id"]]): j
+        for j in map(json.loads, (r.value for r in seen[webhook_t]))
+    }
+    assert set(jobs) == {("bob-1",), ("bob-2",), ("carol-1",)}
+    assert jobs[("bob-2",)]["to"] == "http://127.0.0.1:9/bob"
+    assert jobs[("carol-1",)]["contact_method_id"] == hooks["carol"]
+    assert all(j["method"] == "POST" for j in jobs.values())
+    assert [d for d in decided(seen) if d["reason"] == "unsafe_target"] == []
 
 
 # -- a batch retried after an outage ----------------------------------------------

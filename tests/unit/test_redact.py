@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router import logging as router_logging
-from router.db.store import translate_errors
+from router.db.pool import translate_errors
 from router.errors import StoreUnavailable
 from router.redact import redact_dsn
 

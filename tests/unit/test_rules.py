@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from router.directory.models import ContactMethod, User
+from router.directory.models import ContactMethod, Directory, User
+from router.directory.targets import TargetPolicy
 from router.routing import rules
 from router.routing.rules import (
     Candidate,
@@ -418,6 +420,85 @@ def test_unsafe_target_comes_right_after_disabled() -> None:
     hook = make_method("h1", transport="webhook", value="https://127.0.0.1/", muted=True)
     assert skip_reason(candidate(hook)) == "unsafe_target"
     assert skip_reason(candidate(hook.model_copy(update={"disabled": True}))) == "disabled"
+
+
+# -- the quiet window's end across daylight-saving changes (wall clock through zoneinfo) --
+
+SHORT_NIGHT_BERLIN = make_user(
+    "alice", timezone="Europe/Berlin", quiet_hours_start=time(22, 0), quiet_hours_end=time(2, 30)
+)
+
+
+def test_quiet_window_end_in_the_spring_forward_gap_is_the_first_instant_after_the_gap() -> None:
+    # 2026-03-29 in Berlin: 02:00 CET is followed by 03:00 CEST; 02:30 never shows.
+    at = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)  # 00:00 CET, in the window
+    end = rules.quiet_window_end(SHORT_NIGHT_BERLIN, at)
+    assert end == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST, not 03:30
+    assert end.astimezone(ZoneInfo("Europe/Berlin")).time() == time(3, 0)
+    assert not rules.in_quiet_window(SHORT_NIGHT_BERLIN, end)
+    just_before = end - timedelta(seconds=1)  # 01:59:59 CET: still quiet
+    assert rules.in_quiet_window(SHORT_NIGHT_BERLIN, just_before)
+
+
+def test_quiet_window_end_in_the_repeated_autumn_hour_on_its_first_pass() -> None:
+    # 2026-10-25 in Berlin: 03:00 CEST is followed by 02:00 CET; 02:00-03:00 shows twice.
+    at = datetime(2026, 10, 25, 0, 10, tzinfo=UTC)  # 02:10 CEST (fold 0), first pass
+    assert rules.quiet_window_end(SHORT_NIGHT_BERLIN, at) == datetime(
+        2026, 10, 25, 0, 30, tzinfo=UTC
+    )  # 02:30 CEST
+
+
+def test_quiet_window_end_in_the_repeated_autumn_hour_on_its_second_pass_is_not_in_the_past() -> (
+    None
+):
+    at = datetime(2026, 10, 25, 1, 10, tzinfo=UTC)  # 02:10 CET (fold 1), second pass
+    assert rules.in_quiet_window(SHORT_NIGHT_BERLIN, at)
+    end = rules.quiet_window_end(SHORT_NIGHT_BERLIN, at)
+    assert end > at
+    assert end == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 CET, the second reading
+    assert not rules.in_quiet_window(SHORT_NIGHT_BERLIN, end)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2026, 1, 1),
+        max_value=datetime(2027, 12, 31),
+        timezones=st.just(UTC),
+    ),
+    st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"]),
+    st.times(),
+    st.times(),
+)
+@settings(max_examples=100, deadline=None)
+def test_quiet_window_end_is_after_the_instant_and_outside_the_window(
+    at: datetime, zone: str, start: time, end: time
+) -> None:
+    assume(start != end)  # a window from a time to itself never ends: not this property
+    user = make_user("u", timezone=zone, quiet_hours_start=start, quiet_hours_end=end)
+    until = rules.quiet_window_end(user, at)
+    if rules.in_quiet_window(user, at):
+        assert until > at
+        assert not rules.in_quiet_window(user, until)
+    else:
+        assert until == at
+
+
+def test_one_candidate_builder_carries_the_sites_options_and_the_moment() -> None:
+    hook = make_method("h", transport="webhook", value="http://127.0.0.1:9000/hook")
+    options = rules.RoutingOptions(
+        require_verified=True,
+        target_policy=TargetPolicy(allow_http=True, allowed_hosts=frozenset({"127.0.0.1"})),
+    )
+    directory = Directory.of([make_user()], [hook], opt_outs=[("email", "x@example.com")])
+    routed = rules.candidate(event(), make_user(), hook, directory, options, T0)
+    assert rules.unsafe_target(routed) is None
+    assert routed.require_verified and routed.opt_outs == directory.opt_outs
+    assert routed.quiet_at is None  # routing: quiet hours at occurred_at
+    later = T0 + timedelta(hours=9)
+    assert (
+        rules.candidate(event(), make_user(), hook, directory, options, later, later=True).quiet_at
+        == later
+    )
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from schemas import AlertEvent, Decision, job_id_for
+from schemas import AlertEvent, Decision, digest_job_id, job_id_for
 from schemas.export import JSON_DIR, MODELS, render
 
 VALID = {
@@ -99,3 +99,15 @@ def test_decision_reason_must_match_outcome() -> None:
 def test_committed_json_schema_matches_the_model(name: str) -> None:
     committed = (JSON_DIR / f"{name}.schema.json").read_text()
     assert committed == render(MODELS[name]), "run `make schemas` and commit the result"
+
+
+def test_ordinary_job_ids_are_unchanged_by_the_digest_id_fix() -> None:
+    # A contract with delivery workers: the ids of ordinary jobs never change.
+    assert job_id_for("e1", "m1") == "5b2423a9-7091-51b0-8a95-8354933ab2c5"
+
+
+def test_digest_job_ids_cannot_collide_through_a_separator_in_an_event_id() -> None:
+    assert digest_job_id(["x\x1fy"], "m") != digest_job_id(["x", "y"], "m")
+    assert digest_job_id(["x", "y"], "m\x1fx") != digest_job_id(["x\x1fm", "y"], "m")
+    assert digest_job_id(["b", "a"], "m") == digest_job_id(["a", "b"], "m")  # order-free
+    assert digest_job_id(["e1"], "m1") != job_id_for("e1", "m1")

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from router.db import sql
+from router.delivery.trail import decision_rows
+from schemas import Decision
+from tests.conftest import T0
 
 
 def test_blocks_are_split_by_name_and_keep_their_comments() -> None:
@@ -24,14 +27,53 @@ def test_a_block_without_sql_is_an_error() -> None:
         sql.parse_queries("-- name: a\n-- only a comment\n-- name: b\nSELECT 2;\n")
 
 
-def test_every_query_the_store_uses_exists() -> None:
-    source = (Path(sql.__file__).parent.parent / "store.py").read_text()
-    used = {part.split('"]')[0] for part in source.split('self._q["')[1:]}
-    assert used, "the store refers to queries by name"
+ROUTER = Path(sql.__file__).parents[2]
+STORES = [
+    "db/pool.py",
+    "directory/store.py",
+    "directory/manage.py",
+    "routing/ledger.py",
+    "delivery/store.py",
+    "held/store.py",
+]
+
+
+def test_every_query_the_stores_use_exists_and_every_query_is_used() -> None:
+    used = set()
+    for name in STORES:
+        source = (ROUTER / name).read_text()
+        found = {
+            part.split('"]')[0] for part in source.replace("q[", "self._q[").split('self._q["')[1:]
+        }
+        assert found, f"{name} refers to queries by name"
+        used |= found
     assert used <= set(sql.queries()), used - set(sql.queries())
+    assert set(sql.queries()) - used == set(), "queries no store uses"
 
 
 def test_migrations_are_numbered_without_gaps() -> None:
     versions = [m.version for m in sql.migrations()]
     assert versions == list(range(1, len(versions) + 1))
     assert sql.latest_version() == versions[-1]
+
+
+def test_the_repair_sweep_knows_an_unreachable_page_by_the_key_its_decision_is_written_with() -> (
+    None
+):
+    decision = Decision.model_construct(
+        event_id="E",
+        user_id="U",
+        contact_method_id=None,
+        transport=None,
+        outcome="skipped",
+        reason="unreachable",
+        job_id=None,
+        decided_at=T0,
+        deliver_at=None,
+        digest_of=None,
+        failover_of="j",
+    )
+    [row] = decision_rows(decision)
+    assert row.dedup == "d|E|U||skipped|unreachable|"
+    swept = "'d|' || f.event_id || '|' || f.user_id || '||skipped|unreachable|'"
+    assert swept in sql.queries()["orphaned_failures"]

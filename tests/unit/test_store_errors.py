@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from router.db.store import translate_errors
+from router.db.pool import translate_errors
 from router.errors import StoreUnavailable
 
 

@@ -45,7 +45,8 @@ ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 
 -- name: write_trail
 -- A batch's page trail in one statement: the events with their decisions
--- ($1-$4), the jobs ($5-$13) and any other decisions ($14-$20).
+-- ($1-$4), the jobs ($5-$13, and $21: the events a digest carries, a JSON
+-- array, NULL for other jobs) and any other decisions ($14-$20).
 WITH events AS (
     INSERT INTO page_events (event_id, event, decisions, routed_at)
     SELECT e, j::json, d::json, t
@@ -53,9 +54,13 @@ WITH events AS (
     ON CONFLICT (event_id) DO NOTHING
 ), jobs AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
-                           address, created_at, failover_of)
-    SELECT * FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
-                         $11::text[], $12::timestamptz[], $13::uuid[])
+                           address, created_at, failover_of, digest_of)
+    SELECT j, e, u, m, tr, s, a, c, f,
+           (SELECT array_agg(v ORDER BY n)
+            FROM json_array_elements_text(dg::json) WITH ORDINALITY AS carried (v, n))
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                $11::text[], $12::timestamptz[], $13::uuid[], $21::text[])
+         AS g (j, e, u, m, tr, s, a, c, f, dg)
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
@@ -403,11 +408,17 @@ WITH added AS (
 SELECT dedup FROM added;
 
 -- name: pages_state
--- Every job of the pages ($1 event ids, $2 user ids, pairwise) and their events.
-SELECT p.*, e.event::text AS event, e.routed_at
+-- Every job of the pages ($1 event ids, $2 user ids, pairwise): their own and
+-- the digests that carried them; each page's event, and the contact methods
+-- that still have the page held (quiet hours, a rate limit).
+SELECT p.*, q.event_id AS page_event_id, e.event::text AS event, e.routed_at,
+       ARRAY(SELECT h.contact_method_id::text FROM held_pages h
+             WHERE h.event_id = q.event_id AND h.user_id = q.user_id AND h.done_at IS NULL)
+           AS held
 FROM unnest($1::text[], $2::text[]) AS q (event_id, user_id)
-JOIN page_jobs p ON p.event_id = q.event_id AND p.user_id = q.user_id
-JOIN page_events e ON e.event_id = p.event_id
+JOIN page_events e ON e.event_id = q.event_id
+JOIN page_jobs p
+  ON p.user_id = q.user_id AND (p.event_id = q.event_id OR p.digest_of @> ARRAY[q.event_id])
 ORDER BY p.created_at, p.job_id;
 
 -- name: add_failover_job
@@ -475,23 +486,47 @@ WITH old_rows AS (
 DELETE FROM page_events WHERE routed_at < now() - make_interval(secs => $1);
 
 -- name: orphaned_failures
--- Pages of error/critical severity left without a next step: every job failed
--- (between $2 and $1 seconds ago: the normal path had its chance, the sweep is
--- bounded), no job still live, and no unreachable decision. A crash between
--- recording a failure and publishing its failover leaves exactly this. One row
--- per page: its latest failed job.
-SELECT DISTINCT ON (j.event_id, j.user_id) j.*
-FROM page_jobs j
-WHERE j.failed_at IS NOT NULL
-  AND j.severity IN ('error', 'critical')
-  AND j.failed_at <= now() - make_interval(secs => $2)
-  AND j.failed_at >= now() - make_interval(secs => $1)
-  AND NOT EXISTS (
-      SELECT 1 FROM page_jobs n
-      WHERE n.event_id = j.event_id AND n.user_id = j.user_id AND n.failed_at IS NULL
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM page_trail t
-      WHERE t.dedup = 'd|' || j.event_id || '|' || j.user_id || '|||skipped|unreachable|'
-  )
-ORDER BY j.event_id, j.user_id, j.failed_at DESC;
+-- Pages of error/critical severity left without a next step: every job of the
+-- page failed (its own jobs and the digests that carried it), the latest
+-- between $2 and $1 seconds ago (the normal path had its chance, the sweep is
+-- bounded), no job still live, nothing still held for it, and no unreachable
+-- decision. A crash between recording a failure and publishing its failover
+-- leaves exactly this; so does a digest whose other pages failed over. One row
+-- per page: its latest failed job, as a job of that page (event_id the page's,
+-- digest_of NULL), so the step taken is the page's own.
+WITH failed AS (
+    SELECT DISTINCT carried.event_id, j.user_id
+    FROM page_jobs j
+    CROSS JOIN LATERAL unnest(coalesce(j.digest_of, ARRAY[j.event_id])) AS carried (event_id)
+    WHERE j.failed_at IS NOT NULL
+      AND j.severity IN ('error', 'critical')
+      AND j.failed_at >= now() - make_interval(secs => $1)
+), latest AS (
+    SELECT DISTINCT ON (f.event_id, f.user_id)
+           j.job_id, f.event_id, j.user_id, j.contact_method_id, j.transport, j.severity,
+           j.address, j.created_at, j.failover_of, j.last_status, j.failed_at,
+           NULL::text[] AS digest_of
+    FROM failed f
+    JOIN page_events e ON e.event_id = f.event_id
+    JOIN page_jobs j
+      ON j.user_id = f.user_id AND (j.event_id = f.event_id OR j.digest_of @> ARRAY[f.event_id])
+    WHERE j.failed_at IS NOT NULL
+      AND e.event->>'severity' IN ('error', 'critical')
+      AND NOT EXISTS (
+          SELECT 1 FROM page_jobs n
+          WHERE n.user_id = f.user_id AND n.failed_at IS NULL
+            AND (n.event_id = f.event_id OR n.digest_of @> ARRAY[f.event_id])
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM held_pages h
+          WHERE h.event_id = f.event_id AND h.user_id = f.user_id AND h.done_at IS NULL
+      )
+      AND NOT EXISTS (
+          SELECT 1 FROM page_trail t
+          WHERE t.dedup = 'd|' || f.event_id || '|' || f.user_id || '||skipped|unreachable|'
+      )
+    ORDER BY f.event_id, f.user_id, j.failed_at DESC
+)
+SELECT * FROM latest
+WHERE failed_at <= now() - make_interval(secs => $2)
+  AND failed_at >= now() - make_interval(secs => $1);

@@ -1,0 +1,377 @@
+"""Directory management in PostgreSQL: users, contact methods, shifts,
+verification codes and bulk import, for the ``router`` commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from router.db.pool import PgBase
+from router.directory.models import IMPORT_COLUMNS, ContactMethod, Shift, User
+from router.directory.store import method_from, shift_from, user_from
+from router.errors import Conflict, NotFound, VerificationRefused
+from schemas import Transport, WebhookMethod
+
+
+@dataclass(frozen=True)
+class NewContactMethod:
+    """A contact method to create; ``value`` is already normalized."""
+
+    user_id: str
+    transport: Transport
+    value: str
+    label: str | None = None
+    is_primary: bool = False
+    verified: bool = False
+    webhook_method: WebhookMethod | None = None
+    webhook_headers: Mapping[str, str] = field(default_factory=dict)
+    webhook_query: Mapping[str, str] = field(default_factory=dict)
+    webhook_body: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+
+
+def like_literal(text: str | None) -> str | None:
+    """``text`` escaped for LIKE/ILIKE, so ``%`` and ``_`` in a search match themselves."""
+    if text is None:
+        return None
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class MethodFilter:
+    """Which contact methods ``list`` and ``count`` return; None means any."""
+
+    user_id: str | None = None
+    transport: Transport | None = None
+    verified: bool | None = None
+    search: str | None = None
+    metadata: Mapping[str, str] | None = None
+    tag: str | None = None
+
+    def params(self) -> list[Any]:
+        """The filter's query parameters, in the order the SQL takes them."""
+        return [
+            self.user_id,
+            self.transport,
+            self.verified,
+            like_literal(self.search),
+            dict(self.metadata) if self.metadata else None,
+            self.tag,
+        ]
+
+
+class DirectoryManagement(PgBase):
+    """Users, contact methods, shifts, verification and import."""
+
+    async def add_user(self, user_id: str, name: str | None, timezone: str) -> User:
+        """Create a user; :class:`Conflict` if the id is taken."""
+        try:
+            async with self._conn() as conn:
+                row = await conn.fetchrow(self._q["insert_user"], user_id, name, timezone)
+        except Conflict:
+            raise Conflict(f"User {user_id!r} already exists.") from None
+        return user_from(row)
+
+    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
+        """Apply ``changes`` (User field -> value) and return the stored user."""
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(self._q["user_for_update"], user_id)
+            if row is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            user = User.model_validate({**user_from(row).model_dump(), **changes})
+            row = await conn.fetchrow(
+                self._q["update_user"],
+                user.id,
+                user.name,
+                user.timezone,
+                user.quiet_hours_start,
+                user.quiet_hours_end,
+                user.quiet_bypass,
+                list(user.channel_order),
+                user.delivery_mode,
+                user.quiet_action,
+            )
+        return user_from(row)
+
+    async def add_contact_method(self, new: NewContactMethod) -> ContactMethod:
+        """Create a method in one transaction (clearing another primary when asked)."""
+        async with self._conn() as conn, conn.transaction():
+            existing = await conn.fetchval(
+                self._q["contact_method_by_value"], new.user_id, new.transport, new.value
+            )
+            if existing is not None:
+                raise Conflict(
+                    f"User {new.user_id!r} already has {new.transport} {new.value!r} "
+                    f"as contact method {existing}."
+                )
+            if new.is_primary:
+                await conn.execute(self._q["clear_primary"], new.user_id, new.transport, None)
+            try:
+                row = await conn.fetchrow(
+                    self._q["insert_contact_method"],
+                    new.user_id,
+                    new.transport,
+                    new.value,
+                    new.label,
+                    new.is_primary,
+                    new.verified,
+                    new.webhook_method,
+                    dict(new.webhook_headers),
+                    dict(new.webhook_query),
+                    new.webhook_body,
+                    dict(new.metadata),
+                    list(new.tags),
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise NotFound(
+                    f"User {new.user_id!r} does not exist; add it first with "
+                    f"`router users add {new.user_id}`."
+                ) from None
+        return method_from(row)
+
+    async def update_contact_method(
+        self, method_id: str, changes: Mapping[str, Any]
+    ) -> ContactMethod:
+        """Apply ``changes`` (ContactMethod field -> value) in one transaction.
+
+        Making a method primary clears the flag on the user's other methods of
+        that transport in the same transaction.
+        """
+        async with self._conn() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(self._q["contact_method_for_update"], method_id)
+            except asyncpg.DataError:
+                row = None  # not a uuid
+            if row is None:
+                raise NotFound(f"Contact method {method_id!r} does not exist.")
+            method = ContactMethod.model_validate({**method_from(row).model_dump(), **changes})
+            if method.is_primary:
+                await conn.execute(
+                    self._q["clear_primary"], method.user_id, method.transport, method.id
+                )
+            row = await conn.fetchrow(
+                self._q["update_contact_method"],
+                method.id,
+                method.label,
+                method.is_primary,
+                method.verified,
+                method.disabled,
+                method.muted,
+                method.mute_until,
+                method.suppress_up,
+                method.suppress_down,
+                method.suppress_first,
+                method.suppress_diagnostic,
+                method.suppress_all,
+                method.min_severity,
+                dict(method.metadata),
+                list(method.tags),
+            )
+        return method_from(row)
+
+    async def set_disabled(self, method_id: str, disabled: bool) -> None:
+        """Disable or enable a method; :class:`NotFound` if it does not exist."""
+        await self.update_contact_method(method_id, {"disabled": disabled})
+
+    async def add_shift(
+        self, schedule_id: str, user_id: str, starts_at: datetime, ends_at: datetime
+    ) -> Shift:
+        """Add a shift, creating the schedule on first use."""
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["ensure_schedule"], schedule_id)
+            try:
+                row = await conn.fetchrow(
+                    self._q["add_shift"], schedule_id, user_id, starts_at, ends_at
+                )
+            except asyncpg.ForeignKeyViolationError:
+                raise NotFound(
+                    f"User {user_id!r} does not exist; add it first with "
+                    f"`router users add {user_id}`."
+                ) from None
+        return shift_from(row)
+
+    async def list_shifts(self, schedule_id: str | None = None) -> list[Shift]:
+        """Every shift, or one schedule's, by schedule then start."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["list_shifts"], schedule_id)
+        return [shift_from(r) for r in rows]
+
+    async def get_user(self, user_id: str) -> User:
+        """One user; :class:`NotFound` if there is none."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(self._q["get_user"], user_id)
+        if row is None:
+            raise NotFound(f"User {user_id!r} does not exist.")
+        return user_from(row)
+
+    async def list_users(
+        self, *, after: str | None = None, search: str | None = None, limit: int = 100
+    ) -> list[User]:
+        """Users by id, after ``after``, whose id or name contains ``search``."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["list_users"], after, like_literal(search), limit)
+        return [user_from(r) for r in rows]
+
+    async def delete_user(self, user_id: str, *, cascade: bool = False) -> tuple[int, int]:
+        """Delete a user; with ``cascade`` also its methods and shifts (returns their counts).
+
+        Without ``cascade``, a user with methods or shifts is refused with :class:`Conflict`.
+        """
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(self._q["user_for_update"], user_id)
+            if row is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            deps = await conn.fetchrow(self._q["user_dependents"], user_id)
+            methods, shifts = int(deps["methods"]), int(deps["shifts"])
+            if (methods or shifts) and not cascade:
+                raise Conflict(
+                    f"User {user_id!r} has {methods} contact method(s) and {shifts} shift(s); "
+                    "delete them first or pass --cascade."
+                )
+            await conn.execute(self._q["delete_user_methods"], user_id)
+            await conn.execute(self._q["delete_user_shifts"], user_id)
+            await conn.execute(self._q["delete_user"], user_id)
+        return methods, shifts
+
+    async def get_contact_method(self, method_id: str) -> ContactMethod:
+        """One method; :class:`NotFound` if there is none."""
+        async with self._conn() as conn:
+            try:
+                row = await conn.fetchrow(self._q["get_contact_method"], method_id)
+            except asyncpg.DataError:
+                row = None  # not a uuid
+        if row is None:
+            raise NotFound(f"Contact method {method_id!r} does not exist.")
+        return method_from(row)
+
+    async def list_contact_methods(
+        self,
+        where: MethodFilter,
+        *,
+        after: tuple[str, str, str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[ContactMethod]:
+        """Methods in (user, transport, value) order, after the key ``after`` (keyset paging)."""
+        cursor = list(after) if after else [None, None, None]
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["list_contact_methods"], *where.params(), *cursor, limit, offset
+            )
+        return [method_from(r) for r in rows]
+
+    async def count_contact_methods(self, where: MethodFilter) -> int:
+        """How many methods match ``where``."""
+        async with self._conn() as conn:
+            return int(await conn.fetchval(self._q["count_contact_methods"], *where.params()))
+
+    async def primary_contact_method(self, user_id: str, transport: str) -> ContactMethod:
+        """The user's primary method of ``transport``; :class:`NotFound` when there is none."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(self._q["primary_contact_method"], user_id, transport)
+        if row is None:
+            raise NotFound(f"User {user_id!r} has no primary {transport} method.")
+        return method_from(row)
+
+    async def delete_contact_method(self, method_id: str) -> None:
+        """Delete one method; :class:`NotFound` if there is none."""
+        async with self._conn() as conn:
+            try:
+                deleted = await conn.fetchval(self._q["delete_contact_method"], method_id)
+            except asyncpg.DataError:
+                deleted = None
+        if deleted is None:
+            raise NotFound(f"Contact method {method_id!r} does not exist.")
+
+    async def delete_user_methods(self, user_id: str) -> int:
+        """Delete all of a user's methods in one transaction; how many there were."""
+        async with self._conn() as conn, conn.transaction():
+            if await conn.fetchrow(self._q["user_for_update"], user_id) is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            status = await conn.execute(self._q["delete_user_methods"], user_id)
+        return int(status.split()[-1])
+
+    async def start_verification(
+        self, method_id: str, code_hash: str, ttl_seconds: float
+    ) -> tuple[ContactMethod, datetime]:
+        """Store a new code (replacing any pending one); the method and when the code expires."""
+        method = await self.get_contact_method(method_id)
+        async with self._conn() as conn:
+            expires_at = await conn.fetchval(
+                self._q["start_verification"], method_id, code_hash, float(ttl_seconds)
+            )
+        return method, expires_at
+
+    async def confirm_verification(
+        self, method_id: str, matches: Callable[[str], bool], max_attempts: int
+    ) -> ContactMethod:
+        """Mark the method verified if ``matches(stored_hash)``; else count and refuse.
+
+        The failed attempt is counted even though the command is refused.
+        """
+        await self.get_contact_method(method_id)
+        refusal: str | None = None
+        async with self._conn() as conn, conn.transaction():
+            pending = await conn.fetchrow(self._q["pending_verification"], method_id)
+            if pending is None:
+                refusal = (
+                    f"Contact method {method_id} has no verification pending; run "
+                    f"`router contacts verify {method_id}` to send a code."
+                )
+            elif pending["expired"]:
+                await conn.execute(self._q["end_verification"], method_id)
+                refusal = (
+                    "The code has expired; run `router contacts verify "
+                    f"{method_id}` to send a new one."
+                )
+            elif not matches(pending["code_hash"]):
+                failed = await conn.fetchval(self._q["count_failed_verification"], method_id)
+                left = max_attempts - int(failed)
+                if left <= 0:
+                    await conn.execute(self._q["end_verification"], method_id)
+                    refusal = (
+                        "Wrong code, and too many wrong codes: this code is void; run "
+                        f"`router contacts verify {method_id}` to send a new one."
+                    )
+                else:
+                    refusal = f"Wrong code; {left} attempt(s) left before it is void."
+            else:
+                await conn.execute(self._q["end_verification"], method_id)
+                row = await conn.fetchrow(self._q["mark_verified"], method_id)
+                return method_from(row)
+        raise VerificationRefused(refusal)
+
+    async def users_that_exist(self, user_ids: Collection[str]) -> set[str]:
+        """Which of ``user_ids`` exist."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["users_that_exist"], list(user_ids))
+        return {r["id"] for r in rows}
+
+    async def import_contact_methods(
+        self, rows: Sequence[Sequence[Any]], *, create_users: bool = False
+    ) -> tuple[int, int]:
+        """Upsert rows (in ``IMPORT_COLUMNS`` order) by (user, transport, value), all or nothing.
+
+        Rows are copied into a temporary table and merged with one statement;
+        an imported primary replaces the old primary of its (user, transport).
+        Returns (inserted, updated).
+        """
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["create_import_table"])
+            await conn.copy_records_to_table("import_rows", records=rows, columns=IMPORT_COLUMNS)
+            if create_users:
+                await conn.execute(self._q["create_missing_users"])
+            await conn.execute(self._q["clear_primaries_for_import"])
+            try:
+                counts = await conn.fetchrow(self._q["upsert_imported"])
+            except asyncpg.ForeignKeyViolationError as error:
+                raise NotFound(
+                    f"An imported row names a user that does not exist ({error.detail}); "
+                    "add the users first or pass --create-users."
+                ) from None
+        return int(counts["inserted"]), int(counts["updated"])

@@ -1,0 +1,47 @@
+"""Jobs and decisions as the records the router publishes: one builder for every
+path (routing, held digests, failover), so topic, key and headers cannot drift.
+
+- A job goes to its transport's topic, keyed by ``contact_method_id``, with
+  headers ``router.event_id`` and ``router.job_id``.
+- A decision goes to the decisions topic, keyed by ``event_id``, with header
+  ``router.event_id``.
+"""
+
+from __future__ import annotations
+
+from router.kafka.publish import Identity, Outgoing
+from router.settings import Settings
+from schemas import Decision, EmailJob, SmsJob, WebhookJob
+
+Job = EmailJob | SmsJob | WebhookJob
+
+
+def job_record(settings: Settings, job: Job, origin: int, identity: Identity) -> Outgoing:
+    """``job`` as the record delivery workers read."""
+    return Outgoing(
+        settings.delivery_topic(job.transport),
+        job.model_dump_json().encode(),
+        job.contact_method_id.encode(),
+        {"router.event_id": job.event_id, "router.job_id": job.job_id},
+        origin,
+        identity,
+    )
+
+
+def decision_record(
+    settings: Settings,
+    decision: Decision,
+    origin: int,
+    identity: Identity,
+    value: str | None = None,
+) -> Outgoing:
+    """``decision`` as its record on the decisions topic; ``value`` when it is already
+    serialized (the routing path keeps the JSON for the trail too)."""
+    return Outgoing(
+        settings.topic_decisions,
+        (value if value is not None else decision.model_dump_json()).encode(),
+        decision.event_id.encode(),
+        {"router.event_id": decision.event_id},
+        origin,
+        identity,
+    )

@@ -1,0 +1,247 @@
+"""One job builder: the delivery job for a contact method. Pure.
+
+Routing and failover send one event (:func:`build_job`); held delivery sends
+the pages held for a method as one digest (:func:`digest_job`); a verification
+code goes out as a text of its own (:func:`text_job`). Both read the
+same :class:`router.rules.RoutingOptions` and fill the same common fields in
+:func:`_job`, so a setting cannot reach one path and miss the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from router.directory.models import ContactMethod
+from router.routing import render
+from router.routing.rules import RoutingOptions
+from schemas import (
+    SEVERITY_RANK,
+    AlertEvent,
+    Decision,
+    DeliveryJob,
+    EmailJob,
+    Kind,
+    Outcome,
+    Reason,
+    SmsJob,
+    Transport,
+    WebhookJob,
+    digest_job_id,
+    job_id_for,
+)
+
+_MODELS: dict[str, type[EmailJob] | type[SmsJob] | type[WebhookJob]] = {
+    "email": EmailJob,
+    "sms": SmsJob,
+    "webhook": WebhookJob,
+}
+
+
+def _job(job_id: str, method: ContactMethod, now: datetime, fields: dict[str, Any]) -> DeliveryJob:
+    """The job of ``method``'s transport: the fields every job has, then ``fields``
+    (what the event or the digest says, and what the transport's renderer made).
+
+    Built with ``model_construct``: every value comes from models already validated
+    (the events, the method) or from the renderers, so validating again would only
+    cost time on the hot path. The tests serialize these jobs with warnings as
+    errors, so a value of the wrong type fails them.
+    """
+    to = render.webhook_url(method) if method.transport == "webhook" else method.value
+    return _MODELS[method.transport].model_construct(
+        job_id=job_id,
+        user_id=method.user_id,
+        contact_method_id=method.id,
+        verified=method.verified,
+        created_at=now,
+        to=to,
+        **fields,
+    )
+
+
+def _sms(text: str) -> dict[str, Any]:
+    return {
+        "text": text,
+        "encoding": render.sms_encoding(text),
+        "segments": render.sms_segments(text),
+    }
+
+
+def build_job(
+    event: AlertEvent, method: ContactMethod, now: datetime, options: RoutingOptions
+) -> DeliveryJob:
+    """The delivery job for ``method``; its id depends only on the event and the method."""
+    job_id = job_id_for(event.event_id, method.id)
+    assert event.occurred_at is not None, "decode fills occurred_at"
+    fields: dict[str, Any] = {
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "severity": event.severity,
+        "title": event.title,
+        "body": event.body,
+        "url": event.url,
+        "occurred_at": event.occurred_at,
+    }
+    if method.transport == "email":
+        fields.update(subject=render.email_subject(event), text=render.email_text(event))
+    elif method.transport == "sms":
+        fields.update(_sms(render.sms_text(event, options.sms_max_segments)))
+    else:
+        fields.update(
+            method=render.webhook_method(method),
+            headers=render.webhook_headers(method),
+            body=render.webhook_body(event, method, job_id=job_id),
+        )
+    return _job(job_id, method, now, fields)
+
+
+def text_job(
+    event: AlertEvent, method: ContactMethod, now: datetime, text: str, webhook_body: str
+) -> DeliveryJob:
+    """A job that carries ``text`` as it is instead of a rendered alert (a verification
+    code): the email's subject is the event's title, a webhook gets ``webhook_body``
+    by POST with the method's headers."""
+    job_id = job_id_for(event.event_id, method.id)
+    fields: dict[str, Any] = {
+        "purpose": "verification",
+        "event_id": event.event_id,
+        "kind": event.kind,
+        "severity": event.severity,
+        "title": event.title,
+        "body": text,
+        "occurred_at": event.occurred_at,
+    }
+    if method.transport == "email":
+        fields.update(subject=event.title, text=text + "\n")
+    elif method.transport == "sms":
+        fields.update(_sms(text))
+    else:
+        fields.update(body=webhook_body, method="POST", headers=render.webhook_headers(method))
+    return _job(job_id, method, now, fields)
+
+
+def new_decision(
+    *,
+    event_id: str,
+    user_id: str | None,
+    outcome: Outcome,
+    decided_at: datetime,
+    contact_method_id: str | None = None,
+    transport: Transport | None = None,
+    reason: Reason | None = None,
+    job_id: str | None = None,
+    deliver_at: datetime | None = None,
+    digest_of: list[str] | None = None,
+    failover_of: str | None = None,
+) -> Decision:
+    """A decision as every path publishes it (routing, held delivery, failover).
+
+    Built with ``model_construct``, like the jobs: its values come from validated
+    models; the tests check the output against the schema."""
+    return Decision.model_construct(
+        event_id=event_id,
+        user_id=user_id,
+        contact_method_id=contact_method_id,
+        transport=transport,
+        outcome=outcome,
+        reason=reason,
+        job_id=job_id,
+        decided_at=decided_at,
+        deliver_at=deliver_at,
+        digest_of=digest_of,
+        failover_of=failover_of,
+    )
+
+
+# -- digests -----------------------------------------------------------------------
+
+
+def highest(events: Sequence[AlertEvent]) -> str:
+    """The highest severity among ``events``: the digest's severity."""
+    return max((e.severity for e in events), key=lambda s: SEVERITY_RANK[s])
+
+
+def digest_kind(events: Sequence[AlertEvent]) -> Kind:
+    """What the digest says happened: the events' kind when they all share one (a digest
+    of recoveries is ``up``), else ``down``: something among them may still be wrong."""
+    kinds = {e.kind for e in events}
+    return kinds.pop() if len(kinds) == 1 else "down"
+
+
+def digest_title(events: Sequence[AlertEvent]) -> str:
+    if len(events) == 1:
+        return events[0].title
+    return f"{len(events)} alerts held for you (highest: {highest(events)})"
+
+
+def digest_sms(events: Sequence[AlertEvent], max_segments: int) -> str:
+    """How many, the highest severity, then the titles, cut to fit ``max_segments``."""
+    if len(events) == 1:
+        return render.sms_text(events[0], max_segments)
+    titles = "; ".join(render.one_line(e.title) for e in events)
+    return render.fit_sms(
+        f"{len(events)} alerts, highest {highest(events).upper()}: {titles}", max_segments
+    )
+
+
+def digest_email(events: Sequence[AlertEvent]) -> tuple[str, str]:
+    """Subject and text of a digest email: one section per event, oldest first."""
+    if len(events) == 1:
+        return render.email_subject(events[0]), render.email_text(events[0])
+    subject = f"[{highest(events).upper()}] {digest_title(events)}"
+    sections = [f"{len(events)} alerts arrived while they were held for you:", ""]
+    for event in events:
+        sections += [
+            f"--- [{event.severity.upper()}] {event.kind.upper()}",
+            render.email_text(event),
+        ]
+    return subject[:250], "\n".join(sections)
+
+
+def digest_webhook_body(events: Sequence[AlertEvent], method: ContactMethod, job_id: str) -> str:
+    payload = {
+        "digest": True,
+        "job_id": job_id,
+        "user_id": method.user_id,
+        "count": len(events),
+        "highest_severity": highest(events),
+        "events": [
+            render.webhook_payload(e, user_id=method.user_id, job_id=job_id) for e in events
+        ],
+    }
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def digest_job(
+    events: Sequence[AlertEvent], method: ContactMethod, now: datetime, options: RoutingOptions
+) -> DeliveryJob:
+    """One job carrying ``events`` (oldest first) to ``method``; its id depends only on
+    the events and the method, so a re-sent digest is the same job."""
+    ids = [e.event_id for e in events]
+    job_id = digest_job_id(ids, method.id)
+    first = events[0]
+    assert first.occurred_at is not None, "decode fills occurred_at"
+    fields: dict[str, Any] = {
+        "event_id": first.event_id,
+        "kind": digest_kind(events),
+        "severity": highest(events),
+        "title": digest_title(events),
+        "body": first.body if len(events) == 1 else None,
+        "url": first.url if len(events) == 1 else None,
+        "occurred_at": first.occurred_at,
+        "digest_of": ids,
+    }
+    if method.transport == "email":
+        subject, text = digest_email(events)
+        fields.update(subject=subject, text=text)
+    elif method.transport == "sms":
+        fields.update(_sms(digest_sms(events, options.sms_max_segments)))
+    else:
+        fields.update(
+            method="POST",
+            headers={**render.webhook_headers(method), "Content-Type": "application/json"},
+            body=digest_webhook_body(events, method, job_id),
+        )
+    return _job(job_id, method, now, fields)

@@ -1,0 +1,159 @@
+"""The routing ledger in PostgreSQL: which events were routed (duplicates), the
+page trail each batch writes, rate-limit reservations with the pages they hold
+back, and the janitor's purge."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+
+import asyncpg
+
+from router.db.pool import PgBase
+from router.delivery.trail import Trail
+from router.held.digest import HeldPage
+from router.routing.rules import Limits, RateDecision, Send, within_rate_limits
+
+
+class LedgerStore(PgBase):
+    """Dedup, the trail's batch rows, rate limits and the purge."""
+
+    async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
+        """Which of ``event_ids`` were fully routed less than ``window_seconds`` ago."""
+        if not event_ids:
+            return set()
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                self._q["routed_within"], list(event_ids), float(window_seconds)
+            )
+        return {r["event_id"] for r in rows}
+
+    async def mark_routed(self, event_ids: Collection[str]) -> None:
+        """Record events whose output the broker acknowledged."""
+        if event_ids:
+            async with self._conn() as conn:
+                await conn.execute(self._q["mark_routed"], list(event_ids))
+
+    async def write_trail(self, trail: Trail) -> None:
+        """A batch's page trail (events, jobs, decisions) in one statement."""
+        if not trail:
+            return
+        jobs, rows = trail.jobs, trail.rows
+        async with self._conn() as conn:
+            await conn.execute(
+                self._q["write_trail"],
+                [e[0] for e in trail.events],
+                [e[1] for e in trail.events],
+                [e[2] for e in trail.events],
+                [e[3] for e in trail.events],
+                [j.job_id for j in jobs],
+                [j.event_id for j in jobs],
+                [j.user_id for j in jobs],
+                [j.contact_method_id for j in jobs],
+                [j.transport for j in jobs],
+                [j.severity for j in jobs],
+                [j.address for j in jobs],
+                [j.created_at for j in jobs],
+                [j.failover_of for j in jobs],
+                [r.dedup for r in rows],
+                [r.kind for r in rows],
+                [r.event_id for r in rows],
+                [r.user_id for r in rows],
+                [r.job_id for r in rows],
+                [r.at for r in rows],
+                [r.record for r in rows],
+                [json.dumps(j.digest_of) if j.digest_of else None for j in jobs],
+            )
+
+    async def reserve_sends(
+        self,
+        sends: Sequence[Send],
+        limits: Limits,
+        now: datetime,
+        holds: Callable[[RateDecision], Sequence[HeldPage]] = lambda _: (),
+    ) -> RateDecision:
+        """Count ``sends`` against their methods' limits, shared by every router, and hold
+        the pages ``holds`` names for the result, in one transaction.
+
+        The methods' rows are locked for the transaction, so two routers
+        counting for the same method take turns. A job counted before (a
+        redelivered batch) is allowed again and not counted twice; a page held
+        before stays as it was.
+        """
+        if not sends:
+            pages = holds(RateDecision())
+            if pages:
+                async with self._conn() as conn, conn.transaction():
+                    await self._hold(conn, pages)
+            return RateDecision()
+        async with self._conn() as conn, conn.transaction():
+            decision = await self.reserve_in(conn, sends, limits, now)
+            pages = holds(decision)
+            if pages:
+                await self._hold(conn, pages)
+        return decision
+
+    async def reserve_in(
+        self, conn: asyncpg.Connection, sends: Sequence[Send], limits: Limits, now: datetime
+    ) -> RateDecision:
+        """The reservation, inside the caller's transaction."""
+        if not sends:
+            return RateDecision()
+        method_ids = sorted({s.contact_method_id for s in sends})
+        buckets = {s.contact_method_id: limits[s.transport] for s in sends}
+        await conn.fetch(self._q["lock_methods_for_rate_limit"], method_ids)
+        state = await conn.fetch(
+            self._q["rate_limit_state"],
+            method_ids,
+            [float(max(b.window_seconds for b in buckets[m])) for m in method_ids],
+            [max(b.count for b in buckets[m]) for m in method_ids],
+            [s.job_id for s in sends],
+            now,
+        )
+        counted = {r["id"] for r in state if r["kind"] == "counted"}
+        history: dict[str, list[datetime]] = {}
+        for r in state:
+            if r["kind"] == "recent":
+                history.setdefault(r["id"], []).append(r["sent_at"])
+        decision = within_rate_limits(sends, history, counted, limits, now)
+        new = [s for s in sends if s.job_id in decision.allowed and s.job_id not in counted]
+        if new:
+            await conn.execute(
+                self._q["count_sends"],
+                [s.job_id for s in new],
+                [s.contact_method_id for s in new],
+                now,
+            )
+        return decision
+
+    async def _hold(self, conn: asyncpg.Connection, pages: Sequence[HeldPage]) -> None:
+        await conn.execute(
+            self._q["hold_pages"],
+            [p.event.event_id for p in pages],
+            [p.contact_method_id for p in pages],
+            [p.user_id for p in pages],
+            [p.transport for p in pages],
+            [p.reason for p in pages],
+            [p.event.severity for p in pages],
+            [p.deliver_at for p in pages],
+            [p.held_at for p in pages],
+            [p.event.model_dump_json() for p in pages],
+        )
+
+    async def purge(
+        self,
+        routed_older_than: float,
+        sends_older_than: float,
+        held_older_than: float = 0,
+        trail_older_than: float = 0,
+    ) -> None:
+        """Forget routed events, counted sends, settled held pages and the page trail
+        past their windows."""
+        async with self._conn() as conn:
+            await conn.execute(self._q["purge_routed_events"], float(routed_older_than))
+            await conn.execute(self._q["purge_rate_limit_sends"], float(sends_older_than))
+            if held_older_than:
+                await conn.execute(self._q["purge_held_pages"], float(held_older_than))
+            if trail_older_than:
+                await conn.execute(self._q["purge_trail"], float(trail_older_than))
