@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
 from router.errors import ConfigError, InvalidValue
+from router.routing.rules import parse_duration
 from router.settings import Settings, describe_error
 from schemas import Kind
 
@@ -127,3 +128,12 @@ def tags(values: Sequence[str] | None) -> list[str]:
         if len(tag) > 64 or "," in tag:
             raise InvalidValue("--tag", tag, "must be at most 64 characters without commas")
     return out
+
+
+def duration(flag: str, value: str) -> timedelta:
+    """``30m``, ``24h``, ``7d``... as a timedelta (the routing rules' parser), or
+    :class:`InvalidValue` naming ``flag``."""
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError:
+        raise InvalidValue(flag, value, "is a duration such as 30m, 24h or 7d") from None
