@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -127,3 +127,42 @@ def tags(values: Sequence[str] | None) -> list[str]:
         if len(tag) > 64 or "," in tag:
             raise InvalidValue("--tag", tag, "must be at most 64 characters without commas")
     return out
+
+
+_DURATION = re.compile(r"^(\d{1,6})([mhdw])$")
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+_UNITS["w"] = timedelta(weeks=1)
+
+
+def identifier(field: str, value: str) -> str:
+    """A schedule or rotation id: 1 to 256 characters, no spaces or control characters."""
+    if not _USER_ID.match(value):
+        raise InvalidValue(field, value, "must be 1 to 256 characters with no spaces")
+    return value
+
+
+def duration(flag: str, value: str) -> timedelta:
+    """A length such as ``30m``, ``12h``, ``1d`` or ``2w``; more than zero."""
+    match = _DURATION.match(value.strip())
+    if not match or int(match.group(1)) == 0:
+        raise InvalidValue(flag, value, "must be a whole number of m, h, d or w, e.g. 12h or 1w")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def user_list(flag: str, value: str) -> tuple[str, ...]:
+    """A comma list of user ids, in order; a user may appear more than once."""
+    users = tuple(u.strip() for u in value.split(","))
+    if not users or any(not _USER_ID.match(u) for u in users):
+        raise InvalidValue(flag, value, "must be a comma list of user ids, e.g. alice,bob")
+    return users
+
+
+def count(flag: str, value: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high``."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise InvalidValue(flag, value, f"must be a whole number from {low} to {high}")
+    return number

@@ -19,6 +19,7 @@ from router.directory.models import ContactMethod, Directory, Shift, User
 from router.errors import Conflict, NotFound, StoreUnavailable
 from router.held.digest import HeldPage, PageKey
 from router.routing.rules import Limits, RateDecision, Send, within_rate_limits
+from router.schedules.oncall import Override, Rotation, Schedule, on_call_users
 from schemas import AlertEvent
 
 
@@ -34,6 +35,9 @@ class InMemoryStore:
         self.opt_outs: set[tuple[str, str]] = set()
         self.schedules: set[str] = set()
         self.shifts: list[Shift] = []
+        self.timezones: dict[str, str] = {}  # schedule id -> zone, when not UTC
+        self.rotations: dict[str, list[Rotation]] = {}
+        self.overrides: dict[str, list[Override]] = {}
         self.routed: dict[str, datetime] = {}
         self.sends: dict[str, tuple[str, datetime]] = {}  # job id -> (method id, sent at)
         self.held: dict[PageKey, HeldPage] = {}
@@ -60,13 +64,7 @@ class InMemoryStore:
         self._check()
         self.reads += 1
         on_call = {
-            (sid, at): tuple(
-                dict.fromkeys(
-                    s.user_id
-                    for s in sorted(self.shifts, key=lambda s: (s.starts_at, s.user_id))
-                    if s.schedule_id == sid and s.starts_at <= at < s.ends_at
-                )
-            )
+            (sid, at): on_call_users(self.schedule_of(sid), at)
             for sid, at in schedules
             if sid in self.schedules
         }
@@ -263,3 +261,51 @@ class InMemoryStore:
         )
         self.shifts.append(shift)
         return shift
+
+    # -- schedules (router.db.schedule_store) ------------------------------------
+
+    def schedule_of(self, schedule_id: str) -> Schedule:
+        """A known schedule's whole definition."""
+        return Schedule(
+            schedule_id,
+            self.timezones.get(schedule_id, "UTC"),
+            rotations=tuple(self.rotations.get(schedule_id, ())),
+            shifts=tuple(s for s in self.shifts if s.schedule_id == schedule_id),
+            overrides=tuple(self.overrides.get(schedule_id, ())),
+        )
+
+    async def add_schedule(self, schedule_id: str, name: str, timezone: str) -> Schedule:
+        """Same contract as :meth:`router.db.schedule_store.ScheduleStore.add_schedule`."""
+        self._check()
+        if schedule_id in self.timezones:
+            raise Conflict(f"Schedule {schedule_id!r} already exists.")
+        self.schedules.add(schedule_id)
+        self.timezones[schedule_id] = timezone
+        return Schedule(schedule_id, timezone, name)
+
+    async def add_rotation(self, schedule_id: str, rotation: Rotation) -> Rotation:
+        """Same contract as :meth:`router.db.schedule_store.ScheduleStore.add_rotation`."""
+        self._check()
+        if schedule_id not in self.schedules:
+            raise NotFound(f"Schedule {schedule_id!r} does not exist.")
+        for user in rotation.users:
+            if user not in self.users:
+                raise NotFound(f"User {user!r} does not exist.")
+        self.rotations.setdefault(schedule_id, []).append(rotation)
+        return rotation
+
+    async def add_override(self, schedule_id: str, override: Override) -> Override:
+        """Same contract as :meth:`router.db.schedule_store.ScheduleStore.add_override`."""
+        self._check()
+        if schedule_id not in self.schedules:
+            raise NotFound(f"Schedule {schedule_id!r} does not exist.")
+        overrides = self.overrides.setdefault(schedule_id, [])
+        made = Override(
+            sum(len(o) for o in self.overrides.values()) + 1,
+            override.user_id,
+            override.starts_at,
+            override.ends_at,
+            override.replaces,
+        )
+        overrides.append(made)
+        return made

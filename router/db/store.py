@@ -22,6 +22,7 @@ import asyncpg
 
 from router import metrics
 from router.db import sql
+from router.db.schedule_store import ScheduleStore
 from router.delivery.trail import JobRow, Trail, TrailRow
 from router.directory.models import IMPORT_COLUMNS, ContactMethod, Directory, Shift, User
 from router.errors import (
@@ -336,8 +337,9 @@ class DirectoryListener:
                 self._conn.terminate()
 
 
-class PgStore:
-    """The directory on PostgreSQL through an asyncpg pool."""
+class PgStore(ScheduleStore):
+    """The directory on PostgreSQL through an asyncpg pool (schedule methods:
+    :class:`router.db.schedule_store.ScheduleStore`)."""
 
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
@@ -431,16 +433,7 @@ class PgStore:
             conn.transaction(readonly=True, isolation="repeatable_read"),
         ):
             if lookups:
-                rows = await conn.fetch(
-                    self._q["on_call"], [s for s, _ in lookups], [at for _, at in lookups]
-                )
-                found: dict[int, list[str]] = {}
-                for row in rows:
-                    if row["known"]:
-                        users = found.setdefault(row["idx"], [])
-                        if row["user_id"] is not None and row["user_id"] not in users:
-                            users.append(row["user_id"])
-                on_call = {lookups[i - 1]: tuple(users) for i, users in found.items()}
+                on_call = await self.on_call_in(conn, lookups)
             ids = list(dict.fromkeys([*user_ids, *(u for us in on_call.values() for u in us)]))
             if not ids:
                 return Directory(on_call=on_call)

@@ -25,7 +25,8 @@ def test_a_block_without_sql_is_an_error() -> None:
 
 
 def test_every_query_the_store_uses_exists() -> None:
-    source = (Path(sql.__file__).parent.parent / "store.py").read_text()
+    room = Path(sql.__file__).parent.parent
+    source = "".join(p.read_text() for p in (room / "store.py", room / "schedule_store.py"))
     used = {part.split('"]')[0] for part in source.split('self._q["')[1:]}
     assert used, "the store refers to queries by name"
     assert used <= set(sql.queries()), used - set(sql.queries())

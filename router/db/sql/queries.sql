@@ -23,16 +23,6 @@ ORDER BY user_id, created_at, id;
 -- name: opt_outs_for_addresses
 SELECT transport, address FROM opt_outs WHERE address = ANY($1::text[]);
 
--- name: on_call
--- For each (schedule, instant): whether the schedule exists, and who is on call
--- then (one row per user; a NULL user_id when nobody is).
-SELECT q.idx, s.id IS NOT NULL AS known, sh.user_id
-FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS q (schedule_id, at, idx)
-LEFT JOIN schedules s ON s.id = q.schedule_id
-LEFT JOIN shifts sh
-       ON sh.schedule_id = q.schedule_id AND sh.starts_at <= q.at AND q.at < sh.ends_at
-ORDER BY q.idx, sh.starts_at, sh.user_id;
-
 -- name: routed_within
 SELECT event_id FROM routed_events
 WHERE event_id = ANY($1::text[])
@@ -181,6 +171,81 @@ RETURNING id, schedule_id, user_id, starts_at, ends_at;
 SELECT id, schedule_id, user_id, starts_at, ends_at FROM shifts
 WHERE $1::text IS NULL OR schedule_id = $1
 ORDER BY schedule_id, starts_at, user_id;
+
+-- Schedules with rotations and overrides (migration 0007); used by
+-- router/db/schedule_store.py.
+
+-- name: add_schedule
+-- A new schedule, or one that add-shift created without a name; no row when
+-- the schedule exists with a name already.
+INSERT INTO schedules (id, name, timezone) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, timezone = excluded.timezone
+    WHERE schedules.name IS NULL
+RETURNING id, name, timezone;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE id = $1;
+
+-- name: remove_shift
+DELETE FROM shifts WHERE id = $1 RETURNING id, schedule_id, user_id, starts_at, ends_at;
+
+-- name: schedules_by_ids
+SELECT id, name, timezone FROM schedules WHERE id = ANY($1::text[]);
+
+-- name: list_schedules
+SELECT id, name, timezone FROM schedules ORDER BY id;
+
+-- name: add_rotation
+INSERT INTO rotations (schedule_id, id, every, starts_at) VALUES ($1, $2, $3, $4);
+
+-- name: add_rotation_members
+INSERT INTO rotation_members (schedule_id, rotation_id, position, user_id)
+SELECT $1, $2, m.position - 1, m.user_id
+FROM unnest($3::text[]) WITH ORDINALITY AS m (user_id, position);
+
+-- name: clear_rotation_members
+DELETE FROM rotation_members WHERE schedule_id = $1 AND rotation_id = $2;
+
+-- name: rotation_exists
+SELECT 1 FROM rotations WHERE schedule_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: remove_rotation
+DELETE FROM rotations WHERE schedule_id = $1 AND id = $2;
+
+-- name: rotations_of
+-- Each rotation of the schedules, its members in turn order.
+SELECT r.schedule_id, r.id, r.every, r.starts_at,
+       array_agg(m.user_id ORDER BY m.position) AS users
+FROM rotations r
+JOIN rotation_members m ON m.schedule_id = r.schedule_id AND m.rotation_id = r.id
+WHERE r.schedule_id = ANY($1::text[])
+GROUP BY r.schedule_id, r.id, r.every, r.starts_at
+ORDER BY r.schedule_id, r.id;
+
+-- name: shifts_overlapping
+-- The shifts of each (schedule, since, until) window that overlap it.
+SELECT DISTINCT sh.id, sh.schedule_id, sh.user_id, sh.starts_at, sh.ends_at
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS q (schedule_id, since, until)
+JOIN shifts sh
+  ON sh.schedule_id = q.schedule_id AND sh.starts_at < q.until AND q.since < sh.ends_at
+ORDER BY sh.schedule_id, sh.starts_at, sh.id;
+
+-- name: add_override
+INSERT INTO overrides (schedule_id, user_id, replaces, starts_at, ends_at)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, schedule_id, user_id, replaces, starts_at, ends_at;
+
+-- name: remove_override
+DELETE FROM overrides WHERE id = $1
+RETURNING id, schedule_id, user_id, replaces, starts_at, ends_at;
+
+-- name: overrides_overlapping
+-- The overrides of each (schedule, since, until) window that overlap it.
+SELECT DISTINCT o.id, o.schedule_id, o.user_id, o.replaces, o.starts_at, o.ends_at
+FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS q (schedule_id, since, until)
+JOIN overrides o
+  ON o.schedule_id = q.schedule_id AND o.starts_at < q.until AND q.since < o.ends_at
+ORDER BY o.schedule_id, o.id;
 
 ------------------------------------------------------------------ directory management
 
