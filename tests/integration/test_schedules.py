@@ -4,6 +4,7 @@ who is on call, the handoff timeline and the calendar, on real PostgreSQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +13,15 @@ import asyncpg
 import icalendar
 import pytest
 
-from tests.integration.conftest import cli_ok, cli_refused
+from tests.integration.conftest import (
+    RouterProcess,
+    add_contact,
+    cli_ok,
+    cli_refused,
+    collect,
+    produce,
+    wait_for_topics,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 FIRST_MONDAY = "2026-03-23T09:00:00+01:00"
@@ -324,3 +333,64 @@ async def test_the_schema_refuses_a_rotation_without_users_and_backwards_overrid
             await conn.execute("DELETE FROM users WHERE id = 'alice'")
     finally:
         await conn.close()
+
+
+async def test_router_run_pages_the_rotation_member_then_the_override_user_then_back(
+    weekly: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    env = weekly
+    for user in ("alice", "bob", "carol"):
+        add_contact(env, user, "email", f"{user}@example.com", "--verified")
+    cli_ok(
+        env,
+        "schedules",
+        "override",
+        "ops",
+        "--user",
+        "carol",
+        "--replace",
+        "bob",
+        "--start",
+        "2026-04-01T08:00:00+02:00",
+        "--end",
+        "2026-04-02T08:00:00+02:00",
+    )
+    start_router(env)
+    bootstrap, alerts, email = (
+        env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+        env["ROUTER_TOPIC_ALERTS"],
+        env["ROUTER_TOPIC_EMAIL"],
+    )
+    await wait_for_topics(bootstrap, [alerts])
+    expected = {
+        "alice-week": ("2026-03-25T12:00:00+01:00", "alice"),
+        "last-minute-of-alice": ("2026-03-30T08:59:00+02:00", "alice"),
+        "handoff-to-bob": ("2026-03-30T09:00:00+02:00", "bob"),
+        "bob-before-override": ("2026-04-01T07:59:00+02:00", "bob"),
+        "override-carol": ("2026-04-01T12:00:00+02:00", "carol"),
+        "bob-after-override": ("2026-04-02T08:00:00+02:00", "bob"),
+        "alice-again": ("2026-04-06T09:00:00+02:00", "alice"),
+    }
+    await produce(
+        bootstrap,
+        alerts,
+        *(
+            json.dumps(
+                {
+                    "event_id": event_id,
+                    "kind": "down",
+                    "severity": "critical",
+                    "title": event_id,
+                    "occurred_at": occurred_at,
+                    "schedule_id": "ops",
+                }
+            ).encode()
+            for event_id, (occurred_at, _) in expected.items()
+        ),
+    )
+    seen = await collect(bootstrap, [email], until=lambda s: len(s[email]) >= len(expected))
+    paged = {json.loads(r.value)["event_id"]: json.loads(r.value)["user_id"] for r in seen[email]}
+    print(json.dumps(paged, indent=1))
+    assert len(seen[email]) == len(expected)
+    assert paged == {event_id: user for event_id, (_, user) in expected.items()}
