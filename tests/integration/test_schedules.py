@@ -394,3 +394,41 @@ async def test_router_run_pages_the_rotation_member_then_the_override_user_then_
     print(json.dumps(paged, indent=1))
     assert len(seen[email]) == len(expected)
     assert paged == {event_id: user for event_id, (_, user) in expected.items()}
+
+
+async def test_the_worker_lookup_unions_rotations_and_shifts_then_applies_overrides(
+    database_url: str,
+) -> None:
+    from router.db.store import PgStore
+    from router.schedules.oncall import Override, Rotation
+
+    store = await PgStore.connect(database_url)
+    try:
+        for user in ("a", "b", "c"):
+            await store.add_user(user, None, "UTC")
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        hour = timedelta(hours=1)
+        await store.add_schedule("ops", "Ops", "America/New_York")
+        await store.add_rotation("ops", Rotation("r", ("a", "b"), 12 * hour, t0))
+        await store.add_shift("ops", "c", t0 + 2 * hour, t0 + 4 * hour)
+        await store.add_override("ops", Override(0, "c", t0 + 13 * hour, t0 + 14 * hour, "b"))
+        await store.add_schedule("empty", "Nobody", "UTC")
+        lookups = [
+            ("ops", t0 - hour),  # before the first handoff
+            ("ops", t0 + 3 * hour),  # a's turn and c's shift
+            ("ops", t0 + 12 * hour),  # b's turn
+            ("ops", t0 + 13 * hour),  # c in b's place
+            ("empty", t0),
+            ("nope", t0),
+        ]
+        directory = await store.directory_for([], lookups)
+        assert directory.on_call == {
+            lookups[0]: (),
+            lookups[1]: ("a", "c"),
+            lookups[2]: ("b",),
+            lookups[3]: ("c",),
+            lookups[4]: (),
+        }
+        assert set(directory.users) == {"a", "b", "c"}
+    finally:
+        await store.close()
