@@ -432,3 +432,12 @@ async def test_the_worker_lookup_unions_rotations_and_shifts_then_applies_overri
         assert set(directory.users) == {"a", "b", "c"}
     finally:
         await store.close()
+
+
+def test_deleting_a_user_still_in_a_rotation_is_refused_with_the_way_out(
+    weekly: dict[str, str],
+) -> None:
+    error = cli_refused(weekly, "users", "delete", "alice", "--cascade")
+    assert error.count("\n") == 1 and "router schedules set-users" in error, error
+    cli_ok(weekly, "schedules", "set-users", "ops", "weekly", "--users", "bob")
+    cli_ok(weekly, "users", "delete", "alice", "--cascade")
