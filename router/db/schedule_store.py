@@ -26,6 +26,10 @@ Window = tuple[str, datetime, datetime]
 INSTANT = timedelta(microseconds=1)
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
 def _override(row: Mapping[str, Any]) -> Override:
     return Override(
         override_id=row["id"],
@@ -36,8 +40,32 @@ def _override(row: Mapping[str, Any]) -> Override:
     )
 
 
-def _rotation(row: Mapping[str, Any]) -> Rotation:
-    return Rotation(row["id"], tuple(row["users"]), row["every"], row["starts_at"])
+def _schedule(row: Mapping[str, Any]) -> Schedule:
+    """A ``schedule_definitions`` row (rotations, shifts and overrides as jsonb)."""
+    rotations = tuple(
+        Rotation(
+            r["id"],
+            tuple(r["users"]),
+            timedelta(seconds=float(r["every_seconds"])),
+            _instant(r["starts_at"]),
+        )
+        for r in row["rotations"]
+    )
+    shifts = tuple(
+        Shift(
+            id=s["id"],
+            schedule_id=row["id"],
+            user_id=s["user_id"],
+            starts_at=_instant(s["starts_at"]),
+            ends_at=_instant(s["ends_at"]),
+        )
+        for s in row["shifts"]
+    )
+    overrides = tuple(
+        _override({**o, "starts_at": _instant(o["starts_at"]), "ends_at": _instant(o["ends_at"])})
+        for o in row["overrides"]
+    )
+    return Schedule(row["id"], row["timezone"], row["name"], rotations, shifts, overrides)
 
 
 class ScheduleStore:
@@ -55,30 +83,16 @@ class ScheduleStore:
         self, conn: asyncpg.Connection, windows: Sequence[Window]
     ) -> dict[str, Schedule]:
         """The named schedules that exist, each with its rotations and the shifts and
-        overrides overlapping its windows."""
-        ids = list(dict.fromkeys(w[0] for w in windows))
-        if not ids:
+        overrides overlapping its windows, in one round trip."""
+        if not windows:
             return {}
-        rows = await conn.fetch(self._q["schedules_by_ids"], ids)
-        if not rows:
-            return {}
-        columns = ([w[0] for w in windows], [w[1] for w in windows], [w[2] for w in windows])
-        rotations = await conn.fetch(self._q["rotations_of"], ids)
-        shifts = await conn.fetch(self._q["shifts_overlapping"], *columns)
-        overrides = await conn.fetch(self._q["overrides_overlapping"], *columns)
-        return {
-            r["id"]: Schedule(
-                r["id"],
-                r["timezone"],
-                r["name"],
-                rotations=tuple(_rotation(x) for x in rotations if x["schedule_id"] == r["id"]),
-                shifts=tuple(
-                    Shift.model_validate(dict(x)) for x in shifts if x["schedule_id"] == r["id"]
-                ),
-                overrides=tuple(_override(x) for x in overrides if x["schedule_id"] == r["id"]),
-            )
-            for r in rows
-        }
+        rows = await conn.fetch(
+            self._q["schedule_definitions"],
+            [w[0] for w in windows],
+            [w[1] for w in windows],
+            [w[2] for w in windows],
+        )
+        return {r["id"]: _schedule(r) for r in rows}
 
     async def on_call_in(
         self, conn: asyncpg.Connection, lookups: Collection[tuple[str, datetime]]

@@ -399,6 +399,7 @@ async def test_router_run_pages_the_rotation_member_then_the_override_user_then_
 async def test_the_worker_lookup_unions_rotations_and_shifts_then_applies_overrides(
     database_url: str,
 ) -> None:
+    from router import metrics
     from router.db.store import PgStore
     from router.schedules.oncall import Override, Rotation
 
@@ -411,23 +412,33 @@ async def test_the_worker_lookup_unions_rotations_and_shifts_then_applies_overri
         await store.add_schedule("ops", "Ops", "America/New_York")
         await store.add_rotation("ops", Rotation("r", ("a", "b"), 12 * hour, t0))
         await store.add_shift("ops", "c", t0 + 2 * hour, t0 + 4 * hour)
-        await store.add_override("ops", Override(0, "c", t0 + 13 * hour, t0 + 14 * hour, "b"))
+        odd = timedelta(microseconds=120)  # sub-second instants survive the jsonb read
+        await store.add_override("ops", Override(0, "c", t0 + 13 * hour + odd, t0 + 14 * hour, "b"))
         await store.add_schedule("empty", "Nobody", "UTC")
         lookups = [
             ("ops", t0 - hour),  # before the first handoff
             ("ops", t0 + 3 * hour),  # a's turn and c's shift
             ("ops", t0 + 12 * hour),  # b's turn
-            ("ops", t0 + 13 * hour),  # c in b's place
+            ("ops", t0 + 13 * hour),  # b, 120 µs before the override
+            ("ops", t0 + 13 * hour + odd),  # c in b's place
             ("empty", t0),
             ("nope", t0),
         ]
+        trips = metrics.DB_ROUND_TRIPS._value
+        await store.directory_for([], lookups)  # statements prepared, as at steady state
+        before = trips.get()
+        await store.directory_for(["a", "b", "c"])
+        middle = trips.get()
         directory = await store.directory_for([], lookups)
+        # Every schedule lookup of a batch costs one query more than naming the users.
+        assert trips.get() - middle == middle - before + 1
         assert directory.on_call == {
             lookups[0]: (),
             lookups[1]: ("a", "c"),
             lookups[2]: ("b",),
-            lookups[3]: ("c",),
-            lookups[4]: (),
+            lookups[3]: ("b",),
+            lookups[4]: ("c",),
+            lookups[5]: (),
         }
         assert set(directory.users) == {"a", "b", "c"}
     finally:

@@ -212,23 +212,42 @@ SELECT 1 FROM rotations WHERE schedule_id = $1 AND id = $2 FOR UPDATE;
 -- name: remove_rotation
 DELETE FROM rotations WHERE schedule_id = $1 AND id = $2;
 
--- name: rotations_of
--- Each rotation of the schedules, its members in turn order.
-SELECT r.schedule_id, r.id, r.every, r.starts_at,
-       array_agg(m.user_id ORDER BY m.position) AS users
-FROM rotations r
-JOIN rotation_members m ON m.schedule_id = r.schedule_id AND m.rotation_id = r.id
-WHERE r.schedule_id = ANY($1::text[])
-GROUP BY r.schedule_id, r.id, r.every, r.starts_at
-ORDER BY r.schedule_id, r.id;
-
--- name: shifts_overlapping
--- The shifts of each (schedule, since, until) window that overlap it.
-SELECT DISTINCT sh.id, sh.schedule_id, sh.user_id, sh.starts_at, sh.ends_at
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS q (schedule_id, since, until)
-JOIN shifts sh
-  ON sh.schedule_id = q.schedule_id AND sh.starts_at < q.until AND q.since < sh.ends_at
-ORDER BY sh.schedule_id, sh.starts_at, sh.id;
+-- name: schedule_definitions
+-- In one round trip: each named schedule that exists, its rotations (members in
+-- turn order) and the shifts and overrides overlapping any of its
+-- ($1 schedule, $2 since, $3 until) windows, as jsonb.
+WITH q AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+        AS q (schedule_id, since, until)
+)
+SELECT s.id, s.name, s.timezone,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', r.id,
+                'every_seconds', extract(epoch FROM r.every),
+                'starts_at', r.starts_at,
+                'users', (SELECT jsonb_agg(m.user_id ORDER BY m.position)
+                          FROM rotation_members m
+                          WHERE m.schedule_id = r.schedule_id AND m.rotation_id = r.id))
+            ORDER BY r.id), '[]'::jsonb)
+     FROM rotations r WHERE r.schedule_id = s.id) AS rotations,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', sh.id, 'user_id', sh.user_id,
+                'starts_at', sh.starts_at, 'ends_at', sh.ends_at)
+            ORDER BY sh.starts_at, sh.id), '[]'::jsonb)
+     FROM shifts sh
+     WHERE sh.schedule_id = s.id
+       AND EXISTS (SELECT 1 FROM q WHERE q.schedule_id = s.id
+                   AND sh.starts_at < q.until AND q.since < sh.ends_at)) AS shifts,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', o.id, 'user_id', o.user_id, 'replaces', o.replaces,
+                'starts_at', o.starts_at, 'ends_at', o.ends_at)
+            ORDER BY o.id), '[]'::jsonb)
+     FROM overrides o
+     WHERE o.schedule_id = s.id
+       AND EXISTS (SELECT 1 FROM q WHERE q.schedule_id = s.id
+                   AND o.starts_at < q.until AND q.since < o.ends_at)) AS overrides
+FROM schedules s
+WHERE s.id IN (SELECT schedule_id FROM q);
 
 -- name: add_override
 INSERT INTO overrides (schedule_id, user_id, replaces, starts_at, ends_at)
@@ -238,14 +257,6 @@ RETURNING id, schedule_id, user_id, replaces, starts_at, ends_at;
 -- name: remove_override
 DELETE FROM overrides WHERE id = $1
 RETURNING id, schedule_id, user_id, replaces, starts_at, ends_at;
-
--- name: overrides_overlapping
--- The overrides of each (schedule, since, until) window that overlap it.
-SELECT DISTINCT o.id, o.schedule_id, o.user_id, o.replaces, o.starts_at, o.ends_at
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS q (schedule_id, since, until)
-JOIN overrides o
-  ON o.schedule_id = q.schedule_id AND o.starts_at < q.until AND q.since < o.ends_at
-ORDER BY o.schedule_id, o.id;
 
 ------------------------------------------------------------------ directory management
 
