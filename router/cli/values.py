@@ -137,3 +137,29 @@ def duration(flag: str, value: str) -> timedelta:
         return timedelta(seconds=parse_duration(value))
     except ValueError:
         raise InvalidValue(flag, value, "is a duration such as 30m, 24h or 7d") from None
+
+
+def identifier(field: str, value: str) -> str:
+    """A schedule or rotation id: 1 to 256 characters, no spaces or control characters."""
+    if not _USER_ID.match(value):
+        raise InvalidValue(field, value, "must be 1 to 256 characters with no spaces")
+    return value
+
+
+def user_list(flag: str, value: str) -> tuple[str, ...]:
+    """A comma list of user ids, in order; a user may appear more than once."""
+    users = tuple(u.strip() for u in value.split(","))
+    if not users or any(not _USER_ID.match(u) for u in users):
+        raise InvalidValue(flag, value, "must be a comma list of user ids, e.g. alice,bob")
+    return users
+
+
+def count(flag: str, value: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high``."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise InvalidValue(flag, value, f"must be a whole number from {low} to {high}")
+    return number
