@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import timedelta
 from typing import Any
 
 from router.cli import table
@@ -24,6 +23,7 @@ from router.cli.common import (
 )
 from router.cli.values import (
     channel_order,
+    duration,
     instant,
     quiet_hours,
     settings,
@@ -301,14 +301,6 @@ def held_flush(args: argparse.Namespace) -> None:
     run_with_store(flush)
 
 
-def _since(text: str) -> timedelta:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = text[:-1], text[-1:]
-    if unit not in units or not number.isdigit() or int(number) < 1:
-        raise InvalidValue("--since", text, "is a duration such as 30m, 24h or 7d")
-    return timedelta(seconds=int(number) * units[unit])
-
-
 def trail(args: argparse.Namespace) -> int:
     """``router trail EVENT_ID`` or ``router trail --user U --since 24h``."""
     from datetime import UTC, datetime
@@ -322,7 +314,7 @@ def trail(args: argparse.Namespace) -> int:
     async def show(store: PgStore) -> None:
         nonlocal found
         if args.user is not None:
-            since = datetime.now(UTC) - _since(args.since)
+            since = datetime.now(UTC) - duration("--since", args.since)
             pages = await store.pages_of_user(user_id(args.user), since)
             found = len(pages)
             for page in pages:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from router.cli import bulk_commands, commands, contact_commands
+from router.cli import bulk_commands, commands, contact_commands, schedule_commands
 from router.errors import RouterError
 
 SEVERITIES = ["critical", "error", "warning", "info"]
@@ -363,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("schedule_id", nargs="?")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=commands.schedules_list)
+    schedule_commands.register(schedules)
     return parser
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
 from router.errors import ConfigError, InvalidValue
+from router.routing.rules import parse_duration
 from router.settings import Settings, describe_error
 from schemas import Kind
 
@@ -127,3 +128,38 @@ def tags(values: Sequence[str] | None) -> list[str]:
         if len(tag) > 64 or "," in tag:
             raise InvalidValue("--tag", tag, "must be at most 64 characters without commas")
     return out
+
+
+def duration(flag: str, value: str) -> timedelta:
+    """``30m``, ``24h``, ``7d``... as a timedelta (the routing rules' parser), or
+    :class:`InvalidValue` naming ``flag``."""
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError:
+        raise InvalidValue(flag, value, "is a duration such as 30m, 24h or 7d") from None
+
+
+def identifier(field: str, value: str) -> str:
+    """A schedule or rotation id: 1 to 256 characters, no spaces or control characters."""
+    if not _USER_ID.match(value):
+        raise InvalidValue(field, value, "must be 1 to 256 characters with no spaces")
+    return value
+
+
+def user_list(flag: str, value: str) -> tuple[str, ...]:
+    """A comma list of user ids, in order; a user may appear more than once."""
+    users = tuple(u.strip() for u in value.split(","))
+    if not users or any(not _USER_ID.match(u) for u in users):
+        raise InvalidValue(flag, value, "must be a comma list of user ids, e.g. alice,bob")
+    return users
+
+
+def count(flag: str, value: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high``."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise InvalidValue(flag, value, f"must be a whole number from {low} to {high}")
+    return number

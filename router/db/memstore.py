@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from router.db.memschedules import InMemorySchedules
 from router.delivery.trail import JobRow, PageState, Trail, TrailRow
 from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod, Directory, Shift, User
@@ -21,6 +22,7 @@ from router.directory.store import ScheduleLookup
 from router.errors import Conflict, NotFound, StoreUnavailable
 from router.held.digest import HeldPage, Outcome, PageKey
 from router.routing.rules import Limits, RateDecision, Send, within_rate_limits
+from router.schedules.oncall import Override, Rotation, on_call_users
 from schemas import AlertEvent
 
 
@@ -51,7 +53,7 @@ class InMemoryHeldClaim:
             self._store.held[key] = HeldPage(**{**page.__dict__, "deliver_at": at})
 
 
-class InMemoryStore:
+class InMemoryStore(InMemorySchedules):
     """Users, methods, schedules, opt-outs and ledgers in dicts.
 
     Set ``down = True`` to simulate an outage; ``clock`` is the database's "now".
@@ -63,6 +65,9 @@ class InMemoryStore:
         self.opt_outs: set[tuple[str, str]] = set()
         self.schedules: set[str] = set()
         self.shifts: list[Shift] = []
+        self.timezones: dict[str, str] = {}  # schedule id -> zone, when not UTC
+        self.rotations: dict[str, list[Rotation]] = {}
+        self.overrides: dict[str, list[Override]] = {}
         self.routed: dict[str, datetime] = {}
         self.sends: dict[str, tuple[str, datetime]] = {}  # job id -> (method id, sent at)
         self.held: dict[PageKey, HeldPage] = {}
@@ -92,13 +97,7 @@ class InMemoryStore:
         self._check()
         self.reads += 1
         on_call = {
-            (sid, at): tuple(
-                dict.fromkeys(
-                    s.user_id
-                    for s in sorted(self.shifts, key=lambda s: (s.starts_at, s.user_id))
-                    if s.schedule_id == sid and s.starts_at <= at < s.ends_at
-                )
-            )
+            (sid, at): on_call_users(self.schedule_of(sid), at)
             for sid, at in schedules
             if sid in self.schedules
         }

@@ -58,6 +58,12 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         raise Conflict(f"That would break a uniqueness rule: {error.detail or error}.") from error
     except asyncpg.ForeignKeyViolationError as error:
         raise NotFound(f"A referenced record does not exist: {error.detail or error}.") from error
+    except asyncpg.RestrictViolationError as error:
+        # A user still in a rotation or an override (migration 0008).
+        raise Conflict(
+            f"That record is still in use: {error.detail or error}. Take it out of the "
+            "schedule first (`router schedules set-users`, `remove-rotation`, `remove-override`)."
+        ) from error
     except UNAVAILABLE as error:
         raise StoreUnavailable(
             f"Cannot use PostgreSQL at {redact_dsn(url)}: "

@@ -92,4 +92,4 @@ class Store(Protocol):
 
 
 class PgStore(DirectoryStore, DirectoryManagement, LedgerStore, DeliveryStore, HeldStore):
-    """The directory, the ledger, the trail and held pages on one PostgreSQL pool."""
+    """The directory, schedules, the ledger, the trail and held pages on one pool."""

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -47,6 +47,7 @@ from router.dev.embedded import (
 from router.directory.addresses import mask
 from router.kafka.topics import ensure_topics
 from router.redact import redact_dsn
+from router.schedules.oncall import timeline, who
 from router.settings import Settings
 
 DEMO_DIR = Path(".demo")
@@ -191,18 +192,33 @@ async def _print_trail(settings: Settings, event_id: str) -> None:
         print("  " + line.text())
 
 
+async def _print_schedule(store: PgStore) -> None:
+    """What ``router schedules who primary`` and ``show`` print for the seeded rotation."""
+    now = datetime.now(UTC)
+    schedule = await store.schedule("primary", now, now + timedelta(weeks=2))
+    print("\n$ router schedules who primary")
+    for entry in who(schedule, now):
+        print(f"  {entry.user_id}  {'; '.join(str(r) for r in entry.reasons)}")
+    print("$ router schedules show primary  (the next two weeks' handoffs, Europe/Berlin)")
+    for handoff in timeline(schedule, now, now + timedelta(weeks=2)):
+        users = ", ".join(handoff.users) or "nobody"
+        print(f"  {handoff.at.astimezone(schedule.zone):%Y-%m-%d %H:%M %a}  {users}")
+    print()
+
+
 async def _prepare(settings: Settings) -> None:
     url = settings.database_url.get_secret_value()
     print(f"migrations: {', '.join(await migrate(url)) or 'none'}")
     store = await PgStore.connect(url, min_size=1, max_size=2)
     try:
         await seed(store)
+        print(
+            "seeded: alice (email, sms, webhook that suppresses 'up'), bob (email, disabled sms;"
+            " on call for 'primary'), carol (prefers sms over email), dan (quiet hours, defer)"
+        )
+        await _print_schedule(store)
     finally:
         await store.close()
-    print(
-        "seeded: alice (email, sms, webhook that suppresses 'up'), bob (email, disabled sms;"
-        " on call for 'primary'), carol (prefers sms over email), dan (quiet hours, defer)"
-    )
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False

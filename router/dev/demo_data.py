@@ -4,10 +4,12 @@ the Alertmanager webhook it posts, and the small directory it seeds."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from router.db.store import PgStore
 from router.directory.manage import NewContactMethod
+from router.schedules.oncall import Override, Rotation
 
 SAMPLES: list[bytes] = [
     json.dumps(
@@ -131,7 +133,7 @@ async def seed(store: PgStore) -> None:
         if method.transport == "webhook":
             await store.update_contact_method(method.id, {"suppress_up": True})
     now = datetime.now(UTC)
-    await store.add_shift("primary", "bob", now - timedelta(hours=1), now + timedelta(hours=8))
+    await seed_schedule(store, now)
     await store.add_user("dan", "Dan Example", "UTC")
     await store.update_user(
         "dan",
@@ -141,6 +143,25 @@ async def seed(store: PgStore) -> None:
         },
     )
     await store.add_contact_method(NewContactMethod("dan", "email", "dan@example.com", None, True))
+
+
+async def seed_schedule(store: PgStore, now: datetime) -> None:
+    """Schedule ``primary`` in Berlin: alice and bob take turns of a week from Monday
+    09:00 (bob's turn is under way), and carol covers bob for a day next week."""
+    berlin = ZoneInfo("Europe/Berlin")
+    local = now.astimezone(berlin)
+    monday = datetime.combine(local.date() - timedelta(days=local.weekday()), time(9), berlin)
+    if monday > now:
+        monday -= timedelta(weeks=1)
+    await store.add_schedule("primary", "Primary on-call", "Europe/Berlin")
+    first = monday - timedelta(weeks=1)  # alice's turn; bob's began at ``monday``
+    await store.add_rotation(
+        "primary", Rotation("weekly", ("alice", "bob"), timedelta(weeks=1), first)
+    )
+    cover = monday + timedelta(weeks=1, days=2)
+    await store.add_override(
+        "primary", Override(0, "carol", cover, cover + timedelta(days=1), replaces="bob")
+    )
 
 
 def quiet_samples() -> list[bytes]:

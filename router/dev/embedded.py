@@ -71,7 +71,34 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
             process.wait()
 
 
-class EmbeddedS3:
+class _Child:
+    """A server run as a child process, its output in ``log_path`` (or dropped)."""
+
+    def __init__(self, log_path: Path | None) -> None:
+        self._log_path = log_path
+        self._log: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
+        self._process = subprocess.Popen(  # noqa: S603 - our own programs, no shell
+            command,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent,
+        )
+
+    def stop(self) -> None:
+        """Stop the server (memory storage goes with it)."""
+        _stop(self._process)
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class EmbeddedS3(_Child):
     """An S3-compatible server (``moto_server``) on 127.0.0.1 with one bucket, for a
     broker whose data must survive its restarts. Its data lives in memory: it
     goes when this server stops."""
@@ -80,9 +107,7 @@ class EmbeddedS3:
         self.bucket = bucket
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._log_path = log_path
-        self._log: IO[bytes] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(log_path)
 
     def start(self, timeout: float = 30.0) -> EmbeddedS3:
         """Start the server, wait for it, and create the bucket."""
@@ -92,13 +117,8 @@ class EmbeddedS3:
                 "The persistent embedded broker needs moto_server: pip install 'moto[server]' "
                 "(in the project's dev extra)."
             )
-        self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
-        self._process = subprocess.Popen(  # noqa: S603 - our own venv's program, no shell
-            [str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+        self._spawn([str(binary), "-H", "127.0.0.1", "-p", str(self.port)])
+        assert self._process is not None
         _wait_for_port(self.port, self._process, "moto_server", timeout)
         import urllib.request
 
@@ -120,14 +140,6 @@ class EmbeddedS3:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
-    def stop(self) -> None:
-        """Stop the server; the bucket and everything in it go with it."""
-        _stop(self._process)
-        self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
     def __enter__(self) -> EmbeddedS3:
         return self.start()
 
@@ -135,7 +147,7 @@ class EmbeddedS3:
         self.stop()
 
 
-class EmbeddedKafka:
+class EmbeddedKafka(_Child):
     """A Tansu broker on 127.0.0.1, started in ``start`` and stopped in ``stop``.
 
     With ``storage`` (an :class:`EmbeddedS3`), records and committed offsets are
@@ -153,9 +165,7 @@ class EmbeddedKafka:
         # What clients are told to connect to (a TLS proxy in front, say); this listener otherwise.
         self.bootstrap_servers = advertised or f"127.0.0.1:{self.port}"
         self.storage = storage
-        self._log_path = log_path
-        self._log: IO[bytes] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(log_path)
 
     def start(self, timeout: float = 15.0) -> EmbeddedKafka:
         """Start the broker and wait until it accepts connections."""
@@ -173,28 +183,14 @@ class EmbeddedKafka:
         if self.storage is not None:
             command += ["--storage-engine", f"s3://{self.storage.bucket}/"]
             env = {**os.environ, **self.storage.env()}
-        self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
-        self._process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
-            command,
-            stdout=self._log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=die_with_parent,
-        )
+        self._spawn(command, env)
+        assert self._process is not None
         try:
             _wait_for_port(self.port, self._process, "The Tansu broker", timeout)
         except ConfigError:
             self.stop()
             raise
         return self
-
-    def stop(self) -> None:
-        """Stop the broker (with memory storage, its data goes with it)."""
-        _stop(self._process)
-        self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def restart(self, down_seconds: float = 0.0, timeout: float = 15.0) -> EmbeddedKafka:
         """Stop the broker, wait ``down_seconds``, start it again on the same port."""

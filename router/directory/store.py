@@ -11,8 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from router.db.pool import UNAVAILABLE, PgBase, count_round_trip, translate_errors
+from router.db.pool import UNAVAILABLE, count_round_trip, translate_errors
 from router.directory.models import ContactMethod, Directory, Shift, User
+from router.schedules.store import ScheduleStore
 
 ScheduleLookup = tuple[str, datetime]
 
@@ -59,8 +60,9 @@ class DirectoryListener:
                 self._conn.terminate()
 
 
-class DirectoryStore(PgBase):
-    """What the worker reads from the directory, and the opt-out list."""
+class DirectoryStore(ScheduleStore):
+    """What the worker reads from the directory (who is on call included, from the
+    schedules' store), and the opt-out list."""
 
     async def listen(
         self, on_change: Callable[[str], None], on_lost: Callable[[], None]
@@ -97,16 +99,7 @@ class DirectoryStore(PgBase):
             conn.transaction(readonly=True, isolation="repeatable_read"),
         ):
             if lookups:
-                rows = await conn.fetch(
-                    self._q["on_call"], [s for s, _ in lookups], [at for _, at in lookups]
-                )
-                found: dict[int, list[str]] = {}
-                for row in rows:
-                    if row["known"]:
-                        users = found.setdefault(row["idx"], [])
-                        if row["user_id"] is not None and row["user_id"] not in users:
-                            users.append(row["user_id"])
-                on_call = {lookups[i - 1]: tuple(users) for i, users in found.items()}
+                on_call = await self.on_call_in(conn, lookups)
             ids = list(dict.fromkeys([*user_ids, *(u for us in on_call.values() for u in us)]))
             if not ids:
                 return Directory(on_call=on_call)

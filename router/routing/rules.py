@@ -267,16 +267,18 @@ class RateLimit:
     window_seconds: int
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
-def parse_duration(text: str) -> int:
-    """``120s``, ``2m`` or ``1h`` (or plain seconds) -> seconds; ValueError if not."""
+def parse_duration(text: str, units: str = "smhdw") -> int:
+    """``120s``, ``2m``, ``1h``, ``7d`` or ``1w`` (or plain seconds) -> seconds, with
+    only ``units`` allowed; ValueError if not. The one duration parser of settings
+    and the command line."""
     text = text.strip()
     unit = text[-1:] if text[-1:] in _UNITS else "s"
     number = text[:-1] if text[-1:] in _UNITS else text
-    if not number.strip().isdigit() or int(number) < 1:
-        raise ValueError(f"{text!r} is not a duration such as 120s, 2m or 1h")
+    if unit not in units or not number.strip().isdigit() or int(number) < 1:
+        raise ValueError(f"{text!r} is not a duration such as 120s, 2m, 1h or 7d")
     return int(number) * _UNITS[unit]
 
 
@@ -288,11 +290,14 @@ def parse_buckets(text: str) -> tuple[RateLimit, ...]:
         if not part:
             continue
         count, sep, window = part.partition("/")
-        unit = window[-1:] if window[-1:] in _UNITS else "s"
-        number = window[:-1] if window[-1:] in _UNITS else window
-        if not sep or not count.strip().isdigit() or not number.strip().isdigit():
+        try:
+            # Windows of seconds to hours: every send is kept as long as the longest.
+            seconds = parse_duration(window, units="smh")
+        except ValueError:
+            seconds = -1
+        if not sep or not count.strip().isdigit() or seconds < 0:
             raise ValueError(f"{part!r} is not COUNT/WINDOW, e.g. 5/900s, 5/15m or 12/1h")
-        bucket = RateLimit(int(count), int(number) * _UNITS[unit])
+        bucket = RateLimit(int(count), seconds)
         if bucket.count < 1 or bucket.window_seconds < 1:
             raise ValueError(f"{part!r}: the count and the window must be at least 1")
         buckets.append(bucket)

@@ -26,6 +26,7 @@ def test_the_demo_runs_end_to_end_on_its_own_embedded_servers(tmp_path: Path) ->
     assert "All 21 decisions and 2 dead letters seen." in out
     assert "sent     job" in out and "failover" in out
     assert "$ router trail demo-10" in out
+    assert "$ router schedules who primary\n  bob  rotation weekly\n" in out
     assert "deferred quiet_hours until" in out
     assert "digest of demo-8, demo-9" in out
     assert "/v1/alertmanager?users=bob (an Alertmanager webhook, 1 alert) -> 200" in out

@@ -245,3 +245,24 @@ async def test_the_workers_own_opt_out_applies_to_its_next_batch_at_once(
     assert ("sms", "+14155550101") in (await cached.directory_for({"alice"})).opt_outs
     await cached.remove_opt_out("sms", "+14155550101")
     assert ("sms", "+14155550101") not in (await cached.directory_for({"alice"})).opt_outs
+
+
+async def test_who_is_on_call_is_read_afresh_so_rotation_changes_need_no_notification(
+    store: ListeningMemStore, cached: CachedDirectory
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from router.schedules.oncall import Override, Rotation
+
+    at = datetime(2026, 4, 1, 12, tzinfo=UTC)
+    await store.add_schedule("ops", "Ops", "Europe/Berlin")
+    await store.add_rotation(
+        "ops", Rotation("weekly", ("alice", "bob"), timedelta(weeks=1), at - timedelta(days=1))
+    )
+    first = await cached.directory_for({"bob"}, [("ops", at)])
+    assert first.on_call == {("ops", at): ("alice",)}
+    # No announcement: migration 0008 sends none, and none is needed.
+    await store.add_override("ops", Override(0, "bob", at, at + timedelta(hours=1), "alice"))
+    second = await cached.directory_for({"bob"}, [("ops", at)])
+    assert second.on_call == {("ops", at): ("bob",)}
+    assert set(second.users) == {"bob"}

@@ -35,6 +35,7 @@ STORES = [
     "routing/ledger.py",
     "delivery/store.py",
     "held/store.py",
+    "schedules/store.py",
 ]
 
 

@@ -23,16 +23,6 @@ ORDER BY user_id, created_at, id;
 -- name: opt_outs_for_addresses
 SELECT transport, address FROM opt_outs WHERE address = ANY($1::text[]);
 
--- name: on_call
--- For each (schedule, instant): whether the schedule exists, and who is on call
--- then (one row per user; a NULL user_id when nobody is).
-SELECT q.idx, s.id IS NOT NULL AS known, sh.user_id
-FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS q (schedule_id, at, idx)
-LEFT JOIN schedules s ON s.id = q.schedule_id
-LEFT JOIN shifts sh
-       ON sh.schedule_id = q.schedule_id AND sh.starts_at <= q.at AND q.at < sh.ends_at
-ORDER BY q.idx, sh.starts_at, sh.user_id;
-
 -- name: routed_within
 SELECT event_id FROM routed_events
 WHERE event_id = ANY($1::text[])
@@ -186,6 +176,92 @@ RETURNING id, schedule_id, user_id, starts_at, ends_at;
 SELECT id, schedule_id, user_id, starts_at, ends_at FROM shifts
 WHERE $1::text IS NULL OR schedule_id = $1
 ORDER BY schedule_id, starts_at, user_id;
+
+-- Schedules with rotations and overrides (migration 0008); used by
+-- router/schedules/store.py.
+
+-- name: add_schedule
+-- A new schedule, or one that add-shift created without a name; no row when
+-- the schedule exists with a name already.
+INSERT INTO schedules (id, name, timezone) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, timezone = excluded.timezone
+    WHERE schedules.name IS NULL
+RETURNING id, name, timezone;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE id = $1;
+
+-- name: remove_shift
+DELETE FROM shifts WHERE id = $1 RETURNING id, schedule_id, user_id, starts_at, ends_at;
+
+-- name: schedules_by_ids
+SELECT id, name, timezone FROM schedules WHERE id = ANY($1::text[]);
+
+-- name: list_schedules
+SELECT id, name, timezone FROM schedules ORDER BY id;
+
+-- name: add_rotation
+INSERT INTO rotations (schedule_id, id, every, starts_at) VALUES ($1, $2, $3, $4);
+
+-- name: add_rotation_members
+INSERT INTO rotation_members (schedule_id, rotation_id, position, user_id)
+SELECT $1, $2, m.position - 1, m.user_id
+FROM unnest($3::text[]) WITH ORDINALITY AS m (user_id, position);
+
+-- name: clear_rotation_members
+DELETE FROM rotation_members WHERE schedule_id = $1 AND rotation_id = $2;
+
+-- name: rotation_exists
+SELECT 1 FROM rotations WHERE schedule_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: remove_rotation
+DELETE FROM rotations WHERE schedule_id = $1 AND id = $2;
+
+-- name: schedule_definitions
+-- In one round trip: each named schedule that exists, its rotations (members in
+-- turn order) and the shifts and overrides overlapping any of its
+-- ($1 schedule, $2 since, $3 until) windows, as jsonb.
+WITH q AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+        AS q (schedule_id, since, until)
+)
+SELECT s.id, s.name, s.timezone,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', r.id,
+                'every_seconds', extract(epoch FROM r.every),
+                'starts_at', r.starts_at,
+                'users', (SELECT jsonb_agg(m.user_id ORDER BY m.position)
+                          FROM rotation_members m
+                          WHERE m.schedule_id = r.schedule_id AND m.rotation_id = r.id))
+            ORDER BY r.id), '[]'::jsonb)
+     FROM rotations r WHERE r.schedule_id = s.id) AS rotations,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', sh.id, 'user_id', sh.user_id,
+                'starts_at', sh.starts_at, 'ends_at', sh.ends_at)
+            ORDER BY sh.starts_at, sh.id), '[]'::jsonb)
+     FROM shifts sh
+     WHERE sh.schedule_id = s.id
+       AND EXISTS (SELECT 1 FROM q WHERE q.schedule_id = s.id
+                   AND sh.starts_at < q.until AND q.since < sh.ends_at)) AS shifts,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', o.id, 'user_id', o.user_id, 'replaces', o.replaces,
+                'starts_at', o.starts_at, 'ends_at', o.ends_at)
+            ORDER BY o.id), '[]'::jsonb)
+     FROM overrides o
+     WHERE o.schedule_id = s.id
+       AND EXISTS (SELECT 1 FROM q WHERE q.schedule_id = s.id
+                   AND o.starts_at < q.until AND q.since < o.ends_at)) AS overrides
+FROM schedules s
+WHERE s.id IN (SELECT schedule_id FROM q);
+
+-- name: add_override
+INSERT INTO overrides (schedule_id, user_id, replaces, starts_at, ends_at)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, schedule_id, user_id, replaces, starts_at, ends_at;
+
+-- name: remove_override
+DELETE FROM overrides WHERE id = $1
+RETURNING id, schedule_id, user_id, replaces, starts_at, ends_at;
 
 ------------------------------------------------------------------ directory management
 
