@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from router.cli import bulk_commands, commands, contact_commands
+from router.cli import api_commands, bulk_commands, commands, contact_commands
 from router.errors import RouterError
 
 SEVERITIES = ["critical", "error", "warning", "info"]
@@ -120,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest",
         help="serve HTTP endpoints for Alertmanager, Grafana and CloudEvents; publish to alerts",
     ).set_defaults(func=commands.ingest)
+
+    sub.add_parser(
+        "api", help="serve the directory over HTTP (users, contact methods, opt-outs, audit)"
+    ).set_defaults(func=api_commands.api)
+
+    audit = sub.add_parser("audit", help="who changed what in the directory, newest first")
+    audit.add_argument("--entity", choices=["user", "contact_method", "opt_out"])
+    audit.add_argument("--id", help="only changes of this user, method id or address")
+    audit.add_argument("--since", default="24h", help="how far back (30m, 24h, 7d)")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=api_commands.audit)
 
     status = sub.add_parser(
         "status",

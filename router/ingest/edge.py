@@ -18,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +27,7 @@ import structlog
 from prometheus_client import make_asgi_app
 
 from router import metrics
+from router.http.access import RateLimiter as RateLimiter  # router.app and tests import it here
 from router.http.health import Readiness
 from router.ingest.mapping import (
     Audience,
@@ -46,27 +46,6 @@ ENDPOINTS = {"/v1/alertmanager": "alertmanager", "/v1/grafana": "grafana", "/v1/
 
 class BrokerUnavailable(Exception):
     """The broker did not acknowledge every event of a request."""
-
-
-@dataclass
-class RateLimiter:
-    """A token bucket per source: ``rate`` requests per second, bursts up to ``burst``."""
-
-    rate: float
-    burst: float
-    clock: Callable[[], float] = time.monotonic
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def allow(self, source: str) -> float:
-        """0 if a request from ``source`` may go now, else the seconds until one may."""
-        now = self.clock()
-        tokens, last = self._buckets.get(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self._buckets[source] = (tokens - 1, now)
-            return 0.0
-        self._buckets[source] = (tokens, now)
-        return (1 - tokens) / self.rate
 
 
 def authenticate(header: str | None, tokens: Sequence[str]) -> int | None:

@@ -1,0 +1,51 @@
+-- Queries of router api (router.db.api_store), beside the directory's in queries.sql.
+
+-- name: api_change_contact_method
+-- Every field the API and `contacts update` can set, the value and webhook settings included.
+UPDATE contact_methods
+SET value = $2, label = $3, is_primary = $4, verified = $5, disabled = $6, muted = $7,
+    mute_until = $8, suppress_up = $9, suppress_down = $10, suppress_first = $11,
+    suppress_diagnostic = $12, suppress_all = $13, min_severity = $14, metadata = $15,
+    tags = $16, webhook_method = $17, webhook_headers = $18, webhook_query = $19,
+    webhook_body = $20, updated_at = now()
+WHERE id = $1::uuid
+RETURNING *;
+
+-- name: api_other_method_with_value
+SELECT id FROM contact_methods
+WHERE user_id = $1 AND transport = $2 AND value = $3 AND id <> $4::uuid;
+
+-- name: api_insert_user
+INSERT INTO users (id, name, timezone, quiet_hours_start, quiet_hours_end, quiet_bypass,
+                   channel_order, delivery_mode, quiet_action)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- name: api_idempotent_answer
+-- A stored answer younger than 24 hours.
+SELECT request_hash, status, body FROM api_idempotency
+WHERE actor = $1 AND key = $2 AND created_at > now() - interval '24 hours';
+
+-- name: api_save_idempotent_answer
+INSERT INTO api_idempotency (actor, key, request_hash, status, body)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (actor, key) DO UPDATE
+SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, body = EXCLUDED.body,
+    created_at = now()
+WHERE api_idempotency.created_at <= now() - interval '24 hours';
+
+-- name: api_purge_idempotency
+DELETE FROM api_idempotency WHERE created_at <= now() - interval '24 hours';
+
+-- name: api_write_audit
+INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: api_list_audit
+-- Newest first; NULL filters match everything.
+SELECT id, at, actor, action, entity, entity_id, before, after FROM audit_log
+WHERE ($1::text IS NULL OR entity = $1)
+  AND ($2::text IS NULL OR entity_id = $2)
+  AND ($3::timestamptz IS NULL OR at >= $3)
+ORDER BY at DESC, id DESC
+LIMIT $4;
