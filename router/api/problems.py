@@ -71,17 +71,21 @@ def problem_response(
     detail: str,
     errors: Sequence[dict[str, str]] = (),
     headers: dict[str, str] | None = None,
+    *,
+    scrubbed: bool = True,
 ) -> JSONResponse:
-    """The problem document for ``status``."""
+    """The problem document for ``status`` (its texts passed through :func:`scrub`
+    unless ``scrubbed`` is False: the rules' own messages, which never echo an address)."""
+    clean = scrub if scrubbed else str
     title = HTTPStatus(status).phrase
     body: dict[str, Any] = {
         "type": f"https://router.invalid/problems/{title.lower().replace(' ', '-')}",
         "title": title,
         "status": status,
-        "detail": scrub(detail),
+        "detail": clean(detail),
     }
     if errors:
-        body["errors"] = [{**e, "detail": scrub(e["detail"])} for e in errors]
+        body["errors"] = [{**e, "detail": clean(e["detail"])} for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -120,7 +124,7 @@ def install(app: FastAPI) -> None:
         if isinstance(error, InvalidValue):
             detail = f"{error.field} {error.expected}"
             return problem_response(
-                422, detail, [{"pointer": pointer(error.field), "detail": detail}]
+                422, detail, [{"pointer": pointer(error.field), "detail": detail}], scrubbed=False
             )
         status = _status_of(error)
         return problem_response(

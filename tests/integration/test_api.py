@@ -1,0 +1,298 @@
+"""`router api` as its clients see it: a child process on the embedded servers,
+driven over HTTP with httpx."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router.dev.embedded import free_port
+from tests.integration.conftest import RouterProcess, cli_ok, cli_refused
+from tests.privacy import leaks_in
+
+WRITE = "write-secret-0123456789"
+READ = "read-secret-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_httpx() -> Iterator[None]:
+    # httpx logs every URL; DELETE /v1/opt-outs/{address} carries an address in it.
+    logger = logging.getLogger("httpx")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)
+
+
+class ApiProcess(RouterProcess):
+    """``router api`` in a child process, on a free port."""
+
+    command = "api"
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        super().__init__({**env, "ROUTER_API_PORT": str(self.port)}, log_path)
+        self.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.until_ready()
+
+    def until_ready(self, timeout: float = 30) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"router api exited:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"/readyz never answered 200:\n{self.log()}")
+
+    def client(self, token: str | None = WRITE) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
+    started: list[ApiProcess] = []
+
+    def start(env: dict[str, str], **extra: str) -> ApiProcess:
+        api_env = {
+            "ROUTER_API_WRITE_TOKENS": f"ci-writer:{WRITE}",
+            "ROUTER_API_READ_TOKENS": f"ci-reader:{READ}",
+            **env,
+            **extra,
+        }
+        started.append(ApiProcess(api_env, tmp_path / f"api-{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for api in started:
+        api.stop()
+        log = api.log()
+        assert WRITE not in log and READ not in log, "a token reached the log"
+        assert "Traceback" not in log
+        assert not leaks_in(log)
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 9457 body of a refusal with ``status``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_router_api_refuses_to_start_without_a_token(router_env: dict[str, str]) -> None:
+    out = cli_refused(router_env, "api", code=2)
+    assert "ROUTER_API_WRITE_TOKENS" in out
+
+
+def test_users_and_methods_crud_with_etags_and_problems(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env)
+    with api.client() as w, api.client(READ) as r, api.client(None) as anon:
+        assert problem(anon.get("/v1/users"), 401)
+        with api.client("wrong") as wrong:
+            assert problem(wrong.get("/v1/users"), 401)
+        assert problem(r.post("/v1/users", json={"id": "alice"}), 403)
+
+        created = w.post(
+            "/v1/users", json={"id": "alice", "name": "Alice", "timezone": "Europe/Berlin"}
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["timezone"] == "Europe/Berlin"
+        assert problem(w.post("/v1/users", json={"id": "alice"}), 409)
+        bad = problem(w.post("/v1/users", json={"id": "bob", "timezone": "Mars/Base"}), 422)
+        assert bad["errors"][0]["pointer"] == "/timezone"
+
+        user = r.get("/v1/users/alice")
+        tag = user.headers["etag"]
+        changed = w.patch("/v1/users/alice", json={"name": "Alice B"}, headers={"if-match": tag})
+        assert changed.status_code == 200 and changed.json()["name"] == "Alice B"
+        stale = w.patch("/v1/users/alice", json={"name": "Eve"}, headers={"if-match": tag})
+        problem(stale, 412)
+        assert r.get("/v1/users/alice").json()["name"] == "Alice B"
+
+        sms = w.post(
+            "/v1/contact-methods",
+            json={
+                "user_id": "alice",
+                "transport": "sms",
+                "value": "030 1234567",
+                "region": "DE",
+                "allow_landline": True,
+                "verified": True,
+            },
+        )
+        assert sms.status_code == 201, sms.text
+        method = sms.json()
+        assert method["value"] == "+49301234567" and method["id"]
+        landline = w.post(
+            "/v1/contact-methods",
+            json={"user_id": "alice", "transport": "sms", "value": "+49 30 1234568"},
+        )
+        refused = problem(landline, 422)
+        assert refused["errors"][0]["pointer"] == "/value"
+        assert "+49301234568" not in landline.text  # never a whole address
+        unsafe = w.post(
+            "/v1/contact-methods",
+            json={"user_id": "alice", "transport": "webhook", "value": "http://10.0.0.1/hook"},
+        )
+        assert problem(unsafe, 422)["errors"][0]["pointer"] == "/value"
+
+        got = r.get(f"/v1/contact-methods/{method['id']}")
+        assert got.json() == method and got.headers["etag"]
+        patched = w.patch(
+            f"/v1/contact-methods/{method['id']}",
+            json={"value": "+44 7911 123456", "label": "mobile"},
+            headers={"if-match": got.headers["etag"]},
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["value"] == "+447911123456"
+        assert patched.json()["verified"] is False and patched.json()["label"] == "mobile"
+        problem(
+            w.patch(
+                f"/v1/contact-methods/{method['id']}",
+                json={"label": "x"},
+                headers={"if-match": got.headers["etag"]},
+            ),
+            412,
+        )
+        problem(w.delete(f"/v1/contact-methods/{method['id']}", headers={"if-match": '"0"'}), 412)
+        problem(w.get("/v1/contact-methods/not-a-uuid"), 404)
+
+        problem(w.delete("/v1/users/alice"), 409)
+        assert w.delete("/v1/users/alice", params={"cascade": "true"}).status_code == 204
+        problem(r.get("/v1/users/alice"), 404)
+        problem(w.post("/v1/users", content=b"x" * 2_000_000), 413)
+
+
+def test_filters_cursor_pages_and_count(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env)
+    with api.client() as w:
+        for user in ("u1", "u2"):
+            assert w.post("/v1/users", json={"id": user}).status_code == 201
+        for n in range(5):
+            body = {
+                "user_id": "u1" if n % 2 else "u2",
+                "transport": "email",
+                "value": f"person{n}@example.com",
+                "tags": ["ops"] if n < 3 else [],
+                "metadata": {"team": "red" if n == 1 else "blue"},
+            }
+            assert w.post("/v1/contact-methods", json=body).status_code == 201
+        assert w.get("/v1/contact-methods/count").json() == {"count": 5}
+        assert w.get("/v1/contact-methods/count", params={"tag": "ops"}).json()["count"] == 3
+        assert w.get("/v1/contact-methods/count", params={"user_id": "u1"}).json()["count"] == 2
+        red = w.get("/v1/contact-methods", params={"metadata.team": "red"}).json()["items"]
+        assert [m["value"] for m in red] == ["person1@example.com"]
+        found = w.get("/v1/contact-methods", params={"search": "person3"}).json()["items"]
+        assert [m["value"] for m in found] == ["person3@example.com"]
+
+        seen: list[str] = []
+        page = w.get("/v1/contact-methods", params={"limit": 2}).json()
+        added = 0
+        while True:
+            seen += [m["id"] for m in page["items"]]
+            if page["next_cursor"] is None:
+                break
+            if added < 2:  # methods added between pages never make an item show twice
+                body = {"user_id": "u1", "transport": "email", "value": f"late{added}@example.com"}
+                assert w.post("/v1/contact-methods", json=body).status_code == 201
+                added += 1
+            page = w.get(
+                "/v1/contact-methods", params={"limit": 2, "cursor": page["next_cursor"]}
+            ).json()
+        assert len(seen) == len(set(seen)) >= 5
+        problem(w.get("/v1/contact-methods", params={"cursor": "@@"}), 422)
+
+
+def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env)
+    with api.client() as w:
+        w.post("/v1/users", json={"id": "carol"})
+        body = {"user_id": "carol", "transport": "email", "value": "Carol@Example.com"}
+        key = {"idempotency-key": "k-1"}
+        first = w.post("/v1/contact-methods", json=body, headers=key)
+        again = w.post("/v1/contact-methods", json=body, headers=key)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json()
+        assert w.get("/v1/contact-methods/count").json()["count"] == 1
+        other = w.post("/v1/contact-methods", json={**body, "label": "x"}, headers=key)
+        problem(other, 422)
+        assert w.get("/v1/contact-methods/count").json()["count"] == 1
+
+
+def test_rate_limit_answers_429_with_retry_after(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env, ROUTER_API_BURST="3", ROUTER_API_RATE_PER_SECOND="0.2")
+    with api.client(READ) as r:
+        statuses = [r.get("/v1/users").status_code for _ in range(4)]
+        assert statuses[:3] == [200, 200, 200]
+        last = r.get("/v1/users")
+        problem(last, 429)
+        assert int(last.headers["retry-after"]) >= 1
+    with api.client() as w:  # each token its own bucket
+        assert w.get("/v1/users").status_code == 200
+
+
+def test_mute_until_unmute_opt_outs_and_the_audit_log(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env)
+    with api.client() as w:
+        w.post("/v1/users", json={"id": "dave"})
+        method = w.post(
+            "/v1/contact-methods",
+            json={"user_id": "dave", "transport": "email", "value": "dave@example.com"},
+        ).json()
+        muted = w.post(
+            f"/v1/contact-methods/{method['id']}/mute", json={"until": "2999-01-01T00:00:00Z"}
+        ).json()
+        assert muted["mute_until"].startswith("2999-01-01") and muted["muted"] is False
+        problem(
+            w.post(
+                f"/v1/contact-methods/{method['id']}/mute", json={"until": "2000-01-01T00:00:00Z"}
+            ),
+            422,
+        )
+        unmuted = w.post(f"/v1/contact-methods/{method['id']}/unmute").json()
+        assert unmuted["mute_until"] is None and unmuted["muted"] is False
+
+        assert (
+            w.post(
+                "/v1/opt-outs", json={"transport": "email", "address": "Gone@Example.com"}
+            ).status_code
+            == 201
+        )
+        assert {"transport": "email", "address": "gone@example.com"} in w.get("/v1/opt-outs").json()
+        assert w.delete("/v1/opt-outs/gone@example.com").status_code == 204
+        problem(w.delete("/v1/opt-outs/gone@example.com"), 404)
+
+        audit = w.get("/v1/audit", params={"entity": "contact_method", "id": method["id"]}).json()
+        assert [a["action"] for a in audit] == ["update", "update", "create"]
+        assert all(a["actor"] == "ci-writer" for a in audit)
+        assert audit[0]["before"]["mute_until"].startswith("2999")
+        assert "dave@example.com" not in json.dumps(audit)
+    out = cli_ok(router_env, "audit", "--json", "--entity", "contact_method")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[-1]["action"] == "create" and rows[-1]["after"]["value"] == "d***@example.com"
