@@ -183,3 +183,21 @@ class VerificationSent(BaseModel):
 
     id: str
     expires_at: AwareDatetime
+
+
+class FieldError(BaseModel):
+    """One bad field: a JSON pointer into the body (or a query parameter's name)."""
+
+    pointer: str
+    detail: str
+    parameter: str | None = None
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None

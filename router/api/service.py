@@ -15,8 +15,9 @@ from pydantic import BaseModel
 
 from router import logging as router_logging
 from router.api import extras, methods, problems, users
+from router.api.bodies import ProblemDetails
 from router.api.context import ApiContext
-from router.api.problems import ASGIApp, Problem
+from router.api.problems import PROBLEM, ASGIApp, Problem
 from router.db.api_store import ApiStore
 from router.errors import ConfigError
 from router.http.access import RateLimiter
@@ -34,6 +35,27 @@ DESCRIPTION = (
 )
 
 
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: _problem("The database refused the request."),
+    401: _problem("No valid bearer token."),
+    403: _problem("A read token on a write."),
+    404: _problem("No such record."),
+    409: _problem("The write breaks a uniqueness rule, or the record has dependents."),
+    412: _problem("If-Match names a version that is no longer current."),
+    413: _problem("The body is larger than ROUTER_API_MAX_BYTES."),
+    422: _problem("Invalid input; errors has a JSON pointer per bad field."),
+    429: _problem("Over the token's rate; see Retry-After."),
+    503: _problem("PostgreSQL or the broker is unavailable; retry."),
+}
+
+
 def create_api(ctx: ApiContext | None, readiness: Readiness | None = None) -> FastAPI:
     """The FastAPI app (``ctx`` None: only to print its OpenAPI document)."""
     app = FastAPI(
@@ -42,13 +64,23 @@ def create_api(ctx: ApiContext | None, readiness: Readiness | None = None) -> Fa
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
-        responses={
-            401: {"description": "No valid bearer token."},
-            422: {"description": "Invalid input (application/problem+json)."},
-            429: {"description": "Over the token's rate; see Retry-After."},
-        },
+        responses=PROBLEMS,
     )
     app.state.ctx = ctx
+    # Referenced by every error response: FastAPI only adds the models routes return.
+    original = app.openapi
+    problem_schema = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    def with_problem() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        doc = original()  # FastAPI caches it; completed the first time
+        if fresh:
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(problem_schema.get("$defs", {}))
+            schemas["ProblemDetails"] = {k: v for k, v in problem_schema.items() if k != "$defs"}
+        return doc
+
+    app.openapi = with_problem  # type: ignore[method-assign]
     problems.install(app)
     for room in (users.router, methods.router, extras.router):
         app.include_router(room)

@@ -12,6 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from router.dev.embedded import free_port
 from tests.integration.conftest import RouterProcess, cli_ok, cli_refused
@@ -296,3 +304,42 @@ def test_mute_until_unmute_opt_outs_and_the_audit_log(
     out = cli_ok(router_env, "audit", "--json", "--entity", "contact_method")
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows[-1]["action"] == "create" and rows[-1]["after"]["value"] == "d***@example.com"
+
+
+# Schemathesis runs every operation of the committed schemas/openapi.json against the
+# running service: no 5xx, and every answer (status, content type, body) conforms.
+DOCUMENT = Path(__file__).parents[2] / "schemas" / "openapi.json"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def test_every_operation_conforms_and_never_answers_5xx(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    cli_ok(router_env, "users", "add", "alice")
+    api = start_api(router_env, ROUTER_API_BURST="1000000")
+    schema = schemathesis.openapi.from_path(DOCUMENT)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 20
+    for operation in operations:
+
+        @settings(
+            max_examples=15,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy())
+        def run(case: schemathesis.Case) -> None:
+            case.call_and_validate(
+                base_url=api.url,
+                headers={"Authorization": f"Bearer {WRITE}"},
+                checks=CHECKS,
+                timeout=10,
+            )
+
+        run()
