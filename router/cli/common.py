@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
 from router.cli.values import KINDS, pairs, settings
-from router.db.store import MethodFilter, PgStore
+from router.db.api_store import ApiStore
+from router.db.store import MethodFilter
 from router.directory.models import ContactMethod, Shift, User
 from router.errors import KafkaSetupError
 from router.settings import Settings
@@ -64,9 +66,17 @@ def describe_shift(shift: Shift) -> str:
     )
 
 
-async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
+def cli_actor() -> str:
+    """The audit log's actor for a command: ``cli:<os user>``."""
+    try:
+        return "cli:" + getpass.getuser()
+    except (OSError, KeyError):
+        return "cli:unknown"
+
+
+async def _with_store(action: Callable[[ApiStore], Awaitable[None]]) -> None:
     url = settings().database_url.get_secret_value()
-    store = await PgStore.connect(url, min_size=1, max_size=2)
+    store = await ApiStore.connect(url, min_size=1, max_size=2)
     try:
         await store.check_schema()
         await action(store)
@@ -74,8 +84,9 @@ async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
         await store.close()
 
 
-def run_with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
-    """Run ``action`` with a store on the configured database, its schema checked first."""
+def run_with_store(action: Callable[[ApiStore], Awaitable[None]]) -> None:
+    """Run ``action`` with a store on the configured database, its schema checked first
+    (an :class:`ApiStore`: the directory's writes that leave an audit row)."""
     asyncio.run(_with_store(action))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from router.cli import table
 from router.cli.common import (
+    cli_actor,
     describe_method,
     method_filter,
     print_record,
@@ -22,8 +23,9 @@ from router.cli.common import (
     run_with_store,
 )
 from router.cli.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
+from router.db.api_store import ApiStore
 from router.db.store import NewContactMethod, PgStore
-from router.directory import addresses, verification
+from router.directory import addresses, edits, verification
 from router.directory.models import ContactMethod
 from router.errors import InvalidValue
 from router.routing.rules import webhook_problem
@@ -61,8 +63,9 @@ def contacts_add(args: argparse.Namespace) -> None:
         tags=tags(args.tag),
     )
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         method = await store.add_contact_method(new)
+        await store.audit_created_method(method, cli_actor())
         print_record(method, args.json, "added " + describe_method(method))
 
     run_with_store(action)
@@ -104,28 +107,62 @@ def _extras_changes(args: argparse.Namespace, method: ContactMethod) -> dict[str
 
 
 def _update_method(method_id: str, changes: dict[str, Any], as_json: bool, verb: str) -> None:
-    async def action(store: PgStore) -> None:
-        method = await store.update_contact_method(method_id, changes)
+    async def action(store: ApiStore) -> None:
+        method = await store.change_contact_method(method_id, changes, cli_actor())
         print_record(method, as_json, f"{verb} " + describe_method(method))
 
     run_with_store(action)
 
 
+def _address_changes(
+    args: argparse.Namespace, method: ContactMethod, config: Settings
+) -> dict[str, Any]:
+    """--value and the webhook options, by the rules PATCH /v1/contact-methods uses."""
+    changes: dict[str, Any] = {}
+    if args.value is not None:
+        changes.update(
+            edits.value_change(
+                method,
+                args.value,
+                args.region,
+                config.target_policy(),
+                allow_landline=args.allow_landline,
+                field="--value",
+            )
+        )
+    changes.update(
+        edits.checked_webhook(
+            method.transport,
+            method=args.webhook_method,
+            headers=pairs(args.header, ":", "--header") if args.header else None,
+            query=pairs(args.query, "=", "--query") if args.query else None,
+            body=args.body,
+            header_field="--header",
+        )
+    )
+    if method.transport == "webhook" and "value" in changes:
+        problem = webhook_problem(method.model_copy(update=changes), config.target_policy())
+        if problem:
+            raise InvalidValue("--value", "", f"is a webhook target the router refuses: {problem}")
+    return changes
+
+
 def contacts_update(args: argparse.Namespace) -> None:
-    """``router contacts update``."""
+    """``router contacts update``: the same rules as ``PATCH /v1/contact-methods/{id}``."""
     changes = _method_changes(args)
-    if not changes and not (args.meta or args.tag or args.untag):
+    address_flags = (args.value, args.webhook_method, args.header, args.query, args.body)
+    if not changes and not (args.meta or args.tag or args.untag or any(address_flags)):
         raise InvalidValue(
             "contacts update",
             args.id,
             "needs at least one setting to change; see `router contacts update --help`",
         )
+    config = settings()
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         current = await store.get_contact_method(args.id)
-        method = await store.update_contact_method(
-            args.id, {**changes, **_extras_changes(args, current)}
-        )
+        extra = {**_extras_changes(args, current), **_address_changes(args, current, config)}
+        method = await store.change_contact_method(args.id, {**changes, **extra}, cli_actor())
         print_record(method, args.json, "updated " + describe_method(method))
 
     run_with_store(action)
@@ -259,9 +296,9 @@ def contacts_delete(args: argparse.Namespace) -> None:
             "contacts delete", args.id or args.user or "", "takes a method ID, or --user USER --all"
         )
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         if args.id:
-            await store.delete_contact_method(args.id)
+            await store.remove_contact_method(args.id, cli_actor())
             print(f"deleted contact method {args.id}")
         else:
             count = await store.delete_user_methods(args.user)

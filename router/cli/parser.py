@@ -234,6 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--tag", action="append", help="add a tag (repeatable)")
     update.add_argument("--untag", action="append", help="remove a tag (repeatable)")
+    update.add_argument(
+        "--value", help="a new address: checked like a new method's; resets verified"
+    )
+    update.add_argument("--region", help="ISO country code for a national phone format")
+    update.add_argument(
+        "--allow-landline", action="store_true", help="accept a fixed-line number for sms"
+    )
+    update.add_argument(
+        "--webhook-method", choices=["GET", "POST", "PUT", "HEAD", "DELETE"], help="HTTP method"
+    )
+    update.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME:VALUE",
+        help="replace the webhook's headers (repeatable)",
+    )
+    update.add_argument(
+        "--query",
+        action="append",
+        metavar="KEY=VALUE",
+        help="replace the webhook's query-string values (repeatable)",
+    )
+    update.add_argument("--body", help="replace the webhook's body template")
     update.set_defaults(func=contact_commands.contacts_update)
 
     get = contacts.add_parser("get", help="show a method (phones in every format)")

@@ -343,3 +343,89 @@ def test_every_operation_conforms_and_never_answers_5xx(
             )
 
         run()
+
+
+def test_contacts_update_value_normalizes_resets_verified_and_refuses_in_one_line(
+    router_env: dict[str, str],
+) -> None:
+    cli_ok(router_env, "users", "add", "erin")
+    out = cli_ok(
+        router_env,
+        "contacts",
+        "add",
+        "--user",
+        "erin",
+        "--transport",
+        "sms",
+        "--value",
+        "+447911123456",
+        "--verified",
+        "--json",
+    )
+    method = json.loads(out)
+    updated = json.loads(
+        cli_ok(
+            router_env,
+            "contacts",
+            "update",
+            method["id"],
+            "--value",
+            "07911 123457",
+            "--region",
+            "GB",
+            "--json",
+        )
+    )
+    assert updated["value"] == "+447911123457" and updated["verified"] is False
+    landline = cli_refused(router_env, "contacts", "update", method["id"], "--value", "+4930123456")
+    assert len(landline.strip().splitlines()) == 1 and "fixed-line" in landline
+    hook = json.loads(
+        cli_ok(
+            router_env,
+            "contacts",
+            "add",
+            "--user",
+            "erin",
+            "--transport",
+            "webhook",
+            "--value",
+            "https://hooks.example.com/a",
+            "--json",
+        )
+    )
+    unsafe = cli_refused(
+        router_env, "contacts", "update", hook["id"], "--value", "https://169.254.169.254/x"
+    )
+    assert len(unsafe.strip().splitlines()) == 1 and "webhook target" in unsafe
+    changed = json.loads(
+        cli_ok(
+            router_env,
+            "contacts",
+            "update",
+            hook["id"],
+            "--webhook-method",
+            "PUT",
+            "--header",
+            "X-Team:ops",
+            "--query",
+            "a=b",
+            "--body",
+            "{{title}}",
+            "--json",
+        )
+    )
+    assert changed["webhook_method"] == "PUT" and changed["webhook_headers"] == {"X-Team": "ops"}
+    assert changed["webhook_query"] == {"a": "b"} and changed["webhook_body"] == "{{title}}"
+    not_webhook = cli_refused(
+        router_env, "contacts", "update", method["id"], "--header", "X-Team:ops"
+    )
+    assert "only to webhook" in not_webhook
+
+    rows = [
+        json.loads(line)
+        for line in cli_ok(router_env, "audit", "--json", "--id", method["id"]).splitlines()
+    ]
+    assert [r["action"] for r in rows] == ["update", "create"]
+    assert rows[0]["actor"].startswith("cli:")
+    assert rows[0]["before"] == {"value": "+44********56", "verified": True}
+    assert rows[0]["after"] == {"value": "+44********57", "verified": False}
