@@ -31,6 +31,24 @@ def _zone(value: str | None) -> str | None:
     return value
 
 
+class FieldError(BaseModel):
+    """One bad field: a JSON pointer into the body (or a query parameter's name)."""
+
+    pointer: str
+    detail: str
+    parameter: str | None = None
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,6 +68,7 @@ class UserFields(_Body):
     quiet_action: Literal["defer", "drop"] = "defer"
     channel_order: tuple[Transport, ...] = ("sms", "email", "webhook")
     delivery_mode: Literal["all", "preferred"] = "all"
+    external_id: str | None = Field(default=None, min_length=1, max_length=256)
 
     _tz = field_validator("timezone")(_zone)
 
@@ -78,6 +97,7 @@ class UserPatch(_Body):
     quiet_action: Literal["defer", "drop"] | None = None
     channel_order: tuple[Transport, ...] | None = Field(default=None, min_length=1)
     delivery_mode: Literal["all", "preferred"] | None = None
+    external_id: str | None = Field(default=None, min_length=1, max_length=256)
 
     _tz = field_validator("timezone")(_zone)
 
@@ -89,10 +109,9 @@ class _Webhook(_Body):
     webhook_body: str | None = Field(default=None, max_length=65536)
 
 
-class NewContactMethod(_Webhook):
-    """``POST /v1/contact-methods``: the service assigns the ``id``."""
+class SyncedContactMethod(_Webhook):
+    """One method of ``PUT /v1/users/{user_id}/contact-methods`` (the user implied)."""
 
-    user_id: str = Field(pattern=USER_ID)
     transport: Transport
     value: str = Field(min_length=1, max_length=2000)
     region: str | None = Field(
@@ -106,6 +125,56 @@ class NewContactMethod(_Webhook):
     verified: bool = False
     metadata: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    external_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class NewContactMethod(SyncedContactMethod):
+    """``POST /v1/contact-methods``: the service assigns the ``id``."""
+
+    user_id: str = Field(pattern=USER_ID)
+
+
+class Batch(_Body):
+    """``POST /v1/contact-methods/batch``."""
+
+    items: list[NewContactMethod] = Field(min_length=1, max_length=1000)
+
+
+class BatchResult(BaseModel):
+    """One item's outcome under ``?partial=true``: 201 and the method, or a problem."""
+
+    status: int
+    item: ContactMethod | None = None
+    problem: ProblemDetails | None = None
+
+
+class BatchAnswer(BaseModel):
+    """``POST /v1/contact-methods/batch``'s answer: the methods (all or nothing), or
+    with ``?partial=true`` one result per item, in order."""
+
+    items: list[ContactMethod] | None = None
+    results: list[BatchResult] | None = None
+
+
+class BatchDelete(_Body):
+    """``POST /v1/contact-methods/batch-delete``."""
+
+    ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class Deleted(BaseModel):
+    """The ids deleted."""
+
+    deleted: list[str]
+
+
+class SyncAnswer(BaseModel):
+    """What ``PUT /v1/users/{user_id}/contact-methods`` did, by method id."""
+
+    created: list[str]
+    updated: list[str]
+    deleted: list[str]
+    unchanged: list[str]
 
 
 class ContactMethodPatch(_Webhook):
@@ -129,6 +198,7 @@ class ContactMethodPatch(_Webhook):
     min_severity: Severity | None = None
     metadata: dict[str, str] | None = None
     tags: list[str] | None = None
+    external_id: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class MuteBody(_Body):
@@ -183,21 +253,3 @@ class VerificationSent(BaseModel):
 
     id: str
     expires_at: AwareDatetime
-
-
-class FieldError(BaseModel):
-    """One bad field: a JSON pointer into the body (or a query parameter's name)."""
-
-    pointer: str
-    detail: str
-    parameter: str | None = None
-
-
-class ProblemDetails(BaseModel):
-    """An RFC 9457 problem (``application/problem+json``)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[FieldError] | None = None

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from router.api.problems import Problem
-from router.db.api_store import ApiStore
+from router.db.api_bulk import BulkApiStore
 from router.http.access import RateLimiter, bearer_token
 from router.settings import Settings
 
@@ -30,7 +30,7 @@ Publish = Callable[[str, BaseModel, str], Awaitable[None]]
 class ApiContext:
     """The service's state, one per process."""
 
-    store: ApiStore
+    store: BulkApiStore
     settings: Settings
     tokens: dict[str, tuple[str, bool]]
     limiter: RateLimiter

@@ -19,6 +19,7 @@ from router.api.bodies import (
     Count,
     MuteBody,
     NewContactMethod,
+    SyncedContactMethod,
     VerificationSent,
 )
 from router.api.context import Caller, idempotent, matches, reader, resource, writer
@@ -73,9 +74,14 @@ async def list_methods(
     where: Filter,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    external_id: str | None = None,
 ) -> ContactMethodPage:
     """Methods in (user, transport, value) order, a page at a time: pass ``next_cursor``
-    back as ``cursor``. Keyset pages: a method added meanwhile never shows twice."""
+    back as ``cursor``. Keyset pages: a method added meanwhile never shows twice.
+    ``external_id`` finds the one method with that id in the system it is synced from."""
+    if external_id is not None:
+        found = await caller.ctx.store.method_by_external_id(external_id)
+        return ContactMethodPage(items=[found] if found else [], next_cursor=None)
     after = edits.decode_cursor(cursor, "cursor") if cursor else None
     methods = await caller.ctx.store.list_contact_methods(where, after=after, limit=limit + 1)
     more, methods = len(methods) > limit, methods[:limit]
@@ -90,7 +96,10 @@ async def count_methods(caller: Reader, where: Filter) -> Count:
     return Count(count=await caller.ctx.store.count_contact_methods(where))
 
 
-def _new(body: NewContactMethod, caller: Caller) -> db.NewContactMethod:
+def new_method(
+    body: SyncedContactMethod, user_id: str, caller: Caller
+) -> tuple[db.NewContactMethod, str | None]:
+    """The method to create and its external id, the value checked by the CLI's rules."""
     policy = caller.ctx.settings.target_policy()
     value = edits.checked_value(
         body.transport, body.value, body.region, policy, allow_landline=body.allow_landline
@@ -102,8 +111,8 @@ def _new(body: NewContactMethod, caller: Caller) -> db.NewContactMethod:
         query=body.webhook_query,
         body=body.webhook_body,
     )
-    return db.NewContactMethod(
-        user_id=body.user_id,
+    new = db.NewContactMethod(
+        user_id=user_id,
         transport=body.transport,
         value=value,
         label=body.label,
@@ -113,16 +122,16 @@ def _new(body: NewContactMethod, caller: Caller) -> db.NewContactMethod:
         tags=tuple(dict.fromkeys(body.tags)),
         **webhook,
     )
+    return new, body.external_id
 
 
 @router.post("", status_code=201, response_model=ContactMethod)
 async def create_method(body: NewContactMethod, request: Request, caller: Writer) -> JSONResponse:
     """Create a method (its ``id`` assigned here); the value is normalized and checked."""
-    new = _new(body, caller)
+    new, external_id = new_method(body, body.user_id, caller)
 
     async def make() -> JSONResponse:
-        method = await caller.ctx.store.add_contact_method(new)
-        await caller.ctx.store.audit_created_method(method, caller.name)
+        method = await caller.ctx.store.create_method(new, external_id, caller.name)
         return resource(method, 201)
 
     return await idempotent(request, caller, make)

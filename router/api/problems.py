@@ -98,7 +98,8 @@ def pointer(field: str) -> str:
     return "/" + name.replace("~", "~0").replace("/", "~1")
 
 
-def _status_of(error: RouterError) -> int:
+def status_of(error: RouterError) -> int:
+    """The HTTP status for a refusal of the store or the rules."""
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, PreconditionFailed):
@@ -126,7 +127,7 @@ def install(app: FastAPI) -> None:
             return problem_response(
                 422, detail, [{"pointer": pointer(error.field), "detail": detail}], scrubbed=False
             )
-        status = _status_of(error)
+        status = status_of(error)
         return problem_response(
             status, str(error), headers={"Retry-After": "5"} if status == 503 else None
         )

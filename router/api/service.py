@@ -14,11 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from router import logging as router_logging
-from router.api import extras, methods, problems, users
+from router.api import batches, extras, methods, problems, users
 from router.api.bodies import ProblemDetails
 from router.api.context import ApiContext
 from router.api.problems import PROBLEM, ASGIApp, Problem
-from router.db.api_store import ApiStore
+from router.db.api_bulk import BulkApiStore
 from router.errors import ConfigError
 from router.http.access import RateLimiter
 from router.http.health import HttpServer, Readiness
@@ -82,7 +82,7 @@ def create_api(ctx: ApiContext | None, readiness: Readiness | None = None) -> Fa
 
     app.openapi = with_problem  # type: ignore[method-assign]
     problems.install(app)
-    for room in (users.router, methods.router, extras.router):
+    for room in (users.router, batches.router, methods.router, extras.router):
         app.include_router(room)
     checks = readiness or Readiness()
 
@@ -164,7 +164,7 @@ async def run_api(settings: Settings) -> None:
             "ROUTER_API_READ_TOKENS (comma-separated, several while rotating), or their "
             "..._FILE forms."
         )
-    store = await ApiStore.connect(
+    store = await BulkApiStore.connect(
         settings.database_url.get_secret_value(),
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,

@@ -44,8 +44,13 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
     search: Annotated[str | None, Query(max_length=256)] = None,
+    external_id: str | None = None,
 ) -> UserPage:
-    """Users by id, a page at a time; ``search`` matches the id or the name."""
+    """Users by id, a page at a time; ``search`` matches the id or the name;
+    ``external_id`` finds the one user with that id in the system it is synced from."""
+    if external_id is not None:
+        found = await caller.ctx.store.user_by_external_id(external_id)
+        return UserPage(items=[found] if found else [], next_cursor=None)
     after = _after(cursor) if cursor else None
     users = await caller.ctx.store.list_users(after=after, search=search, limit=limit + 1)
     more, users = len(users) > limit, users[:limit]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 
@@ -63,10 +63,10 @@ class ApiStore(PgStore):
     own transaction, naming ``actor``."""
 
     @classmethod
-    async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> ApiStore:
+    async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> Self:
         """Open a pool (see :meth:`PgStore.connect`)."""
         store = await super().connect(url, min_size=min_size, max_size=max_size)
-        assert isinstance(store, ApiStore)
+        assert isinstance(store, cls)
         return store
 
     async def _audit(
@@ -114,6 +114,7 @@ class ApiStore(PgStore):
                 list(draft.channel_order),
                 draft.delivery_mode,
                 draft.quiet_action,
+                draft.external_id,
             )
             created = User.model_validate(dict(row))
             await self._audit(
@@ -148,6 +149,10 @@ class ApiStore(PgStore):
                 user.delivery_mode,
                 user.quiet_action,
             )
+            if user.external_id != current.external_id:
+                row = await conn.fetchrow(
+                    api_queries()["api_set_user_external_id"], user.id, user.external_id
+                )
             updated = User.model_validate(dict(row))
             await self._audit(
                 conn,
@@ -252,6 +257,7 @@ class ApiStore(PgStore):
                 dict(method.webhook_headers),
                 dict(method.webhook_query),
                 method.webhook_body,
+                method.external_id,
             )
             updated = ContactMethod.model_validate(dict(row))
             await self._audit(
@@ -323,6 +329,18 @@ class ApiStore(PgStore):
                 api_queries()["api_list_audit"], entity, entity_id, since, limit
             )
         return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+
+    async def user_by_external_id(self, external_id: str) -> User | None:
+        """The user with this external id, if any."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(api_queries()["api_user_by_external_id"], external_id)
+        return None if row is None else User.model_validate(dict(row))
+
+    async def method_by_external_id(self, external_id: str) -> ContactMethod | None:
+        """The contact method with this external id, if any."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(api_queries()["api_method_by_external_id"], external_id)
+        return None if row is None else ContactMethod.model_validate(dict(row))
 
     async def idempotent_answer(self, actor: str, key: str) -> tuple[str, int, Any] | None:
         """The stored (request hash, status, body) for ``key`` within 24 h, or None."""

@@ -36,6 +36,9 @@ class User(BaseModel):
     )
     channel_order: tuple[Transport, ...] = ("sms", "email", "webhook")
     delivery_mode: Literal["all", "preferred"] = "all"
+    external_id: str | None = Field(
+        default=None, description="Its id in the system it is synced from; unique."
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -71,6 +74,9 @@ class ContactMethod(BaseModel):
     webhook_body: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict, description="Free-form key/value.")
     tags: tuple[str, ...] = ()
+    external_id: str | None = Field(
+        default=None, description="Its id in the system it is synced from; unique."
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

@@ -429,3 +429,82 @@ def test_contacts_update_value_normalizes_resets_verified_and_refuses_in_one_lin
     assert rows[0]["actor"].startswith("cli:")
     assert rows[0]["before"] == {"value": "+44********56", "verified": True}
     assert rows[0]["after"] == {"value": "+44********57", "verified": False}
+
+
+def test_batches_all_or_nothing_and_partial_and_batch_delete(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env)
+    with api.client() as w:
+        w.post("/v1/users", json={"id": "fay"})
+        good = {"user_id": "fay", "transport": "email", "value": "fay@example.com"}
+        bad = {"user_id": "fay", "transport": "sms", "value": "not a phone"}
+        nobody = {"user_id": "nobody", "transport": "email", "value": "x@example.com"}
+        refused = problem(w.post("/v1/contact-methods/batch", json={"items": [good, bad]}), 422)
+        assert refused["errors"][0]["pointer"] == "/items/1/value"
+        problem(w.post("/v1/contact-methods/batch", json={"items": [good, nobody]}), 404)
+        assert w.get("/v1/contact-methods/count").json()["count"] == 0
+
+        partial = w.post(
+            "/v1/contact-methods/batch",
+            params={"partial": "true"},
+            json={"items": [good, bad, nobody, {**good, "value": "fay2@example.com"}]},
+        )
+        assert partial.status_code == 200, partial.text
+        results = partial.json()["results"]
+        assert [r["status"] for r in results] == [201, 422, 404, 201]
+        assert results[1]["problem"]["errors"][0]["pointer"] == "/items/1/value"
+        assert w.get("/v1/contact-methods/count").json()["count"] == 2
+
+        ids = [results[0]["item"]["id"], results[3]["item"]["id"]]
+        missing = "00000000-0000-0000-0000-000000000000"
+        problem(w.post("/v1/contact-methods/batch-delete", json={"ids": [ids[0], missing]}), 404)
+        assert w.get("/v1/contact-methods/count").json()["count"] == 2
+        done = w.post("/v1/contact-methods/batch-delete", json={"ids": ids})
+        assert done.json() == {"deleted": ids}
+        assert w.get("/v1/contact-methods/count").json()["count"] == 0
+
+
+def test_put_replaces_a_users_set_and_is_idempotent(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    api = start_api(router_env)
+    with api.client() as w:
+        w.post("/v1/users", json={"id": "gus", "external_id": "hr-17"})
+        assert [
+            u["id"] for u in w.get("/v1/users", params={"external_id": "hr-17"}).json()["items"]
+        ] == ["gus"]
+
+        def add(body: dict[str, Any]) -> dict[str, Any]:
+            made = w.post("/v1/contact-methods", json={"user_id": "gus", **body})
+            assert made.status_code == 201, made.text
+            return made.json()
+
+        kept = add({"transport": "email", "value": "gus@example.com", "verified": True})
+        changed = add(
+            {"transport": "sms", "value": "+447911123456", "external_id": "ph-1", "verified": True}
+        )
+        removed = add({"transport": "email", "value": "old@example.com"})
+        w.post(f"/v1/contact-methods/{kept['id']}/mute", json={})
+        wanted = [
+            {"transport": "email", "value": "gus@example.com"},
+            {"transport": "sms", "value": "+447911123457", "external_id": "ph-1", "label": "new"},
+            {"transport": "webhook", "value": "https://hooks.example.com/gus"},
+        ]
+        first = w.put("/v1/users/gus/contact-methods", json=wanted)
+        assert first.status_code == 200, first.text
+        answer = first.json()
+        assert answer["unchanged"] == [kept["id"]]
+        assert answer["updated"] == [changed["id"]]
+        assert answer["deleted"] == [removed["id"]]
+        assert len(answer["created"]) == 1
+        again = w.put("/v1/users/gus/contact-methods", json=wanted).json()
+        assert again["created"] == again["updated"] == again["deleted"] == []
+        assert sorted(again["unchanged"]) == sorted([kept["id"], changed["id"], *answer["created"]])
+
+        still = w.get(f"/v1/contact-methods/{kept['id']}").json()
+        assert still["verified"] is True and still["muted"] is True
+        phone = w.get("/v1/contact-methods", params={"external_id": "ph-1"}).json()["items"]
+        assert phone[0]["id"] == changed["id"] and phone[0]["value"] == "+447911123457"
+        assert phone[0]["verified"] is False  # a new number has proved nothing
+        problem(w.put("/v1/users/nobody/contact-methods", json=wanted), 404)

@@ -29,5 +29,8 @@ def test_the_document_is_openapi_3_1_with_every_directory_path() -> None:
         "/v1/trail/{event_id}",
         "/v1/held",
         "/v1/audit",
+        "/v1/contact-methods/batch",
+        "/v1/contact-methods/batch-delete",
+        "/v1/users/{user_id}/contact-methods",
     } <= set(doc["paths"])
     assert {"User", "ContactMethod"} <= set(doc["components"]["schemas"])

@@ -7,7 +7,7 @@ SET value = $2, label = $3, is_primary = $4, verified = $5, disabled = $6, muted
     mute_until = $8, suppress_up = $9, suppress_down = $10, suppress_first = $11,
     suppress_diagnostic = $12, suppress_all = $13, min_severity = $14, metadata = $15,
     tags = $16, webhook_method = $17, webhook_headers = $18, webhook_query = $19,
-    webhook_body = $20, updated_at = now()
+    webhook_body = $20, external_id = $21, updated_at = now()
 WHERE id = $1::uuid
 RETURNING *;
 
@@ -17,8 +17,8 @@ WHERE user_id = $1 AND transport = $2 AND value = $3 AND id <> $4::uuid;
 
 -- name: api_insert_user
 INSERT INTO users (id, name, timezone, quiet_hours_start, quiet_hours_end, quiet_bypass,
-                   channel_order, delivery_mode, quiet_action)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   channel_order, delivery_mode, quiet_action, external_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
 
 -- name: api_idempotent_answer
@@ -49,3 +49,25 @@ WHERE ($1::text IS NULL OR entity = $1)
   AND ($3::timestamptz IS NULL OR at >= $3)
 ORDER BY at DESC, id DESC
 LIMIT $4;
+
+-- name: api_set_user_external_id
+UPDATE users SET external_id = $2, updated_at = now() WHERE id = $1 RETURNING *;
+
+-- name: api_user_by_external_id
+SELECT * FROM users WHERE external_id = $1;
+
+-- name: api_method_by_external_id
+SELECT * FROM contact_methods WHERE external_id = $1;
+
+-- name: api_insert_contact_method
+INSERT INTO contact_methods (user_id, transport, value, label, is_primary, verified,
+                             webhook_method, webhook_headers, webhook_query, webhook_body,
+                             metadata, tags, external_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+RETURNING *;
+
+-- name: api_methods_of_user_for_update
+SELECT * FROM contact_methods WHERE user_id = $1 ORDER BY created_at, id FOR UPDATE;
+
+-- name: api_methods_for_update
+SELECT * FROM contact_methods WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;

@@ -27,3 +27,11 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_by_time ON audit_log (at);
 CREATE INDEX audit_log_by_entity ON audit_log (entity, entity_id, at);
+
+-- The id a record has in the system it is synced from (the on-call SDK's
+-- externalId): optional, unique per kind.
+ALTER TABLE users ADD COLUMN external_id text;
+CREATE UNIQUE INDEX users_external_id ON users (external_id) WHERE external_id IS NOT NULL;
+ALTER TABLE contact_methods ADD COLUMN external_id text;
+CREATE UNIQUE INDEX contact_methods_external_id ON contact_methods (external_id)
+    WHERE external_id IS NOT NULL;
