@@ -36,10 +36,8 @@ async def add_opt_out(body: NewOptOut, request: Request, caller: Writer) -> JSON
     address = addresses.normalize(body.transport, body.address, body.region)
 
     async def make() -> JSONResponse:
-        await caller.ctx.store.add_opt_out(body.transport, address, f"api:{caller.name}")
-        record = {"transport": body.transport, "address": address}
-        await caller.ctx.store.audit(caller.name, "create", "opt_out", address, record)
-        return JSONResponse(record, 201)
+        await caller.ctx.store.add_opt_out(body.transport, address, "api", caller.name)
+        return JSONResponse({"transport": body.transport, "address": address}, 201)
 
     return await idempotent(request, caller, make)
 
@@ -52,11 +50,8 @@ async def remove_opt_out(address: str, caller: Writer) -> Response:
         normalized = addresses.normalize(transport, address)
     except Exception:  # not an address at all: it cannot be on the list
         normalized = address
-    if not await caller.ctx.store.remove_opt_out(transport, normalized):
+    if not await caller.ctx.store.remove_opt_out(transport, normalized, caller.name):
         raise Problem(404, "That address is not on the opt-out list.")
-    await caller.ctx.store.audit(
-        caller.name, "delete", "opt_out", normalized, {"transport": transport, "address": None}
-    )
     return Response(status_code=204)
 
 

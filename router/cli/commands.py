@@ -17,6 +17,7 @@ from typing import Any
 
 from router.cli import table
 from router.cli.common import (
+    cli_actor,
     describe_shift,
     describe_user,
     print_record,
@@ -138,9 +139,9 @@ def optout(args: argparse.Namespace) -> None:
 
     async def change(store: PgStore) -> None:
         if args.optout_command == "add":
-            await store.add_opt_out(args.transport, address, "cli")
+            await store.add_opt_out(args.transport, address, "cli", cli_actor())
             print(f"opted out: {args.transport} {address}")
-        elif await store.remove_opt_out(args.transport, address):
+        elif await store.remove_opt_out(args.transport, address, cli_actor()):
             print(f"opted in: {args.transport} {address}")
         else:
             print(f"not on the opt-out list: {args.transport} {address}")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from router.cli.values import KINDS, pairs, settings
-from router.db.api_store import ApiStore
+from router.db.api_bulk import BulkApiStore
 from router.db.store import MethodFilter
 from router.directory.models import ContactMethod, Shift, User
 from router.errors import KafkaSetupError
@@ -74,9 +74,9 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
-async def _with_store(action: Callable[[ApiStore], Awaitable[None]]) -> None:
+async def _with_store(action: Callable[[BulkApiStore], Awaitable[None]]) -> None:
     url = settings().database_url.get_secret_value()
-    store = await ApiStore.connect(url, min_size=1, max_size=2)
+    store = await BulkApiStore.connect(url, min_size=1, max_size=2)
     try:
         await store.check_schema()
         await action(store)
@@ -84,9 +84,9 @@ async def _with_store(action: Callable[[ApiStore], Awaitable[None]]) -> None:
         await store.close()
 
 
-def run_with_store(action: Callable[[ApiStore], Awaitable[None]]) -> None:
+def run_with_store(action: Callable[[BulkApiStore], Awaitable[None]]) -> None:
     """Run ``action`` with a store on the configured database, its schema checked first
-    (an :class:`ApiStore`: the directory's writes that leave an audit row)."""
+    (a :class:`BulkApiStore`: with the directory's writes that leave an audit row)."""
     asyncio.run(_with_store(action))
 
 

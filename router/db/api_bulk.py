@@ -12,7 +12,7 @@ import asyncpg
 
 from router.db.api_store import ApiStore, api_queries
 from router.db.store import NewContactMethod
-from router.directory.models import ContactMethod
+from router.directory.models import IMPORT_COLUMNS, ContactMethod
 from router.errors import Conflict, NotFound, RouterError
 
 
@@ -90,6 +90,46 @@ class BulkApiStore(ApiStore):
             method.transport,
         )
         return method
+
+    async def import_audited(
+        self, rows: Sequence[Sequence[Any]], actor: str, *, create_users: bool = False
+    ) -> tuple[int, int]:
+        """:meth:`PgStore.import_contact_methods` with one audit row per method it added or
+        changed, in the import's transaction. Returns (inserted, updated)."""
+        q = api_queries()
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._q["create_import_table"])
+            await conn.copy_records_to_table("import_rows", records=rows, columns=IMPORT_COLUMNS)
+            if create_users:
+                await conn.execute(self._q["create_missing_users"])
+            before = {
+                r["id"]: ContactMethod.model_validate(dict(r))
+                for r in await conn.fetch(q["api_imported_methods"])
+            }
+            await conn.execute(self._q["clear_primaries_for_import"])
+            try:
+                counts = await conn.fetchrow(self._q["upsert_imported"])
+            except asyncpg.ForeignKeyViolationError as error:
+                raise NotFound(
+                    f"An imported row names a user that does not exist ({error.detail}); "
+                    "add the users first or pass --create-users."
+                ) from None
+            for row in await conn.fetch(q["api_imported_methods"]):
+                after = ContactMethod.model_validate(dict(row))
+                old = before.get(after.id)
+                if old is not None and old.updated_at == after.updated_at:
+                    continue
+                await self._audit(
+                    conn,
+                    actor,
+                    "import",
+                    "contact_method",
+                    after.id,
+                    old.model_dump(mode="json") if old else None,
+                    after.model_dump(mode="json"),
+                    after.transport,
+                )
+        return int(counts["inserted"]), int(counts["updated"])
 
     async def create_method(
         self, new: NewContactMethod, external_id: str | None, actor: str

@@ -23,6 +23,7 @@ import asyncpg
 from router import metrics
 from router.db import sql
 from router.delivery.trail import JobRow, Trail, TrailRow
+from router.directory.addresses import mask
 from router.directory.models import IMPORT_COLUMNS, ContactMethod, Directory, Shift, User
 from router.errors import (
     Conflict,
@@ -141,7 +142,9 @@ class Store(Protocol):
         ``holds`` lists for that decision."""
         ...
 
-    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
+    async def add_opt_out(
+        self, transport: str, address: str, source: str = "cli", actor: str | None = None
+    ) -> None:
         """Put a normalized address on the opt-out list (no-op if already there)."""
         ...
 
@@ -149,7 +152,7 @@ class Store(Protocol):
         """Whether the store answers now (a cheap probe, used while backing off)."""
         ...
 
-    async def remove_opt_out(self, transport: str, address: str) -> bool:
+    async def remove_opt_out(self, transport: str, address: str, actor: str | None = None) -> bool:
         """Take an address off the list; whether it was there."""
         ...
 
@@ -879,16 +882,23 @@ class PgStore:
 
     # -- opt-outs -------------------------------------------------------------
 
-    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
-        """Put a normalized address on the opt-out list (no-op if already there)."""
+    async def add_opt_out(
+        self, transport: str, address: str, source: str = "cli", actor: str | None = None
+    ) -> None:
+        """Put a normalized address on the opt-out list (no-op if already there); with
+        ``actor``, a new entry writes its audit row in the same statement."""
         async with self._conn() as conn:
-            await conn.execute(self._q["add_opt_out"], transport, address, source)
+            await conn.execute(
+                self._q["add_opt_out"], transport, address, source, actor, mask(transport, address)
+            )
 
-    async def remove_opt_out(self, transport: str, address: str) -> bool:
-        """Take an address off the list; whether it was there."""
+    async def remove_opt_out(self, transport: str, address: str, actor: str | None = None) -> bool:
+        """Take an address off the list; whether it was there (audited with ``actor``)."""
         async with self._conn() as conn:
-            status = await conn.execute(self._q["remove_opt_out"], transport, address)
-        return bool(status != "DELETE 0")
+            removed = await conn.fetchval(
+                self._q["remove_opt_out"], transport, address, actor, mask(transport, address)
+            )
+        return bool(removed)
 
     async def list_opt_outs(self) -> list[tuple[str, str]]:
         """Every (transport, address) on the list."""

@@ -128,6 +128,9 @@ class Worker:
         self._broker_probe = broker_probe
         self._publisher = publisher
         self._settings = settings
+        # The audit log's actors for opt-outs that arrive on a topic.
+        self._contact_events_actor = f"kafka:{settings.topic_contact_events}"
+        self._status_actor = f"kafka:{settings.topic_status}"
         self._clock = clock
         self._options = RoutingOptions(
             sms_max_segments=settings.sms_max_segments,
@@ -452,9 +455,13 @@ class Worker:
                 outgoing += self._letter_messages(index, record, dead_letter(record, item))
                 continue
             if item.type == "opt_out":
-                await self._store.add_opt_out(item.transport, item.address, "topic")
+                await self._store.add_opt_out(
+                    item.transport, item.address, "topic", self._contact_events_actor
+                )
             else:
-                await self._store.remove_opt_out(item.transport, item.address)
+                await self._store.remove_opt_out(
+                    item.transport, item.address, self._contact_events_actor
+                )
             applied += 1
             log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
         await self._publish(records, outgoing)
@@ -506,9 +513,9 @@ class Worker:
             # Idempotent, so done again for a redelivered status (a crash may have come
             # between recording it and acting on it).
             if job.transport == "email" and status.status == "bounced" and status.permanent:
-                await self._store.add_opt_out("email", job.address, "bounce")
+                await self._store.add_opt_out("email", job.address, "bounce", self._status_actor)
             if job.transport == "sms" and status.detail == "opt_out":
-                await self._store.add_opt_out("sms", job.address, "status")
+                await self._store.add_opt_out("sms", job.address, "status", self._status_actor)
             if failed:
                 failed_jobs[job.job_id] = job
         await self.fail_over(list(failed_jobs.values()), now)

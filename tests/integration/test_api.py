@@ -3,6 +3,7 @@ driven over HTTP with httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from router.dev.embedded import free_port
-from tests.integration.conftest import RouterProcess, cli_ok, cli_refused
+from tests.integration.conftest import RouterProcess, cli_ok, cli_refused, produce
 from tests.privacy import leaks_in
 
 WRITE = "write-secret-0123456789"
@@ -508,3 +509,49 @@ def test_put_replaces_a_users_set_and_is_idempotent(
         assert phone[0]["id"] == changed["id"] and phone[0]["value"] == "+447911123457"
         assert phone[0]["verified"] is False  # a new number has proved nothing
         problem(w.put("/v1/users/nobody/contact-methods", json=wanted), 404)
+
+
+async def test_audit_shows_actor_and_masked_changes_from_api_cli_import_and_kafka(
+    router_env: dict[str, str],
+    start_api: Callable[..., ApiProcess],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+    tmp_path: Path,
+) -> None:
+    cli_ok(router_env, "users", "add", "hal")
+    api = start_api(router_env)
+    with api.client() as w:
+        made = w.post(
+            "/v1/contact-methods",
+            json={"user_id": "hal", "transport": "email", "value": "hal@example.com"},
+        ).json()
+        w.patch(f"/v1/contact-methods/{made['id']}", json={"value": "hal2@example.com"})
+    cli_ok(router_env, "contacts", "update", made["id"], "--label", "work")
+    rows = tmp_path / "import.csv"
+    rows.write_text("user_id,transport,value,label\nhal,sms,+447911123450,mobile\n")
+    cli_ok(router_env, "contacts", "import", str(rows))
+    router = start_router(router_env)
+    event = {"type": "opt_out", "transport": "sms", "address": "+447911123499"}
+    await produce(
+        router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"],
+        router_env["ROUTER_TOPIC_CONTACT_EVENTS"],
+        json.dumps(event).encode(),
+    )
+    kafka_actor = "kafka:" + router_env["ROUTER_TOPIC_CONTACT_EVENTS"]
+    deadline = time.monotonic() + 30
+    while True:
+        out = cli_ok(router_env, "audit", "--json")
+        audit = [json.loads(line) for line in out.splitlines()]
+        if any(a["actor"] == kafka_actor for a in audit) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert router.process is not None and router.process.poll() is None
+    by_actor = {(a["actor"].split(":")[0], a["action"]): a for a in audit}
+    api_change = by_actor[("ci-writer", "update")]
+    assert api_change["before"] == api_change["after"] == {"value": "h***@example.com"}
+    assert by_actor[("cli", "update")]["after"] == {"label": "work"}
+    imported = by_actor[("cli", "import")]
+    assert imported["before"] is None and imported["after"]["value"] == "+44********50"
+    opt_out = by_actor[("kafka", "create")]
+    assert opt_out["actor"] == kafka_actor and opt_out["entity"] == "opt_out"
+    assert opt_out["after"] == {"transport": "sms", "address": "+44********99"}
+    assert "+447911123499" not in out and "hal2@example.com" not in out

@@ -71,3 +71,8 @@ SELECT * FROM contact_methods WHERE user_id = $1 ORDER BY created_at, id FOR UPD
 
 -- name: api_methods_for_update
 SELECT * FROM contact_methods WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: api_imported_methods
+-- The stored methods an import's rows name (by user, transport and value).
+SELECT cm.* FROM contact_methods cm
+JOIN import_rows r ON (r.user_id, r.transport, r.value) = (cm.user_id, cm.transport, cm.value);
