@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from router.dev.embedded import free_port
-from tests.integration.conftest import RouterProcess, cli_ok, cli_refused, produce
+from tests.integration.conftest import (
+    RouterProcess,
+    cli_ok,
+    cli_refused,
+    collect,
+    produce,
+    wait_for_topics,
+)
 from tests.privacy import leaks_in
 
 WRITE = "write-secret-0123456789"
@@ -555,3 +563,64 @@ async def test_audit_shows_actor_and_masked_changes_from_api_cli_import_and_kafk
     assert opt_out["actor"] == kafka_actor and opt_out["entity"] == "opt_out"
     assert opt_out["after"] == {"transport": "sms", "address": "+44********99"}
     assert "+447911123499" not in out and "hal2@example.com" not in out
+
+
+def _alert(event_id: str, users: list[str]) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "kind": "down",
+            "severity": "critical",
+            "user_ids": users,
+            "title": f"{event_id} is down",
+        }
+    ).encode()
+
+
+async def test_a_patched_value_is_used_for_the_next_page_and_verify_confirm_works(
+    router_env: dict[str, str],
+    start_api: Callable[..., ApiProcess],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    bootstrap = router_env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    email = router_env["ROUTER_TOPIC_EMAIL"]
+    cli_ok(router_env, "users", "add", "ivy")
+    router = start_router(router_env)
+    await wait_for_topics(bootstrap, [router_env["ROUTER_TOPIC_ALERTS"], email])
+    api = start_api(router_env)
+    with api.client() as w:
+        made = w.post(
+            "/v1/contact-methods",
+            json={
+                "user_id": "ivy",
+                "transport": "email",
+                "value": "ivy@example.com",
+                "verified": True,
+            },
+        ).json()
+        await produce(bootstrap, router_env["ROUTER_TOPIC_ALERTS"], _alert("first", ["ivy"]))
+        seen = await collect(bootstrap, [email], until=lambda s: len(s[email]) >= 1, settle=0.2)
+        assert json.loads(seen[email][0].value)["to"] == "ivy@example.com"
+
+        patched = w.patch(f"/v1/contact-methods/{made['id']}", json={"value": "ivy2@example.com"})
+        assert patched.status_code == 200 and patched.json()["verified"] is False
+        await asyncio.sleep(1.0)  # "within a second": the cache hears of the change by NOTIFY
+        await produce(bootstrap, router_env["ROUTER_TOPIC_ALERTS"], _alert("second", ["ivy"]))
+        seen = await collect(bootstrap, [email], until=lambda s: len(s[email]) >= 2, settle=0.2)
+        assert json.loads(seen[email][1].value)["to"] == "ivy2@example.com"
+
+        problem(w.post(f"/v1/contact-methods/{made['id']}/confirm", json={"code": "123456"}), 422)
+        sent = w.post(f"/v1/contact-methods/{made['id']}/verify")
+        assert sent.status_code == 202, sent.text
+        seen = await collect(bootstrap, [email], until=lambda s: len(s[email]) >= 3, settle=0.2)
+        job = json.loads(seen[email][2].value)
+        assert job["purpose"] == "verification" and job["to"] == "ivy2@example.com"
+        match = re.search(r"code is (\d{6})", job["text"])
+        assert match is not None
+        wrong = "000000" if match.group(1) != "000000" else "111111"
+        problem(w.post(f"/v1/contact-methods/{made['id']}/confirm", json={"code": wrong}), 422)
+        confirmed = w.post(
+            f"/v1/contact-methods/{made['id']}/confirm", json={"code": match.group(1)}
+        )
+        assert confirmed.status_code == 200 and confirmed.json()["verified"] is True
+    assert router.process is not None and router.process.poll() is None
