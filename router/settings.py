@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     failover_timeout_webhook: str = ""
     # The page trail (decisions, jobs, statuses) is kept this long.
     trail_retention_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
+    # The audit log of directory changes (router audit, GET /v1/audit) is kept this long.
+    audit_retention_seconds: int = Field(default=90 * 24 * 3600, ge=3600)
 
     # Held pages (quiet hours deferred, throttled pages bundled)
     held_poll_seconds: float = Field(default=5.0, gt=0)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import schemathesis
@@ -624,3 +625,33 @@ async def test_a_patched_value_is_used_for_the_next_page_and_verify_confirm_work
         )
         assert confirmed.status_code == 200 and confirmed.json()["verified"] is True
     assert router.process is not None and router.process.poll() is None
+
+
+async def test_the_janitor_purge_forgets_audit_rows_and_idempotent_answers_past_retention(
+    database_url: str,
+) -> None:
+    from router.db.api_bulk import BulkApiStore
+
+    store = await BulkApiStore.connect(database_url, min_size=1, max_size=1)
+    try:
+        await store.audit("t", "create", "user", "old", {"name": "x"})
+        await store.audit("t", "create", "user", "new", {"name": "y"})
+        await store.save_idempotent_answer("t", "k-old", "h", 201, {})
+        await store.save_idempotent_answer("t", "k-new", "h", 201, {})
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE audit_log SET at = now() - interval '2 h' WHERE entity_id = 'old'"
+            )
+            await conn.execute(
+                "UPDATE api_idempotency SET created_at = now() - interval '25 h' "
+                "WHERE key = 'k-old'"
+            )
+            await store.purge(routed_older_than=3600, sends_older_than=3600, audit_older_than=3600)
+            assert [r["entity_id"] for r in await store.list_audit()] == ["new"]
+            keys = await conn.fetch("SELECT key FROM api_idempotency")
+            assert [r["key"] for r in keys] == ["k-new"]
+        finally:
+            await conn.close()
+    finally:
+        await store.close()

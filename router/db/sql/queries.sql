@@ -481,6 +481,13 @@ WHERE e.routed_at >= $2::timestamptz
   AND e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text))
 ORDER BY e.routed_at;
 
+-- name: purge_audit
+-- The audit log past its retention, and router api's idempotent answers past 24 h.
+WITH old_keys AS (
+    DELETE FROM api_idempotency WHERE created_at <= now() - interval '24 hours'
+)
+DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1);
+
 -- name: purge_trail
 WITH old_rows AS (
     DELETE FROM page_trail WHERE at < now() - make_interval(secs => $1)
