@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from router.api.problems import Problem
+from router.api.problems import Problem, scrub
 from router.db.api_bulk import BulkApiStore
 from router.http.access import RateLimiter, bearer_token
 from router.settings import Settings
@@ -63,7 +63,7 @@ def _caller(request: Request, ctx: ApiContext, write: bool) -> Caller:
     name, may_write = ctx.tokens[token]
     wait = ctx.limiter.allow(name)
     if wait:
-        log.warning("api_rate_limited", token=name, path=request.url.path)
+        log.warning("api_rate_limited", token=name, path=scrub(request.url.path))
         raise Problem(
             429,
             f"Too many requests for this token; retry in {wait:.1f} s.",

@@ -226,7 +226,9 @@ def guard(app: ASGIApp, max_bytes: int) -> ASGIApp:
         try:
             await app(scope, replay, tracking_send)
         except Exception as error:  # the last resort: no traceback to the client or the log
-            log.error("api_unexpected_error", error_type=type(error).__name__, path=scope["path"])
+            log.error(
+                "api_unexpected_error", error_type=type(error).__name__, path=scrub(scope["path"])
+            )
             if not started:
                 await _send_problem(
                     send, problem_response(500, "The service failed; the error is logged.")

@@ -31,6 +31,7 @@ from router.cli.values import (
     timezone,
     user_id,
 )
+from router.db.api_store import ApiStore
 from router.db.migrate import migrate
 from router.db.store import PgStore
 from router.directory import addresses
@@ -95,10 +96,8 @@ def users_add(args: argparse.Namespace) -> None:
     changes = _user_changes(args)
     zone = changes.pop("timezone", "UTC")
 
-    async def action(store: PgStore) -> None:
-        user = await store.add_user(uid, changes.pop("name", None), zone)
-        if changes:
-            user = await store.update_user(uid, changes)
+    async def action(store: ApiStore) -> None:
+        user = await store.create_user({"id": uid, "timezone": zone, **changes}, cli_actor())
         print_record(user, args.json, "added user " + describe_user(user))
 
     run_with_store(action)
@@ -115,8 +114,8 @@ def users_update(args: argparse.Namespace) -> None:
             "needs at least one setting to change; see `router users update --help`",
         )
 
-    async def action(store: PgStore) -> None:
-        user = await store.update_user(uid, changes)
+    async def action(store: ApiStore) -> None:
+        user = await store.change_user(uid, changes, cli_actor())
         print_record(user, args.json, "updated user " + describe_user(user))
 
     run_with_store(action)
@@ -227,8 +226,8 @@ def users_list(args: argparse.Namespace) -> None:
 def users_delete(args: argparse.Namespace) -> None:
     """``router users delete``: refused while the user has methods or shifts, unless --cascade."""
 
-    async def action(store: PgStore) -> None:
-        methods, shifts = await store.delete_user(args.user_id, cascade=args.cascade)
+    async def action(store: ApiStore) -> None:
+        methods, shifts = await store.remove_user(args.user_id, cli_actor(), cascade=args.cascade)
         also = f" with {methods} contact method(s) and {shifts} shift(s)" if args.cascade else ""
         print(f"deleted user {args.user_id}{also}")
 

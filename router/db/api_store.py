@@ -183,7 +183,7 @@ class ApiStore(PgStore):
             if (methods or shifts) and not cascade:
                 raise Conflict(
                     f"User {user_id!r} has {methods} contact method(s) and {shifts} shift(s); "
-                    "delete them first or pass cascade=true."
+                    "delete them first or pass --cascade (cascade=true over the API)."
                 )
             await conn.execute(self._q["delete_user_methods"], user_id)
             await conn.execute(self._q["delete_user_shifts"], user_id)
