@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from datetime import UTC, datetime
@@ -189,24 +188,6 @@ def contacts_unmute(args: argparse.Namespace) -> None:
     _update_method(args.id, {"muted": False, "mute_until": None}, args.json, "unmuted")
 
 
-def encode_cursor(method: ContactMethod) -> str:
-    """An opaque cursor for the rows after ``method``."""
-    key = json.dumps([method.user_id, method.transport, method.value]).encode()
-    return base64.urlsafe_b64encode(key).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str, str]:
-    """The key a cursor stands for; :class:`InvalidValue` for anything else."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        user, transport, value = json.loads(base64.urlsafe_b64decode(padded))
-        return str(user), str(transport), str(value)
-    except (ValueError, TypeError):
-        raise InvalidValue(
-            "--cursor", cursor, "is not a cursor this command printed; start again without it"
-        ) from None
-
-
 def _flags(method: ContactMethod) -> str:
     flags = [
         "primary" if method.is_primary else "",
@@ -221,7 +202,7 @@ def contacts_list(args: argparse.Namespace) -> None:
     """``router contacts list``: a table on a terminal, JSON lines under ``--json``."""
     if args.cursor and args.page:
         raise InvalidValue("--page", args.page, "cannot be combined with --cursor; use one")
-    after = decode_cursor(args.cursor) if args.cursor else None
+    after = edits.decode_cursor(args.cursor) if args.cursor else None
     offset = (args.page - 1) * args.limit if args.page else 0
 
     async def action(store: PgStore) -> None:
@@ -242,7 +223,7 @@ def contacts_list(args: argparse.Namespace) -> None:
             )
         if more:
             page = f" or --page {args.page + 1}" if args.page else ""
-            print(f"more: --cursor {encode_cursor(methods[-1])}{page}", file=sys.stderr)
+            print(f"more: --cursor {edits.encode_cursor(methods[-1])}{page}", file=sys.stderr)
 
     run_with_store(action)
 
