@@ -108,7 +108,9 @@ async def idempotent(
     request: Request, caller: Caller, make: Callable[[], Awaitable[JSONResponse]]
 ) -> JSONResponse:
     """``make()``'s answer, or with an ``Idempotency-Key`` seen within 24 h the first
-    answer to it (nothing done again); the same key with another body is a 422."""
+    answer to it (nothing done again); the same key with another body is a 422, and
+    while the first request with the key still runs, a 409. The key is taken before
+    ``make()`` runs, so two concurrent requests never both create."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return await make()
@@ -125,9 +127,15 @@ async def idempotent(
         )
     ).hexdigest()
     store = caller.ctx.store
-    stored = await store.idempotent_answer(caller.name, key)
+    stored = await store.claim_key(caller.name, key, fingerprint)
     if stored is not None:
         first_hash, status, first_body = stored
+        if status == 0:
+            raise Problem(
+                409,
+                "A request with this Idempotency-Key is still in progress; retry in a moment.",
+                headers={"Retry-After": "1"},
+            )
         if first_hash != fingerprint:
             raise Problem(
                 422,
@@ -135,9 +143,12 @@ async def idempotent(
                 [{"pointer": "#/header/Idempotency-Key", "detail": "reused with another body"}],
             )
         return JSONResponse(first_body, status, headers={"Idempotent-Replayed": "true"})
-    response = await make()
-    if response.status_code < 500:
-        await store.save_idempotent_answer(
-            caller.name, key, fingerprint, response.status_code, json.loads(bytes(response.body))
-        )
+    try:
+        response = await make()
+    except BaseException:
+        await store.release_key(caller.name, key)  # refused or failed: nothing to replay
+        raise
+    await store.keep_answer(
+        caller.name, key, response.status_code, json.loads(bytes(response.body))
+    )
     return response

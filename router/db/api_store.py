@@ -342,17 +342,27 @@ class ApiStore(PgStore):
             row = await conn.fetchrow(api_queries()["api_method_by_external_id"], external_id)
         return None if row is None else ContactMethod.model_validate(dict(row))
 
-    async def idempotent_answer(self, actor: str, key: str) -> tuple[str, int, Any] | None:
-        """The stored (request hash, status, body) for ``key`` within 24 h, or None."""
-        async with self._conn() as conn:
-            row = await conn.fetchrow(api_queries()["api_idempotent_answer"], actor, key)
-        return None if row is None else (row["request_hash"], row["status"], row["body"])
+    async def claim_key(
+        self, actor: str, key: str, request_hash: str
+    ) -> tuple[str, int, Any] | None:
+        """Take ``key`` for a request (None), or the (hash, status, body) already kept for
+        it within 24 h; status 0 means another request holding it is still running."""
+        q = api_queries()
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(q["api_forget_stale_key"], actor, key)
+            if await conn.fetchval(q["api_claim_key"], actor, key, request_hash) is not None:
+                return None
+            row = await conn.fetchrow(q["api_keyed_answer"], actor, key)
+        if row is None:  # released between the two statements: nothing kept
+            return ("", 0, None)
+        return row["request_hash"], row["status"], row["body"]
 
-    async def save_idempotent_answer(
-        self, actor: str, key: str, request_hash: str, status: int, body: Any
-    ) -> None:
-        """Keep the answer to a keyed POST for 24 h (the first answer wins)."""
+    async def keep_answer(self, actor: str, key: str, status: int, body: Any) -> None:
+        """Keep the answer to a claimed key for 24 h."""
         async with self._conn() as conn:
-            await conn.execute(
-                api_queries()["api_save_idempotent_answer"], actor, key, request_hash, status, body
-            )
+            await conn.execute(api_queries()["api_save_keyed_answer"], actor, key, status, body)
+
+    async def release_key(self, actor: str, key: str) -> None:
+        """Give a claimed key back (its request failed; a retry may use it)."""
+        async with self._conn() as conn:
+            await conn.execute(api_queries()["api_release_key"], actor, key)

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,33 @@ def test_idempotency_key_replays_the_first_answer_and_refuses_another_body(
         other = w.post("/v1/contact-methods", json={**body, "label": "x"}, headers=key)
         problem(other, 422)
         assert w.get("/v1/contact-methods/count").json()["count"] == 1
+
+        refused = w.post(
+            "/v1/contact-methods",
+            json={**body, "user_id": "nobody"},
+            headers={"idempotency-key": "k-2"},
+        )
+        problem(refused, 404)  # a refusal is not kept: the key can be used again
+        retried = w.post(
+            "/v1/contact-methods",
+            json={**body, "value": "c2@example.com"},
+            headers={"idempotency-key": "k-2"},
+        )
+        assert retried.status_code == 201
+
+    def post_once(_: int) -> int:
+        with api.client() as c:
+            one = {**body, "value": "race@example.com"}
+            return c.post(
+                "/v1/contact-methods", json=one, headers={"idempotency-key": "k-3"}
+            ).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(post_once, range(6)))
+    assert set(statuses) <= {201, 409} and 201 in statuses
+    with api.client() as w:
+        found = w.get("/v1/contact-methods", params={"search": "race@"}).json()["items"]
+        assert len(found) == 1  # concurrent requests with one key created one method
 
 
 def test_rate_limit_answers_429_with_retry_after(
@@ -636,8 +664,9 @@ async def test_the_janitor_purge_forgets_audit_rows_and_idempotent_answers_past_
     try:
         await store.audit("t", "create", "user", "old", {"name": "x"})
         await store.audit("t", "create", "user", "new", {"name": "y"})
-        await store.save_idempotent_answer("t", "k-old", "h", 201, {})
-        await store.save_idempotent_answer("t", "k-new", "h", 201, {})
+        for key in ("k-old", "k-new"):
+            assert await store.claim_key("t", key, "h") is None
+            await store.keep_answer("t", key, 201, {})
         conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(

@@ -21,21 +21,25 @@ INSERT INTO users (id, name, timezone, quiet_hours_start, quiet_hours_end, quiet
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
 
--- name: api_idempotent_answer
--- A stored answer younger than 24 hours.
-SELECT request_hash, status, body FROM api_idempotency
-WHERE actor = $1 AND key = $2 AND created_at > now() - interval '24 hours';
+-- name: api_forget_stale_key
+DELETE FROM api_idempotency
+WHERE actor = $1 AND key = $2 AND created_at <= now() - interval '24 hours';
 
--- name: api_save_idempotent_answer
+-- name: api_claim_key
+-- Status 0 marks a request in progress; NULL when another request holds the key.
 INSERT INTO api_idempotency (actor, key, request_hash, status, body)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (actor, key) DO UPDATE
-SET request_hash = EXCLUDED.request_hash, status = EXCLUDED.status, body = EXCLUDED.body,
-    created_at = now()
-WHERE api_idempotency.created_at <= now() - interval '24 hours';
+VALUES ($1, $2, $3, 0, 'null')
+ON CONFLICT (actor, key) DO NOTHING
+RETURNING status;
 
--- name: api_purge_idempotency
-DELETE FROM api_idempotency WHERE created_at <= now() - interval '24 hours';
+-- name: api_keyed_answer
+SELECT request_hash, status, body FROM api_idempotency WHERE actor = $1 AND key = $2;
+
+-- name: api_save_keyed_answer
+UPDATE api_idempotency SET status = $3, body = $4 WHERE actor = $1 AND key = $2;
+
+-- name: api_release_key
+DELETE FROM api_idempotency WHERE actor = $1 AND key = $2 AND status = 0;
 
 -- name: api_write_audit
 INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
