@@ -22,6 +22,7 @@ from router.cli.common import (
     run_with_store,
 )
 from router.cli.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
+from router.db.api_bulk import BulkApiStore
 from router.db.api_store import ApiStore
 from router.db.store import NewContactMethod, PgStore
 from router.directory import addresses, edits, verification
@@ -277,12 +278,12 @@ def contacts_delete(args: argparse.Namespace) -> None:
             "contacts delete", args.id or args.user or "", "takes a method ID, or --user USER --all"
         )
 
-    async def action(store: ApiStore) -> None:
+    async def action(store: BulkApiStore) -> None:
         if args.id:
             await store.remove_contact_method(args.id, cli_actor())
             print(f"deleted contact method {args.id}")
         else:
-            count = await store.delete_user_methods(args.user)
+            count = await store.delete_user_methods_audited(args.user, cli_actor())
             print(f"deleted {count} contact method(s) of user {args.user}")
 
     run_with_store(action)
@@ -326,12 +327,13 @@ def contacts_confirm(args: argparse.Namespace) -> None:
     """``router contacts confirm``: mark verified when the code is right and fresh."""
     config = settings()
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         method = await store.confirm_verification(
             args.id,
             lambda stored: verification.code_matches(args.id, args.code, stored),
             config.verification_max_attempts,
         )
+        await store.audit(cli_actor(), "verify", "contact_method", method.id, {"verified": True})
         print_record(method, args.json, "verified " + describe_method(method))
 
     run_with_store(action)

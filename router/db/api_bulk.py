@@ -195,6 +195,27 @@ class BulkApiStore(ApiStore):
                 )
         return list(dict.fromkeys(ids))
 
+    async def delete_user_methods_audited(self, user_id: str, actor: str) -> int:
+        """Delete all of a user's methods in one transaction, each with its audit row."""
+        async with self._conn() as conn, conn.transaction():
+            if await conn.fetchrow(self._q["user_for_update"], user_id) is None:
+                raise NotFound(f"User {user_id!r} does not exist.")
+            rows = await conn.fetch(api_queries()["api_methods_of_user_for_update"], user_id)
+            for row in rows:
+                method = ContactMethod.model_validate(dict(row))
+                await conn.execute(self._q["delete_contact_method"], method.id)
+                await self._audit(
+                    conn,
+                    actor,
+                    "delete",
+                    "contact_method",
+                    method.id,
+                    method.model_dump(mode="json"),
+                    None,
+                    method.transport,
+                )
+        return len(rows)
+
     async def sync_methods(
         self,
         user_id: str,
