@@ -103,6 +103,19 @@ def _method_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", help="only methods with this tag")
 
 
+def _webhook_options(parser: argparse.ArgumentParser) -> None:
+    """--webhook-method, --header, --query, --body (on update they replace the stored ones)."""
+    methods = ["GET", "POST", "PUT", "HEAD", "DELETE"]
+    parser.add_argument("--webhook-method", choices=methods, help="HTTP method (default POST)")
+    parser.add_argument(
+        "--header", action="append", metavar="NAME:VALUE", help="webhook header (repeatable)"
+    )
+    parser.add_argument(
+        "--query", action="append", metavar="KEY=VALUE", help="URL query value (repeatable)"
+    )
+    parser.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}... are filled")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -202,24 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     add.add_argument("--tag", action="append", help="a tag (repeatable)")
-    add.add_argument(
-        "--webhook-method",
-        choices=["GET", "POST", "PUT", "HEAD", "DELETE"],
-        help="HTTP method (default POST)",
-    )
-    add.add_argument(
-        "--header",
-        action="append",
-        metavar="NAME:VALUE",
-        help="HTTP header for the webhook (repeatable)",
-    )
-    add.add_argument(
-        "--query",
-        action="append",
-        metavar="KEY=VALUE",
-        help="query-string value appended to the URL (repeatable)",
-    )
-    add.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}, ... are filled")
+    _webhook_options(add)
     add.add_argument("--json", action="store_true", help="print the created method as JSON")
     add.set_defaults(func=contact_commands.contacts_add)
 
@@ -234,29 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--tag", action="append", help="add a tag (repeatable)")
     update.add_argument("--untag", action="append", help="remove a tag (repeatable)")
-    update.add_argument(
-        "--value", help="a new address: checked like a new method's; resets verified"
-    )
+    update.add_argument("--value", help="a new address, checked like a new one; resets verified")
     update.add_argument("--region", help="ISO country code for a national phone format")
-    update.add_argument(
-        "--allow-landline", action="store_true", help="accept a fixed-line number for sms"
-    )
-    update.add_argument(
-        "--webhook-method", choices=["GET", "POST", "PUT", "HEAD", "DELETE"], help="HTTP method"
-    )
-    update.add_argument(
-        "--header",
-        action="append",
-        metavar="NAME:VALUE",
-        help="replace the webhook's headers (repeatable)",
-    )
-    update.add_argument(
-        "--query",
-        action="append",
-        metavar="KEY=VALUE",
-        help="replace the webhook's query-string values (repeatable)",
-    )
-    update.add_argument("--body", help="replace the webhook's body template")
+    update.add_argument("--allow-landline", action="store_true", help="accept a fixed line for sms")
+    _webhook_options(update)
     update.set_defaults(func=contact_commands.contacts_update)
 
     get = contacts.add_parser("get", help="show a method (phones in every format)")
