@@ -180,7 +180,6 @@ class Settings(BaseSettings):
     api_rate_per_second: float = Field(default=20.0, gt=0)
     api_burst: int = Field(default=100, ge=1)
     api_header_timeout_seconds: float = Field(default=10.0, gt=0)
-    api_page_limit: int = Field(default=100, ge=1, le=1000)
 
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
