@@ -7,13 +7,12 @@ these are the bodies that create and change them.
 
 from __future__ import annotations
 
-from datetime import time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from router.directory.models import ContactMethod, User
+from router.directory.models import ContactMethod, LocalTime, User
 from schemas import Severity, Transport, WebhookMethod
 
 USER_ID = r"^[^\s\x00-\x1f]{1,256}$"
@@ -62,8 +61,8 @@ class UserFields(_Body):
 
     name: str | None = Field(default=None, max_length=256)
     timezone: str = Field(default="UTC", description="IANA zone; quiet hours are read in it.")
-    quiet_hours_start: time | None = None
-    quiet_hours_end: time | None = None
+    quiet_hours_start: LocalTime | None = None
+    quiet_hours_end: LocalTime | None = None
     quiet_bypass: Severity = "critical"
     quiet_action: Literal["defer", "drop"] = "defer"
     channel_order: tuple[Transport, ...] = ("sms", "email", "webhook")
@@ -91,8 +90,8 @@ class UserPatch(_Body):
 
     name: str | None = Field(default=None, max_length=256)
     timezone: str | None = None
-    quiet_hours_start: time | None = None
-    quiet_hours_end: time | None = None
+    quiet_hours_start: LocalTime | None = None
+    quiet_hours_end: LocalTime | None = None
     quiet_bypass: Severity | None = None
     quiet_action: Literal["defer", "drop"] | None = None
     channel_order: tuple[Transport, ...] | None = Field(default=None, min_length=1)
