@@ -367,6 +367,7 @@ def test_every_operation_conforms_and_never_answers_5xx(
 
         @settings(
             max_examples=15,
+            derandomize=True,  # the same examples every run: make test stays reproducible
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
