@@ -56,9 +56,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-schemas: $(STAMP)  ## regenerate the committed JSON Schema files and the AsyncAPI document
+schemas: $(STAMP)  ## regenerate the committed JSON Schema files and the AsyncAPI and OpenAPI documents
 	$(PY) -m schemas.export
 	$(PY) -m router.asyncapi
+	$(PY) -m router.openapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo

@@ -20,7 +20,7 @@ def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
 
 def main() -> int:
     """Entry point of the ``router`` console script and of ``python -m router``."""
-    if sys.argv[1:2] in (["run"], ["ingest"]):
+    if sys.argv[1:2] in (["run"], ["ingest"], ["api"]):
         signal.signal(signal.SIGTERM, _exit_cleanly)
     from router.cli.parser import main as cli_main
 

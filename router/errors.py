@@ -8,7 +8,8 @@
     │   ├── StoreUnavailable   cannot reach the database (retryable)
     │   ├── NotMigrated        the schema is missing or older than this code
     │   ├── NotFound           the user or contact method does not exist
-    │   └── Conflict           the write breaks a uniqueness rule
+    │   ├── Conflict           the write breaks a uniqueness rule
+    │   └── PreconditionFailed the record changed since the caller read it (If-Match)
     ├── VerificationRefused    a wrong, expired or missing verification code
     └── KafkaSetupError        topics missing or the broker refused to create them
 """
@@ -61,6 +62,10 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The write would break a uniqueness rule (duplicate method, second primary)."""
+
+
+class PreconditionFailed(StoreError):
+    """The record is no longer the version the caller read (a stale ``If-Match``)."""
 
 
 class KafkaSetupError(RouterError):

@@ -26,6 +26,8 @@ SECRET_SETTINGS = (
     "kafka_sasl_password",
     "kafka_ssl_key_password",
     "ingest_tokens",
+    "api_read_tokens",
+    "api_write_tokens",
 )
 
 
@@ -126,6 +128,8 @@ class Settings(BaseSettings):
     failover_timeout_webhook: str = ""
     # The page trail (decisions, jobs, statuses) is kept this long.
     trail_retention_seconds: int = Field(default=7 * 24 * 3600, ge=3600)
+    # The audit log of directory changes (router audit, GET /v1/audit) is kept this long.
+    audit_retention_seconds: int = Field(default=90 * 24 * 3600, ge=3600)
 
     # Held pages (quiet hours deferred, throttled pages bundled)
     held_poll_seconds: float = Field(default=5.0, gt=0)
@@ -166,6 +170,17 @@ class Settings(BaseSettings):
     )
     ingest_default_severity: Severity = "warning"
 
+    # router api: the directory over HTTP (see router.api)
+    api_port: int = Field(default=8082, ge=1, le=65535)
+    api_host: str = "0.0.0.0"  # noqa: S104 - clients reach the pod's address
+    # Comma-separated bearer tokens, each "NAME:TOKEN" or a bare token; write implies read.
+    api_read_tokens: SecretStr | None = None
+    api_write_tokens: SecretStr | None = None
+    api_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_rate_per_second: float = Field(default=20.0, gt=0)
+    api_burst: int = Field(default=100, ge=1)
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # Logging
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -201,6 +216,20 @@ class Settings(BaseSettings):
             return ()
         text = self.ingest_tokens.get_secret_value()
         return tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
+
+    def api_tokens(self) -> dict[str, tuple[str, bool]]:
+        """router api's tokens: token -> (its name, may write). A bare token is named
+        by its list and position (``write-1``); ``NAME:TOKEN`` names it."""
+        found: dict[str, tuple[str, bool]] = {}
+        for kind, secret in (("read", self.api_read_tokens), ("write", self.api_write_tokens)):
+            text = secret.get_secret_value() if secret is not None else ""
+            entries = [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+            for index, entry in enumerate(entries, start=1):
+                name, sep, token = entry.partition(":")
+                if not sep or not name or not token:
+                    name, token = f"{kind}-{index}", entry
+                found[token] = (name, kind == "write" or found.get(token, ("", False))[1])
+        return found
 
     def ingest_mapping(self) -> IngestMapping:
         """How router ingest turns alerts into events."""

@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import TextIO
 
-from router.cli.common import method_filter, run_with_store
+from router.cli.common import cli_actor, method_filter, run_with_store
 from router.cli.values import settings
+from router.db.api_bulk import BulkApiStore
 from router.db.store import PgStore
 from router.directory import bulk
 from router.errors import InvalidValue
@@ -78,7 +79,7 @@ def contacts_import(args: argparse.Namespace) -> None:
         records, allow_landline=args.allow_landline, policy=settings().target_policy()
     )
 
-    async def action(store: PgStore) -> None:
+    async def action(store: BulkApiStore) -> None:
         if not args.create_users:
             _drop_unknown_users(result, await store.users_that_exist(result.users))
         result.errors.sort(key=lambda e: e.line)
@@ -91,8 +92,8 @@ def contacts_import(args: argparse.Namespace) -> None:
                 f"has {len(result.errors)} invalid row(s), listed above; nothing was written "
                 "(fix them, or pass --skip-invalid to write the valid rows)",
             )
-        inserted, updated = await store.import_contact_methods(
-            result.rows, create_users=args.create_users
+        inserted, updated = await store.import_audited(
+            result.rows, cli_actor(), create_users=args.create_users
         )
         unchanged = len(result.rows) - inserted - updated
         print(

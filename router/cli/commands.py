@@ -16,6 +16,7 @@ from typing import Any
 
 from router.cli import table
 from router.cli.common import (
+    cli_actor,
     describe_shift,
     describe_user,
     print_record,
@@ -30,6 +31,7 @@ from router.cli.values import (
     timezone,
     user_id,
 )
+from router.db.api_store import ApiStore
 from router.db.migrate import migrate
 from router.db.store import PgStore
 from router.directory import addresses
@@ -94,10 +96,8 @@ def users_add(args: argparse.Namespace) -> None:
     changes = _user_changes(args)
     zone = changes.pop("timezone", "UTC")
 
-    async def action(store: PgStore) -> None:
-        user = await store.add_user(uid, changes.pop("name", None), zone)
-        if changes:
-            user = await store.update_user(uid, changes)
+    async def action(store: ApiStore) -> None:
+        user = await store.create_user({"id": uid, "timezone": zone, **changes}, cli_actor())
         print_record(user, args.json, "added user " + describe_user(user))
 
     run_with_store(action)
@@ -114,8 +114,8 @@ def users_update(args: argparse.Namespace) -> None:
             "needs at least one setting to change; see `router users update --help`",
         )
 
-    async def action(store: PgStore) -> None:
-        user = await store.update_user(uid, changes)
+    async def action(store: ApiStore) -> None:
+        user = await store.change_user(uid, changes, cli_actor())
         print_record(user, args.json, "updated user " + describe_user(user))
 
     run_with_store(action)
@@ -138,9 +138,9 @@ def optout(args: argparse.Namespace) -> None:
 
     async def change(store: PgStore) -> None:
         if args.optout_command == "add":
-            await store.add_opt_out(args.transport, address, "cli")
+            await store.add_opt_out(args.transport, address, "cli", cli_actor())
             print(f"opted out: {args.transport} {address}")
-        elif await store.remove_opt_out(args.transport, address):
+        elif await store.remove_opt_out(args.transport, address, cli_actor()):
             print(f"opted in: {args.transport} {address}")
         else:
             print(f"not on the opt-out list: {args.transport} {address}")
@@ -226,8 +226,8 @@ def users_list(args: argparse.Namespace) -> None:
 def users_delete(args: argparse.Namespace) -> None:
     """``router users delete``: refused while the user has methods or shifts, unless --cascade."""
 
-    async def action(store: PgStore) -> None:
-        methods, shifts = await store.delete_user(args.user_id, cascade=args.cascade)
+    async def action(store: ApiStore) -> None:
+        methods, shifts = await store.remove_user(args.user_id, cli_actor(), cascade=args.cascade)
         also = f" with {methods} contact method(s) and {shifts} shift(s)" if args.cascade else ""
         print(f"deleted user {args.user_id}{also}")
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
 from router.cli.values import KINDS, pairs, settings
-from router.db.store import PgStore
+from router.db.api_bulk import BulkApiStore
 from router.directory.manage import MethodFilter
 from router.directory.models import ContactMethod, Shift, User
 from router.errors import KafkaSetupError
@@ -65,9 +66,17 @@ def describe_shift(shift: Shift) -> str:
     )
 
 
-async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
+def cli_actor() -> str:
+    """The audit log's actor for a command: ``cli:<os user>``."""
+    try:
+        return "cli:" + getpass.getuser()
+    except (OSError, KeyError):
+        return "cli:unknown"
+
+
+async def _with_store(action: Callable[[BulkApiStore], Awaitable[None]]) -> None:
     url = settings().database_url.get_secret_value()
-    store = await PgStore.connect(url, min_size=1, max_size=2)
+    store = await BulkApiStore.connect(url, min_size=1, max_size=2)
     try:
         await store.check_schema()
         await action(store)
@@ -75,8 +84,9 @@ async def _with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
         await store.close()
 
 
-def run_with_store(action: Callable[[PgStore], Awaitable[None]]) -> None:
-    """Run ``action`` with a store on the configured database, its schema checked first."""
+def run_with_store(action: Callable[[BulkApiStore], Awaitable[None]]) -> None:
+    """Run ``action`` with a store on the configured database, its schema checked first
+    (a :class:`BulkApiStore`: with the directory's writes that leave an audit row)."""
     asyncio.run(_with_store(action))
 
 

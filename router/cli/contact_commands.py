@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from typing import Any
 
 from router.cli import table
 from router.cli.common import (
+    cli_actor,
     describe_method,
     method_filter,
     print_record,
@@ -22,8 +22,10 @@ from router.cli.common import (
     run_with_store,
 )
 from router.cli.values import KINDS, instant, pairs, settings, suppress_flags, tags, user_id
+from router.db.api_bulk import BulkApiStore
+from router.db.api_store import ApiStore
 from router.db.store import PgStore
-from router.directory import addresses, verification
+from router.directory import addresses, edits, verification
 from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod
 from router.errors import InvalidValue
@@ -62,8 +64,9 @@ def contacts_add(args: argparse.Namespace) -> None:
         tags=tags(args.tag),
     )
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         method = await store.add_contact_method(new)
+        await store.audit_created_method(method, cli_actor())
         print_record(method, args.json, "added " + describe_method(method))
 
     run_with_store(action)
@@ -105,28 +108,62 @@ def _extras_changes(args: argparse.Namespace, method: ContactMethod) -> dict[str
 
 
 def _update_method(method_id: str, changes: dict[str, Any], as_json: bool, verb: str) -> None:
-    async def action(store: PgStore) -> None:
-        method = await store.update_contact_method(method_id, changes)
+    async def action(store: ApiStore) -> None:
+        method = await store.change_contact_method(method_id, changes, cli_actor())
         print_record(method, as_json, f"{verb} " + describe_method(method))
 
     run_with_store(action)
 
 
+def _address_changes(
+    args: argparse.Namespace, method: ContactMethod, config: Settings
+) -> dict[str, Any]:
+    """--value and the webhook options, by the rules PATCH /v1/contact-methods uses."""
+    changes: dict[str, Any] = {}
+    if args.value is not None:
+        changes.update(
+            edits.value_change(
+                method,
+                args.value,
+                args.region,
+                config.target_policy(),
+                allow_landline=args.allow_landline,
+                field="--value",
+            )
+        )
+    changes.update(
+        edits.checked_webhook(
+            method.transport,
+            method=args.webhook_method,
+            headers=pairs(args.header, ":", "--header") if args.header else None,
+            query=pairs(args.query, "=", "--query") if args.query else None,
+            body=args.body,
+            header_field="--header",
+        )
+    )
+    if method.transport == "webhook" and "value" in changes:
+        problem = webhook_problem(method.model_copy(update=changes), config.target_policy())
+        if problem:
+            raise InvalidValue("--value", "", f"is a webhook target the router refuses: {problem}")
+    return changes
+
+
 def contacts_update(args: argparse.Namespace) -> None:
-    """``router contacts update``."""
+    """``router contacts update``: the same rules as ``PATCH /v1/contact-methods/{id}``."""
     changes = _method_changes(args)
-    if not changes and not (args.meta or args.tag or args.untag):
+    address_flags = (args.value, args.webhook_method, args.header, args.query, args.body)
+    if not changes and not (args.meta or args.tag or args.untag or any(address_flags)):
         raise InvalidValue(
             "contacts update",
             args.id,
             "needs at least one setting to change; see `router contacts update --help`",
         )
+    config = settings()
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         current = await store.get_contact_method(args.id)
-        method = await store.update_contact_method(
-            args.id, {**changes, **_extras_changes(args, current)}
-        )
+        extra = {**_extras_changes(args, current), **_address_changes(args, current, config)}
+        method = await store.change_contact_method(args.id, {**changes, **extra}, cli_actor())
         print_record(method, args.json, "updated " + describe_method(method))
 
     run_with_store(action)
@@ -153,24 +190,6 @@ def contacts_unmute(args: argparse.Namespace) -> None:
     _update_method(args.id, {"muted": False, "mute_until": None}, args.json, "unmuted")
 
 
-def encode_cursor(method: ContactMethod) -> str:
-    """An opaque cursor for the rows after ``method``."""
-    key = json.dumps([method.user_id, method.transport, method.value]).encode()
-    return base64.urlsafe_b64encode(key).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str, str]:
-    """The key a cursor stands for; :class:`InvalidValue` for anything else."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        user, transport, value = json.loads(base64.urlsafe_b64decode(padded))
-        return str(user), str(transport), str(value)
-    except (ValueError, TypeError):
-        raise InvalidValue(
-            "--cursor", cursor, "is not a cursor this command printed; start again without it"
-        ) from None
-
-
 def _flags(method: ContactMethod) -> str:
     flags = [
         "primary" if method.is_primary else "",
@@ -185,7 +204,7 @@ def contacts_list(args: argparse.Namespace) -> None:
     """``router contacts list``: a table on a terminal, JSON lines under ``--json``."""
     if args.cursor and args.page:
         raise InvalidValue("--page", args.page, "cannot be combined with --cursor; use one")
-    after = decode_cursor(args.cursor) if args.cursor else None
+    after = edits.decode_cursor(args.cursor) if args.cursor else None
     offset = (args.page - 1) * args.limit if args.page else 0
 
     async def action(store: PgStore) -> None:
@@ -206,7 +225,7 @@ def contacts_list(args: argparse.Namespace) -> None:
             )
         if more:
             page = f" or --page {args.page + 1}" if args.page else ""
-            print(f"more: --cursor {encode_cursor(methods[-1])}{page}", file=sys.stderr)
+            print(f"more: --cursor {edits.encode_cursor(methods[-1])}{page}", file=sys.stderr)
 
     run_with_store(action)
 
@@ -260,12 +279,12 @@ def contacts_delete(args: argparse.Namespace) -> None:
             "contacts delete", args.id or args.user or "", "takes a method ID, or --user USER --all"
         )
 
-    async def action(store: PgStore) -> None:
+    async def action(store: BulkApiStore) -> None:
         if args.id:
-            await store.delete_contact_method(args.id)
+            await store.remove_contact_method(args.id, cli_actor())
             print(f"deleted contact method {args.id}")
         else:
-            count = await store.delete_user_methods(args.user)
+            count = await store.delete_user_methods_audited(args.user, cli_actor())
             print(f"deleted {count} contact method(s) of user {args.user}")
 
     run_with_store(action)
@@ -309,12 +328,13 @@ def contacts_confirm(args: argparse.Namespace) -> None:
     """``router contacts confirm``: mark verified when the code is right and fresh."""
     config = settings()
 
-    async def action(store: PgStore) -> None:
+    async def action(store: ApiStore) -> None:
         method = await store.confirm_verification(
             args.id,
             lambda stored: verification.code_matches(args.id, args.code, stored),
             config.verification_max_attempts,
         )
+        await store.audit(cli_actor(), "verify", "contact_method", method.id, {"verified": True})
         print_record(method, args.json, "verified " + describe_method(method))
 
     run_with_store(action)

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from router.cli import bulk_commands, commands, contact_commands, schedule_commands
+from router.cli import api_commands, bulk_commands, commands, contact_commands, schedule_commands
 from router.errors import RouterError
 
 SEVERITIES = ["critical", "error", "warning", "info"]
@@ -103,6 +103,19 @@ def _method_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", help="only methods with this tag")
 
 
+def _webhook_options(parser: argparse.ArgumentParser) -> None:
+    """--webhook-method, --header, --query, --body (on update they replace the stored ones)."""
+    methods = ["GET", "POST", "PUT", "HEAD", "DELETE"]
+    parser.add_argument("--webhook-method", choices=methods, help="HTTP method (default POST)")
+    parser.add_argument(
+        "--header", action="append", metavar="NAME:VALUE", help="webhook header (repeatable)"
+    )
+    parser.add_argument(
+        "--query", action="append", metavar="KEY=VALUE", help="URL query value (repeatable)"
+    )
+    parser.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}... are filled")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -120,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest",
         help="serve HTTP endpoints for Alertmanager, Grafana and CloudEvents; publish to alerts",
     ).set_defaults(func=commands.ingest)
+
+    sub.add_parser(
+        "api", help="serve the directory over HTTP (users, contact methods, opt-outs, audit)"
+    ).set_defaults(func=api_commands.api)
+
+    audit = sub.add_parser("audit", help="who changed what in the directory, newest first")
+    audit.add_argument("--entity", choices=["user", "contact_method", "opt_out"])
+    audit.add_argument("--id", help="only changes of this user, method id or address")
+    audit.add_argument("--since", default="24h", help="how far back (30m, 24h, 7d)")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=api_commands.audit)
 
     status = sub.add_parser(
         "status",
@@ -190,24 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     add.add_argument("--tag", action="append", help="a tag (repeatable)")
-    add.add_argument(
-        "--webhook-method",
-        choices=["GET", "POST", "PUT", "HEAD", "DELETE"],
-        help="HTTP method (default POST)",
-    )
-    add.add_argument(
-        "--header",
-        action="append",
-        metavar="NAME:VALUE",
-        help="HTTP header for the webhook (repeatable)",
-    )
-    add.add_argument(
-        "--query",
-        action="append",
-        metavar="KEY=VALUE",
-        help="query-string value appended to the URL (repeatable)",
-    )
-    add.add_argument("--body", help="HTTP body template; {{title}}, {{severity}}, ... are filled")
+    _webhook_options(add)
     add.add_argument("--json", action="store_true", help="print the created method as JSON")
     add.set_defaults(func=contact_commands.contacts_add)
 
@@ -222,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     update.add_argument("--tag", action="append", help="add a tag (repeatable)")
     update.add_argument("--untag", action="append", help="remove a tag (repeatable)")
+    update.add_argument("--value", help="a new address, checked like a new one; resets verified")
+    update.add_argument("--region", help="ISO country code for a national phone format")
+    update.add_argument("--allow-landline", action="store_true", help="accept a fixed line for sms")
+    _webhook_options(update)
     update.set_defaults(func=contact_commands.contacts_update)
 
     get = contacts.add_parser("get", help="show a method (phones in every format)")

@@ -1,8 +1,8 @@
 """A background task that forgets what no rule needs any more.
 
 Routed-event ids and settled held pages older than the duplicate window, the
-page trail older than its retention, and counted sends older than the longest
-rate-limit window, are deleted every
+page trail and the audit log older than their retention, and counted sends
+older than the longest rate-limit window, are deleted every
 ``ROUTER_JANITOR_INTERVAL_SECONDS``.
 Any router may run it; the deletes are idempotent.
 """
@@ -28,6 +28,7 @@ class Purgeable(Protocol):
         sends_older_than: float,
         held_older_than: float = 0,
         trail_older_than: float = 0,
+        audit_older_than: float = 0,
     ) -> None: ...
 
 
@@ -45,6 +46,7 @@ async def run_janitor(store: Purgeable, settings: Settings, stop: asyncio.Event)
                 longest_window,
                 settings.dedup_window_seconds,
                 settings.trail_retention_seconds,
+                audit_older_than=settings.audit_retention_seconds,
             )
             log.debug("janitor_purged")
         except RouterError as error:

@@ -332,12 +332,14 @@ class InMemoryStore(InMemorySchedules):
         """Same contract as :meth:`router.db.store.PgStore.set_disabled`."""
         await self.update_contact_method(method_id, {"disabled": disabled})
 
-    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
+    async def add_opt_out(
+        self, transport: str, address: str, source: str = "cli", actor: str | None = None
+    ) -> None:
         """Same contract as :meth:`router.db.store.PgStore.add_opt_out`."""
         self._check()
         self.opt_outs.add((transport, address))
 
-    async def remove_opt_out(self, transport: str, address: str) -> bool:
+    async def remove_opt_out(self, transport: str, address: str, actor: str | None = None) -> bool:
         """Same contract as :meth:`router.db.store.PgStore.remove_opt_out`."""
         self._check()
         was = (transport, address) in self.opt_outs

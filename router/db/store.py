@@ -78,7 +78,9 @@ class Store(Protocol):
         ``holds`` lists for that decision."""
         ...
 
-    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
+    async def add_opt_out(
+        self, transport: str, address: str, source: str = "cli", actor: str | None = None
+    ) -> None:
         """Put a normalized address on the opt-out list (no-op if already there)."""
         ...
 
@@ -86,7 +88,7 @@ class Store(Protocol):
         """Whether the store answers now (a cheap probe, used while backing off)."""
         ...
 
-    async def remove_opt_out(self, transport: str, address: str) -> bool:
+    async def remove_opt_out(self, transport: str, address: str, actor: str | None = None) -> bool:
         """Take an address off the list; whether it was there."""
         ...
 

@@ -24,9 +24,11 @@ async def record_statuses(
     statuses: Sequence[DeliveryStatus],
     now: datetime,
     fail_over: Callable[[Sequence[JobRow], datetime], Awaitable[None]],
+    actor: str | None = None,
 ) -> int:
     """Record ``statuses`` in the trail, apply their opt-outs, fail over the pages
-    whose jobs failed for good; how many statuses were new."""
+    whose jobs failed for good; how many statuses were new. Opt-outs are audited as
+    ``actor``."""
     jobs = await store.jobs_by_id({s.job_id for s in statuses})
     rows = [
         (status_row(s, jobs.get(s.job_id)), s.status, failed_for_good(s, jobs.get(s.job_id)))
@@ -55,7 +57,7 @@ async def record_statuses(
         # between recording it and acting on it).
         opt_out = opt_out_from(status, job)
         if opt_out is not None:
-            await store.add_opt_out(*opt_out)
+            await store.add_opt_out(*opt_out, actor)
         if failed:
             failed_jobs[job.job_id] = job
     await fail_over(list(failed_jobs.values()), now)

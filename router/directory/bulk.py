@@ -2,7 +2,7 @@
 
 Export writes the fields ``router contacts list --json`` prints (the
 :class:`~router.directory.models.ContactMethod` model), as CSV or JSON lines. Import
-reads the same (``id``, ``created_at`` and ``updated_at`` are ignored; the key
+reads the same (``id``, ``external_id``, ``created_at`` and ``updated_at`` are ignored; the key
 is user, transport and normalized value), needs at least ``user_id``,
 ``transport`` and ``value``, and validates every row before anything is
 written, reporting each bad row with its line number.
@@ -42,7 +42,7 @@ from router.errors import InvalidValue
 #: What export writes, in order: every field of the model the worker reads.
 EXPORT_FIELDS: tuple[str, ...] = tuple(ContactMethod.model_fields)
 _STRUCTURED = {"webhook_headers", "webhook_query", "metadata", "tags"}
-_IGNORED = {"id", "created_at", "updated_at"}
+_IGNORED = {"id", "created_at", "updated_at", "external_id"}  # external_id: set through router api
 Format = Literal["csv", "jsonl"]
 
 

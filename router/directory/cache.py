@@ -287,12 +287,14 @@ class CachedDirectory:
     # The worker's own changes (opt-out messages) apply to its next batch at once,
     # without waiting for their notification to come back.
 
-    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
-        await self._store.add_opt_out(transport, address, source)
+    async def add_opt_out(
+        self, transport: str, address: str, source: str = "cli", actor: str | None = None
+    ) -> None:
+        await self._store.add_opt_out(transport, address, source, actor)
         self._cache.invalidate(Change(addresses=frozenset({(transport, address)})))
 
-    async def remove_opt_out(self, transport: str, address: str) -> bool:
-        removed = await self._store.remove_opt_out(transport, address)
+    async def remove_opt_out(self, transport: str, address: str, actor: str | None = None) -> bool:
+        removed = await self._store.remove_opt_out(transport, address, actor)
         self._cache.invalidate(Change(addresses=frozenset({(transport, address)})))
         return removed
 

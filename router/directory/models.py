@@ -9,11 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from schemas import Severity, Transport, WebhookMethod
+
+#: A local wall-clock time as stored (no offset): JSON Schema's ``format: time``
+#: demands an offset, so the documents describe it by pattern instead.
+LocalTime = Annotated[
+    time,
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$"}
+    ),
+]
 
 
 class User(BaseModel):
@@ -24,8 +33,8 @@ class User(BaseModel):
     id: str
     name: str | None = None
     timezone: str = Field(default="UTC", description="IANA zone; quiet hours are read in it.")
-    quiet_hours_start: time | None = Field(default=None, description="Local start, inclusive.")
-    quiet_hours_end: time | None = Field(default=None, description="Local end, exclusive.")
+    quiet_hours_start: LocalTime | None = Field(default=None, description="Local start, inclusive.")
+    quiet_hours_end: LocalTime | None = Field(default=None, description="Local end, exclusive.")
     quiet_bypass: Severity = Field(
         default="critical", description="Events at or above this severity ignore quiet hours."
     )
@@ -36,6 +45,9 @@ class User(BaseModel):
     )
     channel_order: tuple[Transport, ...] = ("sms", "email", "webhook")
     delivery_mode: Literal["all", "preferred"] = "all"
+    external_id: str | None = Field(
+        default=None, description="Its id in the system it is synced from; unique."
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -71,6 +83,9 @@ class ContactMethod(BaseModel):
     webhook_body: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict, description="Free-form key/value.")
     tags: tuple[str, ...] = ()
+    external_id: str | None = Field(
+        default=None, description="Its id in the system it is synced from; unique."
+    )
     created_at: AwareDatetime
     updated_at: AwareDatetime
 

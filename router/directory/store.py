@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from router.db.pool import UNAVAILABLE, count_round_trip, translate_errors
+from router.directory.addresses import mask
 from router.directory.models import ContactMethod, Directory, Shift, User
 from router.schedules.store import ScheduleStore
 
@@ -118,16 +119,23 @@ class DirectoryStore(ScheduleStore):
             opt_outs=((r["transport"], r["address"]) for r in opt_outs),
         )
 
-    async def add_opt_out(self, transport: str, address: str, source: str = "cli") -> None:
-        """Put a normalized address on the opt-out list (no-op if already there)."""
+    async def add_opt_out(
+        self, transport: str, address: str, source: str = "cli", actor: str | None = None
+    ) -> None:
+        """Put a normalized address on the opt-out list (no-op if already there); with
+        ``actor``, a new entry writes its audit row in the same statement."""
         async with self._conn() as conn:
-            await conn.execute(self._q["add_opt_out"], transport, address, source)
+            await conn.execute(
+                self._q["add_opt_out"], transport, address, source, actor, mask(transport, address)
+            )
 
-    async def remove_opt_out(self, transport: str, address: str) -> bool:
-        """Take an address off the list; whether it was there."""
+    async def remove_opt_out(self, transport: str, address: str, actor: str | None = None) -> bool:
+        """Take an address off the list; whether it was there (audited with ``actor``)."""
         async with self._conn() as conn:
-            status = await conn.execute(self._q["remove_opt_out"], transport, address)
-        return bool(status != "DELETE 0")
+            removed = await conn.fetchval(
+                self._q["remove_opt_out"], transport, address, actor, mask(transport, address)
+            )
+        return bool(removed)
 
     async def list_opt_outs(self) -> list[tuple[str, str]]:
         """Every (transport, address) on the list."""

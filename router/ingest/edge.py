@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
-from prometheus_client import make_asgi_app
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import metrics
+from router.http.access import RateLimiter as RateLimiter  # router.app and tests import it here
 from router.http.health import Readiness
 from router.ingest.mapping import (
     Audience,
@@ -46,27 +48,6 @@ ENDPOINTS = {"/v1/alertmanager": "alertmanager", "/v1/grafana": "grafana", "/v1/
 
 class BrokerUnavailable(Exception):
     """The broker did not acknowledge every event of a request."""
-
-
-@dataclass
-class RateLimiter:
-    """A token bucket per source: ``rate`` requests per second, bursts up to ``burst``."""
-
-    rate: float
-    burst: float
-    clock: Callable[[], float] = time.monotonic
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def allow(self, source: str) -> float:
-        """0 if a request from ``source`` may go now, else the seconds until one may."""
-        now = self.clock()
-        tokens, last = self._buckets.get(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self._buckets[source] = (tokens - 1, now)
-            return 0.0
-        self._buckets[source] = (tokens, now)
-        return (1 - tokens) / self.rate
 
 
 def authenticate(header: str | None, tokens: Sequence[str]) -> int | None:
@@ -121,61 +102,57 @@ async def _read_body(receive: Any, limit: int, within_seconds: float) -> bytes |
         )
 
 
-async def _respond(
-    send: Any, status: int, body: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), *extra],
-        }
-    )
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
-
-
 def create_ingest_app(
     config: IngestConfig, limiter: RateLimiter, publish: Publish, readiness: Readiness
-) -> Callable[..., Awaitable[None]]:
-    """The ASGI app of ``router ingest``."""
-    exposition = make_asgi_app(registry=metrics.REGISTRY)
+) -> FastAPI:
+    """The app of ``router ingest``: FastAPI, as ``router api`` (one HTTP stack). The
+    endpoints read their bodies themselves (:func:`_read_body`: size and time limits,
+    a partial body never used), so the framework only routes."""
+    app = FastAPI(title="router ingest", docs_url=None, redoc_url=None, openapi_url=None)
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        if method == "GET" and path == "/metrics":
-            await exposition(scope, receive, send)
-            return
-        if method == "GET" and path == "/healthz":
-            await _respond(send, 200, {"status": "alive"})
-            return
-        if method == "GET" and path == "/readyz":
-            ready, failed = await readiness.report()
-            await _respond(
-                send,
-                200 if ready else 503,
-                {"status": "ready"} if ready else {"status": "not ready", "failed": failed},
-            )
-            return
-        endpoint = ENDPOINTS.get(path)
-        if endpoint is None:
-            await _respond(send, 404, {"error": "not_found", "message": f"no endpoint {path}"})
-            return
-        if method != "POST":
-            await _respond(
-                send,
-                405,
+    async def on_http_error(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        if error.status_code == 405:
+            return JSONResponse(
                 {"error": "method_not_allowed", "message": "POST only"},
-                [(b"allow", b"POST")],
+                405,
+                headers={"allow": "POST"},
             )
-            return
-        status, body, extra = await _ingest(endpoint, scope, receive)
-        metrics.INGEST_REQUESTS.labels(endpoint, str(status)).inc()
-        await _respond(send, status, body, extra)
+        return JSONResponse(
+            {"error": "not_found", "message": f"no endpoint {request.url.path}"}, 404
+        )
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+    @app.get("/metrics")
+    async def exposition() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready, failed = await readiness.report()
+        return JSONResponse(
+            {"status": "ready"} if ready else {"status": "not ready", "failed": failed},
+            200 if ready else 503,
+        )
+
+    async def endpoint(request: Request) -> JSONResponse:
+        name = ENDPOINTS[request.url.path]
+        status, body, extra = await _ingest(name, request.scope, request.receive)
+        metrics.INGEST_REQUESTS.labels(name, str(status)).inc()
+        return JSONResponse(
+            body, status, headers={k.decode("latin-1"): v.decode("latin-1") for k, v in extra}
+        )
+
+    for path in ENDPOINTS:
+        app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
 
     async def _ingest(
-        endpoint: str, scope: dict[str, Any], receive: Any
+        endpoint: str, scope: Mapping[str, Any], receive: Any
     ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         source = authenticate(headers.get("authorization"), config.tokens)

@@ -97,6 +97,8 @@ class Worker(RetryingHandler):
         self._options = options if options is not None else settings.routing_options()
         self._limits = settings.rate_limits()
         self._fail_over = FailOver(store, publisher, settings, self._options)
+        # The audit log's actor for opt-outs that arrive on contacts.events.
+        self._contact_events_actor = f"kafka:{settings.topic_contact_events}"
         # What each record of a failed batch became: a retry publishes the same
         # (see _settle). Forgotten when the batch succeeds.
         self._settled: dict[RecordKey, Settled] = {}
@@ -305,9 +307,13 @@ class Worker(RetryingHandler):
                 outgoing += self._letter_messages(index, record, dead_letter(record, item))
                 continue
             if item.type == "opt_out":
-                await self._store.add_opt_out(item.transport, item.address, "topic")
+                await self._store.add_opt_out(
+                    item.transport, item.address, "topic", self._contact_events_actor
+                )
             else:
-                await self._store.remove_opt_out(item.transport, item.address)
+                await self._store.remove_opt_out(
+                    item.transport, item.address, self._contact_events_actor
+                )
             applied += 1
             log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
         await self._publish(records, outgoing)
@@ -329,7 +335,8 @@ class Worker(RetryingHandler):
                 outgoing += self._letter_messages(index, record, dead_letter(record, item))
             else:
                 statuses.append(item)
-        new = await record_statuses(self._store, statuses, now, self.fail_over)
+        actor = f"kafka:{self._settings.topic_status}"
+        new = await record_statuses(self._store, statuses, now, self.fail_over, actor)
         await self._publish(records, outgoing)
         return new
 

@@ -147,9 +147,10 @@ class LedgerStore(PgBase):
         sends_older_than: float,
         held_older_than: float = 0,
         trail_older_than: float = 0,
+        audit_older_than: float = 0,
     ) -> None:
-        """Forget routed events, counted sends, settled held pages and the page trail
-        past their windows."""
+        """Forget routed events, counted sends, settled held pages, the page trail and
+        the audit log past their windows."""
         async with self._conn() as conn:
             await conn.execute(self._q["purge_routed_events"], float(routed_older_than))
             await conn.execute(self._q["purge_rate_limit_sends"], float(sends_older_than))
@@ -157,3 +158,5 @@ class LedgerStore(PgBase):
                 await conn.execute(self._q["purge_held_pages"], float(held_older_than))
             if trail_older_than:
                 await conn.execute(self._q["purge_trail"], float(trail_older_than))
+            if audit_older_than:
+                await conn.execute(self._q["purge_audit"], float(audit_older_than))

@@ -72,6 +72,10 @@ def test_the_compose_stack_runs_two_routers_in_one_group_after_a_one_shot_migrat
     assert services["router"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
     )
+    assert services["api"]["command"] == ["api"]
+    assert services["api"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
 
 
 MANIFESTS = sorted(p.name for p in KUBERNETES.glob("*.yaml") if p.name != "scaledobject.yaml")
@@ -128,3 +132,16 @@ def test_the_alert_rules_name_only_metrics_the_worker_exports() -> None:
         for name in re.findall(r"\brouter_[a-z_]+", rule["expr"])
     }
     assert named and named <= NAMES, named - NAMES
+
+
+def test_router_api_has_a_deployment_and_service_on_its_port_with_probes() -> None:
+    deployment, service = documents(KUBERNETES / "api.yaml")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["api"]
+    assert container["ports"] == [{"name": "api", "containerPort": 8082}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {e["name"] for e in container["env"]} == {
+        "ROUTER_API_WRITE_TOKENS_FILE",
+        "ROUTER_API_READ_TOKENS_FILE",
+    }
+    assert service["spec"]["ports"] == [{"name": "api", "port": 8082, "targetPort": "api"}]

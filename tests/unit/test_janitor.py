@@ -13,6 +13,7 @@ class CountingStore:
     def __init__(self, fail_first: bool = False) -> None:
         self.calls: list[tuple[float, float, float, float]] = []
         self.fail_first = fail_first
+        self.audit: list[float] = []
 
     async def purge(
         self,
@@ -20,8 +21,10 @@ class CountingStore:
         sends_older_than: float,
         held_older_than: float = 0,
         trail_older_than: float = 0,
+        audit_older_than: float = 0,
     ) -> None:
         self.calls.append((routed_older_than, sends_older_than, held_older_than, trail_older_than))
+        self.audit.append(audit_older_than)
         if self.fail_first and len(self.calls) == 1:
             raise StoreUnavailable("down")
 
@@ -38,6 +41,7 @@ async def test_purges_past_the_windows_until_stopped() -> None:
     # events, the page trail's retention
     week = 7 * 24 * 3600
     assert store.calls[0] == (week, 15 * 60, week, week)
+    assert store.audit[0] == 90 * 24 * 3600  # the audit log's retention
 
 
 async def test_a_failed_purge_is_retried_on_the_next_round() -> None:

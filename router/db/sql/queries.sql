@@ -153,11 +153,26 @@ RETURNING *;
 ------------------------------------------------------------------ opt-outs
 
 -- name: add_opt_out
-INSERT INTO opt_outs (transport, address, source) VALUES ($1, $2, $3)
-ON CONFLICT (transport, address) DO NOTHING;
+-- With an actor ($4), a new entry also writes its audit row ($5: the masked address).
+WITH added AS (
+    INSERT INTO opt_outs (transport, address, source) VALUES ($1, $2, $3)
+    ON CONFLICT (transport, address) DO NOTHING
+    RETURNING transport
+)
+INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
+SELECT $4, 'create', 'opt_out', $5, NULL, jsonb_build_object('transport', transport, 'address', $5::text)
+FROM added WHERE $4::text IS NOT NULL;
 
 -- name: remove_opt_out
-DELETE FROM opt_outs WHERE transport = $1 AND address = $2;
+-- Returns the entry removed; with an actor ($3), its audit row too ($4: masked address).
+WITH removed AS (
+    DELETE FROM opt_outs WHERE transport = $1 AND address = $2 RETURNING transport
+), audited AS (
+    INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
+    SELECT $3, 'delete', 'opt_out', $4, jsonb_build_object('transport', transport, 'address', $4::text), NULL
+    FROM removed WHERE $3::text IS NOT NULL
+)
+SELECT count(*) FROM removed;
 
 -- name: list_opt_outs
 SELECT transport, address, source, created_at FROM opt_outs ORDER BY transport, address;
@@ -552,6 +567,13 @@ FROM page_events e
 WHERE e.routed_at >= $2::timestamptz
   AND e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text))
 ORDER BY e.routed_at;
+
+-- name: purge_audit
+-- The audit log past its retention, and router api's idempotent answers past 24 h.
+WITH old_keys AS (
+    DELETE FROM api_idempotency WHERE created_at <= now() - interval '24 hours'
+)
+DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1);
 
 -- name: purge_trail
 WITH old_rows AS (
