@@ -1,8 +1,11 @@
-"""PostgreSQL: ``store`` (the one module that runs the router's SQL, driver errors
-translated at its boundary), ``sql/`` (named query blocks and ordered
-migrations), ``migrate``, ``janitor`` (forgets what no rule needs any more) and
-``memstore``, the in-memory fake of the store for unit tests.
+"""PostgreSQL: ``pool`` (the asyncpg pool, the schema check, driver errors
+translated once into :mod:`router.errors`), ``store`` (``Store``, the worker's
+narrow interface, and ``PgStore``, every room's statements composed on one
+pool), ``api_store`` and ``api_bulk`` (what ``router api`` adds: ETags,
+idempotency keys, the audit log, batches and sync), ``sql/`` (named query blocks
+and ordered migrations), ``migrate``, ``janitor`` (forgets what no rule needs
+any more) and ``memstore``/``memschedules``, the in-memory fake for unit tests.
 
-May use: the pure modules of the other rooms (for their types), ``router.errors``,
+May use: the rooms' stores and pure modules, ``router.errors``,
 ``router.metrics``, ``router.redact``. I/O room.
 """

@@ -1,8 +1,11 @@
-"""The directory: ``models`` (users, contact methods, shifts), ``addresses``
-(normalize and mask), ``targets`` (webhook SSRF rules), ``verification``,
-``bulk`` (import and export files), all pure; and ``cache``, the in-process
-directory kept exact by PostgreSQL notifications (I/O).
+"""The directory. Pure: ``models`` (users, contact methods, shifts),
+``addresses`` (normalize and mask), ``targets`` and ``webhook_headers`` (webhook
+rules), ``verification``, ``bulk`` (import and export files) and ``edits`` (the
+write rules the CLI and the API share). I/O: ``store`` (what the worker reads,
+opt-outs, the LISTEN connection), ``manage`` (users, methods, shifts,
+verification and import in PostgreSQL) and ``cache`` (the in-process directory
+kept exact by PostgreSQL notifications).
 
-The pure modules may use ``router.errors`` and ``schemas`` only; ``cache`` may
-use ``router.db``.
+The pure modules may use ``router.errors``, ``router.routing``'s pure stages and
+``schemas``; the I/O modules also ``router.db`` and ``router.schedules.store``.
 """

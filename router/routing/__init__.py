@@ -1,9 +1,13 @@
-"""The routing path of one batch: ``decode`` (bytes to an event or a rejection),
-``pipeline`` (recipients, rules, preference, fan-out), ``rules``, ``render``,
-``dlq`` (dead letters), all pure; and ``handler``, the Kafka edge that runs them,
-retries after outages, isolates poison records and publishes.
+"""The routing path of one batch. Pure stages: ``decode`` (bytes to an event or
+a rejection), ``pipeline`` (recipients, rules, preference, fan-out), ``rules``,
+``render``, ``build`` (the one job and decision builder), ``dlq`` (dead
+letters). I/O: ``handler`` (the Kafka batch handler that runs them),
+``retry`` (retry after outages, isolation of poison records, publishing with
+the DLQ rounds) and ``ledger`` (dedup, the trail's batch rows, rate-limit
+reservations and the purge, in PostgreSQL).
 
-The pure modules may use ``router.directory`` (models, addresses, targets),
-``router.held.digest``, ``router.delivery`` and ``schemas``; only ``handler``
-may use the I/O rooms (``router.db``, ``router.kafka``).
+The pure modules may use ``router.directory``'s pure modules,
+``router.held.digest``, ``router.delivery``'s pure modules and ``schemas``; only
+the I/O modules may use ``router.db``, ``router.kafka`` and ``router.delivery``'s
+edge.
 """
