@@ -38,17 +38,18 @@ class Watched:
         #: Set when a task ended before :attr:`stopping` was set.
         self.failed = asyncio.Event()
         self.failure: BackgroundTaskFailed | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._owned: list[asyncio.Task[Any]] = []
 
     def start(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as the task ``name``, watched."""
+        """Run ``coro`` as the task ``name``, watched; :meth:`stop` ends it."""
         task = asyncio.create_task(coro, name=name)
+        self._owned.append(task)
         self.watch(task)
         return task
 
     def watch(self, task: asyncio.Task[Any]) -> None:
-        """Watch a task something else started (a server's or a listener's own task)."""
-        self._tasks.append(task)
+        """Watch a task something else started and stops (a server's or a listener's
+        own task): its end is reported, but :meth:`stop` leaves it to its owner."""
         task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
@@ -70,9 +71,10 @@ class Watched:
         self.failed.set()
 
     async def stop(self, grace_seconds: float) -> None:
-        """Set :attr:`stopping`, give each task ``grace_seconds`` to end, then cancel it."""
+        """Set :attr:`stopping`, give each task this started ``grace_seconds`` to end,
+        then cancel it. Watched tasks of other owners are stopped by them."""
         self.stopping.set()
-        for task in self._tasks:
+        for task in self._owned:
             if task.done():
                 continue
             try:

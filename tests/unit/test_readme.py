@@ -113,9 +113,13 @@ def test_every_dlq_reason_is_documented_with_its_meaning_and_no_other() -> None:
 def test_every_metric_is_documented_with_its_type_and_no_other() -> None:
     documented = table_under(page("operating.md"), "| Metric | Type | Labels | Meaning |")
     documented.pop("router_faststream_*")  # FastStream's own, added when the app is built
+    # FastStream's middleware registers its own families when a broker is built, which
+    # another test in this process may or may not have done: those are the documented
+    # wildcard row, whatever this process holds.
     exported = {
         family.name + ("_total" if family.type == "counter" else ""): family.type
         for family in REGISTRY.collect()
+        if not family.name.startswith("router_faststream_")
     }
     assert {name: row.split(" | ")[0] for name, row in documented.items()} == exported
 

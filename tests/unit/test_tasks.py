@@ -71,3 +71,18 @@ async def test_a_task_started_elsewhere_can_be_watched(name: str) -> None:
     watched.watch(asyncio.create_task(serve(), name=name))
     await asyncio.wait_for(watched.failed.wait(), timeout=2)
     assert watched.failure is not None and name in str(watched.failure)
+
+
+async def test_stop_leaves_a_watched_task_to_its_owner() -> None:
+    watched = Watched()
+
+    async def server() -> None:
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(server(), name="router-http")
+    watched.watch(task)
+    await watched.stop(grace_seconds=0.1)
+    assert not task.done(), "the HTTP server stops itself, after the worker's own tasks"
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not watched.failed.is_set()
