@@ -1,5 +1,6 @@
 """The rest of the directory over HTTP: ``/v1/opt-outs``, and read-only
-``/v1/trail/{event_id}``, ``/v1/held`` and ``/v1/audit``."""
+``/v1/trail/{event_id}``, ``/v1/held``, ``/v1/audit``, ``/v1/schedules`` and
+``/v1/schedules/{schedule_id}/on-call``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from router.api.problems import Problem
 from router.delivery.trail import story
 from router.directory import addresses
 from router.routing.rules import parse_duration
+from router.schedules.oncall import on_call_json, who
+from router.schedules.store import INSTANT
 
 router = APIRouter(prefix="/v1")
 
@@ -109,3 +112,35 @@ async def audit(
                 [{"parameter": "since", "pointer": "#/query/since", "detail": "not a duration"}],
             ) from None
     return await caller.ctx.store.list_audit(entity, id, start, limit)
+
+
+@router.get("/schedules", tags=["read-only"])
+async def schedules(caller: Reader) -> list[dict[str, Any]]:
+    """Every schedule's id, name and time zone, by id (as ``router schedules``)."""
+    return [
+        {"id": s.schedule_id, "name": s.name, "timezone": s.timezone}
+        for s in await caller.ctx.store.list_schedules()
+    ]
+
+
+@router.get("/schedules/{schedule_id}/on-call", tags=["read-only"])
+async def on_call(
+    schedule_id: str,
+    caller: Reader,
+    at: Annotated[datetime | None, Query(description="RFC 3339 with offset; default now")] = None,
+) -> dict[str, Any]:
+    """Who is on call at ``at`` and why (as ``router schedules who --json``); 404 for
+    a schedule that does not exist."""
+    when = at if at is not None else datetime.now(UTC)
+    if when.tzinfo is None:
+        raise Problem(
+            422,
+            "at must carry an offset, e.g. 2026-12-01T09:00:00+01:00.",
+            [{"parameter": "at", "pointer": "#/query/at", "detail": "no offset"}],
+        )
+    schedule = await caller.ctx.store.schedule(schedule_id, when, when + INSTANT)
+    return {
+        "schedule_id": schedule_id,
+        "at": when.isoformat(),
+        "on_call": on_call_json(who(schedule, when)),
+    }

@@ -35,6 +35,7 @@ from router.schedules.oncall import (
     Rotation,
     Schedule,
     describe_every,
+    on_call_json,
     timeline,
     who,
 )
@@ -54,17 +55,6 @@ def local(at: datetime, schedule: Schedule) -> str:
     shown = at.astimezone(schedule.zone)
     offset = shown.strftime("%z")
     return f"{shown:%Y-%m-%d %H:%M %a} {offset[:3]}:{offset[3:]}"
-
-
-def on_call_json(on_call: tuple[OnCall, ...]) -> list[dict[str, Any]]:
-    """Who is on call and why, as JSON values."""
-    return [
-        {
-            "user_id": o.user_id,
-            "reasons": [{"kind": r.kind, "ref": r.ref, "replaces": r.replaces} for r in o.reasons],
-        }
-        for o in on_call
-    ]
 
 
 def why(on_call: tuple[OnCall, ...]) -> str:

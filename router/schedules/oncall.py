@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from router.directory.models import Shift
@@ -255,3 +255,14 @@ def periods(
     return sorted(
         (p for p in out if user_id is None or p[0] == user_id), key=lambda p: (p[1], p[0])
     )
+
+
+def on_call_json(on_call: tuple[OnCall, ...]) -> list[dict[str, Any]]:
+    """Who is on call and why, as JSON values."""
+    return [
+        {
+            "user_id": o.user_id,
+            "reasons": [{"kind": r.kind, "ref": r.ref, "replaces": r.replaces} for r in o.reasons],
+        }
+        for o in on_call
+    ]

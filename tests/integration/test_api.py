@@ -685,3 +685,37 @@ async def test_the_janitor_purge_forgets_audit_rows_and_idempotent_answers_past_
             await conn.close()
     finally:
         await store.close()
+
+
+def test_schedules_and_who_is_on_call_read_over_http(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    for user in ("alice", "bob"):
+        cli_ok(router_env, "users", "add", user)
+    cli_ok(router_env, "schedules", "add", "ops", "--name", "Ops", "--timezone", "Europe/Berlin")
+    cli_ok(
+        router_env,
+        "schedules",
+        "add-rotation",
+        "ops",
+        "weekly",
+        "--users",
+        "alice,bob",
+        "--every",
+        "1w",
+        "--start",
+        "2026-03-23T09:00:00+01:00",
+    )
+    api = start_api(router_env)
+    with api.client(READ) as r:
+        assert r.get("/v1/schedules").json() == [
+            {"id": "ops", "name": "Ops", "timezone": "Europe/Berlin"}
+        ]
+        # The week after the spring change: bob, from Monday 09:00 local (+02:00).
+        answer = r.get("/v1/schedules/ops/on-call", params={"at": "2026-03-30T09:00:00+02:00"})
+        assert answer.status_code == 200
+        assert [o["user_id"] for o in answer.json()["on_call"]] == ["bob"]
+        assert answer.json()["on_call"][0]["reasons"][0]["kind"] == "rotation"
+        before = r.get("/v1/schedules/ops/on-call", params={"at": "2026-03-30T08:59:00+02:00"})
+        assert [o["user_id"] for o in before.json()["on_call"]] == ["alice"]
+        problem(r.get("/v1/schedules/nope/on-call"), 404)
