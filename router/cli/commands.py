@@ -241,17 +241,7 @@ def held_list(args: argparse.Namespace) -> None:
 
     async def show(store: PgStore) -> None:
         for page in await store.list_held(user_id(args.user) if args.user else None):
-            record = {
-                "event_id": page.event.event_id,
-                "user_id": page.user_id,
-                "contact_method_id": page.contact_method_id,
-                "transport": page.transport,
-                "reason": page.reason,
-                "severity": page.event.severity,
-                "title": page.event.title,
-                "deliver_at": page.deliver_at.isoformat(),
-                "held_at": page.held_at.isoformat(),
-            }
+            record = page.summary()
             if args.json:
                 print(json.dumps(record))
             else:
