@@ -119,9 +119,16 @@ class DirectoryManagement(DirectoryWrites):
         return [method_from(r) for r in rows]
 
     async def count_contact_methods(self, where: MethodFilter) -> int:
-        """How many methods match ``where``."""
+        """How many methods match ``where``: the list's own query, unpaged, counted (so
+        the count and the list can never disagree on a filter)."""
+        listing = self._q["list_contact_methods"].rstrip().removesuffix(";")
+        unpaged = [None, None, None, None, 0]  # no cursor, LIMIT NULL (all), OFFSET 0
         async with self._conn() as conn:
-            return int(await conn.fetchval(self._q["count_contact_methods"], *where.params()))
+            return int(
+                await conn.fetchval(
+                    f"SELECT count(*) FROM ({listing}\n) AS matching", *where.params(), *unpaged
+                )
+            )
 
     async def primary_contact_method(self, user_id: str, transport: str) -> ContactMethod:
         """The user's primary method of ``transport``; :class:`NotFound` when there is none."""

@@ -347,16 +347,6 @@ WHERE ($1::text IS NULL OR user_id = $1)
 ORDER BY user_id, transport, value
 LIMIT $10 OFFSET $11;
 
--- name: count_contact_methods
-SELECT count(*) FROM contact_methods
-WHERE ($1::text IS NULL OR user_id = $1)
-  AND ($2::text IS NULL OR transport = $2)
-  AND ($3::boolean IS NULL OR verified = $3)
-  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' ESCAPE '\' OR label ILIKE '%' || $4 || '%' ESCAPE '\'
-       OR user_id ILIKE '%' || $4 || '%' ESCAPE '\')
-  AND ($5::jsonb IS NULL OR metadata @> $5)
-  AND ($6::text IS NULL OR $6 = ANY (tags));
-
 -- name: primary_contact_method
 SELECT * FROM contact_methods WHERE user_id = $1 AND transport = $2 AND is_primary;
 
