@@ -9,6 +9,7 @@ validate against its model, and equal ``model_dump_json`` of the validated model
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -21,7 +22,8 @@ from router.routing.build import digest_job, new_decision
 from router.routing.encode import encode, make
 from router.routing.pipeline import route
 from router.routing.rules import RoutingOptions
-from schemas import AlertEvent, Decision, EmailJob, SmsJob, WebhookJob
+from schemas import AlertEvent, Decision, EmailJob, SmsJob, WebhookJob, job_id_for
+from schemas.jobs import _JOB_NAMESPACE
 from tests.conftest import T0, make_method, make_user
 
 MODELS: dict[str, type[BaseModel]] = {"email": EmailJob, "sms": SmsJob, "webhook": WebhookJob}
@@ -174,3 +176,9 @@ def test_make_fills_the_models_defaults_in_field_order() -> None:
     assert decision.deliver_at is None
     assert decision.digest_of is None
     assert decision == Decision.model_validate_json(encode(decision))
+
+
+@given(st.text(), st.text())
+def test_job_ids_are_the_uuid5_of_the_event_and_the_method(event_id: str, method_id: str) -> None:
+    expected = uuid.uuid5(_JOB_NAMESPACE, f"{event_id}\x1f{method_id}")
+    assert job_id_for(event_id, method_id) == str(expected)
