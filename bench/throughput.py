@@ -393,6 +393,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         if spy is not None:
             await stop_profile(spy, args.profile)
         trips_per_event = await watch
+        breakdown = await asyncio.to_thread(batch_breakdown, port)
         latency = await offered_latency(
             bootstrap, settings, args.rate, args.latency_seconds, args.users
         )
@@ -410,6 +411,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         "reference_events_per_s": round(reference_rate),
         "reference_ratio": round(reference_rate / bare_rate, 3),
         "db_round_trips_per_event": round(trips_per_event, 4),
+        "batch": breakdown,
         "latency_ms": latency,
         "latency_offered_events_per_s": args.rate,
         "peak_rss_mb": round(peak_rss_mb, 1),
@@ -424,6 +426,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         f"router run:         {router_rate:8.0f} events/s  "
         f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
         f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
+        f"per batch (mean):   {breakdown}\n"
         f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
         f"p99 {latency['p99']} ms\n"
         f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
@@ -486,6 +489,31 @@ async def several_workers(
         for child in children:
             child.send_signal(signal.SIGTERM)
         await asyncio.gather(*(asyncio.wait_for(c.wait(), 60) for c in children))
+
+
+def batch_breakdown(port: int) -> dict[str, float]:
+    """Where a batch's wall time went, from the worker's own histograms (means over the
+    throughput run): records per batch, milliseconds per batch, and milliseconds per
+    batch in each PostgreSQL call."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+
+    def total(name: str) -> float:
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    batches = max(total("router_batch_size_count"), 1.0)
+    found = {
+        "records": round(total("router_batch_size_sum") / batches, 1),
+        "ms": round(1000 * total("router_batch_duration_seconds_sum") / batches, 1),
+    }
+    for operation, seconds in re.findall(
+        r'^router_db_query_duration_seconds_sum\{operation="([a-z_]+)"\} (\S+)$',
+        text,
+        re.MULTILINE,
+    ):
+        found[f"{operation}_ms"] = round(1000 * float(seconds) / batches, 1)
+    return found
 
 
 def scrape(port: int, name: str) -> float:

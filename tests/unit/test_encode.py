@@ -1,4 +1,5 @@
-"""The hot path's encoder: every byte string it emits is what the pydantic model says.
+"""The hot path's shortcuts give what the slow ways gave: every byte string the encoder
+emits is what the pydantic model says, job ids are uuid5's, partitions aiokafka's.
 
 Jobs and decisions are built with ``encode.make`` and written with orjson, not
 through ``model_construct`` and ``model_dump_json``; the models stay the published
@@ -13,11 +14,13 @@ import uuid
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from router.directory.models import Directory
+from router.kafka.adapters import partition_for
 from router.routing.build import digest_job, new_decision
 from router.routing.encode import encode, make
 from router.routing.pipeline import route
@@ -182,3 +185,14 @@ def test_make_fills_the_models_defaults_in_field_order() -> None:
 def test_job_ids_are_the_uuid5_of_the_event_and_the_method(event_id: str, method_id: str) -> None:
     expected = uuid.uuid5(_JOB_NAMESPACE, f"{event_id}\x1f{method_id}")
     assert job_id_for(event_id, method_id) == str(expected)
+
+
+@given(st.none() | st.binary(max_size=40), st.integers(1, 12))
+def test_the_producers_partitioner_puts_a_key_where_aiokafkas_does(
+    key: bytes | None, partitions: int
+) -> None:
+    every = list(range(partitions))
+    if key is None:
+        assert partition_for(key, every, every) in every
+    else:
+        assert partition_for(key, every, every) == DefaultPartitioner()(key, every, every)
