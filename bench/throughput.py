@@ -383,8 +383,10 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
 
     await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
     port = free_port()
+    started = time.monotonic()
     child = await start_worker(env, port)
     try:
+        loading = asyncio.create_task(directory_loaded(port, args.users, started))
         watch = asyncio.create_task(
             round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
         )
@@ -394,6 +396,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
             await stop_profile(spy, args.profile)
         trips_per_event = await watch
         breakdown = await asyncio.to_thread(batch_breakdown, port)
+        loaded_in = await loading
         latency = await offered_latency(
             bootstrap, settings, args.rate, args.latency_seconds, args.users
         )
@@ -412,6 +415,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         "reference_ratio": round(reference_rate / bare_rate, 3),
         "db_round_trips_per_event": round(trips_per_event, 4),
         "batch": breakdown,
+        "directory_loaded_s": loaded_in,
         "latency_ms": latency,
         "latency_offered_events_per_s": args.rate,
         "peak_rss_mb": round(peak_rss_mb, 1),
@@ -427,6 +431,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
         f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
         f"per batch (mean):   {breakdown}\n"
+        f"directory loaded:   {loaded_in} s after the worker started\n"
         f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
         f"p99 {latency['p99']} ms\n"
         f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
@@ -489,6 +494,20 @@ async def several_workers(
         for child in children:
             child.send_signal(signal.SIGTERM)
         await asyncio.gather(*(asyncio.wait_for(c.wait(), 60) for c in children))
+
+
+async def directory_loaded(port: int, users: int, started: float) -> float | None:
+    """Seconds from starting the worker until its directory cache holds every user (the
+    whole directory read at start), or None if that did not happen within 60 s."""
+    while time.monotonic() - started < 60:
+        try:
+            held = await asyncio.to_thread(scrape, port, "router_directory_cache_users")
+        except OSError:
+            held = 0.0
+        if held >= users:
+            return round(time.monotonic() - started, 1)
+        await asyncio.sleep(0.2)
+    return None
 
 
 def batch_breakdown(port: int) -> dict[str, float]:

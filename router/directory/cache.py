@@ -174,7 +174,9 @@ class CachedDirectory:
         self._task = asyncio.create_task(self._keep_listening(), name="router-directory-listener")
         if self._preload_users:
             done = asyncio.ensure_future(self._first_load.wait())
-            await asyncio.wait({done, self._task}, timeout=self._preload_wait)
+            await asyncio.wait(
+                {done, self._task}, timeout=self._preload_wait, return_when=asyncio.FIRST_COMPLETED
+            )
             done.cancel()
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ is never acknowledged before its output is.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -141,10 +142,19 @@ class Worker(RetryingHandler):
             result.routed.append(outcome)
             outgoing += self._routed_messages(index, record, outcome, trail, done.now)
 
+        # The page trail is written while the broker acknowledges (two waits at once,
+        # not one after the other). A batch retried after a failure writes it again,
+        # which changes nothing: events and jobs are written once.
+        writing = asyncio.ensure_future(self._store.write_trail(trail))
         # The batch is done only when the broker has every message; only then are its
         # events recorded as routed, so a crash before this point re-routes them (with
         # the same job ids) instead of dropping them.
-        refused = await self._publish(records, outgoing)
+        try:
+            refused = await self._publish(records, outgoing)
+        finally:
+            with metrics.DB_SECONDS.labels("write_trail").time():
+                await asyncio.gather(writing, return_exceptions=True)
+        writing.result()  # a failed trail write fails the batch like any store outage
         refused_events = {
             done.outcome.event.event_id
             for index, done in enumerate(settled)
@@ -153,12 +163,10 @@ class Worker(RetryingHandler):
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
-        # The page trail, the routed marks and the counts of jobs no limit holds back:
-        # one statement. A batch retried after a failure writes it again, which changes
-        # nothing: events, jobs and counted sends are written once.
+        # The routed marks and the counts of jobs no limit holds back: one statement.
         with metrics.DB_SECONDS.labels("record_batch").time():
             await self._store.record_batch(
-                trail,
+                Trail(),
                 [
                     done.outcome.event.event_id
                     for done in settled
