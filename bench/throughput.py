@@ -10,6 +10,11 @@ ROUTER_KAFKA_BOOTSTRAP_SERVERS / ROUTER_DATABASE_URL are set.
 One run prints, as a table and with ``--json`` as one JSON object on the last line:
 
 - ``bare_events_per_s``, ``router_events_per_s`` and their ``ratio``;
+- ``reference_events_per_s`` (and ``reference_ratio``): a lean loop written to find the
+  ceiling, not project code: the real ``AlertEvent`` decoded, three methods per user
+  from a dict, the mute/disabled/suppression checks on plain values, three jobs and
+  three decisions as dicts (ids by ``uuid5``, rendered email and SMS texts), orjson,
+  the router's own producer settings, acks awaited per batch, then a commit;
 - ``db_round_trips_per_event``: queries the worker sent to PostgreSQL (counted by
   asyncpg's query logger, read from its /metrics) per event, between 20% and 80%
   of the backlog, so at steady state;
@@ -18,9 +23,12 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
   sends it; the broker's acknowledgement follows within the same batch), with
   alerts offered at a fixed ``--rate`` for ``--latency-seconds``;
 - ``peak_rss_mb`` of the worker process (VmHWM);
-- ``users`` (``--users``, up to 100,000: three methods each).
+- ``users`` (``--users``, up to 100,000: three methods each);
+- with ``--workers N`` (N > 1), ``workers_events_per_s``: N ``router run`` processes in
+  one consumer group routing a backlog of ``--events`` alerts, their combined rate.
 
-    .venv/bin/python bench/throughput.py [--events 20000] [--users 1000] [--rate 1000] [--json]
+    .venv/bin/python bench/throughput.py [--events 20000] [--users 1000] [--rate 1000]
+        [--workers 3] [--json]
 """
 
 from __future__ import annotations
@@ -40,13 +48,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router.db.migrate import migrate
 from router.db.store import PgStore
 from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from router.kafka.adapters import create_producer
 from router.kafka.topics import ensure_topics
+from router.routing import render
 from router.settings import Settings
+from schemas import AlertEvent, job_id_for
 
 PARTITIONS = 6
 
@@ -98,14 +110,16 @@ async def seed(url: str, users: int) -> None:
         await store.close()
 
 
-async def produce_alerts(bootstrap: str, topic: str, events: int, users: int) -> None:
+async def produce_alerts(
+    bootstrap: str, topic: str, events: int, users: int, prefix: str = "bench"
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
         batch = []
         for i in range(events):
             alert = {
-                "event_id": f"bench-{i}",
+                "event_id": f"{prefix}-{i}",
                 "kind": "down",
                 "severity": "critical",
                 "user_ids": [f"user{random.randrange(users)}"],
@@ -174,6 +188,150 @@ async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> None
         await consumer.stop()
 
 
+async def reference_loop(
+    settings: Settings, source: str, sink: str, events: int, users: int
+) -> None:
+    """The ceiling, not project code: what routing costs with nothing but the work itself.
+
+    The real ``AlertEvent`` (validated from the record), a dict directory of three
+    methods per user, the mute/disabled/suppression checks on plain values, three jobs
+    and three decisions per event as dicts with the router's fields (ids by ``uuid5``,
+    the email subject and text and the SMS text rendered), orjson, and the router's
+    producer (``create_producer``: linger, compression, acks=all); acks awaited per
+    batch, then a commit.
+    """
+    directory: dict[str, list[dict[str, Any]]] = {}
+    for n in range(users):
+        directory[f"user{n}"] = [
+            {
+                "id": f"m{n}-{t}",
+                "transport": t,
+                "to": to,
+                "disabled": False,
+                "muted": False,
+                "suppress": frozenset(),
+                "verified": True,
+            }
+            for t, to in (
+                ("email", f"u{n}@example.com"),
+                ("sms", f"+1415{200 + n // 10000:03d}{n % 10000:04d}"),
+                ("webhook", f"https://hooks.example.com/{n}"),
+            )
+        ]
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id="bench-reference",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = create_producer(settings)
+    await consumer.start()
+    await producer.start()
+    topics = {
+        "email": settings.topic_email,
+        "sms": settings.topic_sms,
+        "webhook": settings.topic_webhook,
+    }
+    try:
+        done = 0
+        while done < events:
+            batches = await consumer.getmany(
+                timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records
+            )
+            acks = []
+            now = time.time()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            for records in batches.values():
+                for record in records:
+                    done += 1
+                    event = AlertEvent.model_validate_json(record.value)
+                    occurred = stamp if event.occurred_at is None else event.occurred_at
+                    for user_id in event.recipients():
+                        for m in directory.get(user_id, ()):
+                            decision: dict[str, Any] = {
+                                "event_id": event.event_id,
+                                "user_id": user_id,
+                                "contact_method_id": m["id"],
+                                "transport": m["transport"],
+                                "outcome": "sent",
+                                "reason": None,
+                                "job_id": None,
+                                "decided_at": stamp,
+                                "deliver_at": None,
+                                "digest_of": None,
+                                "failover_of": None,
+                            }
+                            if m["disabled"] or m["muted"] or event.kind in m["suppress"]:
+                                decision["outcome"] = "skipped"
+                                decision["reason"] = "disabled"
+                            else:
+                                job_id = job_id_for(event.event_id, m["id"])
+                                decision["job_id"] = job_id
+                                job: dict[str, Any] = {
+                                    "purpose": "alert",
+                                    "job_id": job_id,
+                                    "event_id": event.event_id,
+                                    "user_id": user_id,
+                                    "contact_method_id": m["id"],
+                                    "to": m["to"],
+                                    "kind": event.kind,
+                                    "severity": event.severity,
+                                    "title": event.title,
+                                    "body": event.body,
+                                    "url": event.url,
+                                    "verified": m["verified"],
+                                    "occurred_at": occurred,
+                                    "created_at": stamp,
+                                    "digest_of": None,
+                                    "transport": m["transport"],
+                                }
+                                if m["transport"] == "email":
+                                    job["subject"] = render.email_subject(event)
+                                    job["text"] = render.email_text(event)
+                                elif m["transport"] == "sms":
+                                    text = render.sms_text(event, 3)
+                                    job.update(text=text, encoding="GSM-7", segments=1)
+                                else:
+                                    job.update(
+                                        method="POST",
+                                        headers={"Content-Type": "application/json"},
+                                        body=orjson.dumps(
+                                            {
+                                                "event_id": event.event_id,
+                                                "job_id": job_id,
+                                                "title": event.title,
+                                            }
+                                        ).decode(),
+                                    )
+                                key = m["id"].encode()
+                                headers = [
+                                    ("router.event_id", event.event_id.encode()),
+                                    ("router.job_id", job_id.encode()),
+                                ]
+                                acks.append(
+                                    await producer.send(
+                                        topics[m["transport"]],
+                                        orjson.dumps(job),
+                                        key=key,
+                                        headers=headers,
+                                    )
+                                )
+                            acks.append(
+                                await producer.send(
+                                    sink,
+                                    orjson.dumps(decision),
+                                    key=event.event_id.encode(),
+                                    headers=[("router.event_id", event.event_id.encode())],
+                                )
+                            )
+            await asyncio.gather(*acks)
+            await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
 async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     env = {
         "kafka_bootstrap_servers": bootstrap,
@@ -204,8 +362,88 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     await loop_task
     print(f"bare aiokafka loop: {bare_rate:8.0f} events/s")
 
+    ref = Settings(
+        **{
+            **env,
+            "topic_alerts": "bench.ref.in",
+            "topic_decisions": "bench.ref.out",
+            "topic_email": "bench.ref.email",
+            "topic_sms": "bench.ref.sms",
+            "topic_webhook": "bench.ref.webhook",
+        }
+    )  # type: ignore[arg-type]
+    await ensure_topics(ref)
+    await produce_alerts(bootstrap, "bench.ref.in", args.events, args.users)
+    ref_task = asyncio.create_task(
+        reference_loop(ref, "bench.ref.in", "bench.ref.out", args.events, args.users)
+    )
+    reference_rate = await rate(bootstrap, "bench.ref.out", 3 * args.events, 600) / 3
+    await ref_task
+    print(f"reference loop:     {reference_rate:8.0f} events/s")
+
     await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
     port = free_port()
+    started = time.monotonic()
+    child = await start_worker(env, port)
+    try:
+        loading = asyncio.create_task(directory_loaded(port, args.users, started))
+        watch = asyncio.create_task(
+            round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
+        )
+        spy = await start_profile(child.pid, args.profile) if args.profile else None
+        router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
+        if spy is not None:
+            await stop_profile(spy, args.profile)
+        trips_per_event = await watch
+        breakdown = await asyncio.to_thread(batch_breakdown, port)
+        loaded_in = await loading
+        latency = await offered_latency(
+            bootstrap, settings, args.rate, args.latency_seconds, args.users
+        )
+        peak_rss_mb = peak_rss(child.pid)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(child.wait(), 60)
+    workers_rate = None
+    if args.workers > 1:
+        workers_rate = await several_workers(bootstrap, env, args.workers, args.events, args.users)
+    report = {
+        "bare_events_per_s": round(bare_rate),
+        "router_events_per_s": round(router_rate),
+        "ratio": round(router_rate / bare_rate, 3),
+        "reference_events_per_s": round(reference_rate),
+        "reference_ratio": round(reference_rate / bare_rate, 3),
+        "db_round_trips_per_event": round(trips_per_event, 4),
+        "batch": breakdown,
+        "directory_loaded_s": loaded_in,
+        "latency_ms": latency,
+        "latency_offered_events_per_s": args.rate,
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "users": args.users,
+        "events": args.events,
+        "cpus": os.cpu_count(),
+    }
+    if workers_rate is not None:
+        report["workers"] = args.workers
+        report["workers_events_per_s"] = round(workers_rate)
+    print(
+        f"router run:         {router_rate:8.0f} events/s  "
+        f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
+        f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
+        f"per batch (mean):   {breakdown}\n"
+        f"directory loaded:   {loaded_in} s after the worker started\n"
+        f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
+        f"p99 {latency['p99']} ms\n"
+        f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
+    )
+    if workers_rate is not None:
+        print(f"{args.workers} workers, one group: {workers_rate:8.0f} events/s combined")
+    if args.json:
+        print(json.dumps(report))
+
+
+async def start_worker(env: dict[str, Any], port: int) -> asyncio.subprocess.Process:
+    """``router run`` in a process of its own, configured by ``env`` (Settings' names)."""
     router_env = {
         **os.environ,
         **{
@@ -215,47 +453,86 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         "ROUTER_LOG_LEVEL": "WARNING",
         "ROUTER_HTTP_PORT": str(port),
     }
-    child = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router", "run", env=router_env
     )
+
+
+def ready(port: int) -> bool:
     try:
-        watch = asyncio.create_task(
-            round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
-        )
-        spy = await start_profile(child.pid, args.profile) if args.profile else None
-        router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
-        if spy is not None:
-            await stop_profile(spy, args.profile)
-        trips_per_event = await watch
-        latency = await offered_latency(
-            bootstrap, settings, args.rate, args.latency_seconds, args.users
-        )
-        peak_rss_mb = peak_rss(child.pid)
-    finally:
-        child.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(child.wait(), 60)
-    report = {
-        "bare_events_per_s": round(bare_rate),
-        "router_events_per_s": round(router_rate),
-        "ratio": round(router_rate / bare_rate, 3),
-        "db_round_trips_per_event": round(trips_per_event, 4),
-        "latency_ms": latency,
-        "latency_offered_events_per_s": args.rate,
-        "peak_rss_mb": round(peak_rss_mb, 1),
-        "users": args.users,
-        "events": args.events,
-        "cpus": os.cpu_count(),
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def several_workers(
+    bootstrap: str, env: dict[str, Any], workers: int, events: int, users: int
+) -> float:
+    """``workers`` router processes in one group, started on empty topics and left to
+    settle, then a backlog of ``events`` alerts: their combined rate (decisions / 3)."""
+    env = {
+        **env,
+        "topic_alerts": "bench.multi.alerts",
+        "topic_decisions": "bench.multi.decisions",
+        "group_id": "bench-router-multi",
     }
-    print(
-        f"router run:         {router_rate:8.0f} events/s  "
-        f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
-        f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
-        f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
-        f"p99 {latency['p99']} ms\n"
-        f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
-    )
-    if args.json:
-        print(json.dumps(report))
+    await ensure_topics(Settings(**env))  # type: ignore[arg-type]
+    ports = [free_port() for _ in range(workers)]
+    children = [await start_worker(env, port) for port in ports]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(await asyncio.gather(*(asyncio.to_thread(ready, p) for p in ports))):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{workers} workers not ready in 120 s")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(10)  # the group's joins and rebalances, before the backlog
+        # Ids of their own: the database already knows the single worker's as routed.
+        await produce_alerts(bootstrap, "bench.multi.alerts", events, users, prefix="multi")
+        return await rate(bootstrap, "bench.multi.decisions", 3 * events, 600) / 3
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(asyncio.wait_for(c.wait(), 60) for c in children))
+
+
+async def directory_loaded(port: int, users: int, started: float) -> float | None:
+    """Seconds from starting the worker until its directory cache holds every user (the
+    whole directory read at start), or None if that did not happen within 60 s."""
+    while time.monotonic() - started < 60:
+        try:
+            held = await asyncio.to_thread(scrape, port, "router_directory_cache_users")
+        except OSError:
+            held = 0.0
+        if held >= users:
+            return round(time.monotonic() - started, 1)
+        await asyncio.sleep(0.2)
+    return None
+
+
+def batch_breakdown(port: int) -> dict[str, float]:
+    """Where a batch's wall time went, from the worker's own histograms (means over the
+    throughput run): records per batch, milliseconds per batch, and milliseconds per
+    batch in each PostgreSQL call."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+
+    def total(name: str) -> float:
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    batches = max(total("router_batch_size_count"), 1.0)
+    found = {
+        "records": round(total("router_batch_size_sum") / batches, 1),
+        "ms": round(1000 * total("router_batch_duration_seconds_sum") / batches, 1),
+    }
+    for operation, seconds in re.findall(
+        r'^router_db_query_duration_seconds_sum\{operation="([a-z_]+)"\} (\S+)$',
+        text,
+        re.MULTILINE,
+    ):
+        found[f"{operation}_ms"] = round(1000 * float(seconds) / batches, 1)
+    return found
 
 
 def scrape(port: int, name: str) -> float:
@@ -403,6 +680,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000, help="up to 100,000")
     parser.add_argument("--rate", type=int, default=1_000, help="offered events/s for latency")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also route a backlog with this many router processes in one group",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     parser.add_argument(
         "--profile",

@@ -133,6 +133,7 @@ def create_app(
                     DirectoryCache(
                         settings.directory_cache_users, settings.directory_cache_ttl_seconds
                     ),
+                    preload_users=settings.directory_preload_users,
                 )
                 await cached.start()
                 active = cached

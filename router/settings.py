@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # notifications; the TTL is a safety net, not the way changes arrive.
     directory_cache_users: int = Field(default=20_000, ge=0)
     directory_cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    # A directory of at most this many users is read whole at start and kept
+    # (0: never); a larger one is cached as above.
+    directory_preload_users: int = Field(default=200_000, ge=0)
 
     # Rules
     require_verified: bool = False

@@ -110,6 +110,11 @@ class InMemoryStore(InMemorySchedules):
             opt_outs=(o for o in self.opt_outs if o[1] in {m.value for m in methods}),
         )
 
+    async def user_ids(self, limit: int) -> list[str] | None:
+        """Same contract as :meth:`router.db.store.PgStore.user_ids`."""
+        self._check()
+        return None if len(self.users) > limit else sorted(self.users)
+
     async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
         """Same contract as :meth:`router.db.store.PgStore.routed_within`."""
         self._check()
@@ -121,6 +126,16 @@ class InMemoryStore(InMemorySchedules):
         self._check()
         for event_id in event_ids:
             self.routed[event_id] = self.clock()
+
+    async def record_batch(
+        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+    ) -> None:
+        """Same contract as :meth:`router.db.store.PgStore.record_batch`."""
+        self._check()
+        await self.write_trail(trail)
+        await self.mark_routed(routed)
+        for send, at in counted:
+            self.sends.setdefault(send.job_id, (send.contact_method_id, at))
 
     async def write_trail(self, trail: Trail) -> None:
         """Same contract as :meth:`router.db.store.PgStore.write_trail`."""

@@ -96,6 +96,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("uuid", encoder=str, decoder=str, schema="pg_catalog", format="text")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a connection returned to the pool runs: nothing beyond asyncpg's own cleanup
+    (a transaction left open is rolled back, listeners dropped). asyncpg's default
+    resets the session with one more query, a round trip on every release, which the
+    worker waited for twice a batch. No pooled connection keeps session state: LISTEN
+    has a connection of its own, advisory locks are transaction-scoped
+    (``pg_advisory_xact_lock``), temporary tables drop on commit, and nothing runs
+    ``SET``. Keep it so, or reset here what a new statement leaves behind."""
+
+
 def is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
@@ -121,6 +131,7 @@ class PgBase:
                 min_size=min_size,
                 max_size=max_size,
                 init=_init_connection,
+                reset=_keep_session,
                 command_timeout=30,
             )
         return cls(pool, url)

@@ -45,6 +45,14 @@ class Store(Protocol):
         """A batch's page trail: its events, jobs and decisions."""
         ...
 
+    async def record_batch(
+        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+    ) -> None:
+        """A routed batch's ledger after its acks, at once: ``trail`` written, ``routed``
+        marked routed, ``counted`` (jobs no limit holds back, each with the clock it was
+        decided at) counted against their methods' limits, each job once."""
+        ...
+
     async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
         """The trail's jobs among ``job_ids``."""
         ...

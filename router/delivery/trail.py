@@ -78,7 +78,10 @@ class Trail:
 
 
 def job_row(job: DeliveryJob, failover_of: str | None = None) -> JobRow:
-    return JobRow(
+    """The trail's row of ``job``: one per job published, so built without the frozen
+    dataclass's per-field ``__setattr__`` (the same fields, every one set)."""
+    row = object.__new__(JobRow)
+    row.__dict__.update(
         job_id=job.job_id,
         event_id=job.event_id,
         user_id=job.user_id,
@@ -88,8 +91,11 @@ def job_row(job: DeliveryJob, failover_of: str | None = None) -> JobRow:
         address=job.to,
         created_at=job.created_at,
         failover_of=failover_of,
+        last_status=None,
+        failed_at=None,
         digest_of=tuple(job.digest_of) if job.digest_of else None,
     )
+    return row
 
 
 def decision_rows(

@@ -18,195 +18,33 @@ than the last change it could have missed.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import structlog
-from pydantic import BaseModel
 
 from router import metrics
 from router.db.store import Store
 from router.delivery.trail import JobRow, PageState, Trail, TrailRow
-from router.directory.models import ContactMethod, Directory, User
+from router.directory.models import Directory
+from router.directory.rows import (
+    Change,
+    DirectoryCache,
+    Entry,
+    entries_from,
+    merge,
+    parse_change,
+)
 from router.directory.store import ScheduleLookup
 from router.held.digest import HeldPage
 from router.routing.rules import Limits, RateDecision, Send
 
+__all__ = ["CachedDirectory", "Change", "DirectoryCache", "Entry", "parse_change"]
+
 log = structlog.get_logger("router.cache")
-
-Address = tuple[str, str]
-T = TypeVar("T", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What the cache knows of one user id: the user (None: no such user), their
-    methods in creation order, which of their addresses are opted out, and when
-    it was read."""
-
-    user: User | None
-    methods: tuple[ContactMethod, ...]
-    opted_out: frozenset[Address]
-    read_at: float
-
-    def addresses(self) -> set[Address]:
-        """The addresses an opt-out can name (webhooks cannot be opted out)."""
-        return {(m.transport, m.value) for m in self.methods if m.transport != "webhook"}
-
-
-@dataclass(frozen=True)
-class Change:
-    """What one notification says changed."""
-
-    users: frozenset[str] = frozenset()
-    addresses: frozenset[Address] = frozenset()
-    everything: bool = False
-
-
-def parse_change(payload: str) -> Change:
-    """A ``router_directory`` payload; anything unreadable means "everything"."""
-    try:
-        data = json.loads(payload)
-        if data.get("all"):
-            return Change(everything=True)
-        return Change(
-            users=frozenset(str(u) for u in data.get("users") or ()),
-            addresses=frozenset((str(t), str(a)) for t, a in data.get("addresses") or ()),
-        )
-    except (ValueError, TypeError, AttributeError):
-        return Change(everything=True)
-
-
-class DirectoryCache:
-    """Entries by user id, least recently used first out, each for at most ``ttl``."""
-
-    def __init__(
-        self, max_users: int, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._max = max_users
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._by_address: dict[Address, set[str]] = {}
-        #: Bumped by every invalidation: a read that saw it change is not kept.
-        self.generation = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, user_id: str) -> Entry | None:
-        """The entry if present and fresh (and then most recently used)."""
-        entry = self._entries.get(user_id)
-        if entry is None:
-            return None
-        if self._clock() - entry.read_at >= self._ttl:
-            self._drop(user_id)
-            return None
-        self._entries.move_to_end(user_id)
-        return entry
-
-    def put(self, user_id: str, entry: Entry) -> None:
-        if user_id in self._entries:
-            self._drop(user_id)
-        self._entries[user_id] = entry
-        for address in entry.addresses():
-            self._by_address.setdefault(address, set()).add(user_id)
-        while len(self._entries) > self._max:
-            self._drop(next(iter(self._entries)))
-
-    def invalidate(self, change: Change) -> None:
-        """Forget what ``change`` names (everything, for a change that says so)."""
-        self.generation += 1
-        if change.everything:
-            self.clear()
-            return
-        for user_id in change.users:
-            self._drop(user_id)
-        for address in change.addresses:
-            for user_id in list(self._by_address.get(address, ())):
-                self._drop(user_id)
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._entries.clear()
-        self._by_address.clear()
-
-    def _drop(self, user_id: str) -> None:
-        entry = self._entries.pop(user_id, None)
-        if entry is None:
-            return
-        for address in entry.addresses():
-            holders = self._by_address.get(address)
-            if holders is not None:
-                holders.discard(user_id)
-                if not holders:
-                    del self._by_address[address]
-
-
-_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-
-
-def _compact(model: T) -> T:
-    """``model`` sharing its set of explicitly set field names with every model that
-    set the same fields (all rows of a table do): a set per model is 700 bytes of
-    the ~2 KB a cached method costs. Safe because cached models are frozen, so
-    pydantic never adds to the set."""
-    own = model.__pydantic_fields_set__
-    shared = _FIELDS_SETS.setdefault(frozenset(own), set(own))
-    object.__setattr__(model, "__pydantic_fields_set__", shared)
-    return model
-
-
-def entries_from(directory: Directory, user_ids: Iterable[str], read_at: float) -> dict[str, Entry]:
-    """One entry per id in ``user_ids``, from a directory read for (at least) them."""
-    found = {}
-    for user_id in user_ids:
-        methods = tuple(_compact(m) for m in directory.methods_of(user_id))
-        user = directory.users.get(user_id)
-        found[user_id] = Entry(
-            user=_compact(user) if user is not None else None,
-            methods=methods,
-            opted_out=frozenset(
-                (m.transport, m.value)
-                for m in methods
-                if (m.transport, m.value) in directory.opt_outs
-            ),
-            read_at=read_at,
-        )
-    return found
-
-
-def merge(
-    entries: Mapping[str, Entry],
-    fresh: Directory | None,
-    on_call: Mapping[ScheduleLookup, tuple[str, ...]] | None = None,
-) -> Directory:
-    """The batch's directory: cached entries plus what was read for it."""
-    users: dict[str, User] = {}
-    methods: dict[str, tuple[ContactMethod, ...]] = {}
-    opt_outs: set[Address] = set()
-    for user_id, entry in entries.items():
-        if entry.user is not None:
-            users[user_id] = entry.user
-        if entry.methods:
-            methods[user_id] = entry.methods
-        opt_outs |= entry.opted_out
-    if fresh is not None:
-        users.update(fresh.users)
-        methods.update(fresh.methods)
-        opt_outs |= fresh.opt_outs
-    return Directory(
-        users=users,
-        methods=methods,
-        on_call=dict(on_call if on_call is not None else fresh.on_call if fresh else {}),
-        opt_outs=frozenset(opt_outs),
-    )
 
 
 class Listener(Protocol):
@@ -224,6 +62,12 @@ class ListeningStore(Store, Protocol):
         self, on_change: Callable[[str], None], on_lost: Callable[[], None]
     ) -> Listener: ...
 
+    async def user_ids(self, limit: int) -> list[str] | None: ...
+
+
+#: Users read per transaction while the whole directory is loaded.
+PRELOAD_CHUNK = 500
+
 
 class CachedDirectory:
     """A :class:`Store` whose ``directory_for`` answers from the cache when it may.
@@ -238,9 +82,16 @@ class CachedDirectory:
         *,
         check_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        preload_users: int = 0,
+        preload_wait_seconds: float = 120.0,
     ) -> None:
         self._store = store
         self._cache = cache
+        self._bounded = (cache.max_users, cache.ttl_seconds)
+        self._preload_users = preload_users
+        self._preload_wait = preload_wait_seconds
+        self._attempted_at = 0.0
+        self._first_load = asyncio.Event()
         self._clock = clock
         self._check_seconds = check_seconds
         self._listener: Listener | None = None
@@ -258,6 +109,11 @@ class CachedDirectory:
 
     async def write_trail(self, trail: Trail) -> None:
         await self._store.write_trail(trail)
+
+    async def record_batch(
+        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+    ) -> None:
+        await self._store.record_batch(trail, routed, counted)
 
     async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:
         return await self._store.jobs_by_id(job_ids)
@@ -312,8 +168,16 @@ class CachedDirectory:
         return self._task
 
     async def start(self) -> None:
-        """Listen in the background; batches read uncached until it is up."""
+        """Listen in the background; batches read uncached until it is up. With
+        ``preload_users``, wait (at most ``preload_wait_seconds``) until the whole
+        directory is read, or found larger than that."""
         self._task = asyncio.create_task(self._keep_listening(), name="router-directory-listener")
+        if self._preload_users:
+            done = asyncio.ensure_future(self._first_load.wait())
+            await asyncio.wait(
+                {done, self._task}, timeout=self._preload_wait, return_when=asyncio.FIRST_COMPLETED
+            )
+            done.cancel()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -367,12 +231,14 @@ class CachedDirectory:
                 self._live = True
                 delay = 0.5
                 log.info("directory_cache_live")
+                await self._preload()
                 while not self._lost.is_set():
                     try:
                         await asyncio.wait_for(self._lost.wait(), self._check_seconds)
                     except TimeoutError:
                         if not await self._listener.check():
                             break
+                        await self._preload(refresh=True)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -388,6 +254,47 @@ class CachedDirectory:
             await self._stop_listening()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    async def _preload(self, *, refresh: bool = False) -> None:
+        """The whole directory into the cache when it has at most ``preload_users``
+        users, each entry kept until a change drops it (the TTL then means: read
+        it all again that often, which ``refresh`` does when due); else the bounded
+        cache. A chunk read while a change arrived is not kept (its users are read
+        when a batch names them), so the cache stays as exact as a batch's read."""
+        if not self._preload_users:
+            return
+        ttl = self._bounded[1]
+        if refresh and (ttl is None or self._clock() - self._attempted_at < ttl):
+            return
+        started = self._attempted_at = self._clock()
+        try:
+            ids = await self._store.user_ids(self._preload_users)
+            if ids is None:
+                self._cache.max_users, self._cache.ttl_seconds = self._bounded
+                log.info("directory_not_preloaded", limit=self._preload_users)
+                return
+            self._cache.max_users = max(self._bounded[0], self._preload_users)
+            self._cache.ttl_seconds = None
+            for first in range(0, len(ids), PRELOAD_CHUNK):
+                chunk = ids[first : first + PRELOAD_CHUNK]
+                generation = self._cache.generation
+                fresh = await self._store.directory_for(chunk)
+                if not self._live:
+                    return
+                if self._cache.generation == generation:
+                    for user_id, entry in entries_from(fresh, chunk, self._clock()).items():
+                        self._cache.put(user_id, entry)
+            metrics.DIRECTORY_CACHE_USERS.set(len(self._cache))
+            log.info(
+                "directory_preloaded",
+                users=len(ids),
+                seconds=round(self._clock() - started, 2),
+            )
+        except Exception as error:  # the bounded cache serves until the next attempt
+            self._cache.max_users, self._cache.ttl_seconds = self._bounded
+            log.warning("directory_preload_failed", error=str(error))
+        finally:
+            self._first_load.set()
 
     async def _stop_listening(self) -> None:
         self._live = False

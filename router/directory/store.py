@@ -119,6 +119,12 @@ class DirectoryStore(ScheduleStore):
             opt_outs=((r["transport"], r["address"]) for r in opt_outs),
         )
 
+    async def user_ids(self, limit: int) -> list[str] | None:
+        """Every user id when there are at most ``limit`` users, else None."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._q["user_ids_up_to"], limit + 1)
+        return None if len(rows) > limit else [r["id"] for r in rows]
+
     async def add_opt_out(
         self, transport: str, address: str, source: str = "cli", actor: str | None = None
     ) -> None:

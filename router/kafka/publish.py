@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka.errors import (
     InvalidTimestampError,
@@ -48,9 +48,9 @@ class Publisher(Protocol):
     ) -> Awaitable[Any] | None: ...
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One message to publish, and the consumed record (by batch index) it is for."""
+class Outgoing(NamedTuple):
+    """One message to publish, and the consumed record (by batch index) it is for.
+    A named tuple: six are made for every routed event."""
 
     topic: str
     value: bytes

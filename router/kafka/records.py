@@ -10,6 +10,7 @@ path (routing, held digests, failover), so topic, key and headers cannot drift.
 from __future__ import annotations
 
 from router.kafka.publish import Identity, Outgoing
+from router.routing.encode import encode
 from router.settings import Settings
 from schemas import Decision, EmailJob, SmsJob, WebhookJob
 
@@ -20,7 +21,7 @@ def job_record(settings: Settings, job: Job, origin: int, identity: Identity) ->
     """``job`` as the record delivery workers read."""
     return Outgoing(
         settings.delivery_topic(job.transport),
-        job.model_dump_json().encode(),
+        encode(job),
         job.contact_method_id.encode(),
         {"router.event_id": job.event_id, "router.job_id": job.job_id},
         origin,
@@ -33,13 +34,13 @@ def decision_record(
     decision: Decision,
     origin: int,
     identity: Identity,
-    value: str | None = None,
+    value: bytes | None = None,
 ) -> Outgoing:
     """``decision`` as its record on the decisions topic; ``value`` when it is already
     serialized (the routing path keeps the JSON for the trail too)."""
     return Outgoing(
         settings.topic_decisions,
-        (value if value is not None else decision.model_dump_json()).encode(),
+        value if value is not None else encode(decision),
         decision.event_id.encode(),
         {"router.event_id": decision.event_id},
         origin,

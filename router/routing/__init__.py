@@ -1,10 +1,11 @@
 """The routing path of one batch. Pure stages: ``decode`` (bytes to an event or
 a rejection), ``pipeline`` (recipients, rules, preference, fan-out), ``rules``,
-``render``, ``build`` (the one job and decision builder), ``dlq`` (dead
-letters). I/O: ``handler`` (the Kafka batch handler that runs them),
-``retry`` (retry after outages, isolation of poison records, publishing with
-the DLQ rounds) and ``ledger`` (dedup, the trail's batch rows, rate-limit
-reservations and the purge, in PostgreSQL).
+``render``, ``build`` (the one job and decision builder), ``encode`` (jobs and
+decisions made and written to bytes in one step), ``dlq`` (dead letters). I/O:
+``handler`` (the Kafka batch handler that runs them), ``retry`` (retry after
+outages, isolation of poison records, publishing with the DLQ rounds) and
+``ledger`` (dedup, the trail's batch rows, rate-limit reservations and the
+purge, in PostgreSQL).
 
 The pure modules may use ``router.directory``'s pure modules,
 ``router.held.digest``, ``router.delivery``'s pure modules and ``schemas``; only

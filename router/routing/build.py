@@ -16,6 +16,7 @@ from typing import Any
 
 from router.directory.models import ContactMethod
 from router.routing import render
+from router.routing.encode import make
 from router.routing.rules import RoutingOptions
 from schemas import (
     SEVERITY_RANK,
@@ -44,21 +45,21 @@ def _job(job_id: str, method: ContactMethod, now: datetime, fields: dict[str, An
     """The job of ``method``'s transport: the fields every job has, then ``fields``
     (what the event or the digest says, and what the transport's renderer made).
 
-    Built with ``model_construct``: every value comes from models already validated
-    (the events, the method) or from the renderers, so validating again would only
-    cost time on the hot path. The tests serialize these jobs with warnings as
-    errors, so a value of the wrong type fails them.
+    Built with :func:`router.routing.encode.make`: every value comes from models
+    already validated (the events, the method) or from the renderers, so validating
+    again would only cost time on the hot path. ``tests/unit/test_encode.py``
+    validates what comes out against the models.
     """
     to = render.webhook_url(method) if method.transport == "webhook" else method.value
-    return _MODELS[method.transport].model_construct(
+    fields.update(
         job_id=job_id,
         user_id=method.user_id,
         contact_method_id=method.id,
         verified=method.verified,
         created_at=now,
         to=to,
-        **fields,
     )
+    return make(_MODELS[method.transport], fields)
 
 
 def _sms(text: str) -> dict[str, Any]:
@@ -138,20 +139,23 @@ def new_decision(
 ) -> Decision:
     """A decision as every path publishes it (routing, held delivery, failover).
 
-    Built with ``model_construct``, like the jobs: its values come from validated
-    models; the tests check the output against the schema."""
-    return Decision.model_construct(
-        event_id=event_id,
-        user_id=user_id,
-        contact_method_id=contact_method_id,
-        transport=transport,
-        outcome=outcome,
-        reason=reason,
-        job_id=job_id,
-        decided_at=decided_at,
-        deliver_at=deliver_at,
-        digest_of=digest_of,
-        failover_of=failover_of,
+    Built with :func:`router.routing.encode.make`, like the jobs: its values come
+    from validated models; the tests check the output against the schema."""
+    return make(
+        Decision,
+        {
+            "event_id": event_id,
+            "user_id": user_id,
+            "contact_method_id": contact_method_id,
+            "transport": transport,
+            "outcome": outcome,
+            "reason": reason,
+            "job_id": job_id,
+            "decided_at": decided_at,
+            "deliver_at": deliver_at,
+            "digest_of": digest_of,
+            "failover_of": failover_of,
+        },
     )
 
 

@@ -29,9 +29,10 @@ from router.kafka.publish import Outgoing, Publisher
 from router.kafka.records import decision_record, job_record
 from router.routing.decode import Rejection, decode, decode_contact_event, decode_status
 from router.routing.dlq import DeadLetter, SourceRecord, dead_letter
+from router.routing.encode import encode
 from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
 from router.routing.retry import RecordKey, RetryingHandler, log_rejection
-from router.routing.rules import RateDecision, RoutingOptions
+from router.routing.rules import RateDecision, RoutingOptions, Send
 from router.settings import Settings
 from schemas import AlertEvent, DeliveryStatus
 
@@ -52,6 +53,11 @@ def _merge_results(results: list[BatchResult]) -> BatchResult:
 def utc_now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
+
+
+def _given(pages: list[HeldPage]) -> Callable[[RateDecision], list[HeldPage]]:
+    """``reserve_sends``' ``holds`` for pages already known."""
+    return lambda _: pages
 
 
 def _key(record: SourceRecord) -> RecordKey:
@@ -121,7 +127,7 @@ class Worker(RetryingHandler):
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
         settled = await self._settle(records)
-        finished = await self._reserve(settled)
+        finished, counted = await self._reserve(settled)
         result = BatchResult()
         outgoing: list[Outgoing] = []
         trail = Trail()
@@ -140,9 +146,9 @@ class Worker(RetryingHandler):
         # not one after the other). A batch retried after a failure writes it again,
         # which changes nothing: events and jobs are written once.
         writing = asyncio.ensure_future(self._store.write_trail(trail))
-        # The batch is done only when the broker has every message; only then
-        # are its events recorded as routed, so a crash before this point
-        # re-routes them (with the same job ids) instead of dropping them.
+        # The batch is done only when the broker has every message; only then are its
+        # events recorded as routed, so a crash before this point re-routes them (with
+        # the same job ids) instead of dropping them.
         try:
             refused = await self._publish(records, outgoing)
         finally:
@@ -157,14 +163,17 @@ class Worker(RetryingHandler):
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
-        with metrics.DB_SECONDS.labels("mark_routed").time():
-            await self._store.mark_routed(
+        # The routed marks and the counts of jobs no limit holds back: one statement.
+        with metrics.DB_SECONDS.labels("record_batch").time():
+            await self._store.record_batch(
+                Trail(),
                 [
                     done.outcome.event.event_id
                     for done in settled
                     if isinstance(done.outcome, Planned)
                     and done.outcome.event.event_id not in refused_events
-                ]
+                ],
+                counted,
             )
         # Tallied per batch, then one increment per label: not a labelled lookup per job.
         transports: Counter[str] = Counter()
@@ -258,10 +267,19 @@ class Worker(RetryingHandler):
                 settled.append(Settled(self._plan(record, item, directory, now), now))
         return settled
 
-    async def _reserve(self, settled: Sequence[Settled]) -> dict[int, Routed]:
+    async def _reserve(
+        self, settled: Sequence[Settled]
+    ) -> tuple[dict[int, Routed], list[tuple[Send, datetime]]]:
         """The plans among ``settled`` (by index) after the rate limits, which are shared
         by every router: one reservation per clock, in the transaction that also holds
-        the pages deferred (quiet hours, limits).
+        the pages deferred (quiet hours, limits); and the jobs to count with the batch's
+        ledger instead.
+
+        A clock whose jobs are all critical needs no reservation: no limit holds a
+        critical job back, so the answer is known without asking, and the jobs are
+        counted (each once, by job id) in the statement that records the batch after
+        its acks. Any other send makes it a reservation, in which critical jobs count
+        as before.
 
         A plan reserved before (a retry) gets the same answer: at the same clock, a
         job counted before is allowed again and one held back is still held back (the
@@ -269,6 +287,7 @@ class Worker(RetryingHandler):
         first reservation committed without the worker hearing it is right too.
         """
         finished: dict[int, Routed] = {}
+        counted: list[tuple[Send, datetime]] = []
         by_clock: dict[datetime, dict[int, Planned]] = {}
         for index, done in enumerate(settled):
             if isinstance(done.outcome, Planned):
@@ -280,11 +299,17 @@ class Worker(RetryingHandler):
                     finished[index] = finish(outcome, rate)
                 return [page for index in planned for page in finished[index].holds]
 
+            wanted = [s for p in planned.values() for s in sends(p)]
+            if all(s.critical for s in wanted):
+                pages = holds(RateDecision(allowed={s.job_id for s in wanted}))
+                counted += [(s, now) for s in wanted]
+                if pages:  # quiet hours deferred some pages: held in their own transaction
+                    with metrics.DB_SECONDS.labels("reserve_sends").time():
+                        await self._store.reserve_sends([], self._limits, now, _given(pages))
+                continue
             with metrics.DB_SECONDS.labels("reserve_sends").time():
-                await self._store.reserve_sends(
-                    [s for p in planned.values() for s in sends(p)], self._limits, now, holds
-                )
-        return finished
+                await self._store.reserve_sends(wanted, self._limits, now, holds)
+        return finished, counted
 
     def _plan(
         self, record: SourceRecord, event: AlertEvent, directory: Directory, now: datetime
@@ -354,9 +379,9 @@ class Worker(RetryingHandler):
             job_record(self._settings, job, index, (*origin, n))
             for n, job in enumerate(routed.jobs)
         ]
-        decided: list[str] = []
+        decided: list[bytes] = []
         for decision in routed.decisions:
-            value = decision.model_dump_json()
+            value = encode(decision)
             decided.append(value)
             messages.append(
                 decision_record(self._settings, decision, index, (*origin, len(messages)), value)
@@ -365,5 +390,5 @@ class Worker(RetryingHandler):
         # The event as it came (it decoded, so it is JSON text) and its decisions as
         # already serialized for Kafka: one row, nothing serialized twice.
         raw = record.value.decode() if record.value else routed.event.model_dump_json()
-        trail.events.append((event_id, raw, "[" + ",".join(decided) + "]", now))
+        trail.events.append((event_id, raw, (b"[" + b",".join(decided) + b"]").decode(), now))
         return messages

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -39,31 +40,25 @@ class LedgerStore(PgBase):
         """A batch's page trail (events, jobs, decisions) in one statement."""
         if not trail:
             return
-        jobs, rows = trail.jobs, trail.rows
+        async with self._conn() as conn:
+            await conn.execute(self._q["write_trail"], *_trail_arguments(trail))
+
+    async def record_batch(
+        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+    ) -> None:
+        """A routed batch's ledger after its acks, in one statement: ``trail`` written,
+        ``routed`` marked routed, ``counted`` (jobs no limit holds back, each with its
+        clock) counted against their methods' limits."""
+        if not trail and not routed and not counted:
+            return
         async with self._conn() as conn:
             await conn.execute(
-                self._q["write_trail"],
-                [e[0] for e in trail.events],
-                [e[1] for e in trail.events],
-                [e[2] for e in trail.events],
-                [e[3] for e in trail.events],
-                [j.job_id for j in jobs],
-                [j.event_id for j in jobs],
-                [j.user_id for j in jobs],
-                [j.contact_method_id for j in jobs],
-                [j.transport for j in jobs],
-                [j.severity for j in jobs],
-                [j.address for j in jobs],
-                [j.created_at for j in jobs],
-                [j.failover_of for j in jobs],
-                [r.dedup for r in rows],
-                [r.kind for r in rows],
-                [r.event_id for r in rows],
-                [r.user_id for r in rows],
-                [r.job_id for r in rows],
-                [r.at for r in rows],
-                [r.record for r in rows],
-                [json.dumps(j.digest_of) if j.digest_of else None for j in jobs],
+                self._q["record_batch"],
+                *_trail_arguments(trail),
+                list(routed),
+                [s.job_id for s, _ in counted],
+                [s.contact_method_id for s, _ in counted],
+                [at for _, at in counted],
             )
 
     async def reserve_sends(
@@ -160,3 +155,31 @@ class LedgerStore(PgBase):
                 await conn.execute(self._q["purge_trail"], float(trail_older_than))
             if audit_older_than:
                 await conn.execute(self._q["purge_audit"], float(audit_older_than))
+
+
+def _trail_arguments(trail: Trail) -> list[list[Any]]:
+    """``write_trail``'s parameters $1-$21, which ``record_batch`` shares."""
+    jobs, rows = trail.jobs, trail.rows
+    return [
+        [e[0] for e in trail.events],
+        [e[1] for e in trail.events],
+        [e[2] for e in trail.events],
+        [e[3] for e in trail.events],
+        [j.job_id for j in jobs],
+        [j.event_id for j in jobs],
+        [j.user_id for j in jobs],
+        [j.contact_method_id for j in jobs],
+        [j.transport for j in jobs],
+        [j.severity for j in jobs],
+        [j.address for j in jobs],
+        [j.created_at for j in jobs],
+        [j.failover_of for j in jobs],
+        [r.dedup for r in rows],
+        [r.kind for r in rows],
+        [r.event_id for r in rows],
+        [r.user_id for r in rows],
+        [r.job_id for r in rows],
+        [r.at for r in rows],
+        [r.record for r in rows],
+        [json.dumps(j.digest_of) if j.digest_of else None for j in jobs],
+    ]

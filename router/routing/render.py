@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,16 +23,19 @@ _GSM_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM_EXTENDED = frozenset("^{}\\[~]|€\f")  # each costs an escape septet too
+_GSM = _GSM_BASIC | _GSM_EXTENDED
 _ELLIPSIS = "..."  # three GSM characters; "…" would force UCS-2
 
 
 def sms_encoding(text: str) -> SmsEncoding:
     """``GSM-7`` when every character is in the GSM 03.38 alphabet, else ``UCS-2``."""
-    return "GSM-7" if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text) else "UCS-2"
+    return "GSM-7" if _GSM.issuperset(text) else "UCS-2"
 
 
 def _units(text: str, encoding: str) -> int:
     if encoding == "GSM-7":
+        if _GSM_EXTENDED.isdisjoint(text):
+            return len(text)
         return sum(2 if c in _GSM_EXTENDED else 1 for c in text)
     return len(text.encode("utf-16-le")) // 2
 
@@ -169,6 +173,12 @@ def webhook_url(method: ContactMethod) -> str:
     """The URL with the method's query-string values appended (NodePing ``querystrings``)."""
     if not method.webhook_query:
         return method.value
-    parts = urlsplit(method.value)
-    query = parse_qsl(parts.query, keep_blank_values=True) + sorted(method.webhook_query.items())
+    return _with_query(method.value, tuple(sorted(method.webhook_query.items())))
+
+
+@lru_cache(maxsize=65_536)
+def _with_query(url: str, extra: tuple[tuple[str, str], ...]) -> str:
+    # Pure, and the same for every event a method receives: worked out once per URL.
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(extra)
     return urlunsplit(parts._replace(query=urlencode(query)))

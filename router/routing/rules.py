@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from router.directory.models import ContactMethod, Directory, User
@@ -102,9 +103,18 @@ def webhook_problem(method: ContactMethod, policy: TargetPolicy) -> str | None:
     rules), or ``None``; also ``None`` for other transports."""
     if method.transport != "webhook":
         return None
-    problem = target_problem(method.value, policy)
-    if problem is None and method.webhook_headers:
-        problem = headers_problem(method.webhook_headers)
+    return _webhook_problem(method.value, tuple(method.webhook_headers.items()), policy)
+
+
+@lru_cache(maxsize=65_536)
+def _webhook_problem(
+    url: str, headers: tuple[tuple[str, str], ...], policy: TargetPolicy
+) -> str | None:
+    # Pure and asked for every webhook of every event: remembered by its inputs, a
+    # method's answer is worked out once until its URL or headers change.
+    problem = target_problem(url, policy)
+    if problem is None and headers:
+        problem = headers_problem(dict(headers))
     return problem
 
 

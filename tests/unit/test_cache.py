@@ -266,3 +266,34 @@ async def test_who_is_on_call_is_read_afresh_so_rotation_changes_need_no_notific
     second = await cached.directory_for({"bob"}, [("ops", at)])
     assert second.on_call == {("ops", at): ("bob",)}
     assert set(second.users) == {"bob"}
+
+
+async def test_a_directory_that_fits_is_read_whole_before_start_returns(
+    store: ListeningMemStore,
+) -> None:
+    cached = CachedDirectory(store, DirectoryCache(1, 300.0), preload_users=10)
+    try:
+        await asyncio.wait_for(cached.start(), 5)  # returns once read, not at a timeout
+        assert cached.live
+        reads = store.reads
+        directory = await cached.directory_for({"alice", "bob"})
+        assert store.reads == reads  # both users held, though the bounded cache holds one
+        assert directory == await store.directory_for({"alice", "bob"})
+        store.methods["m1"] = store.methods["m1"].model_copy(update={"muted": True})
+        store.announce('{"users": ["alice"]}')
+        assert (await cached.directory_for({"alice"})).methods_of("alice")[0].muted
+    finally:
+        await cached.close()
+
+
+async def test_a_directory_larger_than_the_setting_is_cached_as_before(
+    store: ListeningMemStore,
+) -> None:
+    cached = CachedDirectory(store, DirectoryCache(100, 300.0), preload_users=1)
+    try:
+        await asyncio.wait_for(cached.start(), 5)
+        reads = store.reads
+        await cached.directory_for({"alice"})
+        assert store.reads == reads + 1  # not read at start: a miss
+    finally:
+        await cached.close()

@@ -110,6 +110,11 @@ class FlakyStore(InMemoryStore):
         self._flake("mark_routed")
         return await super().mark_routed(*args)
 
+    async def record_batch(self, *args: Any) -> Any:
+        self._flake("record_batch")
+        await super().record_batch(*args)
+        self._flake("record_batch_committed")  # the commit's answer lost on the way
+
 
 async def a_team(clock: Clock) -> FlakyStore:
     """alice (email, then SMS muted until 09:00; one method per page) on call until
@@ -275,6 +280,8 @@ STORE_CALLS = (
     "reserve_sends_committed",
     "write_trail",
     "mark_routed",
+    "record_batch",
+    "record_batch_committed",
 )
 
 values = st.one_of(

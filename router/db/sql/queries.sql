@@ -15,6 +15,10 @@ SELECT max(version) FROM schema_migrations;
 -- name: users_by_ids
 SELECT * FROM users WHERE id = ANY($1::text[]);
 
+-- name: user_ids_up_to
+-- Every user id, when there are at most $1 of them (the caller asks for $1 + 1).
+SELECT id FROM users ORDER BY id LIMIT $1;
+
 -- name: contact_methods_for_users
 SELECT * FROM contact_methods
 WHERE user_id = ANY($1::text[])
@@ -51,6 +55,42 @@ WITH events AS (
     FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
                 $11::text[], $12::timestamptz[], $13::uuid[], $21::text[])
          AS g (j, e, u, m, tr, s, a, c, f, dg)
+    ON CONFLICT (job_id) DO NOTHING
+)
+INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
+SELECT d, k, e, u, j, t, r::json
+FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::uuid[],
+            $19::timestamptz[], $20::text[]) AS x (d, k, e, u, j, t, r)
+ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
+
+-- name: record_batch
+-- A routed batch's whole ledger after the broker acknowledged its output, in one
+-- statement: its page trail ($1-$21, as write_trail), its events marked routed
+-- ($22, as mark_routed), and the jobs counted against rate limits without a
+-- reservation ($23 job ids, $24 methods, $25 the worker's clock for each): jobs
+-- no limit holds back (critical), counted as count_sends would.
+WITH events AS (
+    INSERT INTO page_events (event_id, event, decisions, routed_at)
+    SELECT e, j::json, d::json, t
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, d, t)
+    ON CONFLICT (event_id) DO NOTHING
+), jobs AS (
+    INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
+                           address, created_at, failover_of, digest_of)
+    SELECT j, e, u, m, tr, s, a, c, f,
+           (SELECT array_agg(v ORDER BY n)
+            FROM json_array_elements_text(dg::json) WITH ORDINALITY AS carried (v, n))
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::uuid[], $9::text[], $10::text[],
+                $11::text[], $12::timestamptz[], $13::uuid[], $21::text[])
+         AS g (j, e, u, m, tr, s, a, c, f, dg)
+    ON CONFLICT (job_id) DO NOTHING
+), routed AS (
+    INSERT INTO routed_events (event_id)
+    SELECT unnest($22::text[])
+    ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
+), counted AS (
+    INSERT INTO rate_limit_sends (job_id, contact_method_id, sent_at)
+    SELECT j, m, t FROM unnest($23::uuid[], $24::uuid[], $25::timestamptz[]) AS c (j, m, t)
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
