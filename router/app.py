@@ -21,6 +21,7 @@ from faststream.kafka import KafkaBroker
 
 from router import logging as router_logging
 from router.db.janitor import run_janitor
+from router.db.pool import database_answers
 from router.db.store import PgStore, Store
 from router.delivery.watchers import watch_failovers
 from router.directory.cache import CachedDirectory, DirectoryCache
@@ -202,6 +203,30 @@ def create_app(
     return FastStream(broker, lifespan=lifespan, logger=logging.getLogger("router.app"))
 
 
+async def _dependencies_answer(settings: Settings, stop: asyncio.Event) -> bool:
+    """Wait, up to ``ROUTER_STARTUP_WAIT_SECONDS``, until PostgreSQL and the broker
+    answer, so a pod started during a database failover or a broker restart waits
+    for them instead of exiting into the orchestrator's growing restart back-off.
+    False when told to stop meanwhile; True otherwise (after the wait, the start
+    reports what is still missing, as before)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_wait_seconds
+    delay = 0.5
+    while True:
+        answers = {
+            "postgresql": await database_answers(settings.database_url.get_secret_value()),
+            "kafka": await broker_answers(settings.kafka_bootstrap_servers),
+        }
+        missing = sorted(name for name, answered in answers.items() if not answered)
+        if not missing or loop.time() >= deadline:
+            return True
+        log.warning("waiting_for_dependencies", missing=missing, retry_in_seconds=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+            return False
+        delay = min(delay * 2, 5.0)
+
+
 async def run(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM, then drain the batch in flight and stop.
 
@@ -218,6 +243,9 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if not await _dependencies_answer(settings, stop):
+        log.info("stop_requested_while_starting")
+        return
     async with app.lifespan_context():
         starting = asyncio.create_task(app.start(), name="router-start")
         ending = {

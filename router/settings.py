@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # While backing off after an outage, probe the failed dependency this often.
     recovery_probe_seconds: float = Field(default=0.5, gt=0)
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A worker started while PostgreSQL or the broker is down waits this long for them.
+    startup_wait_seconds: float = Field(default=60.0, ge=0)
     # A partition whose records the client cannot decode is paused, then retried this often.
     undecodable_retry_seconds: float = Field(default=300.0, gt=0)
 

@@ -80,7 +80,7 @@ class ClusterResult:
     failovers: int = 0
     failovers_not_once: int = 0
     dead_letters: int = 0
-    unexpected_exits: int = 0
+    unexpected_exits: list[int] = field(default_factory=list)
     resume_seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     elapsed_seconds: float = 0.0
 
@@ -108,8 +108,9 @@ class ClusterResult:
             f"({self.mismatched_job_ids} with another job_id); {self.held_pages} held pages: "
             f"{self.held_not_once} not in exactly one digest, {self.held_also_sent_directly} "
             f"also sent directly; {self.failovers} failovers: {self.failovers_not_once} not "
-            f"exactly once; {self.dead_letters} dead letters; {self.unexpected_exits} "
-            f"workers exited by themselves; time to resume (s) {resumes}; "
+            f"exactly once; {self.dead_letters} dead letters; workers that exited by "
+            f"themselves (exit statuses): {self.unexpected_exits or 'none'}; "
+            f"time to resume (s) {resumes}; "
             f"{self.elapsed_seconds:.0f} s in all"
         )
 
@@ -317,12 +318,19 @@ class _Pod:
     def restart(self) -> None:
         self.process = _start(self.env, self.log)
 
-    def ensure_running(self) -> bool:
-        """Start it again if it exited; whether it had."""
-        if self.process.poll() is None:
-            return False
+    def ensure_running(self) -> int | None:
+        """Start it again if it exited by itself; its exit status then, else None."""
+        status = self.process.poll()
+        if status is None:
+            return None
+        errors = [
+            line
+            for line in self.log.read_text(errors="replace").splitlines()
+            if '"level": "error"' in line or '"level":"error"' in line or "Traceback" in line
+        ]
+        say(f"{self.name} exited by itself with status {status}; last error: {errors[-1:]}")
         self.restart()
-        return True
+        return status
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -436,7 +444,8 @@ async def run_cluster_chaos(
         for kind in plan:
             await asyncio.sleep(rng.uniform(0.5 * fault_every, 1.0 * fault_every))
             for pod in pods:
-                result.unexpected_exits += pod.ensure_running()
+                if (status := pod.ensure_running()) is not None:
+                    result.unexpected_exits.append(status)
             before = await outputs.count()
             say(f"fault: {kind} ({before} jobs so far)")
             await _fault(kind, pods, restart_postgres, restart_broker, session_seconds, rng)
@@ -449,7 +458,8 @@ async def run_cluster_chaos(
         expected = _expected(events, users)
         while time.monotonic() < deadline:
             for pod in pods:
-                result.unexpected_exits += pod.ensure_running()
+                if (status := pod.ensure_running()) is not None:
+                    result.unexpected_exits.append(status)
             pairs, _ = _pairs(outputs.jobs)
             missing = len(expected - set(pairs))
             say(f"draining: {missing} direct pairs missing")

@@ -74,6 +74,16 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         raise StoreError(f"PostgreSQL refused the operation: {error}.") from error
 
 
+async def database_answers(url: str, within_seconds: float = 2.0) -> bool:
+    """Whether PostgreSQL at ``url`` accepts a session within ``within_seconds``."""
+    try:
+        conn = await asyncpg.connect(url, timeout=within_seconds)
+    except (*UNAVAILABLE, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
 def _jsonb_encode(value: Any) -> bytes:
     return b"\x01" + json.dumps(value).encode()  # jsonb binary format: version 1, then text
 
