@@ -27,6 +27,8 @@ from router.directory.models import Directory
 from router.held.digest import HeldPage
 from router.kafka.publish import Outgoing, Publisher
 from router.kafka.records import decision_record, job_record
+from router.pages.desk import FirstStep, first_steps, resolve_by_events
+from router.pages.escalation import PageBook
 from router.routing.decode import Rejection, decode, decode_contact_event, decode_status
 from router.routing.dlq import DeadLetter, SourceRecord, dead_letter
 from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
@@ -90,9 +92,12 @@ class Worker(RetryingHandler):
         clock: Callable[[], datetime] = utc_now,
         broker_probe: Callable[[], Awaitable[bool]] | None = None,
         options: RoutingOptions | None = None,
+        pages: PageBook | None = None,
     ) -> None:
         super().__init__(store, publisher, settings, broker_probe)
         self._clock = clock
+        # Escalating pages (None: events naming a policy get unknown_policy).
+        self._pages = pages
         # The wiring builds the options once for every path; tests may leave it to us.
         self._options = options if options is not None else settings.routing_options()
         self._limits = settings.rate_limits()
@@ -239,10 +244,21 @@ class Worker(RetryingHandler):
             done_before = await self._store.routed_within(
                 {e.event_id for e in events}, self._settings.dedup_window_seconds
             )
+        fresh = [e for e in events if e.event_id not in done_before]
+        # Pages: an event naming a policy opens its page and pages step 1; an up resolves.
+        firsts = await first_steps(self._pages, fresh, received_at)
+        await resolve_by_events(self._pages, fresh, received_at)
         with metrics.DB_SECONDS.labels("directory_for").time():
             directory = await self._store.directory_for(
-                {uid for e in events for uid in e.recipients()},
-                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
+                {uid for e in events for uid in e.recipients()}
+                | {u for f in firsts.values() for u in f.step.user_ids},
+                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at}
+                | {
+                    lookup
+                    for e in events
+                    if e.event_id in firsts and e.occurred_at
+                    for lookup in firsts[e.event_id].step.lookups(e.occurred_at)
+                },
             )
         now = self._clock()
         settled: list[Settled] = []
@@ -255,7 +271,8 @@ class Worker(RetryingHandler):
                 settled.append(Settled(duplicate(item, now), now))
             else:
                 claimed.add(item.event_id)
-                settled.append(Settled(self._plan(record, item, directory, now), now))
+                first = firsts.get(item.event_id)
+                settled.append(Settled(self._plan(record, item, directory, now, first), now))
         return settled
 
     async def _reserve(self, settled: Sequence[Settled]) -> dict[int, Routed]:
@@ -287,11 +304,20 @@ class Worker(RetryingHandler):
         return finished
 
     def _plan(
-        self, record: SourceRecord, event: AlertEvent, directory: Directory, now: datetime
+        self,
+        record: SourceRecord,
+        event: AlertEvent,
+        directory: Directory,
+        now: datetime,
+        first: FirstStep | None = None,
     ) -> Planned | DeadLetter:
         with structlog.contextvars.bound_contextvars(event_id=event.event_id):
             try:
-                return plan(event, directory, now, self._options)
+                if first is None:
+                    return plan(event, directory, now, self._options)
+                assert event.occurred_at is not None, "decode fills occurred_at"
+                audience = first.step.audience(directory.on_call, event.occurred_at)
+                return plan(event, directory, now, self._options, (first.paging, audience))
             except Exception as error:  # a bug must not block the partition: keep the event
                 log.exception("routing_failed")
                 failure = Rejection("routing_failed", type(error).__name__, str(error))
