@@ -93,9 +93,10 @@ class HeldDelivery:
             if not claim.pages:
                 return Outcome()
             directory = await self._store.directory_for({p.user_id for p in claim.pages})
-            answered = await self._store.answered_since(
-                {p.event.alert_key(): p.held_at for p in claim.pages if p.reason == "notify_after"}
-            )
+            later = {
+                p.event.alert_key(): p.held_at for p in claim.pages if p.reason == "notify_after"
+            }
+            answered = await self._store.answered_since(later) if later else {}
             plan = plan_delivery(
                 claim.pages,
                 directory,
