@@ -2,6 +2,7 @@
 
     python -m tests.chaos --events 20000 --kills 10        # embedded servers
     python -m tests.chaos --events 20000 --kills 10 --dynamic
+    python -m tests.chaos --events 20000 --kills 10 --signal term   # clean stops
 
 Puts ``--events`` alerts on `alerts` (each for one of ``--users`` users with an
 email and an SMS method, so every event has two eligible methods), starts the
@@ -229,6 +230,7 @@ async def run_chaos(
     users: int = 200,
     static: bool = True,
     timeout: float = 600,
+    stop_signal: signal.Signals = signal.SIGKILL,
 ) -> ChaosResult:
     """Run the chaos scenario against the servers ``env`` names; the figures."""
     env = {
@@ -269,8 +271,8 @@ async def run_chaos(
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no progress; see {log}")
                 await asyncio.sleep(0.05)
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
+            worker.send_signal(stop_signal)
+            worker.wait(60)
             before = await _settled(outputs)
             restarted = time.monotonic()
             worker = _start(env, log)
@@ -313,6 +315,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--dynamic", action="store_true", help="no static group membership")
     parser.add_argument("--timeout", type=float, default=900, help="give up after this many s")
+    parser.add_argument(
+        "--signal", choices=("kill", "term"), default="kill", help="how the worker is stopped"
+    )
     args = parser.parse_args()
     from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
 
@@ -332,9 +337,11 @@ def main() -> int:
                     users=args.users,
                     static=not args.dynamic,
                     timeout=args.timeout,
+                    stop_signal=signal.SIGTERM if args.signal == "term" else signal.SIGKILL,
                 )
             )
-    print(result.summary())
+    membership = "dynamic" if args.dynamic else "static"
+    print(f"SIG{args.signal.upper()}, {membership} membership: " + result.summary())
     return 0 if result.lost == 0 and result.mismatched_job_ids == 0 else 1
 
 

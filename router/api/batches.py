@@ -21,7 +21,7 @@ from router.api.bodies import (
 from router.api.context import Caller, idempotent, writer
 from router.api.methods import new_method
 from router.api.problems import Problem, pointer, scrub, status_of
-from router.directory import manage as db
+from router.directory import writes
 from router.errors import InvalidValue, RouterError
 
 router = APIRouter(prefix="/v1", tags=["contact methods"])
@@ -52,7 +52,7 @@ async def create_batch(
     """Create many methods in one transaction: all or nothing (the first refusal is
     the answer, its pointer naming the item), or with ``partial=true`` each item on
     its own, the results in order."""
-    items: list[tuple[db.NewContactMethod, str | None] | RouterError] = []
+    items: list[tuple[writes.NewContactMethod, str | None] | RouterError] = []
     for item in body.items:
         try:
             items.append(new_method(item, item.user_id, caller))
@@ -107,7 +107,7 @@ async def sync_methods(user_id: str, body: list[SyncedContactMethod], caller: Wr
     """Replace the user's whole set in one transaction: a method matched by
     ``external_id``, else by transport and value, keeps its id, verification and
     mute state; new ones are created, missing ones deleted. Idempotent."""
-    wanted: list[tuple[db.NewContactMethod, str | None]] = []
+    wanted: list[tuple[writes.NewContactMethod, str | None]] = []
     errors: list[dict[str, str]] = []
     for index, item in enumerate(body):
         try:

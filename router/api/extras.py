@@ -76,20 +76,7 @@ async def trail(event_id: str, caller: Reader) -> list[dict[str, Any]]:
 @router.get("/held", tags=["read-only"])
 async def held(caller: Reader, user_id: str | None = None) -> list[dict[str, Any]]:
     """Pages waiting (quiet hours, throttling), as ``router held list --json``."""
-    return [
-        {
-            "event_id": page.event.event_id,
-            "user_id": page.user_id,
-            "contact_method_id": page.contact_method_id,
-            "transport": page.transport,
-            "reason": page.reason,
-            "severity": page.event.severity,
-            "title": page.event.title,
-            "deliver_at": page.deliver_at.isoformat(),
-            "held_at": page.held_at.isoformat(),
-        }
-        for page in await caller.ctx.store.list_held(user_id)
-    ]
+    return [page.summary() for page in await caller.ctx.store.list_held(user_id)]
 
 
 @router.get("/audit", tags=["read-only"])

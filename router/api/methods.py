@@ -24,8 +24,8 @@ from router.api.bodies import (
 )
 from router.api.context import Caller, idempotent, matches, reader, resource, writer
 from router.api.problems import Problem
-from router.directory import edits, verification
-from router.directory import manage as db
+from router.directory import edits, verification, writes
+from router.directory.manage import MethodFilter
 from router.directory.models import ContactMethod
 from router.errors import InvalidValue
 from router.routing.rules import webhook_problem
@@ -48,14 +48,14 @@ def _filter(
     tag: str | None = None,
     verified: bool | None = None,
     search: Annotated[str | None, Query(max_length=256)] = None,
-) -> db.MethodFilter:
+) -> MethodFilter:
     """The list filters; ``metadata.KEY=VALUE`` (repeatable) matches metadata."""
     metadata = {
         k.removeprefix("metadata."): v
         for k, v in request.query_params.items()
         if k.startswith("metadata.") and len(k) > len("metadata.")
     }
-    return db.MethodFilter(
+    return MethodFilter(
         user_id=user_id,
         transport=transport,
         verified=verified,
@@ -65,7 +65,7 @@ def _filter(
     )
 
 
-Filter = Annotated[db.MethodFilter, Depends(_filter)]
+Filter = Annotated[MethodFilter, Depends(_filter)]
 
 
 @router.get("", response_model=ContactMethodPage)
@@ -98,7 +98,7 @@ async def count_methods(caller: Reader, where: Filter) -> Count:
 
 def new_method(
     body: SyncedContactMethod, user_id: str, caller: Caller
-) -> tuple[db.NewContactMethod, str | None]:
+) -> tuple[writes.NewContactMethod, str | None]:
     """The method to create and its external id, the value checked by the CLI's rules."""
     policy = caller.ctx.settings.target_policy()
     value = edits.checked_value(
@@ -111,7 +111,7 @@ def new_method(
         query=body.webhook_query,
         body=body.webhook_body,
     )
-    new = db.NewContactMethod(
+    new = writes.NewContactMethod(
         user_id=user_id,
         transport=body.transport,
         value=value,
@@ -131,7 +131,9 @@ async def create_method(body: NewContactMethod, request: Request, caller: Writer
     new, external_id = new_method(body, body.user_id, caller)
 
     async def make() -> JSONResponse:
-        method = await caller.ctx.store.create_method(new, external_id, caller.name)
+        method = await caller.ctx.store.add_contact_method(
+            new, external_id=external_id, actor=caller.name
+        )
         return resource(method, 201)
 
     return await idempotent(request, caller, make)
@@ -190,14 +192,18 @@ async def patch_method(
     store = caller.ctx.store
     current = await store.get_contact_method(method_id)
     changes = changes_of(body, current, caller)
-    method = await store.change_contact_method(method_id, changes, caller.name, matches(if_match))
+    method = await store.update_contact_method(
+        method_id, changes, actor=caller.name, expect=matches(if_match)
+    )
     return resource(method)
 
 
 @router.delete("/{method_id}", status_code=204, response_class=Response)
 async def delete_method(method_id: str, caller: Writer, if_match: IfMatch = None) -> Response:
     """Delete a method; 412 if ``If-Match`` is stale."""
-    await caller.ctx.store.remove_contact_method(method_id, caller.name, matches(if_match))
+    await caller.ctx.store.delete_contact_method(
+        method_id, actor=caller.name, expect=matches(if_match)
+    )
     return Response(status_code=204)
 
 
@@ -208,14 +214,18 @@ async def mute(method_id: str, caller: Writer, body: MuteBody | None = None) -> 
     if until is not None and until <= datetime.now(UTC):
         raise InvalidValue("until", "", "is not in the future; a mute that ended changes nothing")
     changes = {"muted": until is None, "mute_until": until}
-    return resource(await caller.ctx.store.change_contact_method(method_id, changes, caller.name))
+    return resource(
+        await caller.ctx.store.update_contact_method(method_id, changes, actor=caller.name)
+    )
 
 
 @router.post("/{method_id}/unmute", response_model=ContactMethod)
 async def unmute(method_id: str, caller: Writer) -> JSONResponse:
     """Clear both the flag and any mute-until."""
     changes = {"muted": False, "mute_until": None}
-    return resource(await caller.ctx.store.change_contact_method(method_id, changes, caller.name))
+    return resource(
+        await caller.ctx.store.update_contact_method(method_id, changes, actor=caller.name)
+    )
 
 
 @router.post("/{method_id}/verify", status_code=202, response_model=VerificationSent)

@@ -62,7 +62,7 @@ async def create_user(body: NewUser, request: Request, caller: Writer) -> JSONRe
     """Create a user; 409 if the id is taken."""
 
     async def make() -> JSONResponse:
-        user = await caller.ctx.store.create_user(body.model_dump(), caller.name)
+        user = await caller.ctx.store.create_user(body.model_dump(), actor=caller.name)
         return resource(user, 201)
 
     return await idempotent(request, caller, make)
@@ -87,7 +87,9 @@ async def patch_user(
                 f"{key} cannot be null.",
                 [{"pointer": f"/{key}", "detail": "cannot be null"}],
             )
-    user = await caller.ctx.store.change_user(user_id, changes, caller.name, matches(if_match))
+    user = await caller.ctx.store.update_user(
+        user_id, changes, actor=caller.name, expect=matches(if_match)
+    )
     return resource(user)
 
 
@@ -96,7 +98,7 @@ async def delete_user(
     user_id: str, caller: Writer, cascade: bool = False, if_match: IfMatch = None
 ) -> Response:
     """Delete a user; 409 while it has contact methods or shifts, unless ``cascade=true``."""
-    await caller.ctx.store.remove_user(
-        user_id, caller.name, cascade=cascade, expect=matches(if_match)
+    await caller.ctx.store.delete_user(
+        user_id, cascade=cascade, actor=caller.name, expect=matches(if_match)
     )
     return Response(status_code=204)

@@ -92,8 +92,8 @@ def contacts_import(args: argparse.Namespace) -> None:
                 f"has {len(result.errors)} invalid row(s), listed above; nothing was written "
                 "(fix them, or pass --skip-invalid to write the valid rows)",
             )
-        inserted, updated = await store.import_audited(
-            result.rows, cli_actor(), create_users=args.create_users
+        inserted, updated = await store.import_contact_methods(
+            result.rows, create_users=args.create_users, actor=cli_actor()
         )
         unchanged = len(result.rows) - inserted - updated
         print(

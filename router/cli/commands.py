@@ -97,7 +97,7 @@ def users_add(args: argparse.Namespace) -> None:
     zone = changes.pop("timezone", "UTC")
 
     async def action(store: ApiStore) -> None:
-        user = await store.create_user({"id": uid, "timezone": zone, **changes}, cli_actor())
+        user = await store.create_user({"id": uid, "timezone": zone, **changes}, actor=cli_actor())
         print_record(user, args.json, "added user " + describe_user(user))
 
     run_with_store(action)
@@ -115,7 +115,7 @@ def users_update(args: argparse.Namespace) -> None:
         )
 
     async def action(store: ApiStore) -> None:
-        user = await store.change_user(uid, changes, cli_actor())
+        user = await store.update_user(uid, changes, actor=cli_actor())
         print_record(user, args.json, "updated user " + describe_user(user))
 
     run_with_store(action)
@@ -227,7 +227,9 @@ def users_delete(args: argparse.Namespace) -> None:
     """``router users delete``: refused while the user has methods or shifts, unless --cascade."""
 
     async def action(store: ApiStore) -> None:
-        methods, shifts = await store.remove_user(args.user_id, cli_actor(), cascade=args.cascade)
+        methods, shifts = await store.delete_user(
+            args.user_id, cascade=args.cascade, actor=cli_actor()
+        )
         also = f" with {methods} contact method(s) and {shifts} shift(s)" if args.cascade else ""
         print(f"deleted user {args.user_id}{also}")
 
@@ -239,17 +241,7 @@ def held_list(args: argparse.Namespace) -> None:
 
     async def show(store: PgStore) -> None:
         for page in await store.list_held(user_id(args.user) if args.user else None):
-            record = {
-                "event_id": page.event.event_id,
-                "user_id": page.user_id,
-                "contact_method_id": page.contact_method_id,
-                "transport": page.transport,
-                "reason": page.reason,
-                "severity": page.event.severity,
-                "title": page.event.title,
-                "deliver_at": page.deliver_at.isoformat(),
-                "held_at": page.held_at.isoformat(),
-            }
+            record = page.summary()
             if args.json:
                 print(json.dumps(record))
             else:

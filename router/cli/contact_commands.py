@@ -26,8 +26,8 @@ from router.db.api_bulk import BulkApiStore
 from router.db.api_store import ApiStore
 from router.db.store import PgStore
 from router.directory import addresses, edits, verification
-from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod
+from router.directory.writes import NewContactMethod
 from router.errors import InvalidValue
 from router.pages.policy import parse_delay
 from router.routing.rules import webhook_problem
@@ -68,8 +68,7 @@ def contacts_add(args: argparse.Namespace) -> None:
     notify_after = _notify_after(args)
 
     async def action(store: ApiStore) -> None:
-        method = await store.add_contact_method(new)
-        await store.audit_created_method(method, cli_actor())
+        method = await store.add_contact_method(new, actor=cli_actor())
         if notify_after:
             await store.set_notify_after(method.id, notify_after)
             method = method.model_copy(update={"notify_after_seconds": notify_after})
@@ -127,7 +126,7 @@ def _extras_changes(args: argparse.Namespace, method: ContactMethod) -> dict[str
 
 def _update_method(method_id: str, changes: dict[str, Any], as_json: bool, verb: str) -> None:
     async def action(store: ApiStore) -> None:
-        method = await store.change_contact_method(method_id, changes, cli_actor())
+        method = await store.update_contact_method(method_id, changes, actor=cli_actor())
         print_record(method, as_json, f"{verb} " + describe_method(method))
 
     run_with_store(action)
@@ -195,7 +194,7 @@ def contacts_update(args: argparse.Namespace) -> None:
     async def action(store: ApiStore) -> None:
         current = await store.get_contact_method(args.id)
         extra = {**_extras_changes(args, current), **_address_changes(args, current, config)}
-        method = await store.change_contact_method(args.id, {**changes, **extra}, cli_actor())
+        method = await store.update_contact_method(args.id, {**changes, **extra}, actor=cli_actor())
         if notify_after is not None:
             await store.set_notify_after(method.id, notify_after)
             method = method.model_copy(update={"notify_after_seconds": notify_after})
@@ -316,10 +315,10 @@ def contacts_delete(args: argparse.Namespace) -> None:
 
     async def action(store: BulkApiStore) -> None:
         if args.id:
-            await store.remove_contact_method(args.id, cli_actor())
+            await store.delete_contact_method(args.id, actor=cli_actor())
             print(f"deleted contact method {args.id}")
         else:
-            count = await store.delete_user_methods_audited(args.user, cli_actor())
+            count = await store.delete_user_methods(args.user, actor=cli_actor())
             print(f"deleted {count} contact method(s) of user {args.user}")
 
     run_with_store(action)

@@ -16,9 +16,9 @@ from typing import Any
 
 from router.db.memschedules import InMemorySchedules
 from router.delivery.trail import JobRow, PageState, Trail, TrailRow
-from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod, Directory, Shift, User
 from router.directory.store import ScheduleLookup
+from router.directory.writes import NewContactMethod
 from router.errors import Conflict, NotFound, StoreUnavailable
 from router.held.digest import HeldPage, Outcome, PageKey
 from router.routing.rules import Limits, RateDecision, Send, within_rate_limits
@@ -261,7 +261,9 @@ class InMemoryStore(InMemorySchedules):
         self.users[user_id] = user
         return user
 
-    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
+    async def update_user(
+        self, user_id: str, changes: Mapping[str, Any], *, actor: str | None = None
+    ) -> User:
         """Same contract as :meth:`router.db.store.PgStore.update_user`."""
         self._check()
         if user_id not in self.users:
@@ -270,7 +272,9 @@ class InMemoryStore(InMemorySchedules):
         self.users[user_id] = user
         return user
 
-    async def add_contact_method(self, new: NewContactMethod) -> ContactMethod:
+    async def add_contact_method(
+        self, new: NewContactMethod, *, actor: str | None = None
+    ) -> ContactMethod:
         """Same contract as :meth:`router.db.store.PgStore.add_contact_method`."""
         self._check()
         if new.user_id not in self.users:
@@ -316,7 +320,7 @@ class InMemoryStore(InMemorySchedules):
                 self.methods[mid] = m.model_copy(update={"is_primary": False})
 
     async def update_contact_method(
-        self, method_id: str, changes: Mapping[str, Any]
+        self, method_id: str, changes: Mapping[str, Any], *, actor: str | None = None
     ) -> ContactMethod:
         """Same contract as :meth:`router.db.store.PgStore.update_contact_method`."""
         self._check()

@@ -54,6 +54,18 @@ from router.settings import Settings
 DEMO_DIR = Path(".demo")
 
 
+def _stop(process: subprocess.Popen[bytes] | None, name: str, grace_seconds: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace_seconds``; says how it ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    print(f"{name} stopped (exit status {process.wait()})")
+
+
 def _show(topic: str, value: bytes, headers: dict[str, str]) -> str:
     if topic.endswith(".dlq"):
         return f"dead letter  reason={headers.get('router.dlq.reason')}  {value[:40]!r}"
@@ -303,18 +315,6 @@ def main(keep_running: bool = False) -> None:
         except KeyboardInterrupt:
             print("\ninterrupted")
         finally:
-            if ingest is not None and ingest.poll() is None:
-                ingest.send_signal(signal.SIGTERM)
-                try:
-                    ingest.wait(15)
-                except subprocess.TimeoutExpired:
-                    ingest.kill()
-                print(f"router ingest stopped (exit status {ingest.wait()})")
-            if worker is not None and worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                try:
-                    worker.wait(30)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                print(f"worker stopped (exit status {worker.wait()})")
+            _stop(ingest, "router ingest", 15)
+            _stop(worker, "worker", 30)
     print("embedded Kafka and PostgreSQL stopped")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from router.db.store import PgStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.schedules.oncall import Override, Rotation
 
 SAMPLES: list[bytes] = [

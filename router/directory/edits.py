@@ -2,7 +2,7 @@
 
 ``router contacts add``, ``router contacts update`` and ``router api`` (POST and
 PATCH) all call these, so the command line and the API can never disagree on
-what is accepted.
+what is accepted; ``audit_fields`` is what an audit row keeps of a change.
 """
 
 from __future__ import annotations
@@ -105,3 +105,27 @@ def decode_cursor(cursor: str, field: str = "--cursor") -> tuple[str, str, str]:
         raise InvalidValue(
             field, cursor[:20], "is not a cursor this service printed; start again without it"
         ) from None
+
+
+def audit_fields(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, transport: str | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The fields that differ between ``before`` and ``after``, addresses masked."""
+    keys = sorted(set(before or {}) | set(after or {}))
+    changed = [k for k in keys if (before or {}).get(k) != (after or {}).get(k)]
+    changed = [k for k in changed if k not in ("updated_at", "created_at")]
+
+    def pick(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if record is None:
+            return None
+        out = {}
+        for key in changed:
+            value = record.get(key)
+            if key == "value" and isinstance(value, str):
+                value = addresses.mask(transport, value)
+            elif key == "address" and isinstance(value, str):
+                value = addresses.mask(None, value)
+            out[key] = value
+        return out
+
+    return pick(before), pick(after)

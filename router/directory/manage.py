@@ -1,38 +1,22 @@
-"""Directory management in PostgreSQL: users, contact methods, shifts,
-verification codes and bulk import, for the ``router`` commands."""
+"""Directory management in PostgreSQL beyond the writes of
+:mod:`router.directory.writes`: reads for the commands and the API (users,
+methods with filters and keyset paging), shifts, verification codes and the
+bulk import."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from router.db.pool import PgBase
 from router.directory.models import IMPORT_COLUMNS, ContactMethod, Shift, User
 from router.directory.store import method_from, shift_from, user_from
-from router.errors import Conflict, NotFound, VerificationRefused
-from schemas import Transport, WebhookMethod
-
-
-@dataclass(frozen=True)
-class NewContactMethod:
-    """A contact method to create; ``value`` is already normalized."""
-
-    user_id: str
-    transport: Transport
-    value: str
-    label: str | None = None
-    is_primary: bool = False
-    verified: bool = False
-    webhook_method: WebhookMethod | None = None
-    webhook_headers: Mapping[str, str] = field(default_factory=dict)
-    webhook_query: Mapping[str, str] = field(default_factory=dict)
-    webhook_body: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    tags: Sequence[str] = ()
+from router.directory.writes import DirectoryWrites
+from router.errors import NotFound, VerificationRefused
+from schemas import Transport
 
 
 def like_literal(text: str | None) -> str | None:
@@ -65,118 +49,8 @@ class MethodFilter:
         ]
 
 
-class DirectoryManagement(PgBase):
-    """Users, contact methods, shifts, verification and import."""
-
-    async def add_user(self, user_id: str, name: str | None, timezone: str) -> User:
-        """Create a user; :class:`Conflict` if the id is taken."""
-        try:
-            async with self._conn() as conn:
-                row = await conn.fetchrow(self._q["insert_user"], user_id, name, timezone)
-        except Conflict:
-            raise Conflict(f"User {user_id!r} already exists.") from None
-        return user_from(row)
-
-    async def update_user(self, user_id: str, changes: Mapping[str, Any]) -> User:
-        """Apply ``changes`` (User field -> value) and return the stored user."""
-        async with self._conn() as conn, conn.transaction():
-            row = await conn.fetchrow(self._q["user_for_update"], user_id)
-            if row is None:
-                raise NotFound(f"User {user_id!r} does not exist.")
-            user = User.model_validate({**user_from(row).model_dump(), **changes})
-            row = await conn.fetchrow(
-                self._q["update_user"],
-                user.id,
-                user.name,
-                user.timezone,
-                user.quiet_hours_start,
-                user.quiet_hours_end,
-                user.quiet_bypass,
-                list(user.channel_order),
-                user.delivery_mode,
-                user.quiet_action,
-            )
-        return user_from(row)
-
-    async def add_contact_method(self, new: NewContactMethod) -> ContactMethod:
-        """Create a method in one transaction (clearing another primary when asked)."""
-        async with self._conn() as conn, conn.transaction():
-            existing = await conn.fetchval(
-                self._q["contact_method_by_value"], new.user_id, new.transport, new.value
-            )
-            if existing is not None:
-                raise Conflict(
-                    f"User {new.user_id!r} already has {new.transport} {new.value!r} "
-                    f"as contact method {existing}."
-                )
-            if new.is_primary:
-                await conn.execute(self._q["clear_primary"], new.user_id, new.transport, None)
-            try:
-                row = await conn.fetchrow(
-                    self._q["insert_contact_method"],
-                    new.user_id,
-                    new.transport,
-                    new.value,
-                    new.label,
-                    new.is_primary,
-                    new.verified,
-                    new.webhook_method,
-                    dict(new.webhook_headers),
-                    dict(new.webhook_query),
-                    new.webhook_body,
-                    dict(new.metadata),
-                    list(new.tags),
-                )
-            except asyncpg.ForeignKeyViolationError:
-                raise NotFound(
-                    f"User {new.user_id!r} does not exist; add it first with "
-                    f"`router users add {new.user_id}`."
-                ) from None
-        return method_from(row)
-
-    async def update_contact_method(
-        self, method_id: str, changes: Mapping[str, Any]
-    ) -> ContactMethod:
-        """Apply ``changes`` (ContactMethod field -> value) in one transaction.
-
-        Making a method primary clears the flag on the user's other methods of
-        that transport in the same transaction.
-        """
-        async with self._conn() as conn, conn.transaction():
-            try:
-                row = await conn.fetchrow(self._q["contact_method_for_update"], method_id)
-            except asyncpg.DataError:
-                row = None  # not a uuid
-            if row is None:
-                raise NotFound(f"Contact method {method_id!r} does not exist.")
-            method = ContactMethod.model_validate({**method_from(row).model_dump(), **changes})
-            if method.is_primary:
-                await conn.execute(
-                    self._q["clear_primary"], method.user_id, method.transport, method.id
-                )
-            row = await conn.fetchrow(
-                self._q["update_contact_method"],
-                method.id,
-                method.label,
-                method.is_primary,
-                method.verified,
-                method.disabled,
-                method.muted,
-                method.mute_until,
-                method.suppress_up,
-                method.suppress_down,
-                method.suppress_first,
-                method.suppress_diagnostic,
-                method.suppress_all,
-                method.min_severity,
-                dict(method.metadata),
-                list(method.tags),
-            )
-        return method_from(row)
-
-    async def set_disabled(self, method_id: str, disabled: bool) -> None:
-        """Disable or enable a method; :class:`NotFound` if it does not exist."""
-        await self.update_contact_method(method_id, {"disabled": disabled})
+class DirectoryManagement(DirectoryWrites):
+    """The writes, plus reads, shifts, verification and import."""
 
     async def add_shift(
         self, schedule_id: str, user_id: str, starts_at: datetime, ends_at: datetime
@@ -217,27 +91,6 @@ class DirectoryManagement(PgBase):
             rows = await conn.fetch(self._q["list_users"], after, like_literal(search), limit)
         return [user_from(r) for r in rows]
 
-    async def delete_user(self, user_id: str, *, cascade: bool = False) -> tuple[int, int]:
-        """Delete a user; with ``cascade`` also its methods and shifts (returns their counts).
-
-        Without ``cascade``, a user with methods or shifts is refused with :class:`Conflict`.
-        """
-        async with self._conn() as conn, conn.transaction():
-            row = await conn.fetchrow(self._q["user_for_update"], user_id)
-            if row is None:
-                raise NotFound(f"User {user_id!r} does not exist.")
-            deps = await conn.fetchrow(self._q["user_dependents"], user_id)
-            methods, shifts = int(deps["methods"]), int(deps["shifts"])
-            if (methods or shifts) and not cascade:
-                raise Conflict(
-                    f"User {user_id!r} has {methods} contact method(s) and {shifts} shift(s); "
-                    "delete them first or pass --cascade."
-                )
-            await conn.execute(self._q["delete_user_methods"], user_id)
-            await conn.execute(self._q["delete_user_shifts"], user_id)
-            await conn.execute(self._q["delete_user"], user_id)
-        return methods, shifts
-
     async def get_contact_method(self, method_id: str) -> ContactMethod:
         """One method; :class:`NotFound` if there is none."""
         async with self._conn() as conn:
@@ -266,9 +119,16 @@ class DirectoryManagement(PgBase):
         return [method_from(r) for r in rows]
 
     async def count_contact_methods(self, where: MethodFilter) -> int:
-        """How many methods match ``where``."""
+        """How many methods match ``where``: the list's own query, unpaged, counted (so
+        the count and the list can never disagree on a filter)."""
+        listing = self._q["list_contact_methods"].rstrip().removesuffix(";")
+        unpaged = [None, None, None, None, 0]  # no cursor, LIMIT NULL (all), OFFSET 0
         async with self._conn() as conn:
-            return int(await conn.fetchval(self._q["count_contact_methods"], *where.params()))
+            return int(
+                await conn.fetchval(
+                    f"SELECT count(*) FROM ({listing}\n) AS matching", *where.params(), *unpaged
+                )
+            )
 
     async def primary_contact_method(self, user_id: str, transport: str) -> ContactMethod:
         """The user's primary method of ``transport``; :class:`NotFound` when there is none."""
@@ -277,24 +137,6 @@ class DirectoryManagement(PgBase):
         if row is None:
             raise NotFound(f"User {user_id!r} has no primary {transport} method.")
         return method_from(row)
-
-    async def delete_contact_method(self, method_id: str) -> None:
-        """Delete one method; :class:`NotFound` if there is none."""
-        async with self._conn() as conn:
-            try:
-                deleted = await conn.fetchval(self._q["delete_contact_method"], method_id)
-            except asyncpg.DataError:
-                deleted = None
-        if deleted is None:
-            raise NotFound(f"Contact method {method_id!r} does not exist.")
-
-    async def delete_user_methods(self, user_id: str) -> int:
-        """Delete all of a user's methods in one transaction; how many there were."""
-        async with self._conn() as conn, conn.transaction():
-            if await conn.fetchrow(self._q["user_for_update"], user_id) is None:
-                raise NotFound(f"User {user_id!r} does not exist.")
-            status = await conn.execute(self._q["delete_user_methods"], user_id)
-        return int(status.split()[-1])
 
     async def start_verification(
         self, method_id: str, code_hash: str, ttl_seconds: float
@@ -353,19 +195,29 @@ class DirectoryManagement(PgBase):
         return {r["id"] for r in rows}
 
     async def import_contact_methods(
-        self, rows: Sequence[Sequence[Any]], *, create_users: bool = False
+        self,
+        rows: Sequence[Sequence[Any]],
+        *,
+        create_users: bool = False,
+        actor: str | None = None,
     ) -> tuple[int, int]:
         """Upsert rows (in ``IMPORT_COLUMNS`` order) by (user, transport, value), all or nothing.
 
-        Rows are copied into a temporary table and merged with one statement;
-        an imported primary replaces the old primary of its (user, transport).
-        Returns (inserted, updated).
+        Rows are copied into a temporary table and merged with one statement; an
+        imported primary replaces the old primary of its (user, transport). With an
+        ``actor``, one audit row per method added or changed. Returns (inserted, updated).
         """
         async with self._conn() as conn, conn.transaction():
             await conn.execute(self._q["create_import_table"])
             await conn.copy_records_to_table("import_rows", records=rows, columns=IMPORT_COLUMNS)
             if create_users:
                 await conn.execute(self._q["create_missing_users"])
+            before: dict[str, ContactMethod] = {}
+            if actor is not None:
+                before = {
+                    r["id"]: ContactMethod.model_validate(dict(r))
+                    for r in await conn.fetch(self._q["imported_methods"])
+                }
             await conn.execute(self._q["clear_primaries_for_import"])
             try:
                 counts = await conn.fetchrow(self._q["upsert_imported"])
@@ -374,4 +226,25 @@ class DirectoryManagement(PgBase):
                     f"An imported row names a user that does not exist ({error.detail}); "
                     "add the users first or pass --create-users."
                 ) from None
+            if actor is not None:
+                await self._audit_import(conn, before, actor)
         return int(counts["inserted"]), int(counts["updated"])
+
+    async def _audit_import(
+        self, conn: asyncpg.Connection, before: Mapping[str, ContactMethod], actor: str
+    ) -> None:
+        for row in await conn.fetch(self._q["imported_methods"]):
+            after = ContactMethod.model_validate(dict(row))
+            old = before.get(after.id)
+            if old is not None and old.updated_at == after.updated_at:
+                continue
+            await self._audit(
+                conn,
+                actor,
+                "import",
+                "contact_method",
+                after.id,
+                old.model_dump(mode="json") if old else None,
+                after.model_dump(mode="json"),
+                after.transport,
+            )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from router.directory.models import Directory
 from router.routing.build import Paging, digest_job, new_decision
@@ -58,6 +58,20 @@ class HeldPage:
     @property
     def key(self) -> PageKey:
         return (self.event.event_id, self.contact_method_id)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``router held list --json`` and ``GET /v1/held`` show of the page."""
+        return {
+            "event_id": self.event.event_id,
+            "user_id": self.user_id,
+            "contact_method_id": self.contact_method_id,
+            "transport": self.transport,
+            "reason": self.reason,
+            "severity": self.event.severity,
+            "title": self.event.title,
+            "deliver_at": self.deliver_at.isoformat(),
+            "held_at": self.held_at.isoformat(),
+        }
 
 
 def deferred(

@@ -16,7 +16,6 @@ of its token in ``ROUTER_INGEST_TOKENS``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from router import metrics
 from router.http.access import RateLimiter as RateLimiter  # router.app and tests import it here
+from router.http.access import bearer_token
 from router.http.health import Readiness
 from router.ingest.mapping import (
     Audience,
@@ -56,17 +56,10 @@ class BrokerUnavailable(Exception):
 
 
 def authenticate(header: str | None, tokens: Sequence[str]) -> int | None:
-    """The position of the bearer token in ``tokens`` (None: missing or wrong).
-
-    Every configured token is compared, in constant time each, whatever matches."""
-    if not header or not header.startswith("Bearer "):
-        return None
-    given = header.removeprefix("Bearer ").strip().encode()
-    found = None
-    for index, token in enumerate(tokens):
-        if hmac.compare_digest(given, token.encode()) and found is None:
-            found = index
-    return found
+    """The position of the bearer token in ``tokens`` (None: missing or wrong), compared
+    as :func:`router.http.access.bearer_token` does: in constant time, every token."""
+    token = bearer_token(header, tokens)
+    return None if token is None else tokens.index(token)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 
 from router.db.store import PgStore
 from router.dev.embedded import free_port
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.pages.policy import PolicyStep
 from tests.integration.conftest import RouterProcess, produce
 from tests.integration.test_escalation import Tap

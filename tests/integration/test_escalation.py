@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from router.db.store import PgStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.pages.policy import PolicyStep
 from schemas import escalation_job_id, job_id_for
 from tests.integration.conftest import cli_ok, produce, run_cli, wait_for_topics

@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from router.db.store import PgStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.pages.policy import PolicyStep
 from tests.integration.conftest import produce
 from tests.integration.test_escalation import Tap

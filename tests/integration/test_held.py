@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from router.db.store import PgStore
 from router.delivery.trail import story
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
 from router.kafka.adapters import ProducerPublisher, create_producer
 from router.kafka.topics import ensure_topics

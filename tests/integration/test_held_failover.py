@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 
 from router.db.store import PgStore
 from router.delivery.watchers import repair_failovers
-from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod
+from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
 from router.kafka.adapters import ProducerPublisher, create_producer
 from router.kafka.topics import ensure_topics

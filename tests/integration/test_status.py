@@ -18,8 +18,8 @@ from typing import Any
 from router.db.store import PgStore
 from router.delivery.trail import JobRow, status_row
 from router.delivery.watchers import fail_silent_jobs, repair_failovers
-from router.directory.manage import NewContactMethod
 from router.directory.models import ContactMethod
+from router.directory.writes import NewContactMethod
 from router.kafka.adapters import ProducerPublisher, create_producer
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from router.db.store import PgStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.errors import Conflict, NotFound, NotMigrated, StoreUnavailable
 from router.routing.rules import RateLimit, Send
 

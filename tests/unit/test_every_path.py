@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from router.db.memstore import InMemoryStore
-from router.directory.manage import NewContactMethod
 from router.directory.verification import verification_job
+from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker

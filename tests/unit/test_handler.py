@@ -14,7 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from router.db.memstore import InMemoryStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.errors import StoreError, StoreUnavailable
 from router.kafka.adapters import KafkaPublisher, create_broker, register_subscriber
 from router.routing.dlq import SourceRecord

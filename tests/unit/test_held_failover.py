@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from router.db.memstore import InMemoryStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker

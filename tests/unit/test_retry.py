@@ -20,7 +20,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from router.db.memstore import InMemoryStore
-from router.directory.manage import NewContactMethod
+from router.directory.writes import NewContactMethod
 from router.errors import StoreUnavailable
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker

@@ -32,6 +32,8 @@ STORES = [
     "db/pool.py",
     "directory/store.py",
     "directory/manage.py",
+    "directory/writes.py",
+    "db/api_bulk.py",
     "routing/ledger.py",
     "delivery/store.py",
     "held/store.py",

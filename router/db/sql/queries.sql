@@ -108,7 +108,10 @@ DELETE FROM rate_limit_sends WHERE sent_at < now() - make_interval(secs => $1);
 ------------------------------------------------------------------ users
 
 -- name: insert_user
-INSERT INTO users (id, name, timezone) VALUES ($1, $2, $3) RETURNING *;
+INSERT INTO users (id, name, timezone, quiet_hours_start, quiet_hours_end, quiet_bypass,
+                   channel_order, delivery_mode, quiet_action, external_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING *;
 
 -- name: user_for_update
 SELECT * FROM users WHERE id = $1 FOR UPDATE;
@@ -117,7 +120,7 @@ SELECT * FROM users WHERE id = $1 FOR UPDATE;
 UPDATE users
 SET name = $2, timezone = $3, quiet_hours_start = $4, quiet_hours_end = $5,
     quiet_bypass = $6, channel_order = $7, delivery_mode = $8, quiet_action = $9,
-    updated_at = now()
+    external_id = $10, updated_at = now()
 WHERE id = $1
 RETURNING *;
 
@@ -132,8 +135,8 @@ WHERE user_id = $1 AND transport = $2 AND is_primary AND id IS DISTINCT FROM $3:
 -- name: insert_contact_method
 INSERT INTO contact_methods (user_id, transport, value, label, is_primary, verified,
                              webhook_method, webhook_headers, webhook_query, webhook_body,
-                             metadata, tags)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                             metadata, tags, external_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING *;
 
 -- name: contact_method_by_value
@@ -143,12 +146,34 @@ SELECT id FROM contact_methods WHERE user_id = $1 AND transport = $2 AND value =
 SELECT * FROM contact_methods WHERE id = $1::uuid FOR UPDATE;
 
 -- name: update_contact_method
+-- Every field the API and `contacts update` can set, the value and webhook settings included.
 UPDATE contact_methods
-SET label = $2, is_primary = $3, verified = $4, disabled = $5, muted = $6, mute_until = $7,
-    suppress_up = $8, suppress_down = $9, suppress_first = $10, suppress_diagnostic = $11,
-    suppress_all = $12, min_severity = $13, metadata = $14, tags = $15, updated_at = now()
+SET value = $2, label = $3, is_primary = $4, verified = $5, disabled = $6, muted = $7,
+    mute_until = $8, suppress_up = $9, suppress_down = $10, suppress_first = $11,
+    suppress_diagnostic = $12, suppress_all = $13, min_severity = $14, metadata = $15,
+    tags = $16, webhook_method = $17, webhook_headers = $18, webhook_query = $19,
+    webhook_body = $20, external_id = $21, updated_at = now()
 WHERE id = $1::uuid
 RETURNING *;
+
+-- name: other_method_with_value
+SELECT id FROM contact_methods
+WHERE user_id = $1 AND transport = $2 AND value = $3 AND id <> $4::uuid;
+
+-- name: methods_of_user_for_update
+SELECT * FROM contact_methods WHERE user_id = $1 ORDER BY created_at, id FOR UPDATE;
+
+-- name: methods_for_update
+SELECT * FROM contact_methods WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: imported_methods
+-- The stored methods an import's rows name (by user, transport and value).
+SELECT cm.* FROM contact_methods cm
+JOIN import_rows r ON (r.user_id, r.transport, r.value) = (cm.user_id, cm.transport, cm.value);
+
+-- name: write_audit
+INSERT INTO audit_log (actor, action, entity, entity_id, before, after)
+VALUES ($1, $2, $3, $4, $5, $6);
 
 ------------------------------------------------------------------ opt-outs
 
@@ -321,16 +346,6 @@ WHERE ($1::text IS NULL OR user_id = $1)
   AND ($7::text IS NULL OR (user_id, transport, value) > ($7, $8, $9))
 ORDER BY user_id, transport, value
 LIMIT $10 OFFSET $11;
-
--- name: count_contact_methods
-SELECT count(*) FROM contact_methods
-WHERE ($1::text IS NULL OR user_id = $1)
-  AND ($2::text IS NULL OR transport = $2)
-  AND ($3::boolean IS NULL OR verified = $3)
-  AND ($4::text IS NULL OR value ILIKE '%' || $4 || '%' ESCAPE '\' OR label ILIKE '%' || $4 || '%' ESCAPE '\'
-       OR user_id ILIKE '%' || $4 || '%' ESCAPE '\')
-  AND ($5::jsonb IS NULL OR metadata @> $5)
-  AND ($6::text IS NULL OR $6 = ANY (tags));
 
 -- name: primary_contact_method
 SELECT * FROM contact_methods WHERE user_id = $1 AND transport = $2 AND is_primary;
