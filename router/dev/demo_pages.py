@@ -101,7 +101,8 @@ async def escalate_and_acknowledge(settings: Settings) -> None:
 
 
 async def _tail_until_bob(settings: Settings) -> str:
-    """Print the page's jobs and decisions until bob's step-2 email; its ack_url."""
+    """Print the page's jobs and decisions until bob's step-2 email and its decision have
+    come (the topics are read side by side, in no set order); the email's ack_url."""
     topics = [settings.topic_email, settings.topic_sms, settings.topic_decisions]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
@@ -112,15 +113,22 @@ async def _tail_until_bob(settings: Settings) -> str:
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        url: str | None = None
+        decided = False
+        while time.monotonic() < deadline and not (url and decided):
             for tp, records in (await consumer.getmany(timeout_ms=300)).items():
                 for r in records:
                     record = json.loads(r.value)
                     if record.get("alert_key") != ALERT_KEY:
                         continue
                     print(_line(tp.topic, record), flush=True)
-                    if tp.topic == settings.topic_email and record["user_id"] == "bob":
-                        return str(record["ack_url"])
+                    if record["user_id"] == "bob" and record.get("transport") == "email":
+                        if tp.topic == settings.topic_email:
+                            url = str(record["ack_url"])
+                        else:
+                            decided = True
+        if url and decided:
+            return url
         print("demo: bob was never paged; see .demo/worker.log")
         raise SystemExit(1)
     finally:
