@@ -50,7 +50,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from tests.chaos import _cli, _create_topics, _Outputs, _read_jobs, _start
+from tests.chaos import _cli, _create_topics, _read_jobs, _start
 
 #: Users by number modulo 10: 60% plain, 20% failover, 20% held.
 KINDS = ("plain",) * 6 + ("failover",) * 2 + ("held",) * 2
@@ -253,6 +253,58 @@ async def _fail_sms_of_failover_users(
         await producer.stop()
 
 
+class _Jobs:
+    """Every job on the job topics, read as they come (each record once)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topics = topics
+        self.jobs: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        await self._consumer.topics()
+        parts = [
+            TopicPartition(t, p)
+            for t in self._topics
+            for p in self._consumer.partitions_for_topic(t) or {0}
+        ]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_beginning(*parts)
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+            except KafkaError:  # the broker restarting
+                await asyncio.sleep(0.5)
+                continue
+            for records in batch.values():
+                self.jobs += [json.loads(r.value) for r in records]
+
+    async def count(self) -> int:
+        await asyncio.sleep(0)
+        return len(self.jobs)
+
+    async def settled(self, quiet: float = 3.0) -> list[dict[str, Any]]:
+        """The jobs once no new one came for ``quiet`` seconds."""
+        count, since = len(self.jobs), time.monotonic()
+        while time.monotonic() - since < quiet:
+            await asyncio.sleep(0.1)
+            if len(self.jobs) != count:
+                count, since = len(self.jobs), time.monotonic()
+        return self.jobs
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
 class _Pod:
     """One `router run` worker with its static group instance id, restarted when it dies."""
 
@@ -282,10 +334,10 @@ class _Pod:
                 self.process.kill()
 
 
-async def _resumed(outputs: _Outputs, since: int, within: float = 60.0) -> bool:
+async def _resumed(outputs: _Jobs, since: int, within: float = 60.0) -> bool:
     """Whether jobs flow again (beyond ``since``) within ``within`` seconds."""
     deadline = time.monotonic() + within
-    while await outputs.jobs() <= since:
+    while await outputs.count() <= since:
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.05)
@@ -366,7 +418,7 @@ async def run_cluster_chaos(
     rate = (events - backlog) / ((0.75 * fault_every + 5) * faults + fault_every)
     await _produce(bootstrap, alerts, range(backlog), users, rate=0)
     say(f"backlog of {backlog} alerts on {alerts}; starting two workers")
-    outputs = _Outputs(bootstrap, [email, sms])
+    outputs = _Jobs(bootstrap, [email, sms])
     await outputs.start()
     stop = asyncio.Event()
     reporter = asyncio.create_task(_fail_sms_of_failover_users(bootstrap, sms, status, stop))
@@ -385,7 +437,7 @@ async def run_cluster_chaos(
             await asyncio.sleep(rng.uniform(0.5 * fault_every, 1.0 * fault_every))
             for pod in pods:
                 result.unexpected_exits += pod.ensure_running()
-            before = await outputs.jobs()
+            before = await outputs.count()
             say(f"fault: {kind} ({before} jobs so far)")
             await _fault(kind, pods, restart_postgres, restart_broker, session_seconds, rng)
             ended = time.monotonic()
@@ -398,18 +450,22 @@ async def run_cluster_chaos(
         while time.monotonic() < deadline:
             for pod in pods:
                 result.unexpected_exits += pod.ensure_running()
-            pairs, _ = _pairs(await _read_jobs(bootstrap, [email, sms]))
+            pairs, _ = _pairs(outputs.jobs)
             missing = len(expected - set(pairs))
             say(f"draining: {missing} direct pairs missing")
             if not missing:
                 break
-            await asyncio.sleep(2)
+            await asyncio.sleep(1)
         say("flushing held pages")
         held_users = [f"cc-{n}" for n in range(users) if kind_of(n) == "held"]
-        for user in held_users:
-            await asyncio.to_thread(_cli, env, "held", "flush", "--user", user)
-        await asyncio.sleep(3)
-        jobs = await _read_jobs(bootstrap, [email, sms])
+        for first in range(0, len(held_users), 4):  # `router held flush`, four at a time
+            await asyncio.gather(
+                *(
+                    asyncio.to_thread(_cli, env, "held", "flush", "--user", user)
+                    for user in held_users[first : first + 4]
+                )
+            )
+        jobs = await outputs.settled()
         _judge(result, jobs, expected, events, users)
         result.dead_letters = len(await _read_jobs(bootstrap, [dlq]))
         result.elapsed_seconds = time.monotonic() - started

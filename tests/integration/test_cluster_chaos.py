@@ -9,6 +9,7 @@ The long forms (100,000 events and 20 faults; 4 broker restarts) run on request:
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
@@ -19,18 +20,23 @@ from tests.privacy import leaks_in
 async def test_two_workers_through_every_kind_of_fault_lose_and_double_nothing(
     persistent_kafka: EmbeddedKafka, tmp_path: Path
 ) -> None:
-    with EmbeddedPostgres(tmp_path / "pg") as postgres:
+    # Not under tmp_path: PostgreSQL runs as its own system user, which cannot enter
+    # pytest's private temporary directory.
+    with (
+        tempfile.TemporaryDirectory(prefix="router-cluster-chaos-") as data,
+        EmbeddedPostgres(Path(data) / "pg") as postgres,
+    ):
         env = {**embedded_env(persistent_kafka, postgres), "ROUTER_LOG_FORMAT": "json"}
         result = await run_cluster_chaos(
             env,
             tmp_path,
             postgres.restart,
             persistent_kafka.restart,
-            events=1_200,
+            events=600,
             faults=5,
             broker_restarts=1,
-            users=50,
-            fault_every=4,
+            users=30,
+            fault_every=3,
             timeout=300,
         )
     print("\n" + result.summary())
