@@ -29,7 +29,9 @@ from router.errors import ConfigError
 from router.held.scheduler import HeldDelivery
 from router.http.health import HttpServer, Readiness, create_http_app
 from router.ingest.edge import (
+    ACK_PATH,
     ENDPOINTS,
+    AckLinkConfig,
     BrokerUnavailable,
     IngestConfig,
     RateLimiter,
@@ -45,10 +47,12 @@ from router.kafka.adapters import (
 )
 from router.kafka.consume import PartitionGuard
 from router.kafka.topics import ensure_topics
+from router.pages.edge import PagesDesk
+from router.pages.escalator import Escalator
 from router.routing.handler import Worker, utc_now
 from router.settings import Settings
 from router.tasks import Watched
-from schemas import AlertEvent
+from schemas import AlertEvent, PageAck
 
 log = structlog.get_logger("router.app")
 
@@ -105,12 +109,18 @@ def create_app(
     watched = watched if watched is not None else Watched()
     broker = create_broker(settings)
     workers: list[Worker] = []
+    desks: list[PagesDesk] = []
 
     def current_worker() -> Worker:
         return workers[0]
 
+    def current_desk() -> PagesDesk:
+        return desks[0]
+
     guard = PartitionGuard(settings.undecodable_retry_seconds)
-    alerts = register_subscriber(broker, settings, current_worker, guard)
+    # Pages need PostgreSQL: a worker on a store of the tests' own has none.
+    pages = current_desk if store is None else None
+    alerts = register_subscriber(broker, settings, current_worker, guard, pages)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -162,10 +172,16 @@ def create_app(
                 settings,
                 broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
                 options=options,
+                pages=own_store,
             )
         )
         if own_store is not None:
             publisher = ProducerPublisher(producer)
+            desks.append(PagesDesk(own_store, publisher, settings))
+            watched.start(
+                "router-escalations",
+                Escalator(own_store, publisher, settings, utc_now, options).run(watched.stopping),
+            )
             watched.start("router-janitor", run_janitor(own_store, settings, watched.stopping))
             watched.start(
                 "router-held-pages",
@@ -321,6 +337,16 @@ async def run_ingest(settings: Settings) -> None:
     async def publish(events: list[AlertEvent]) -> None:
         await publish_all(send, events, settings.ingest_publish_timeout_seconds)
 
+    async def publish_ack(ack: PageAck) -> None:
+        if not connected.is_set():
+            raise BrokerUnavailable("not connected to the broker yet")
+        future = await producer.send(
+            settings.topic_acks, ack.model_dump_json().encode(), key=ack.alert_key.encode()
+        )
+        await asyncio.wait_for(future, settings.ingest_publish_timeout_seconds)
+
+    links = settings.ack_links()
+
     async def broker_check() -> str | None:
         if not connected.is_set():
             return "not connected to the broker yet"
@@ -338,12 +364,13 @@ async def run_ingest(settings: Settings) -> None:
         RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst),
         publish,
         Readiness({"broker": broker_check}),
+        AckLinkConfig(links.secrets, publish_ack) if links is not None else None,
     )
     server = HttpServer(
         app,
         settings.ingest_host,
         settings.ingest_port,
-        [*sorted(ENDPOINTS), "/healthz", "/readyz", "/metrics"],
+        [*sorted(ENDPOINTS), *([ACK_PATH] if links else []), "/healthz", "/readyz", "/metrics"],
         header_timeout_seconds=settings.ingest_header_timeout_seconds,
     )
     stop = asyncio.Event()

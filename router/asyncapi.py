@@ -21,7 +21,7 @@ from faststream.specification import AsyncAPI
 from router import __version__
 from router.app import create_app
 from router.settings import Settings
-from schemas import AlertEvent, ContactEvent, DeliveryStatus
+from schemas import AlertEvent, ContactEvent, DeliveryStatus, InboundSms, PageAck
 
 PATH = Path(__file__).parents[1] / "schemas" / "asyncapi.json"
 
@@ -32,7 +32,9 @@ DESCRIPTION = (
     "contact method to "
     "`deliveries.email`, `deliveries.sms` or `deliveries.webhook` (at least once: de-duplicate "
     "on `job_id`; keyed by `contact_method_id`), one decision per method considered to "
-    "`routing.decisions`, and what it cannot route, unchanged, to `alerts.dlq`."
+    "`routing.decisions`, and what it cannot route, unchanged, to `alerts.dlq`. Pages "
+    "are answered on `pages.acks` (PageAck: acknowledge or resolve) and by SMS replies on "
+    "`deliveries.replies` (InboundSms, from the SMS delivery worker)."
 )
 
 
@@ -53,6 +55,8 @@ def document() -> dict[str, Any]:
         ("alerts", AlertEvent),
         ("contacts.events", ContactEvent),
         ("deliveries.status", DeliveryStatus),
+        ("pages.acks", PageAck),
+        ("deliveries.replies", InboundSms),
     ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))

@@ -117,6 +117,35 @@ INGEST_ALERTS = Counter(
     ["endpoint"],
     registry=REGISTRY,
 )
+ESCALATIONS = Counter(
+    "router_escalations",
+    "Escalation steps paged after the first (a later step, or a new round), by step.",
+    ["step"],
+    registry=REGISTRY,
+)
+UNACKNOWLEDGED = Counter(
+    "router_pages_unacknowledged",
+    "Pages whose escalation policy ran out with nobody acknowledging.",
+    registry=REGISTRY,
+)
+ACKS = Counter(
+    "router_acks",
+    "Acknowledgements and resolves received, by source (cli, link, sms, event...).",
+    ["source"],
+    registry=REGISTRY,
+)
+TIME_TO_ACK = Histogram(
+    "router_time_to_ack_seconds",
+    "From a page opening to its first acknowledgement or resolve.",
+    buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
+    registry=REGISTRY,
+)
+REPLIES = Counter(
+    "router_sms_replies",
+    "Inbound SMS, by what they did: ack, resolve, opt_out, not_understood.",
+    ["result"],
+    registry=REGISTRY,
+)
 
 #: Every metric name the worker exports (counters with their ``_total`` suffix).
 NAMES = frozenset(
@@ -144,5 +173,12 @@ NAMES = frozenset(
         "router_held_pages",
         "router_delivery_statuses_total",
         "router_unreachable_pages_total",
+        "router_escalations_total",
+        "router_pages_unacknowledged_total",
+        "router_acks_total",
+        "router_time_to_ack_seconds_bucket",
+        "router_time_to_ack_seconds_count",
+        "router_time_to_ack_seconds_sum",
+        "router_sms_replies_total",
     }
 )

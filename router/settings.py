@@ -8,15 +8,15 @@ name in upper case (``kafka_bootstrap_servers`` -> ``ROUTER_KAFKA_BOOTSTRAP_SERV
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.directory.targets import TargetPolicy, parse_networks
 from router.ingest.mapping import IngestMapping, parse_severity_map
+from router.pages.tokens import AckLinks
 from router.routing.rules import RateLimit, RoutingOptions, parse_buckets, parse_duration
 from schemas import Severity, Transport
 
@@ -28,6 +28,7 @@ SECRET_SETTINGS = (
     "ingest_tokens",
     "api_read_tokens",
     "api_write_tokens",
+    "ack_secret",
 )
 
 
@@ -81,6 +82,8 @@ class Settings(BaseSettings):
     topic_dlq: str = "alerts.dlq"
     topic_contact_events: str = "contacts.events"
     topic_status: str = "deliveries.status"
+    topic_acks: str = "pages.acks"
+    topic_replies: str = "deliveries.replies"
     create_topics: bool = False
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
@@ -139,6 +142,13 @@ class Settings(BaseSettings):
     # Held pages (quiet hours deferred, throttled pages bundled)
     held_poll_seconds: float = Field(default=5.0, gt=0)
     held_max_age_seconds: int = Field(default=24 * 3600, ge=60)
+
+    # Pages until someone answers: due escalation steps are looked for this often;
+    # ack links (both set: every job carries a signed ack_url, served by router ingest).
+    escalation_poll_seconds: float = Field(default=1.0, gt=0)
+    ack_base_url: str = ""
+    ack_secret: SecretStr | None = None  # comma-separated; the first signs, any verifies
+    ack_link_ttl: str = "24h"
 
     # Verification codes
     verification_code_ttl_seconds: int = Field(default=15 * 60, ge=30)
@@ -271,7 +281,16 @@ class Settings(BaseSettings):
             sms_max_segments=self.sms_max_segments,
             require_verified=self.require_verified,
             target_policy=self.target_policy(),
+            ack_links=self.ack_links(),
         )
+
+    def ack_links(self) -> AckLinks | None:
+        """The ack links' address and secrets, or None unless both are set."""
+        text = self.ack_secret.get_secret_value() if self.ack_secret else ""
+        secrets = tuple(t.strip() for t in text.replace("\n", ",").split(",") if t.strip())
+        if not self.ack_base_url or not secrets:
+            return None
+        return AckLinks(self.ack_base_url, secrets, parse_duration(self.ack_link_ttl))
 
     def delivery_topic(self, transport: Transport) -> str:
         """The topic that delivery jobs of ``transport`` are published to."""
@@ -287,6 +306,14 @@ class Settings(BaseSettings):
             return None
         return self.kafka_group_instance_id + suffix
 
+    def acks_group_id(self) -> str:
+        """The consumer group of pages.acks."""
+        return f"{self.group_id}.acks"
+
+    def replies_group_id(self) -> str:
+        """The consumer group of deliveries.replies."""
+        return f"{self.group_id}.replies"
+
     def status_group_id(self) -> str:
         """The consumer group of the delivery-status stream."""
         return f"{self.group_id}.status"
@@ -295,7 +322,9 @@ class Settings(BaseSettings):
         """The consumer group of the contacts.events subscriber (its own, beside the alerts')."""
         return f"{self.group_id}.contact-events"
 
-    @field_validator("failover_timeout_sms", "failover_timeout_email", "failover_timeout_webhook")
+    @field_validator(
+        "failover_timeout_sms", "failover_timeout_email", "failover_timeout_webhook", "ack_link_ttl"
+    )
     @classmethod
     def _timeout(cls, value: str) -> str:
         if value.strip():
@@ -340,50 +369,14 @@ class Settings(BaseSettings):
 
     def input_topics(self) -> list[str]:
         """Every topic the router reads."""
-        return [self.topic_alerts, self.topic_contact_events, self.topic_status]
+        return [
+            self.topic_alerts,
+            self.topic_contact_events,
+            self.topic_status,
+            self.topic_acks,
+            self.topic_replies,
+        ]
 
     def all_topics(self) -> list[str]:
         """Every topic the router reads or writes."""
         return [*self.input_topics(), *self.output_topics()]
-
-
-_QUOTED = re.compile(r"'([^']*)'")
-
-
-def _without_input(message: str, given: object) -> str:
-    """``message`` with any quoted echo of ``given`` replaced by "the value", and of one
-    of its comma-separated items (as the list settings' own checks quote them) by
-    "one of its items"."""
-    if not isinstance(given, str):
-        return message
-    items = {p.strip() for p in re.split(r"[,\n]", given)}
-
-    def hide(match: re.Match[str]) -> str:
-        quoted = match.group(1)
-        if quoted and quoted in (given, given.strip()):
-            return "the value"
-        return "one of its items" if quoted and quoted in items else match.group(0)
-
-    return _QUOTED.sub(hide, message)
-
-
-def describe_error(error: ValidationError) -> str:
-    """A settings error as sentences naming each variable and what is wrong with it.
-
-    Built from each error's location and message only: pydantic's ``input`` (the
-    value, or for a model-level error every setting, secrets included) is never
-    shown, and a message that quotes the value has the quote removed.
-    """
-    problems = []
-    for item in error.errors(include_url=False):
-        message = _without_input(item["msg"].removeprefix("Value error, "), item.get("input"))
-        if item["loc"]:
-            name = "ROUTER_" + "_".join(str(p) for p in item["loc"]).upper()
-            problems.append(f"{name}: {message}.")
-        else:
-            problems.append(f"{message}.")  # model-level checks name their variables
-    return (
-        " ".join(problems)
-        + " Fix each variable named and run the command again (docs/settings.md says what "
-        "each accepts; values are not shown, as some are secrets)."
-    )

@@ -17,22 +17,27 @@ from schemas.jobs import (
     WebhookJob,
     WebhookMethod,
     digest_job_id,
+    escalation_job_id,
     job_id_for,
 )
+from schemas.pages import AckAction, InboundSms, PageAck
 from schemas.status import FAILURES, DeliveryStatus, Status
 
 __all__ = [
     "FAILURES",
     "REASONS",
     "SEVERITY_RANK",
+    "AckAction",
     "AlertEvent",
     "ContactEvent",
     "Decision",
     "DeliveryJob",
     "DeliveryStatus",
     "EmailJob",
+    "InboundSms",
     "Kind",
     "Outcome",
+    "PageAck",
     "Reason",
     "Severity",
     "SmsJob",
@@ -41,5 +46,6 @@ __all__ = [
     "WebhookJob",
     "WebhookMethod",
     "digest_job_id",
+    "escalation_job_id",
     "job_id_for",
 ]

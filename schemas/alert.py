@@ -37,8 +37,9 @@ OCCURRED_AT_MAX = datetime(9000, 1, 1, tzinfo=UTC)
 class AlertEvent(BaseModel):
     """One alert to route: who must be told, and what to tell them.
 
-    Exactly one of ``user_ids`` (the users named by the sender) or
-    ``schedule_id`` (whoever is on call for that schedule) says who.
+    Exactly one of ``user_ids`` (the users named by the sender), ``schedule_id``
+    (whoever is on call for that schedule) or ``escalation_policy_id`` (the
+    policy's steps, one after another until someone acknowledges) says who.
     """
 
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True, title="AlertEvent")
@@ -53,10 +54,17 @@ class AlertEvent(BaseModel):
     )
     severity: Severity
     user_ids: Annotated[list[Identifier], Field(min_length=1, max_length=1000)] | None = Field(
-        default=None, description="Users to notify. Give this or schedule_id, not both."
+        default=None,
+        description="Users to notify. Give exactly one of user_ids, schedule_id and "
+        "escalation_policy_id.",
     )
     schedule_id: Identifier | None = Field(
         default=None, description="Notify whoever is on call for this schedule at occurred_at."
+    )
+    escalation_policy_id: Identifier | None = Field(
+        default=None,
+        description="Page this escalation policy's steps, one after another, until the page "
+        "is acknowledged or resolved.",
     )
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
     body: Annotated[str, StringConstraints(max_length=20_000)] | None = None
@@ -82,9 +90,18 @@ class AlertEvent(BaseModel):
 
     @model_validator(mode="after")
     def _exactly_one_audience(self) -> AlertEvent:
-        if (self.user_ids is None) == (self.schedule_id is None):
-            raise ValueError("give exactly one of user_ids (a non-empty list) or schedule_id")
+        given = (self.user_ids, self.schedule_id, self.escalation_policy_id)
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "give exactly one of user_ids (a non-empty list), schedule_id or "
+                "escalation_policy_id"
+            )
         return self
+
+    def alert_key(self) -> str:
+        """The alert this event is about: its ``dedup_key`` when it has one, else its
+        ``event_id`` (a ``down`` and its later ``up`` share a key)."""
+        return self.dedup_key or self.event_id
 
     def recipients(self) -> list[str]:
         """The named users, each once, in the order the sender gave them."""

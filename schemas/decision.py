@@ -30,6 +30,12 @@ Reason = Literal[
     "method_deleted",
     "failover",
     "unreachable",
+    "escalated",
+    "unacknowledged",
+    "unknown_policy",
+    "notify_after",
+    "acknowledged",
+    "resolved",
 ]
 
 #: Every reason code with its meaning; docs/topics-and-schemas.md's table is checked against this.
@@ -59,6 +65,16 @@ REASONS: dict[str, str] = {
     "failover": "Sent (outcome sent) to the user's next method because an earlier job of this "
     "page failed permanently or got no status in time (failover_of names it).",
     "unreachable": "Every method of the user was tried for this page and none worked.",
+    "escalated": "Sent (outcome sent) by a later step or round of the event's escalation "
+    "policy: the page was not acknowledged in time (escalation_step, escalation_round).",
+    "unacknowledged": "The escalation policy's last round ended and nobody acknowledged the "
+    "page: one decision per user of the last step, and the page stops escalating.",
+    "unknown_policy": "The event names an escalation policy the router does not know (or one "
+    "without steps).",
+    "notify_after": "The method waits this long after the page before it is told (its "
+    "--notify-after): deferred until deliver_at, then sent if the page is still open.",
+    "acknowledged": "The page was acknowledged before this method's turn came.",
+    "resolved": "The page was resolved before this method's turn came.",
 }
 
 
@@ -90,22 +106,34 @@ class Decision(BaseModel):
         default=None,
         description="For reasons failover and unreachable: the failed job that led here.",
     )
+    alert_key: str | None = Field(
+        default=None, description="The alert: the event's dedup_key, else its event_id."
+    )
+    escalation_step: int | None = Field(
+        default=None, description="For a page of an escalation policy: the step (1-based)."
+    )
+    escalation_round: int | None = Field(
+        default=None, description="For a page of an escalation policy: the round (1-based)."
+    )
 
     @model_validator(mode="after")
     def _reason_matches_outcome(self) -> Decision:
         if self.outcome == "sent" and (
-            self.reason not in (None, "failover") or self.job_id is None
+            self.reason not in (None, "failover", "escalated") or self.job_id is None
         ):
-            raise ValueError("a sent decision has a job_id and no reason (or failover)")
+            raise ValueError(
+                "a sent decision has a job_id and no reason (or failover, or escalated)"
+            )
         if self.outcome == "skipped" and (self.reason is None or self.job_id is not None):
             raise ValueError("a skipped decision has a reason and no job_id")
         if self.outcome == "deferred" and (
-            self.reason not in ("quiet_hours", "rate_limited")
+            self.reason not in ("quiet_hours", "rate_limited", "notify_after")
             or self.job_id is not None
             or self.deliver_at is None
         ):
             raise ValueError(
-                "a deferred decision has reason quiet_hours or rate_limited, a deliver_at "
+                "a deferred decision has reason quiet_hours, rate_limited or notify_after, a "
+                "deliver_at "
                 "and no job_id"
             )
         return self

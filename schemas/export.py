@@ -15,6 +15,7 @@ from schemas.alert import AlertEvent
 from schemas.contact_event import ContactEvent
 from schemas.decision import Decision
 from schemas.jobs import EmailJob, SmsJob, WebhookJob
+from schemas.pages import InboundSms, PageAck
 from schemas.status import DeliveryStatus
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -27,6 +28,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "decision": Decision,
     "contact_event": ContactEvent,
     "delivery_status": DeliveryStatus,
+    "page_ack": PageAck,
+    "inbound_sms": InboundSms,
 }
 
 

@@ -38,6 +38,15 @@ def job_id_for(event_id: str, contact_method_id: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def escalation_job_id(event_id: str, contact_method_id: str, step: int, round_: int) -> str:
+    """The id of a job of an escalating page: step 1 of round 1 keeps :func:`job_id_for`'s id;
+    every later step and round has its own, the same on every worker and every retry."""
+    if (step, round_) == (1, 1):
+        return job_id_for(event_id, contact_method_id)
+    key = json.dumps(["escalation", event_id, contact_method_id, step, round_])
+    return str(uuid.uuid5(_JOB_NAMESPACE, key))
+
+
 def digest_job_id(event_ids: list[str], contact_method_id: str) -> str:
     """The id of a digest (or bundle) job: the same events for the same method always give
     the same id, so a digest re-sent after a crash is recognised as the same job.
@@ -79,6 +88,21 @@ class _JobBase(BaseModel):
         description="A digest or bundle of held pages: the event ids it carries, oldest first "
         "(event_id is the first of them, title and text summarise them all).",
     )
+    alert_key: str | None = Field(
+        default=None,
+        description="The alert this job pages for: the event's dedup_key, else its event_id.",
+    )
+    escalation_step: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="For a page of an escalation policy: the step (1-based)."
+    )
+    escalation_round: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="For a page of an escalation policy: the round (1-based)."
+    )
+    ack_url: str | None = Field(
+        default=None,
+        description="A signed link that acknowledges the page (GET shows it, POST acknowledges); "
+        "set when the router has ROUTER_ACK_BASE_URL and ROUTER_ACK_SECRET.",
+    )
 
 
 class EmailJob(_JobBase):
@@ -100,6 +124,11 @@ class SmsJob(_JobBase):
     text: str = Field(description="Ready to send; fits in `segments` SMS segments.")
     encoding: Literal["GSM-7", "UCS-2"]
     segments: Annotated[int, Field(ge=1)]
+    reply_code: str | None = Field(
+        default=None,
+        description="For an open page: reply '<code>A' to acknowledge, '<code>R' to resolve "
+        "(the text ends with that instruction).",
+    )
 
 
 class WebhookJob(_JobBase):

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import router.cli.page_commands as page_commands
 from router.cli import api_commands, bulk_commands, commands, contact_commands, schedule_commands
 from router.errors import RouterError
 
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
     add.add_argument("--tag", action="append", help="a tag (repeatable)")
+    page_commands.notify_after_option(add)
     _webhook_options(add)
     add.add_argument("--json", action="store_true", help="print the created method as JSON")
     add.set_defaults(func=contact_commands.contacts_add)
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--value", help="a new address, checked like a new one; resets verified")
     update.add_argument("--region", help="ISO country code for a national phone format")
     update.add_argument("--allow-landline", action="store_true", help="accept a fixed line for sms")
+    page_commands.notify_after_option(update)
     _webhook_options(update)
     update.set_defaults(func=contact_commands.contacts_update)
 
@@ -376,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=commands.schedules_list)
     schedule_commands.register(schedules)
+    page_commands.register(sub)
     return parser
 
 

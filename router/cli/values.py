@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from router.errors import ConfigError, InvalidValue
 from router.routing.rules import parse_duration
-from router.settings import Settings, describe_error
+from router.settings import Settings
 from schemas import Kind
 
 _USER_ID = re.compile(r"^[^\s\x00-\x1f]{1,256}$")
@@ -163,3 +163,45 @@ def count(flag: str, value: str, low: int, high: int) -> int:
     if not low <= number <= high:
         raise InvalidValue(flag, value, f"must be a whole number from {low} to {high}")
     return number
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _without_input(message: str, given: object) -> str:
+    """``message`` with any quoted echo of ``given`` replaced by "the value", and of one
+    of its comma-separated items (as the list settings' own checks quote them) by
+    "one of its items"."""
+    if not isinstance(given, str):
+        return message
+    items = {p.strip() for p in re.split(r"[,\n]", given)}
+
+    def hide(match: re.Match[str]) -> str:
+        quoted = match.group(1)
+        if quoted and quoted in (given, given.strip()):
+            return "the value"
+        return "one of its items" if quoted and quoted in items else match.group(0)
+
+    return _QUOTED.sub(hide, message)
+
+
+def describe_error(error: ValidationError) -> str:
+    """A settings error as sentences naming each variable and what is wrong with it.
+
+    Built from each error's location and message only: pydantic's ``input`` (the
+    value, or for a model-level error every setting, secrets included) is never
+    shown, and a message that quotes the value has the quote removed.
+    """
+    problems = []
+    for item in error.errors(include_url=False):
+        message = _without_input(item["msg"].removeprefix("Value error, "), item.get("input"))
+        if item["loc"]:
+            name = "ROUTER_" + "_".join(str(p) for p in item["loc"]).upper()
+            problems.append(f"{name}: {message}.")
+        else:
+            problems.append(f"{message}.")  # model-level checks name their variables
+    return (
+        " ".join(problems)
+        + " Fix each variable named and run the command again (docs/settings.md says what "
+        "each accepts; values are not shown, as some are secrets)."
+    )

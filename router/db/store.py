@@ -20,6 +20,7 @@ from router.directory.models import Directory
 from router.directory.store import DirectoryStore, ScheduleLookup
 from router.held.digest import HeldPage
 from router.held.store import HeldStore
+from router.pages.store import PagesStore
 from router.routing.ledger import LedgerStore
 from router.routing.rules import Limits, RateDecision, Send
 
@@ -101,5 +102,7 @@ class Store(Protocol):
         ...
 
 
-class PgStore(DirectoryStore, DirectoryManagement, LedgerStore, DeliveryStore, HeldStore):
-    """The directory, schedules, the ledger, the trail and held pages on one pool."""
+class PgStore(
+    DirectoryStore, DirectoryManagement, LedgerStore, DeliveryStore, HeldStore, PagesStore
+):
+    """The directory, schedules, the ledger, the trail, held pages and pages on one pool."""

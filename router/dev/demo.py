@@ -37,6 +37,7 @@ from router.dev.demo_data import (
     quiet_samples,
     seed,
 )
+from router.dev.demo_pages import ACK_SECRET, escalate_and_acknowledge
 from router.dev.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
@@ -263,6 +264,12 @@ def main(keep_running: bool = False) -> None:
         print(
             f"kafka (Tansu):  {kafka.bootstrap_servers}\npostgres:       {redact_dsn(postgres.url)}"
         )
+        port = free_port()  # router ingest's, where the ack links point
+        env.update(
+            ROUTER_ACK_BASE_URL=f"http://127.0.0.1:{port}",
+            ROUTER_ACK_SECRET=ACK_SECRET,
+            ROUTER_ESCALATION_POLL_SECONDS="0.5",
+        )
         os.environ.update(env)  # for Settings() here and for the worker child process
         settings = Settings()
         try:
@@ -282,7 +289,6 @@ def main(keep_running: bool = False) -> None:
                     stderr=subprocess.STDOUT,
                     preexec_fn=die_with_parent,
                 )
-                port = free_port()
                 ingest = subprocess.Popen(
                     [sys.executable, "-m", "router", "ingest"],
                     env={
@@ -304,6 +310,8 @@ def main(keep_running: bool = False) -> None:
                 print("output as it comes out:\n")
                 asyncio.run(_tail(settings, keep_running))
                 asyncio.run(_print_trail(settings, FAILOVER_EVENT))
+                if not keep_running:
+                    asyncio.run(escalate_and_acknowledge(settings))
         except KeyboardInterrupt:
             print("\ninterrupted")
         finally:

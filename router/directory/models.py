@@ -83,6 +83,9 @@ class ContactMethod(BaseModel):
     webhook_body: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict, description="Free-form key/value.")
     tags: tuple[str, ...] = ()
+    notify_after_seconds: int = Field(
+        default=0, ge=0, description="Told only this long after a page, if it is still open."
+    )
     external_id: str | None = Field(
         default=None, description="Its id in the system it is synced from; unique."
     )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from router.directory.models import Directory
-from router.routing.build import digest_job, new_decision
+from router.routing.build import Paging, digest_job, new_decision
 from router.routing.rules import (
     RoutingOptions,
     Send,
@@ -32,7 +32,7 @@ from router.routing.rules import (
 )
 from schemas import AlertEvent, Decision, DeliveryJob, Reason, Transport
 
-HoldReason = Literal["quiet_hours", "rate_limited"]
+HoldReason = Literal["quiet_hours", "rate_limited", "notify_after"]
 PageKey = tuple[str, str]  # (event_id, contact_method_id)
 
 #: What is checked again when a held page falls due: the method may have changed, and
@@ -82,6 +82,7 @@ def deferred(
     reason: HoldReason,
     deliver_at: datetime,
     now: datetime,
+    paging: Paging | None = None,
 ) -> tuple[Decision, HeldPage]:
     """The decision and the held page for a page deferred until ``deliver_at``."""
     decision = new_decision(
@@ -93,6 +94,8 @@ def deferred(
         reason=reason,
         decided_at=now,
         deliver_at=deliver_at,
+        alert_key=event.alert_key(),
+        paging=paging,
     )
     page = HeldPage(
         event=event,
@@ -154,6 +157,7 @@ def _refusal(page: HeldPage, reason: Reason, now: datetime) -> Decision:
         outcome="skipped",
         reason=reason,
         decided_at=now,
+        alert_key=page.event.alert_key(),
     )
 
 
@@ -165,6 +169,7 @@ def plan_delivery(
     *,
     max_age: timedelta,
     force: bool = False,
+    answered: Mapping[str, Reason] | None = None,
 ) -> DeliveryPlan:
     """Per contact method: refuse what may no longer go, expire what waited too long,
     and put the rest in one digest, oldest page first.
@@ -188,6 +193,10 @@ def plan_delivery(
         )
         going: list[HeldPage] = []
         for page in waiting:
+            answer = (answered or {}).get(page.event.alert_key())
+            if page.reason == "notify_after" and answer is not None:
+                plan.refused.append((page, answer))
+                continue
             if now - page.held_at >= max_age:
                 plan.refused.append((page, "expired"))
                 continue

@@ -93,6 +93,10 @@ class HeldDelivery:
             if not claim.pages:
                 return Outcome()
             directory = await self._store.directory_for({p.user_id for p in claim.pages})
+            later = {
+                p.event.alert_key(): p.held_at for p in claim.pages if p.reason == "notify_after"
+            }
+            answered = await self._store.answered_since(later) if later else {}
             plan = plan_delivery(
                 claim.pages,
                 directory,
@@ -100,6 +104,7 @@ class HeldDelivery:
                 self._options,
                 max_age=timedelta(seconds=self._settings.held_max_age_seconds),
                 force=force,
+                answered=answered,
             )
             rate = await claim.reserve([d.send() for d in plan.digests], self._limits, now)
             outcome = settle(plan, rate.allowed, rate.retry_at, now)

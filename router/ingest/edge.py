@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,11 +40,14 @@ from router.ingest.mapping import (
     from_alertmanager_style,
     from_events_endpoint,
 )
-from schemas import AlertEvent
+from router.pages.links import confirm_page, done_page, refusal_page
+from router.pages.tokens import Refused, verify
+from schemas import AlertEvent, PageAck
 
 log = structlog.get_logger("router.ingest")
 
 Publish = Callable[[list[AlertEvent]], Awaitable[None]]
+ACK_PATH = "/v1/ack/{token}"
 ENDPOINTS = {"/v1/alertmanager": "alertmanager", "/v1/grafana": "grafana", "/v1/events": "events"}
 
 
@@ -95,8 +100,20 @@ async def _read_body(receive: Any, limit: int, within_seconds: float) -> bytes |
         )
 
 
+@dataclass(frozen=True)
+class AckLinkConfig:
+    """Ack links: the secrets that verify them, and how an acknowledgement is sent."""
+
+    secrets: tuple[str, ...]
+    publish: Callable[[PageAck], Awaitable[None]]
+
+
 def create_ingest_app(
-    config: IngestConfig, limiter: RateLimiter, publish: Publish, readiness: Readiness
+    config: IngestConfig,
+    limiter: RateLimiter,
+    publish: Publish,
+    readiness: Readiness,
+    acks: AckLinkConfig | None = None,
 ) -> FastAPI:
     """The app of ``router ingest``: FastAPI, as ``router api`` (one HTTP stack). The
     endpoints read their bodies themselves (:func:`_read_body`: size and time limits,
@@ -143,6 +160,8 @@ def create_ingest_app(
 
     for path in ENDPOINTS:
         app.add_api_route(path, endpoint, methods=["POST"], include_in_schema=False)
+    if acks is not None:
+        _ack_routes(app, acks)
 
     async def _ingest(
         endpoint: str, scope: Mapping[str, Any], receive: Any
@@ -240,3 +259,39 @@ async def publish_all(
         raise BrokerUnavailable(
             f"the broker refused {len(failed)} of {len(events)} events: {failed[0]}"
         )
+
+
+def _ack_routes(app: FastAPI, acks: AckLinkConfig) -> None:
+    """``/v1/ack/{token}``: GET shows the alert and a button, POST acknowledges."""
+    no_store = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
+
+    @app.get(ACK_PATH)
+    async def ack_page(token: str) -> HTMLResponse:
+        claims = verify(acks.secrets, token, datetime.now(UTC))
+        if isinstance(claims, Refused):
+            log.warning("ack_link_refused", why=claims.why, method="GET")
+            return HTMLResponse(refusal_page(claims), claims.status, headers=no_store)
+        return HTMLResponse(confirm_page(claims), headers=no_store)
+
+    @app.post(ACK_PATH)
+    async def ack_now(token: str) -> HTMLResponse:
+        now = datetime.now(UTC)
+        claims = verify(acks.secrets, token, now)
+        if isinstance(claims, Refused):
+            log.warning("ack_link_refused", why=claims.why, method="POST")
+            return HTMLResponse(refusal_page(claims), claims.status, headers=no_store)
+        ack = PageAck(
+            alert_key=claims.alert_key, user_id=claims.user_id, action="ack", source="link", at=now
+        )
+        try:
+            await acks.publish(ack)
+        except (BrokerUnavailable, KafkaError, TimeoutError) as error:
+            log.warning("ack_link_unpublished", error=str(error))
+            return HTMLResponse(
+                "<!doctype html><title>Try again</title><p>The acknowledgement could not be "
+                "sent just now; press the button again in a moment.</p>",
+                503,
+                headers=no_store,
+            )
+        log.info("ack_link_used", alert_key=claims.alert_key, user_id=claims.user_id)
+        return HTMLResponse(done_page(claims), headers=no_store)

@@ -37,6 +37,13 @@ class BatchHandler(Protocol):
     async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int: ...
 
 
+class PagesHandler(Protocol):
+    """What the pages.acks and deliveries.replies subscribers hand their batches to."""
+
+    async def handle_acks(self, records: Sequence[SourceRecord]) -> int: ...
+    async def handle_replies(self, records: Sequence[SourceRecord]) -> int: ...
+
+
 class ProducerPublisher:
     """:class:`router.routing.handler.Publisher` straight on an aiokafka producer: the worker's
     output does not pass through FastStream's per-message publish path."""
@@ -266,10 +273,14 @@ def register_subscriber(
     settings: Settings,
     worker: Callable[[], BatchHandler],
     guard: PartitionGuard | None = None,
+    pages: Callable[[], PagesHandler] | None = None,
 ) -> Any:
-    """Consume alerts and contact events in batches; commit only after the output is acked."""
+    """Consume alerts and contact events in batches; commit only after the output is acked.
+    With ``pages``, also acknowledgements and SMS replies."""
 
-    def on_batch(method: str, name: str) -> Callable[[Any, KafkaMessage], Awaitable[None]]:
+    def on_batch(
+        method: str, name: str, handler: Callable[[], Any] = worker
+    ) -> Callable[[Any, KafkaMessage], Awaitable[None]]:
         # The worker has already logged a failed batch (once, with the traceback
         # only when it is not a known outage) and waited its backoff; NackMessage
         # rewinds the batch without FastStream logging the traceback again.
@@ -277,7 +288,7 @@ def register_subscriber(
             records = message.raw_message
             assert isinstance(records, tuple)
             try:
-                await getattr(worker(), method)([_source(r) for r in records])
+                await getattr(handler(), method)([_source(r) for r in records])
             except Exception as error:
                 raise NackMessage() from error
 
@@ -315,4 +326,23 @@ def register_subscriber(
         settings.group_instance_id(".status"),
         PartitionGuard(settings.undecodable_retry_seconds),
     )(on_statuses)
+    if pages is not None:
+        for topic, group, suffix, method, name in (
+            (settings.topic_acks, settings.acks_group_id(), ".acks", "handle_acks", "on_acks"),
+            (
+                settings.topic_replies,
+                settings.replies_group_id(),
+                ".replies",
+                "handle_replies",
+                "on_replies",
+            ),
+        ):
+            _batch_subscriber(
+                broker,
+                settings,
+                topic,
+                group,
+                settings.group_instance_id(suffix),
+                PartitionGuard(settings.undecodable_retry_seconds),
+            )(on_batch(method, name, pages))
     return alerts

@@ -2,7 +2,8 @@
 a rejection), ``pipeline`` (recipients, rules, preference, fan-out), ``rules``,
 ``render``, ``build`` (the one job and decision builder), ``encode`` (jobs and
 decisions made and written to bytes in one step), ``dlq`` (dead letters). I/O:
-``handler`` (the Kafka batch handler that runs them), ``retry`` (retry after
+``handler`` (the Kafka batch handler that runs them), ``feedback`` (contact
+events and delivery statuses, handled the same way), ``retry`` (retry after
 outages, isolation of poison records, publishing with the DLQ rounds) and
 ``ledger`` (dedup, the trail's batch rows, rate-limit reservations and the
 purge, in PostgreSQL).

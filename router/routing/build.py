@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from router.directory.models import ContactMethod
+from router.pages.replies import reply_hint
 from router.routing import render
 from router.routing.encode import make
 from router.routing.rules import RoutingOptions
@@ -31,6 +33,7 @@ from schemas import (
     Transport,
     WebhookJob,
     digest_job_id,
+    escalation_job_id,
     job_id_for,
 )
 
@@ -70,12 +73,39 @@ def _sms(text: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Paging:
+    """What a job of an escalating page carries besides the event: its step and round
+    (1-based) and the page's SMS reply code."""
+
+    step: int = 1
+    round: int = 1
+    reply_code: str | None = None
+
+    @property
+    def escalated(self) -> bool:
+        """A later step or round: its sends say ``escalated``."""
+        return (self.step, self.round) != (1, 1)
+
+
 def build_job(
-    event: AlertEvent, method: ContactMethod, now: datetime, options: RoutingOptions
+    event: AlertEvent,
+    method: ContactMethod,
+    now: datetime,
+    options: RoutingOptions,
+    paging: Paging | None = None,
 ) -> DeliveryJob:
-    """The delivery job for ``method``; its id depends only on the event and the method."""
-    job_id = job_id_for(event.event_id, method.id)
+    """The delivery job for ``method``; its id depends only on the event and the method
+    (and, for an escalating page, the step and round: step 1 of round 1 keeps the plain id)."""
+    job_id = (
+        escalation_job_id(event.event_id, method.id, paging.step, paging.round)
+        if paging is not None
+        else job_id_for(event.event_id, method.id)
+    )
     assert event.occurred_at is not None, "decode fills occurred_at"
+    alert_key = event.alert_key()
+    links = options.ack_links
+    ack_url = links.url(alert_key, method.user_id, event.title, now) if links else None
     fields: dict[str, Any] = {
         "event_id": event.event_id,
         "kind": event.kind,
@@ -84,16 +114,28 @@ def build_job(
         "body": event.body,
         "url": event.url,
         "occurred_at": event.occurred_at,
+        "alert_key": alert_key,
     }
+    if paging is not None:
+        fields.update(escalation_step=paging.step, escalation_round=paging.round)
+    if ack_url is not None:
+        fields["ack_url"] = ack_url
     if method.transport == "email":
-        fields.update(subject=render.email_subject(event), text=render.email_text(event))
+        text = render.email_text(event)
+        if ack_url is not None:
+            text += f"\nAcknowledge: {ack_url}\n"
+        fields.update(subject=render.email_subject(event), text=text)
     elif method.transport == "sms":
-        fields.update(_sms(render.sms_text(event, options.sms_max_segments)))
+        code = paging.reply_code if paging is not None else None
+        ending = reply_hint(code) if code else ""
+        fields.update(_sms(render.sms_text(event, options.sms_max_segments, ending)))
+        if code:
+            fields["reply_code"] = code
     else:
         fields.update(
             method=render.webhook_method(method),
             headers=render.webhook_headers(method),
-            body=render.webhook_body(event, method, job_id=job_id),
+            body=render.webhook_body(event, method, job_id=job_id, ack_url=ack_url),
         )
     return _job(job_id, method, now, fields)
 
@@ -136,6 +178,8 @@ def new_decision(
     deliver_at: datetime | None = None,
     digest_of: list[str] | None = None,
     failover_of: str | None = None,
+    alert_key: str | None = None,
+    paging: Paging | None = None,
 ) -> Decision:
     """A decision as every path publishes it (routing, held delivery, failover).
 
@@ -155,6 +199,9 @@ def new_decision(
             "deliver_at": deliver_at,
             "digest_of": digest_of,
             "failover_of": failover_of,
+            "alert_key": alert_key,
+            "escalation_step": paging.step if paging is not None else None,
+            "escalation_round": paging.round if paging is not None else None,
         },
     )
 
@@ -236,6 +283,7 @@ def digest_job(
         "url": first.url if len(events) == 1 else None,
         "occurred_at": first.occurred_at,
         "digest_of": ids,
+        "alert_key": first.alert_key() if len(events) == 1 else None,
     }
     if method.transport == "email":
         subject, text = digest_email(events)

@@ -21,20 +21,22 @@ import structlog
 from router import metrics
 from router.db.store import Store
 from router.delivery.edge import FailOver
-from router.delivery.statuses import record_statuses
-from router.delivery.trail import JobRow, Trail, job_row
+from router.delivery.trail import Trail, job_row
 from router.directory.models import Directory
 from router.held.digest import HeldPage
 from router.kafka.publish import Outgoing, Publisher
 from router.kafka.records import decision_record, job_record
-from router.routing.decode import Rejection, decode, decode_contact_event, decode_status
+from router.pages.desk import FirstStep, first_steps, resolve_by_events
+from router.pages.escalation import PageBook
+from router.routing.decode import Rejection, decode
 from router.routing.dlq import DeadLetter, SourceRecord, dead_letter
 from router.routing.encode import encode
+from router.routing.feedback import Feedback
 from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
-from router.routing.retry import RecordKey, RetryingHandler, log_rejection
+from router.routing.retry import RecordKey, log_rejection
 from router.routing.rules import RateDecision, RoutingOptions, Send
 from router.settings import Settings
-from schemas import AlertEvent, DeliveryStatus
+from schemas import AlertEvent
 
 log = structlog.get_logger("router.handler")
 
@@ -84,9 +86,9 @@ class BatchResult:
     routed: list[Routed] = field(default_factory=list)
 
 
-class Worker(RetryingHandler):
-    """Routes batches of alert records, applies contact events and delivery statuses.
-    One per process; shared by nothing else."""
+class Worker(Feedback):
+    """Routes batches of alert records, applies contact events and delivery statuses
+    (:class:`Feedback`). One per process; shared by nothing else."""
 
     def __init__(
         self,
@@ -96,9 +98,12 @@ class Worker(RetryingHandler):
         clock: Callable[[], datetime] = utc_now,
         broker_probe: Callable[[], Awaitable[bool]] | None = None,
         options: RoutingOptions | None = None,
+        pages: PageBook | None = None,
     ) -> None:
         super().__init__(store, publisher, settings, broker_probe)
         self._clock = clock
+        # Escalating pages (None: events naming a policy get unknown_policy).
+        self._pages = pages
         # The wiring builds the options once for every path; tests may leave it to us.
         self._options = options if options is not None else settings.routing_options()
         self._limits = settings.rate_limits()
@@ -119,10 +124,6 @@ class Worker(RetryingHandler):
         the same jobs.
         """
         return await self._retrying(self._handle, records, _merge_results)
-
-    async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
-        """Apply opt-out/opt-in messages (bad ones go to the DLQ); returns how many applied."""
-        return await self._retrying(self._handle_contact_events, records, sum)
 
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -248,10 +249,21 @@ class Worker(RetryingHandler):
             done_before = await self._store.routed_within(
                 {e.event_id for e in events}, self._settings.dedup_window_seconds
             )
+        fresh = [e for e in events if e.event_id not in done_before]
+        # Pages: an event naming a policy opens its page and pages step 1; an up resolves.
+        firsts = await first_steps(self._pages, fresh, received_at)
+        await resolve_by_events(self._pages, fresh, received_at)
         with metrics.DB_SECONDS.labels("directory_for").time():
             directory = await self._store.directory_for(
-                {uid for e in events for uid in e.recipients()},
-                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at},
+                {uid for e in events for uid in e.recipients()}
+                | {u for f in firsts.values() for u in f.step.user_ids},
+                {(e.schedule_id, e.occurred_at) for e in events if e.schedule_id and e.occurred_at}
+                | {
+                    lookup
+                    for e in events
+                    if e.event_id in firsts and e.occurred_at
+                    for lookup in firsts[e.event_id].step.lookups(e.occurred_at)
+                },
             )
         now = self._clock()
         settled: list[Settled] = []
@@ -264,7 +276,8 @@ class Worker(RetryingHandler):
                 settled.append(Settled(duplicate(item, now), now))
             else:
                 claimed.add(item.event_id)
-                settled.append(Settled(self._plan(record, item, directory, now), now))
+                first = firsts.get(item.event_id)
+                settled.append(Settled(self._plan(record, item, directory, now, first), now))
         return settled
 
     async def _reserve(
@@ -312,62 +325,24 @@ class Worker(RetryingHandler):
         return finished, counted
 
     def _plan(
-        self, record: SourceRecord, event: AlertEvent, directory: Directory, now: datetime
+        self,
+        record: SourceRecord,
+        event: AlertEvent,
+        directory: Directory,
+        now: datetime,
+        first: FirstStep | None = None,
     ) -> Planned | DeadLetter:
         with structlog.contextvars.bound_contextvars(event_id=event.event_id):
             try:
-                return plan(event, directory, now, self._options)
+                if first is None:
+                    return plan(event, directory, now, self._options)
+                assert event.occurred_at is not None, "decode fills occurred_at"
+                audience = first.step.audience(directory.on_call, event.occurred_at)
+                return plan(event, directory, now, self._options, (first.paging, audience))
             except Exception as error:  # a bug must not block the partition: keep the event
                 log.exception("routing_failed")
                 failure = Rejection("routing_failed", type(error).__name__, str(error))
                 return dead_letter(record, failure)
-
-    async def _handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
-        applied = 0
-        outgoing: list[Outgoing] = []
-        for index, record in enumerate(records):
-            item = decode_contact_event(record.value, max_bytes=self._settings.max_event_bytes)
-            if isinstance(item, Rejection):
-                log_rejection("contact_event_rejected", record, item)
-                outgoing += self._letter_messages(index, record, dead_letter(record, item))
-                continue
-            if item.type == "opt_out":
-                await self._store.add_opt_out(
-                    item.transport, item.address, "topic", self._contact_events_actor
-                )
-            else:
-                await self._store.remove_opt_out(
-                    item.transport, item.address, self._contact_events_actor
-                )
-            applied += 1
-            log.info(f"{item.type}_applied", transport=item.transport, address=item.address)
-        await self._publish(records, outgoing)
-        return applied
-
-    async def handle_statuses(self, records: Sequence[SourceRecord]) -> int:
-        """Record delivery statuses; act on failures (failover, opt-out). Returns how many
-        were new (a redelivered status changes nothing twice)."""
-        return await self._retrying(self._handle_statuses, records, sum)
-
-    async def _handle_statuses(self, records: Sequence[SourceRecord]) -> int:
-        now = self._clock()
-        outgoing: list[Outgoing] = []
-        statuses: list[DeliveryStatus] = []
-        for index, record in enumerate(records):
-            item = decode_status(record.value, max_bytes=self._settings.max_event_bytes)
-            if isinstance(item, Rejection):
-                log_rejection("status_rejected", record, item)
-                outgoing += self._letter_messages(index, record, dead_letter(record, item))
-            else:
-                statuses.append(item)
-        actor = f"kafka:{self._settings.topic_status}"
-        new = await record_statuses(self._store, statuses, now, self.fail_over, actor)
-        await self._publish(records, outgoing)
-        return new
-
-    async def fail_over(self, failed: Sequence[JobRow], now: datetime) -> None:
-        """Each failed job's pages take their next step (see :class:`FailOver`)."""
-        await self._fail_over(failed, now)
 
     def _routed_messages(
         self, index: int, record: SourceRecord, routed: Routed, trail: Trail, now: datetime

@@ -9,11 +9,11 @@ jobs to publish and the decisions to record.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from router.directory.models import ContactMethod, Directory, User
-from router.held.digest import HeldPage, deferred
-from router.routing.build import build_job, new_decision
+from router.held.digest import HeldPage, HoldReason, deferred
+from router.routing.build import Paging, build_job, new_decision
 from router.routing.rules import (
     RateDecision,
     RoutingOptions,
@@ -36,6 +36,8 @@ class Planned:
     entries: list[Decision | DeliveryJob] = field(default_factory=list)
     #: Pages deferred by quiet hours (their decisions are among the entries).
     holds: list[HeldPage] = field(default_factory=list)
+    #: A step of an escalating page: its jobs and decisions say which.
+    paging: Paging | None = None
 
 
 @dataclass
@@ -55,6 +57,7 @@ def skipped(
     reason: Reason,
     user_id: str | None,
     method: ContactMethod | None = None,
+    paging: Paging | None = None,
 ) -> Decision:
     """A skip decision; ``user_id`` and ``method`` are None for event-level outcomes."""
     return new_decision(
@@ -65,6 +68,8 @@ def skipped(
         outcome="skipped",
         reason=reason,
         decided_at=now,
+        alert_key=event.alert_key(),
+        paging=paging,
     )
 
 
@@ -81,8 +86,9 @@ def _plan_user(
     options: RoutingOptions,
     out: Planned,
 ) -> None:
+    paging = out.paging
     if not methods:
-        out.entries.append(skipped(event, out.now, "no_contact_methods", user.id))
+        out.entries.append(skipped(event, out.now, "no_contact_methods", user.id, None, paging))
         return
     reasons: dict[str, Reason | None] = {}
     for method in methods:
@@ -98,32 +104,47 @@ def _plan_user(
         reason = reasons[method.id]
         if method.id in waiting and method.id in chosen:
             assert event.occurred_at is not None, "decode fills occurred_at"
-            decision, page = deferred(
-                event,
-                user.id,
-                method.id,
-                method.transport,
-                "quiet_hours",
-                quiet_window_end(user, event.occurred_at),
-                out.now,
-            )
-            out.entries.append(decision)
-            out.holds.append(page)
+            _hold(out, user.id, method, "quiet_hours", quiet_window_end(user, event.occurred_at))
             continue
         if method.id in waiting or (reason is None and method.id not in chosen):
             reason = "not_preferred"
         if reason is not None:
-            out.entries.append(skipped(event, out.now, reason, user.id, method))
+            out.entries.append(skipped(event, out.now, reason, user.id, method, paging))
+        elif method.notify_after_seconds:
+            later = out.now + timedelta(seconds=method.notify_after_seconds)
+            _hold(out, user.id, method, "notify_after", later)
         else:
-            out.entries.append(build_job(event, method, out.now, options))
+            out.entries.append(build_job(event, method, out.now, options, paging))
+
+
+def _hold(
+    out: Planned, user_id: str, method: ContactMethod, reason: HoldReason, until: datetime
+) -> None:
+    decision, page = deferred(
+        out.event, user_id, method.id, method.transport, reason, until, out.now, out.paging
+    )
+    out.entries.append(decision)
+    out.holds.append(page)
 
 
 def plan(
-    event: AlertEvent, directory: Directory, now: datetime, options: RoutingOptions
+    event: AlertEvent,
+    directory: Directory,
+    now: datetime,
+    options: RoutingOptions,
+    step: tuple[Paging | None, list[str]] | None = None,
 ) -> Planned:
-    """Every decision for ``event`` except rate limiting; there is always at least one entry."""
-    out = Planned(event=event, now=now)
-    if event.schedule_id is not None:
+    """Every decision for ``event`` except rate limiting; there is always at least one entry.
+
+    ``step``: an escalating page's step and whom it pages (an event naming a policy
+    the router does not know comes without: ``unknown_policy``)."""
+    out = Planned(event=event, now=now, paging=step[0] if step else None)
+    if step is not None:
+        user_ids = step[1]
+    elif event.escalation_policy_id is not None:
+        out.entries.append(skipped(event, now, "unknown_policy", None))
+        return out
+    elif event.schedule_id is not None:
         assert event.occurred_at is not None, "decode fills occurred_at"
         on_call = directory.on_call.get((event.schedule_id, event.occurred_at))
         if on_call is None:
@@ -138,7 +159,7 @@ def plan(
     for user_id in user_ids:
         user = directory.users.get(user_id)
         if user is None:
-            out.entries.append(skipped(event, now, "unknown_user", user_id))
+            out.entries.append(skipped(event, now, "unknown_user", user_id, None, out.paging))
             continue
         _plan_user(event, user, directory.methods_of(user_id), directory, options, out)
     return out
@@ -159,7 +180,7 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
     ``deferred`` (``rate_limited``) decision and a held page, due when every bucket of
     its method allows again. ``rate=None`` means no rate limit applies.
     """
-    event, now = planned.event, planned.now
+    event, now, paging = planned.event, planned.now, planned.paging
     out = Routed(event=event, holds=list(planned.holds))
     for entry in planned.entries:
         if isinstance(entry, Decision):
@@ -174,6 +195,7 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
                 "rate_limited",
                 rate.retry_at.get(entry.contact_method_id, now),
                 now,
+                paging,
             )
             out.decisions.append(decision)
             out.holds.append(page)
@@ -186,8 +208,11 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
                 contact_method_id=entry.contact_method_id,
                 transport=entry.transport,
                 outcome="sent",
+                reason="escalated" if paging is not None and paging.escalated else None,
                 job_id=entry.job_id,
                 decided_at=now,
+                alert_key=entry.alert_key,
+                paging=paging,
             )
         )
     return out

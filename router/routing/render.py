@@ -75,14 +75,38 @@ def _one_line(text: str) -> str:
 one_line = _one_line
 
 
-def sms_text(event: AlertEvent, max_segments: int) -> str:
-    """The SMS for ``event``: severity, kind, title, link, then body, cut to fit."""
+def sms_text(event: AlertEvent, max_segments: int, ending: str = "") -> str:
+    """The SMS for ``event``: severity, kind, title, link, then body, cut to fit; then
+    ``ending`` (a reply instruction), never cut."""
     parts = [f"{event.severity.upper()} {event.kind.upper()}: {_one_line(event.title)}"]
     if event.url:
         parts.append(event.url)
     if event.body:
         parts.append("- " + _one_line(event.body))
-    return fit_sms(" ".join(parts), max_segments)
+    return fit_with_ending(" ".join(parts), ending, max_segments)
+
+
+def fit_with_ending(text: str, ending: str, max_segments: int) -> str:
+    """``text`` cut (and ended with '...') so that it, a space and ``ending`` fit
+    ``max_segments`` segments; ``ending`` is never cut."""
+    if not ending:
+        return fit_sms(text, max_segments)
+    ending = " " + ending
+    if sms_segments(text + ending) <= max_segments:
+        return text + ending
+    encoding = sms_encoding(text + ending)
+    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
+    capacity = single if max_segments == 1 else multi * max_segments
+    budget = capacity - _units(ending, encoding) - _units(_ELLIPSIS, encoding)
+    kept: list[str] = []
+    used = 0
+    for char in text:
+        cost = _units(char, encoding)
+        if used + cost > budget:
+            break
+        kept.append(char)
+        used += cost
+    return "".join(kept).rstrip() + _ELLIPSIS + ending
 
 
 def email_subject(event: AlertEvent) -> str:
@@ -111,9 +135,11 @@ def email_text(event: AlertEvent) -> str:
     return "\n".join(lines) + "\n"
 
 
-def webhook_payload(event: AlertEvent, *, user_id: str, job_id: str) -> dict[str, object]:
-    """The JSON object a webhook receives by default."""
-    return {
+def webhook_payload(
+    event: AlertEvent, *, user_id: str, job_id: str, ack_url: str | None = None
+) -> dict[str, object]:
+    """The JSON object a webhook receives by default (``ack_url`` when links are on)."""
+    payload: dict[str, object] = {
         "event_id": event.event_id,
         "job_id": job_id,
         "user_id": user_id,
@@ -127,12 +153,17 @@ def webhook_payload(event: AlertEvent, *, user_id: str, job_id: str) -> dict[str
         "labels": event.labels,
         "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
     }
+    if ack_url is not None:
+        payload["ack_url"] = ack_url
+    return payload
 
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 
 
-def webhook_body(event: AlertEvent, method: ContactMethod, *, job_id: str) -> str | None:
+def webhook_body(
+    event: AlertEvent, method: ContactMethod, *, job_id: str, ack_url: str | None = None
+) -> str | None:
     """The HTTP body for ``method``: none for GET/HEAD/DELETE, the method's template, or JSON.
 
     A template's ``{{field}}`` placeholders take the payload's fields; when the
@@ -141,7 +172,7 @@ def webhook_body(event: AlertEvent, method: ContactMethod, *, job_id: str) -> st
     """
     if webhook_method(method) in ("GET", "HEAD", "DELETE"):
         return None
-    payload = webhook_payload(event, user_id=method.user_id, job_id=job_id)
+    payload = webhook_payload(event, user_id=method.user_id, job_id=job_id, ack_url=ack_url)
     if method.webhook_body is None:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     as_json = "json" in webhook_headers(method).get("Content-Type", "").lower()

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from router.directory.models import ContactMethod, Directory, User
 from router.directory.targets import STRICT, TargetPolicy, target_problem
 from router.directory.webhook_headers import headers_problem
+from router.pages.tokens import AckLinks
 from schemas import SEVERITY_RANK, AlertEvent, Reason, Transport
 
 #: Transports in the order used after a user's own channel order runs out.
@@ -35,6 +36,8 @@ class RoutingOptions:
     sms_max_segments: int = 3
     require_verified: bool = False
     target_policy: TargetPolicy = STRICT
+    #: Signed ack links on every job (``ROUTER_ACK_BASE_URL`` and ``ROUTER_ACK_SECRET``).
+    ack_links: AckLinks | None = None
 
 
 @dataclass(frozen=True)

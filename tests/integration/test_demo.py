@@ -30,6 +30,9 @@ def test_the_demo_runs_end_to_end_on_its_own_embedded_servers(tmp_path: Path) ->
     assert "deferred quiet_hours until" in out
     assert "digest of demo-8, demo-9" in out
     assert "/v1/alertmanager?users=bob (an Alertmanager webhook, 1 alert) -> 200" in out
+    assert "decision  bob    email    sent     escalated  step 2 round 1" in out
+    assert "POST -> 200, 'Acknowledged: Primary database unreachable'" in out
+    assert "acknowledged by bob via link at step 2 round 1" in out
     assert "router ingest stopped (exit status 0)" in out
     assert "worker stopped (exit status 0)" in out
     assert out.rstrip().endswith("embedded Kafka and PostgreSQL stopped")

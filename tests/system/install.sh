@@ -1,7 +1,8 @@
 #!/bin/sh
 # System packages the tests use, from Debian: a PostgreSQL built with TLS (the
 # embedded one is not), promtool (checks deploy/prometheus-rules.yml) and a
-# real Alertmanager (sends its webhooks to `router ingest` in the tests).
+# real Alertmanager (sends its webhooks to `router ingest` in the tests) and
+# Chromium (opens an ack link in tests/integration/test_ack_link.py).
 # Installs only what is missing; needs root (as in CI) when something is.
 # Several `make test` runs at once take turns (flock) and re-check inside.
 set -eu
@@ -11,6 +12,7 @@ missing() {
     [ -x /usr/lib/postgresql/15/bin/postgres ] || need="$need postgresql-15"
     command -v promtool >/dev/null 2>&1 || need="$need prometheus"
     [ -x /usr/bin/prometheus-alertmanager ] || need="$need prometheus-alertmanager"
+    [ -x /usr/bin/chromium ] || need="$need chromium"
     echo "$need"
 }
 

@@ -14,7 +14,7 @@ def connection_args(settings: Settings) -> list[dict[str, object]]:
 
 def test_every_subscriber_reads_committed_records_only_by_default() -> None:
     args = connection_args(Settings())
-    assert len(args) == 3  # alerts, contacts.events, deliveries.status
+    assert len(args) == 5  # alerts, contacts.events, deliveries.status, pages.acks, replies
     assert all(a["isolation_level"] == "read_committed" for a in args)
 
 

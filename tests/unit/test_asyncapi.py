@@ -23,6 +23,8 @@ def test_every_topic_is_a_channel_with_its_model() -> None:
         "deliveries.webhook",
         "routing.decisions",
         "alerts.dlq",
+        "pages.acks",
+        "deliveries.replies",
     }
     payloads = {m["payload"].get("$ref", "") for m in doc["components"]["messages"].values()}
     for model in (
@@ -33,5 +35,7 @@ def test_every_topic_is_a_channel_with_its_model() -> None:
         "SmsJob",
         "WebhookJob",
         "Decision",
+        "PageAck",
+        "InboundSms",
     ):
         assert f"#/components/schemas/{model}" in payloads
