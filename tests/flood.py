@@ -107,14 +107,15 @@ class _Routed:
             for records in batch.values():
                 for record in records:
                     job = json.loads(record.value)
+                    if job["event_id"].startswith("probe-"):
+                        self.probes.setdefault(job["event_id"], record.timestamp / 1000)
+                        continue
                     self.pairs.add(f"{job['event_id']} {job['transport']}".encode())
                     self.first_ms = self.first_ms or record.timestamp
                     self.last_ms = max(self.last_ms, record.timestamp)
-                    if job["event_id"].startswith("probe-"):
-                        self.probes.setdefault(job["event_id"], record.timestamp / 1000)
 
     def routed(self) -> int:
-        """Events with both their jobs (email and SMS)."""
+        """Flood events (not probes) with both their jobs (email and SMS)."""
         return len(self.pairs) // 2
 
     async def stop(self) -> None:
@@ -235,7 +236,7 @@ async def run_flood(
             await asyncio.sleep(0.02)
             if time.monotonic() >= next_sample:
                 next_sample += 0.5
-                await _sample(result, worker.pid, port, sent + probe, routed)
+                await _sample(result, worker.pid, port, sent, routed)
                 if drained_at is None and routed.routed() >= sent:
                     drained_at = time.monotonic()
             now = time.time()
