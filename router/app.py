@@ -393,5 +393,13 @@ async def run_ingest(settings: Settings) -> None:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         if connected.is_set():
-            await producer.stop()
+            # Every request has had its answer: what the producer still holds belongs
+            # to requests answered 503, whose senders retry. With the broker down, its
+            # flush would hold the exit for the whole request timeout.
+            try:
+                await asyncio.wait_for(
+                    producer.stop(), timeout=settings.ingest_publish_timeout_seconds
+                )
+            except TimeoutError:
+                log.warning("ingest_producer_stop_timed_out")
         log.info("ingest_stopped")

@@ -451,7 +451,8 @@ async def run_cluster_chaos(
             await _fault(kind, pods, restart_postgres, restart_broker, session_seconds, rng)
             ended = time.monotonic()
             result.faults[kind] += 1
-            if await _resumed(outputs, before):
+            # Once the stream is over and drained, nothing more flows: no figure then.
+            if await _resumed(outputs, before, within=5.0 if stream.done() else 60.0):
                 result.resume_seconds[kind].append(time.monotonic() - ended)
         await stream
         # Drain: every direct pair there, and the failover jobs after their statuses.
