@@ -30,7 +30,8 @@ def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            yield str(key)
             yield from _strings(item)
     elif isinstance(value, list):
         for item in value:
@@ -43,8 +44,9 @@ def leaks_in(text: str) -> list[str]:
     for line in text.splitlines():
         candidates = [line]
         if line.startswith("{"):
+            # A JSON line is read as JSON only: its escapes (``\u0014@V``) are not text.
             with contextlib.suppress(ValueError):
-                candidates += list(_strings(json.loads(line)))
+                candidates = list(_strings(json.loads(line)))
         for candidate in candidates:
             found += _EMAIL.findall(candidate) + _PHONE.findall(candidate)
     return found
