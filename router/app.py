@@ -221,13 +221,10 @@ def create_app(
 
 async def _dependencies_answer(settings: Settings, stop: asyncio.Event) -> bool:
     """Wait, up to ``ROUTER_STARTUP_WAIT_SECONDS``, until PostgreSQL and the broker
-    answer, so a pod started during a database failover or a broker restart waits
-    for them instead of exiting into the orchestrator's growing restart back-off.
-    False when told to stop meanwhile; True otherwise (after the wait, the start
-    reports what is still missing, as before)."""
-    loop = asyncio.get_running_loop()
+    answer, rather than exit into the orchestrator's back-off. False when told to
+    stop meanwhile; True otherwise (the start then reports what is still missing)."""
+    loop, delay = asyncio.get_running_loop(), 0.5
     deadline = loop.time() + settings.startup_wait_seconds
-    delay = 0.5
     while True:
         answers = {
             "postgresql": await database_answers(settings.database_url.get_secret_value()),
@@ -393,9 +390,7 @@ async def run_ingest(settings: Settings) -> None:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         if connected.is_set():
-            # Every request has had its answer: what the producer still holds belongs
-            # to requests answered 503, whose senders retry. With the broker down, its
-            # flush would hold the exit for the whole request timeout.
+            # Every request had its answer (what is left was answered 503 and is retried).
             try:
                 await asyncio.wait_for(
                     producer.stop(), timeout=settings.ingest_publish_timeout_seconds
