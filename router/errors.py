@@ -11,7 +11,8 @@
     │   ├── Conflict           the write breaks a uniqueness rule
     │   └── PreconditionFailed the record changed since the caller read it (If-Match)
     ├── VerificationRefused    a wrong, expired or missing verification code
-    └── KafkaSetupError        topics missing or the broker refused to create them
+    ├── KafkaSetupError        topics missing or the broker refused to create them
+    └── PublishFailed          the broker did not take a held-page or escalation round
 """
 
 from __future__ import annotations
@@ -76,3 +77,8 @@ class KafkaSetupError(RouterError):
 
 class VerificationRefused(RouterError):
     """A verification code was wrong, expired, or never requested."""
+
+
+class PublishFailed(RouterError):
+    """The broker did not acknowledge every message of a round published outside a
+    batch (held digests, escalation steps); the round's work stays for the next one."""

@@ -239,3 +239,12 @@ def story(
         lines.append(Line(at, kind, json.loads(record)))
     order = {"event": 0, "decision": 1, "job": 2, "status": 3}
     return sorted(lines, key=lambda line: (line.at, order[line.type]))
+
+
+def round_trail(jobs: Sequence[DeliveryJob], decisions: Sequence[Decision]) -> Trail:
+    """The trail of a round published outside a batch (held digests, escalation steps):
+    its jobs and its decisions, unkeyed."""
+    return Trail(
+        jobs=[job_row(job) for job in jobs],
+        rows=[row for d in decisions for row in decision_rows(d, keyed=False)],
+    )

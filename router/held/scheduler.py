@@ -22,19 +22,15 @@ from aiokafka.errors import KafkaError
 
 from router import metrics
 from router.db.store import PgStore
-from router.delivery.trail import Trail, decision_rows, job_row
+from router.delivery.trail import round_trail
 from router.errors import RouterError
 from router.held.digest import Outcome, plan_delivery, settle
-from router.kafka.publish import Publisher, deliver
-from router.kafka.records import decision_record, job_record
+from router.kafka.publish import Publisher
+from router.kafka.records import publish_round
 from router.routing.rules import RoutingOptions
 from router.settings import Settings
 
 log = structlog.get_logger("router.held")
-
-
-class PublishFailed(RouterError):
-    """The broker did not acknowledge every message of a delivery round."""
 
 
 class HeldDelivery:
@@ -109,12 +105,7 @@ class HeldDelivery:
             rate = await claim.reserve([d.send() for d in plan.digests], self._limits, now)
             outcome = settle(plan, rate.allowed, rate.retry_at, now)
             await self._publish(outcome)
-            await self._store.write_trail(
-                Trail(
-                    jobs=[job_row(job) for job in outcome.jobs],
-                    rows=[r for d in outcome.decisions for r in decision_rows(d, keyed=False)],
-                )
-            )
+            await self._store.write_trail(round_trail(outcome.jobs, outcome.decisions))
             if self._after_publish is not None:
                 await self._after_publish()
             await claim.settle(outcome, now)
@@ -125,23 +116,12 @@ class HeldDelivery:
         return outcome
 
     async def _publish(self, outcome: Outcome) -> None:
-        jobs = len(outcome.jobs)
-        messages = [
-            *(
-                job_record(self._settings, j, 0, ("held", 0, 0, n))
-                for n, j in enumerate(outcome.jobs)
-            ),
-            *(
-                decision_record(self._settings, d, 0, ("held", 0, 0, jobs + n))
-                for n, d in enumerate(outcome.decisions)
-            ),
-        ]
-        if not messages:
-            return
-        delivery = await deliver(self._publisher, messages, set())
-        failure = delivery.outage or next(iter(delivery.refused.values()), None)
-        if failure is not None:
-            raise PublishFailed(
-                f"The broker did not take the held pages' digests ({failure}); they stay held "
-                "and are tried again next round."
-            ) from failure
+        await publish_round(
+            self._publisher,
+            self._settings,
+            "held",
+            outcome.jobs,
+            outcome.decisions,
+            "The broker did not take the held pages' digests ({failure}); they stay held "
+            "and are tried again next round.",
+        )

@@ -9,7 +9,10 @@ path (routing, held digests, failover), so topic, key and headers cannot drift.
 
 from __future__ import annotations
 
-from router.kafka.publish import Identity, Outgoing
+from collections.abc import Sequence
+
+from router.errors import PublishFailed
+from router.kafka.publish import Identity, Outgoing, Publisher, deliver
 from router.routing.encode import encode
 from router.settings import Settings
 from schemas import Decision, EmailJob, SmsJob, WebhookJob
@@ -46,3 +49,29 @@ def decision_record(
         origin,
         identity,
     )
+
+
+async def publish_round(
+    publisher: Publisher,
+    settings: Settings,
+    origin: str,
+    jobs: Sequence[EmailJob | SmsJob | WebhookJob],
+    decisions: Sequence[Decision],
+    refused: str,
+) -> None:
+    """Publish a round's jobs, then its decisions (held digests, escalation steps:
+    ``origin`` names the round), and wait for every acknowledgement; else raise
+    :class:`PublishFailed` with ``refused`` (``{failure}`` in it says what stopped it)."""
+    messages = [
+        *(job_record(settings, j, 0, (origin, 0, 0, n)) for n, j in enumerate(jobs)),
+        *(
+            decision_record(settings, d, 0, (origin, 0, 0, len(jobs) + n))
+            for n, d in enumerate(decisions)
+        ),
+    ]
+    if not messages:
+        return
+    delivery = await deliver(publisher, messages, set())
+    failure = delivery.outage or next(iter(delivery.refused.values()), None)
+    if failure is not None:
+        raise PublishFailed(refused.format(failure=failure)) from failure

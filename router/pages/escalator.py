@@ -24,10 +24,10 @@ from aiokafka.errors import KafkaError
 
 from router import metrics
 from router.db.store import PgStore
-from router.delivery.trail import Trail, decision_rows, job_row
+from router.delivery.trail import round_trail
 from router.errors import RouterError
-from router.kafka.publish import Outgoing, Publisher, deliver
-from router.kafka.records import decision_record, job_record
+from router.kafka.publish import Publisher
+from router.kafka.records import publish_round
 from router.pages.escalation import Page, PageStep, Stop, next_move
 from router.pages.policy import PolicyStep, ScheduleLookup
 from router.routing.build import Paging, new_decision
@@ -37,10 +37,6 @@ from router.settings import Settings
 from schemas import Decision, DeliveryJob
 
 log = structlog.get_logger("router.pages")
-
-
-class PublishFailed(RouterError):
-    """The broker did not acknowledge every message of an escalation round."""
 
 
 @dataclass
@@ -117,12 +113,7 @@ class Escalator:
                 done.decisions += routed.decisions
                 done.escalated.append((page.alert_key, move.step, move.round))
             await self._publish(done)
-            await self._store.write_trail(
-                Trail(
-                    jobs=[job_row(job) for job in done.jobs],
-                    rows=[r for d in done.decisions for r in decision_rows(d, keyed=False)],
-                )
-            )
+            await self._store.write_trail(round_trail(done.jobs, done.decisions))
             if self._after_publish is not None:
                 await self._after_publish()
             for page, move in moves:
@@ -143,26 +134,15 @@ class Escalator:
             metrics.JOBS.labels(job.transport).inc()
 
     async def _publish(self, done: Round) -> None:
-        jobs = len(done.jobs)
-        messages: list[Outgoing] = [
-            *(
-                job_record(self._settings, j, 0, ("pages", 0, 0, n))
-                for n, j in enumerate(done.jobs)
-            ),
-            *(
-                decision_record(self._settings, d, 0, ("pages", 0, 0, jobs + n))
-                for n, d in enumerate(done.decisions)
-            ),
-        ]
-        if not messages:
-            return
-        delivery = await deliver(self._publisher, messages, set())
-        failure = delivery.outage or next(iter(delivery.refused.values()), None)
-        if failure is not None:
-            raise PublishFailed(
-                f"The broker did not take the escalation round's jobs ({failure}); the steps "
-                "stay due and are paged again next round, with the same job ids."
-            ) from failure
+        await publish_round(
+            self._publisher,
+            self._settings,
+            "pages",
+            done.jobs,
+            done.decisions,
+            "The broker did not take the escalation round's jobs ({failure}); the steps "
+            "stay due and are paged again next round, with the same job ids.",
+        )
 
 
 def _policy_step(page: Page, move: PageStep | Stop) -> PolicyStep:

@@ -48,14 +48,16 @@ def sms_segments(text: str) -> int:
     return 1 if units <= single else math.ceil(units / multi)
 
 
-def fit_sms(text: str, max_segments: int) -> str:
-    """``text`` unchanged if it fits ``max_segments`` segments, else cut and ended with '...'."""
-    if sms_segments(text) <= max_segments:
-        return text
-    encoding = sms_encoding(text)
+def fit_sms(text: str, max_segments: int, ending: str = "") -> str:
+    """``text`` unchanged if it (then a space and ``ending``) fits ``max_segments``
+    segments, else cut and ended with '...'; ``ending`` is never cut."""
+    ending = " " + ending if ending else ""
+    if sms_segments(text + ending) <= max_segments:
+        return text + ending
+    encoding = sms_encoding(text + ending)
     single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
     capacity = single if max_segments == 1 else multi * max_segments
-    budget = capacity - _units(_ELLIPSIS, encoding)
+    budget = capacity - _units(ending, encoding) - _units(_ELLIPSIS, encoding)
     kept: list[str] = []
     used = 0
     for char in text:
@@ -65,7 +67,7 @@ def fit_sms(text: str, max_segments: int) -> str:
         kept.append(char)
         used += cost
     # Never end on half a surrogate pair's worth of meaning: drop trailing spaces only.
-    return "".join(kept).rstrip() + _ELLIPSIS
+    return "".join(kept).rstrip() + _ELLIPSIS + ending
 
 
 def _one_line(text: str) -> str:
@@ -87,26 +89,8 @@ def sms_text(event: AlertEvent, max_segments: int, ending: str = "") -> str:
 
 
 def fit_with_ending(text: str, ending: str, max_segments: int) -> str:
-    """``text`` cut (and ended with '...') so that it, a space and ``ending`` fit
-    ``max_segments`` segments; ``ending`` is never cut."""
-    if not ending:
-        return fit_sms(text, max_segments)
-    ending = " " + ending
-    if sms_segments(text + ending) <= max_segments:
-        return text + ending
-    encoding = sms_encoding(text + ending)
-    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
-    capacity = single if max_segments == 1 else multi * max_segments
-    budget = capacity - _units(ending, encoding) - _units(_ELLIPSIS, encoding)
-    kept: list[str] = []
-    used = 0
-    for char in text:
-        cost = _units(char, encoding)
-        if used + cost > budget:
-            break
-        kept.append(char)
-        used += cost
-    return "".join(kept).rstrip() + _ELLIPSIS + ending
+    """:func:`fit_sms` with an ``ending`` (a reply instruction) that is never cut."""
+    return fit_sms(text, max_segments, ending)
 
 
 def email_subject(event: AlertEvent) -> str:
