@@ -32,11 +32,11 @@ async def test_two_workers_through_every_kind_of_fault_lose_and_double_nothing(
             tmp_path,
             postgres.restart,
             persistent_kafka.restart,
-            events=600,
+            events=400,
             faults=5,
             broker_restarts=1,
             users=30,
-            fault_every=3,
+            fault_every=2,
             timeout=300,
         )
     print("\n" + result.summary())
