@@ -27,6 +27,9 @@ from tests.integration.conftest import cli_ok, produce, run_cli, wait_for_topics
 
 Record = dict[str, Any]
 DELAY = 5  # seconds: the acceptance's step-1 delay
+#: Pages answered before their next step: room for the answer (a `router ack` process,
+#: a record on a topic) to land before it is due on a loaded CI machine.
+ANSWERED_DELAY = 3 * DELAY
 
 
 class Tap:
@@ -192,7 +195,7 @@ async def test_pages_escalate_until_someone_answers(world: Any) -> None:
         return ids
 
     async def never_escalates(name: str) -> None:
-        await asyncio.sleep(DELAY + 2.5)
+        await asyncio.sleep(ANSWERED_DELAY + 2.5)
         assert not jobs_at(tap, f"{name}-key", 2), name
         assert not [
             r for r, _ in tap.of(f"{name}-key", "decisions") if r.get("escalation_step") == 2
@@ -222,7 +225,7 @@ async def test_pages_escalate_until_someone_answers(world: Any) -> None:
 
     async def b() -> None:
         name = f"b{run}"
-        await page(name)
+        await page(name, ANSWERED_DELAY)
         cli_out = await asyncio.to_thread(cli_ok, env, "ack", f"{name}-key", "--user", f"{name}-u1")
         assert "acknowledged" in cli_out
         await never_escalates(name)
@@ -237,13 +240,13 @@ async def test_pages_escalate_until_someone_answers(world: Any) -> None:
 
     async def c() -> None:
         name = f"c{run}"
-        await page(name)
+        await page(name, ANSWERED_DELAY)
         await produce(bootstrap, env["ROUTER_TOPIC_ACKS"], ack(f"{name}-key", f"{name}-u1"))
         await never_escalates(name)
 
     async def d() -> None:
         name = f"d{run}"
-        await page(name)
+        await page(name, ANSWERED_DELAY)
         await produce(
             bootstrap, env["ROUTER_TOPIC_ALERTS"], event(name, "up", user_ids=[f"{name}-u1"])
         )
@@ -251,7 +254,7 @@ async def test_pages_escalate_until_someone_answers(world: Any) -> None:
 
     async def e(stranger: bool) -> None:
         name = f"e{'x' if stranger else ''}{run}"
-        ids = await page(name)
+        ids = await page(name, DELAY if stranger else ANSWERED_DELAY)
         sms = next(r for r in jobs_at(tap, f"{name}-key", 1) if r["transport"] == "sms")
         code = sms["reply_code"]
         assert sms["text"].endswith(f"Reply {code}A to ack, {code}R to resolve")
