@@ -16,7 +16,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,23 @@ def cli_refused(env: dict[str, str], *args: str, code: int = 1) -> str:
     assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
     return done.stderr
+
+
+def cli_ok_each(env: dict[str, str], commands: Sequence[Sequence[str]]) -> list[str]:
+    """:func:`cli_ok` for each of ``commands`` (independent of one another), a few at a
+    time; their stdout, in order."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda args: cli_ok(env, *args), commands))
+
+
+def cli_refused_each(
+    env: dict[str, str], commands: Sequence[Sequence[str]], code: int = 1
+) -> list[str]:
+    """:func:`cli_refused` for each of ``commands`` (independent refusals, run a few at
+    a time: each is a process of its own, as a user would start it); their stderr, in
+    order."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda args: cli_refused(env, *args, code=code), commands))
 
 
 def add_contact(

@@ -18,6 +18,7 @@ from router.kafka.topics import ensure_topics
 from router.settings import Settings
 from tests.integration.conftest import (
     RouterProcess,
+    cli_refused_each,
     collect,
     produce,
     run_cli,
@@ -606,8 +607,10 @@ def test_addresses_are_checked_and_stored_in_one_form_on_add_and_import(
     router_env: dict[str, str], tmp_path: Path
 ) -> None:
     ok(router_env, "users", "add", "alice")
-    for value in NOT_MAILBOXES:
-        [line] = _add(router_env, "email", value)
+    adding = ("contacts", "add", "--user", "alice", "--transport", "email", "--value")
+    refusals = cli_refused_each(router_env, [(*adding, value) for value in NOT_MAILBOXES])
+    for value, stderr in zip(NOT_MAILBOXES, refusals, strict=True):
+        [line] = stderr.strip().splitlines()
         assert "is not a valid email address (" in line, (value, line)
         assert line.endswith("give it as name@example.com"), line
     [line] = _add(router_env, "sms", "+1 415 555 1234 ext. 77")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,7 @@ from tests.integration.conftest import (
     RouterProcess,
     add_contact,
     cli_ok,
+    cli_ok_each,
     collect,
     produce,
     run_cli,
@@ -47,7 +49,7 @@ def alert(
 
 
 def build_directory(env: dict[str, str]) -> None:
-    for user in (
+    users = (
         "disabled",
         "optout",
         "unverified",
@@ -61,94 +63,134 @@ def build_directory(env: dict[str, str]) -> None:
         "empty",
         "oncall",
         "dup",
-    ):
-        cli(env, "users", "add", user)
-    cli(env, "contacts", "update", method(env, "disabled", "email", "d@example.com"), "--disabled")
-    method(env, "optout", "sms", "+14155550101")
-    cli(env, "optout", "add", "--transport", "sms", "--address", "(415) 555-0101", "--region", "US")
-    done = run_cli(
-        env,
-        "contacts",
-        "add",
-        "--user",
-        "unverified",
-        "--transport",
-        "email",
-        "--value",
-        "u@example.com",
     )
-    assert done.returncode == 0
-    cli(env, "contacts", "mute", method(env, "muted", "email", "m@example.com"))
-    until = (NOW + timedelta(hours=1)).isoformat()
-    cli(
-        env,
-        "contacts",
-        "mute",
-        method(env, "muted_until", "email", "mu@example.com"),
-        "--until",
-        until,
-    )
-    cli(
-        env,
-        "contacts",
-        "update",
-        method(env, "suppressed", "email", "s@example.com"),
-        "--suppress",
-        "down",
-    )
-    cli(
-        env,
-        "contacts",
-        "update",
-        method(env, "minsev", "email", "ms@example.com"),
-        "--min-severity",
-        "critical",
-    )
-    method(env, "quiet", "email", "q@example.com")
-    # A two-hour window around the test's own moment, on the user's clock.
-    local = NOW.astimezone(ZoneInfo("Asia/Kolkata"))
-    window = f"{(local - timedelta(hours=1)):%H:%M}-{(local + timedelta(hours=1)):%H:%M}"
-    cli(env, "users", "update", "quiet", "--timezone", "Asia/Kolkata", "--quiet-hours", window)
-    method(env, "pref", "sms", "+14155550102")
-    method(env, "pref", "email", "p@example.com", "--primary")
-    cli(
-        env,
-        "users",
-        "update",
-        "pref",
-        "--delivery-mode",
-        "preferred",
-        "--channel-order",
-        "email,sms",
-    )
-    method(env, "rate", "sms", "+14155550103")
-    method(env, "oncall", "email", "oc@example.com")
-    method(env, "dup", "email", "dup@example.com")
-    hour = timedelta(hours=1)
-    cli(
-        env,
-        "schedules",
-        "add-shift",
-        "day",
-        "--user",
-        "oncall",
-        "--start",
-        (NOW - hour).isoformat(),
-        "--end",
-        (NOW + hour).isoformat(),
-    )
-    cli(
-        env,
-        "schedules",
-        "add-shift",
-        "night",
-        "--user",
-        "oncall",
-        "--start",
-        (NOW - 5 * hour).isoformat(),
-        "--end",
-        (NOW - 4 * hour).isoformat(),
-    )
+    cli_ok_each(env, [("users", "add", user) for user in users])
+
+    # Each user's methods and settings, one chain per user; the chains run side by side.
+    def disabled() -> None:
+        cli(
+            env,
+            "contacts",
+            "update",
+            method(env, "disabled", "email", "d@example.com"),
+            "--disabled",
+        )
+
+    def optout() -> None:
+        method(env, "optout", "sms", "+14155550101")
+        cli(
+            env,
+            "optout",
+            "add",
+            "--transport",
+            "sms",
+            "--address",
+            "(415) 555-0101",
+            "--region",
+            "US",
+        )
+
+    def unverified() -> None:
+        done = run_cli(
+            env,
+            "contacts",
+            "add",
+            "--user",
+            "unverified",
+            "--transport",
+            "email",
+            "--value",
+            "u@example.com",
+        )
+        assert done.returncode == 0
+
+    def muted() -> None:
+        cli(env, "contacts", "mute", method(env, "muted", "email", "m@example.com"))
+        until = (NOW + timedelta(hours=1)).isoformat()
+        cli(
+            env,
+            "contacts",
+            "mute",
+            method(env, "muted_until", "email", "mu@example.com"),
+            "--until",
+            until,
+        )
+
+    def suppressed() -> None:
+        cli(
+            env,
+            "contacts",
+            "update",
+            method(env, "suppressed", "email", "s@example.com"),
+            "--suppress",
+            "down",
+        )
+        cli(
+            env,
+            "contacts",
+            "update",
+            method(env, "minsev", "email", "ms@example.com"),
+            "--min-severity",
+            "critical",
+        )
+
+    def quiet() -> None:
+        method(env, "quiet", "email", "q@example.com")
+        # A two-hour window around the test's own moment, on the user's clock.
+        local = NOW.astimezone(ZoneInfo("Asia/Kolkata"))
+        window = f"{(local - timedelta(hours=1)):%H:%M}-{(local + timedelta(hours=1)):%H:%M}"
+        cli(env, "users", "update", "quiet", "--timezone", "Asia/Kolkata", "--quiet-hours", window)
+
+    def pref() -> None:
+        method(env, "pref", "sms", "+14155550102")
+        method(env, "pref", "email", "p@example.com", "--primary")
+        cli(
+            env,
+            "users",
+            "update",
+            "pref",
+            "--delivery-mode",
+            "preferred",
+            "--channel-order",
+            "email,sms",
+        )
+
+    def others() -> None:
+        method(env, "rate", "sms", "+14155550103")
+        method(env, "dup", "email", "dup@example.com")
+
+    def oncall() -> None:
+        method(env, "oncall", "email", "oc@example.com")
+        hour = timedelta(hours=1)
+        cli(
+            env,
+            "schedules",
+            "add-shift",
+            "day",
+            "--user",
+            "oncall",
+            "--start",
+            (NOW - hour).isoformat(),
+            "--end",
+            (NOW + hour).isoformat(),
+        )
+        cli(
+            env,
+            "schedules",
+            "add-shift",
+            "night",
+            "--user",
+            "oncall",
+            "--start",
+            (NOW - 5 * hour).isoformat(),
+            "--end",
+            (NOW - 4 * hour).isoformat(),
+        )
+
+    chains = (disabled, optout, unverified, muted, suppressed, quiet, pref, others, oncall)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for chain in [pool.submit(c) for c in chains]:
+            chain.result()
 
 
 async def test_every_reason_code_through_kafka_and_postgres(

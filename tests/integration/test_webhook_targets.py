@@ -9,7 +9,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.integration.conftest import RouterProcess, add_contact, cli_ok, cli_refused, collect
+from tests.integration.conftest import (
+    RouterProcess,
+    add_contact,
+    cli_ok,
+    cli_refused,
+    cli_refused_each,
+    collect,
+)
 from tests.integration.test_end_to_end import alert, publish_when_ready, topics
 from tests.unit.test_targets import HOSTILE_SPELLINGS, REPORTED
 
@@ -41,10 +48,9 @@ def test_every_reported_target_is_refused_by_contacts_add_in_one_line(
 ) -> None:
     env = {**router_env, "ROUTER_WEBHOOK_ALLOW_HTTP": allow_http}
     cli_ok(env, "users", "add", "alice")
-    for url in EVERY_FORM:
-        stderr = cli_refused(
-            env, "contacts", "add", "--user", "alice", "--transport", "webhook", "--value", url
-        )
+    add = ("contacts", "add", "--user", "alice", "--transport", "webhook", "--value")
+    refusals = cli_refused_each(env, [(*add, url) for url in EVERY_FORM])
+    for url, stderr in zip(EVERY_FORM, refusals, strict=True):
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and "refused as a webhook target" in lines[0], (url, stderr)
         assert "user:pass" not in stderr, "credentials in a refused URL are not echoed"
@@ -106,18 +112,9 @@ def test_second_round_spellings_are_refused_by_contacts_add_and_import(
     router_env: dict[str, str], tmp_path: Path
 ) -> None:
     cli_ok(router_env, "users", "add", "alice")
-    for url in SECOND_ROUND:
-        stderr = cli_refused(
-            router_env,
-            "contacts",
-            "add",
-            "--user",
-            "alice",
-            "--transport",
-            "webhook",
-            "--value",
-            url,
-        )
+    add = ("contacts", "add", "--user", "alice", "--transport", "webhook", "--value")
+    refusals = cli_refused_each(router_env, [(*add, url) for url in SECOND_ROUND])
+    for url, stderr in zip(SECOND_ROUND, refusals, strict=True):
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and "refused as a webhook target" in lines[0], (url, stderr)
     rows = [{"user_id": "alice", "transport": "webhook", "value": url} for url in SECOND_ROUND]
@@ -138,10 +135,14 @@ def test_unsafe_headers_are_refused_by_contacts_add_and_import_naming_the_header
 ) -> None:
     cli_ok(router_env, "users", "add", "alice")
     add = ("contacts", "add", "--user", "alice", "--transport", "webhook")
-    for name, value in BAD_HEADERS:
-        stderr = cli_refused(
-            router_env, *add, "--value", "https://h.example/a", "--header", f"{name}:{value}"
-        )
+    refusals = cli_refused_each(
+        router_env,
+        [
+            (*add, "--value", "https://h.example/a", "--header", f"{name}:{value}")
+            for name, value in BAD_HEADERS
+        ],
+    )
+    for (name, value), stderr in zip(BAD_HEADERS, refusals, strict=True):
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"router: error: --header: {name!r} "), (
             name,
