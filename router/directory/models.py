@@ -128,7 +128,7 @@ class Directory:
     #: Where routing may keep what it compiled from a user's rows
     #: (:mod:`router.routing.compiled`), by user id: the cache's entries, which live
     #: exactly as long as the rows they were read with. Empty without a cache.
-    slots: Mapping[str, PlanSlot] = field(default_factory=dict)
+    slots: Mapping[str, PlanSlot] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(

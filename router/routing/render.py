@@ -215,7 +215,7 @@ def webhook_url(method: ContactMethod) -> str:
     return _with_query(method.value, tuple(sorted(method.webhook_query.items())))
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
 def _with_query(url: str, extra: tuple[tuple[str, str], ...]) -> str:
     # Pure, and the same for every event a method receives: worked out once per URL.
     parts = urlsplit(url)

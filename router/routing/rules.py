@@ -109,12 +109,12 @@ def webhook_problem(method: ContactMethod, policy: TargetPolicy) -> str | None:
     return _webhook_problem(method.value, tuple(method.webhook_headers.items()), policy)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
 def _webhook_problem(
     url: str, headers: tuple[tuple[str, str], ...], policy: TargetPolicy
 ) -> str | None:
-    # Pure and asked for every webhook of every event: remembered by its inputs, a
-    # method's answer is worked out once until its URL or headers change.
+    # Pure; the compiled plan keeps each method's answer, so this remembers only what
+    # the later paths (held pages, failover) ask again.
     problem = target_problem(url, policy)
     if problem is None and headers:
         problem = headers_problem(dict(headers))

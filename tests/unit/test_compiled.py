@@ -14,10 +14,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from router.directory import rows
 from router.directory.models import ContactMethod, Directory
+from router.directory.rows import Entry, merge
 from router.directory.targets import STRICT, TargetPolicy
 from router.pages.tokens import AckLinks
 from router.routing.build import Paging, Rendered, build_job, event_job
@@ -256,3 +259,23 @@ def _plain_email() -> dict[str, Any]:
         "webhook_body": None,
         "opted_out": False,
     }
+
+
+def test_a_cached_user_is_compiled_once_and_then_routed_without_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    methods = (make_method("m1"), make_method("m2", transport="sms"))
+    entry = Entry(make_user(), methods, frozenset(), read_at=0.0)
+    made: list[str] = []
+    real = rows._METHODS.unpack
+    monkeypatch.setattr(rows._METHODS, "unpack", lambda row: made.append(row[0]) or real(row))
+    event = AlertEvent(event_id="e1", kind="down", severity="error", title="t", user_ids=["alice"])
+    event = event.model_copy(update={"occurred_at": T0})
+    first = plan(event, merge({"alice": entry}, None, {}), T0, RoutingOptions())
+    assert made == ["m1", "m2"]
+    assert isinstance(entry.compiled, UserPlan)
+    again = plan(event, merge({"alice": entry}, None, {}), T0, RoutingOptions())
+    assert made == ["m1", "m2"], "the kept plan routes the next batch: no model made"
+    assert again.entries == first.entries
+    by_rules = plan(event, merge({"alice": entry}, None, {}), T0, RoutingOptions(), by_rules=True)
+    assert by_rules.entries == first.entries
