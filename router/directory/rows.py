@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +74,9 @@ class _Packer(Generic[M]):
             if name not in always
         }
 
-    def pack(self, item: M) -> Row:
+    def pack(self, item: M, times: dict[Any, datetime] | None = None) -> Row:
+        """``item`` as a row; ``times``: the instants already held by rows read with it
+        (rows imported together share their timestamps: one object for all of them)."""
         fields = item.__dict__
         extras = tuple(
             (name, _interned(name, fields[name], self._shared))
@@ -83,8 +84,13 @@ class _Packer(Generic[M]):
             if fields[name] != default
         )
         values = [_interned(name, fields[name], self._shared) for name in self._always]
-        if values[-1] == values[-2]:  # created_at == updated_at: one object for both
-            values[-1] = values[-2]
+        if times is not None:
+            for i in (-2, -1):  # created_at, updated_at
+                at = values[i]
+                values[i] = times.setdefault((at, at.tzinfo, at.fold), at)
+        created, updated = values[-2], values[-1]
+        if created == updated and created.utcoffset() == updated.utcoffset():
+            values[-1] = created  # created_at == updated_at, written alike: one object
         return (*values, extras)
 
     def unpack(self, row: Row) -> M:
@@ -116,9 +122,10 @@ class Entry:
         methods: tuple[ContactMethod, ...],
         opted_out: frozenset[Address],
         read_at: float,
+        times: dict[Any, datetime] | None = None,
     ) -> None:
-        self._user = _USERS.pack(user) if user is not None else None
-        self._methods = tuple([_METHODS.pack(m) for m in methods])
+        self._user = _USERS.pack(user, times) if user is not None else None
+        self._methods = tuple([_METHODS.pack(m, times) for m in methods])
         self.opted_out = opted_out or frozenset()
         self.read_at = read_at
         self.compiled = None
@@ -172,8 +179,9 @@ class DirectoryCache:
         self.max_users = max_users
         self.ttl_seconds = ttl_seconds
         self._clock = clock
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
-        # Who holds each address: one user id, or a set when several share it.
+        # A plain dict in recency order (a use moves the entry to the end): an
+        # OrderedDict's links would cost about 50 bytes more per entry.
+        self._entries: dict[str, Entry] = {}
         # Who holds each address, by transport then address (no tuple kept per address):
         # one user id, or a set when several share it.
         self._by_address: dict[str, dict[str, str | set[str]]] = {}
@@ -191,7 +199,7 @@ class DirectoryCache:
         if self.ttl_seconds is not None and self._clock() - entry.read_at >= self.ttl_seconds:
             self._drop(user_id)
             return None
-        self._entries.move_to_end(user_id)
+        self._entries[user_id] = self._entries.pop(user_id)
         return entry
 
     def put(self, user_id: str, entry: Entry) -> None:
@@ -252,6 +260,7 @@ class DirectoryCache:
 def entries_from(directory: Directory, user_ids: Iterable[str], read_at: float) -> dict[str, Entry]:
     """One entry per id in ``user_ids``, from a directory read for (at least) them."""
     found = {}
+    times: dict[Any, datetime] = {}
     for user_id in user_ids:
         methods = directory.methods_of(user_id)
         found[user_id] = Entry(
@@ -263,6 +272,7 @@ def entries_from(directory: Directory, user_ids: Iterable[str], read_at: float) 
                 if (m.transport, m.value) in directory.opt_outs
             ),
             read_at=read_at,
+            times=times,
         )
     return found
 
