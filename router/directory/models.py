@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -105,6 +105,12 @@ class Shift(BaseModel):
     ends_at: AwareDatetime
 
 
+class PlanSlot(Protocol):
+    """A place that keeps one user's compiled routing plan with the rows it came from."""
+
+    compiled: Any
+
+
 @dataclass(frozen=True)
 class Directory:
     """A snapshot of the users a batch of events names, with their methods.
@@ -119,6 +125,10 @@ class Directory:
     on_call: Mapping[tuple[str, datetime], tuple[str, ...]] = field(default_factory=dict)
     #: (transport, normalized address) pairs on the opt-out list.
     opt_outs: frozenset[tuple[str, str]] = frozenset()
+    #: Where routing may keep what it compiled from a user's rows
+    #: (:mod:`router.routing.compiled`), by user id: the cache's entries, which live
+    #: exactly as long as the rows they were read with. Empty without a cache.
+    slots: Mapping[str, PlanSlot] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(

@@ -293,7 +293,7 @@ def check_target(url: str, policy: TargetPolicy = TargetPolicy()) -> None:
         )
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=4096)
 def target_problem(url: str, policy: TargetPolicy) -> str | None:
     """Why ``url`` is refused under ``policy``, or ``None``; cached, for the routing path."""
     try:

@@ -1,5 +1,6 @@
 """The routing path of one batch. Pure stages: ``decode`` (bytes to an event or
-a rejection), ``pipeline`` (recipients, rules, preference, fan-out), ``rules``,
+a rejection), ``pipeline`` (recipients, rules, preference, fan-out), ``compiled`` (a
+user's rules worked out once, on plain values), ``rules``,
 ``render``, ``build`` (the one job and decision builder), ``encode`` (jobs and
 decisions made and written to bytes in one step), ``dlq`` (dead letters). I/O:
 ``handler`` (the Kafka batch handler that runs them), ``feedback`` (contact

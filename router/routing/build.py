@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from router.directory.models import ContactMethod
@@ -32,6 +33,7 @@ from schemas import (
     SmsJob,
     Transport,
     WebhookJob,
+    WebhookMethod,
     digest_job_id,
     escalation_job_id,
     job_id_for,
@@ -44,8 +46,43 @@ _MODELS: dict[str, type[EmailJob] | type[SmsJob] | type[WebhookJob]] = {
 }
 
 
-def _job(job_id: str, method: ContactMethod, now: datetime, fields: dict[str, Any]) -> DeliveryJob:
-    """The job of ``method``'s transport: the fields every job has, then ``fields``
+class Target:
+    """What every job to one contact method carries, whatever the event: its id, user,
+    transport, verified flag, address (a webhook's with its query) and, for a webhook,
+    its HTTP method, headers as sent and body template. Worked out once per method
+    (:func:`target`); the compiled routing plan keeps one per method."""
+
+    __slots__ = (
+        "headers",
+        "http_method",
+        "id",
+        "template",
+        "to",
+        "transport",
+        "user_id",
+        "verified",
+    )
+
+    def __init__(self, method: ContactMethod) -> None:
+        self.id = method.id
+        self.user_id = method.user_id
+        self.transport: Transport = method.transport
+        self.verified = method.verified
+        webhook = method.transport == "webhook"
+        self.to = render.webhook_url(method) if webhook else method.value
+        self.http_method: WebhookMethod | None = render.webhook_method(method) if webhook else None
+        self.headers = _headers(tuple(render.webhook_headers(method).items())) if webhook else None
+        self.template = method.webhook_body if webhook else None
+
+
+@lru_cache(maxsize=4096)
+def _headers(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    # Most webhooks send the same headers: one dict for all of them (jobs are frozen).
+    return dict(items)
+
+
+def _job(job_id: str, target: Target, now: datetime, fields: dict[str, Any]) -> DeliveryJob:
+    """The job of ``target``'s transport: the fields every job has, then ``fields``
     (what the event or the digest says, and what the transport's renderer made).
 
     Built with :func:`router.routing.encode.make`: every value comes from models
@@ -53,16 +90,15 @@ def _job(job_id: str, method: ContactMethod, now: datetime, fields: dict[str, An
     again would only cost time on the hot path. ``tests/unit/test_encode.py``
     validates what comes out against the models.
     """
-    to = render.webhook_url(method) if method.transport == "webhook" else method.value
     fields.update(
         job_id=job_id,
-        user_id=method.user_id,
-        contact_method_id=method.id,
-        verified=method.verified,
+        user_id=target.user_id,
+        contact_method_id=target.id,
+        verified=target.verified,
         created_at=now,
-        to=to,
+        to=target.to,
     )
-    return make(_MODELS[method.transport], fields)
+    return make(_MODELS[target.transport], fields)
 
 
 def _sms(text: str) -> dict[str, Any]:
@@ -88,6 +124,32 @@ class Paging:
         return (self.step, self.round) != (1, 1)
 
 
+class Rendered:
+    """What one event renders to whichever method gets it (its alert key, email subject
+    and text, SMS text for a reply ending), each worked out on first need, once per
+    event however many methods it goes to."""
+
+    __slots__ = ("_email", "_sms", "alert_key", "event")
+
+    def __init__(self, event: AlertEvent) -> None:
+        self.event = event
+        self.alert_key = event.alert_key()
+        self._email: tuple[str, str] | None = None
+        self._sms: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def email(self) -> tuple[str, str]:
+        if self._email is None:
+            self._email = (render.email_subject(self.event), render.email_text(self.event))
+        return self._email
+
+    def sms(self, max_segments: int, ending: str) -> dict[str, Any]:
+        key = (max_segments, ending)
+        fields = self._sms.get(key)
+        if fields is None:
+            fields = self._sms[key] = _sms(render.sms_text(self.event, max_segments, ending))
+        return fields
+
+
 def build_job(
     event: AlertEvent,
     method: ContactMethod,
@@ -97,15 +159,28 @@ def build_job(
 ) -> DeliveryJob:
     """The delivery job for ``method``; its id depends only on the event and the method
     (and, for an escalating page, the step and round: step 1 of round 1 keeps the plain id)."""
+    return event_job(Rendered(event), Target(method), now, options, paging)
+
+
+def event_job(
+    rendered: Rendered,
+    target: Target,
+    now: datetime,
+    options: RoutingOptions,
+    paging: Paging | None = None,
+) -> DeliveryJob:
+    """:func:`build_job` from prepared values: the one builder of an event's job, which
+    the compiled routing plan calls with the targets it keeps."""
+    event = rendered.event
     job_id = (
-        escalation_job_id(event.event_id, method.id, paging.step, paging.round)
+        escalation_job_id(event.event_id, target.id, paging.step, paging.round)
         if paging is not None
-        else job_id_for(event.event_id, method.id)
+        else job_id_for(event.event_id, target.id)
     )
     assert event.occurred_at is not None, "decode fills occurred_at"
-    alert_key = event.alert_key()
+    alert_key = rendered.alert_key
     links = options.ack_links
-    ack_url = links.url(alert_key, method.user_id, event.title, now) if links else None
+    ack_url = links.url(alert_key, target.user_id, event.title, now) if links else None
     fields: dict[str, Any] = {
         "event_id": event.event_id,
         "kind": event.kind,
@@ -120,24 +195,34 @@ def build_job(
         fields.update(escalation_step=paging.step, escalation_round=paging.round)
     if ack_url is not None:
         fields["ack_url"] = ack_url
-    if method.transport == "email":
-        text = render.email_text(event)
+    if target.transport == "email":
+        subject, text = rendered.email()
         if ack_url is not None:
             text += f"\nAcknowledge: {ack_url}\n"
-        fields.update(subject=render.email_subject(event), text=text)
-    elif method.transport == "sms":
+        fields.update(subject=subject, text=text)
+    elif target.transport == "sms":
         code = paging.reply_code if paging is not None else None
         ending = reply_hint(code) if code else ""
-        fields.update(_sms(render.sms_text(event, options.sms_max_segments, ending)))
+        fields.update(rendered.sms(options.sms_max_segments, ending))
         if code:
             fields["reply_code"] = code
     else:
+        assert target.http_method is not None
+        assert target.headers is not None
         fields.update(
-            method=render.webhook_method(method),
-            headers=render.webhook_headers(method),
-            body=render.webhook_body(event, method, job_id=job_id, ack_url=ack_url),
+            method=target.http_method,
+            headers=target.headers,
+            body=render.body_of(
+                event,
+                target.user_id,
+                target.http_method,
+                target.headers,
+                target.template,
+                job_id=job_id,
+                ack_url=ack_url,
+            ),
         )
-    return _job(job_id, method, now, fields)
+    return _job(job_id, target, now, fields)
 
 
 def text_job(
@@ -162,7 +247,7 @@ def text_job(
         fields.update(_sms(text))
     else:
         fields.update(body=webhook_body, method="POST", headers=render.webhook_headers(method))
-    return _job(job_id, method, now, fields)
+    return _job(job_id, Target(method), now, fields)
 
 
 def new_decision(
@@ -296,4 +381,4 @@ def digest_job(
             headers={**render.webhook_headers(method), "Content-Type": "application/json"},
             body=digest_webhook_body(events, method, job_id),
         )
-    return _job(job_id, method, now, fields)
+    return _job(job_id, Target(method), now, fields)

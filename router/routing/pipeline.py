@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from router.directory.models import ContactMethod, Directory, User
 from router.held.digest import HeldPage, HoldReason, deferred
-from router.routing.build import Paging, build_job, new_decision
+from router.routing.build import Paging, Rendered, build_job, new_decision
+from router.routing.compiled import plan_user, user_plan
 from router.routing.rules import (
     RateDecision,
     RoutingOptions,
@@ -133,11 +134,15 @@ def plan(
     now: datetime,
     options: RoutingOptions,
     step: tuple[Paging | None, list[str]] | None = None,
+    *,
+    by_rules: bool = False,
 ) -> Planned:
     """Every decision for ``event`` except rate limiting; there is always at least one entry.
 
     ``step``: an escalating page's step and whom it pages (an event naming a policy
-    the router does not know comes without: ``unknown_policy``)."""
+    the router does not know comes without: ``unknown_policy``). Each user is routed
+    by their compiled plan (:mod:`router.routing.compiled`); ``by_rules`` routes by
+    the rule functions instead, the specification the compiled plan is tested against."""
     out = Planned(event=event, now=now, paging=step[0] if step else None)
     if step is not None:
         user_ids = step[1]
@@ -156,12 +161,19 @@ def plan(
         user_ids = list(on_call)
     else:
         user_ids = event.recipients()
+    rendered = Rendered(event)
     for user_id in user_ids:
-        user = directory.users.get(user_id)
-        if user is None:
-            out.entries.append(skipped(event, now, "unknown_user", user_id, None, out.paging))
-            continue
-        _plan_user(event, user, directory.methods_of(user_id), directory, options, out)
+        if by_rules:
+            user = directory.users.get(user_id)
+            if user is not None:
+                _plan_user(event, user, directory.methods_of(user_id), directory, options, out)
+                continue
+        else:
+            compiled = user_plan(directory, user_id, options)
+            if compiled is not None:
+                plan_user(rendered, compiled, now, out.paging, out.entries, out.holds)
+                continue
+        out.entries.append(skipped(event, now, "unknown_user", user_id, None, out.paging))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -154,12 +155,35 @@ def webhook_body(
     request is JSON the values are JSON-escaped so a quote in a title cannot
     break the receiver's parser. Unknown placeholders are left as written.
     """
-    if webhook_method(method) in ("GET", "HEAD", "DELETE"):
+    return body_of(
+        event,
+        method.user_id,
+        webhook_method(method),
+        webhook_headers(method),
+        method.webhook_body,
+        job_id=job_id,
+        ack_url=ack_url,
+    )
+
+
+def body_of(
+    event: AlertEvent,
+    user_id: str,
+    http_method: WebhookMethod,
+    headers: Mapping[str, str],
+    template: str | None,
+    *,
+    job_id: str,
+    ack_url: str | None = None,
+) -> str | None:
+    """:func:`webhook_body` from a method's prepared values (its HTTP method, its headers
+    as sent and its template): what the compiled routing plan keeps per webhook."""
+    if http_method in ("GET", "HEAD", "DELETE"):
         return None
-    payload = webhook_payload(event, user_id=method.user_id, job_id=job_id, ack_url=ack_url)
-    if method.webhook_body is None:
+    payload = webhook_payload(event, user_id=user_id, job_id=job_id, ack_url=ack_url)
+    if template is None:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    as_json = "json" in webhook_headers(method).get("Content-Type", "").lower()
+    as_json = "json" in headers.get("Content-Type", "").lower()
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -169,7 +193,7 @@ def webhook_body(
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         return json.dumps(text, ensure_ascii=False)[1:-1] if as_json else text
 
-    return _PLACEHOLDER.sub(fill, method.webhook_body)
+    return _PLACEHOLDER.sub(fill, template)
 
 
 def webhook_method(method: ContactMethod) -> WebhookMethod:
@@ -191,7 +215,7 @@ def webhook_url(method: ContactMethod) -> str:
     return _with_query(method.value, tuple(sorted(method.webhook_query.items())))
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
 def _with_query(url: str, extra: tuple[tuple[str, str], ...]) -> str:
     # Pure, and the same for every event a method receives: worked out once per URL.
     parts = urlsplit(url)

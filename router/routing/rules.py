@@ -109,12 +109,12 @@ def webhook_problem(method: ContactMethod, policy: TargetPolicy) -> str | None:
     return _webhook_problem(method.value, tuple(method.webhook_headers.items()), policy)
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=4096)
 def _webhook_problem(
     url: str, headers: tuple[tuple[str, str], ...], policy: TargetPolicy
 ) -> str | None:
-    # Pure and asked for every webhook of every event: remembered by its inputs, a
-    # method's answer is worked out once until its URL or headers change.
+    # Pure; the compiled plan keeps each method's answer, so this remembers only what
+    # the later paths (held pages, failover) ask again.
     problem = target_problem(url, policy)
     if problem is None and headers:
         problem = headers_problem(dict(headers))
@@ -166,10 +166,14 @@ def in_quiet_window(user: User, at: datetime) -> bool:
 
     The window is [start, end); when start > end it crosses midnight.
     """
-    start, end = user.quiet_hours_start, user.quiet_hours_end
+    return in_window(user.quiet_hours_start, user.quiet_hours_end, user.timezone, at)
+
+
+def in_window(start: time | None, end: time | None, timezone: str, at: datetime) -> bool:
+    """:func:`in_quiet_window` from the user's window and zone as values."""
     if start is None or end is None:
         return False
-    local: time = at.astimezone(ZoneInfo(user.timezone)).time().replace(tzinfo=None)
+    local: time = at.astimezone(ZoneInfo(timezone)).time().replace(tzinfo=None)
     if start < end:
         return start <= local < end
     return local >= start or local < end
@@ -206,10 +210,14 @@ def quiet_window_end(user: User, at: datetime) -> datetime:
     time that a spring-forward gap skips means the first instant after the gap; an
     end time in the repeated autumn hour, reached on its second pass, is the second
     reading (never an instant before ``at``)."""
-    end = user.quiet_hours_end
-    if end is None or not in_quiet_window(user, at):
+    return window_end(user.quiet_hours_start, user.quiet_hours_end, user.timezone, at)
+
+
+def window_end(start: time | None, end: time | None, timezone: str, at: datetime) -> datetime:
+    """:func:`quiet_window_end` from the user's window and zone as values."""
+    if end is None or not in_window(start, end, timezone, at):
         return at
-    zone = ZoneInfo(user.timezone)
+    zone = ZoneInfo(timezone)
     day = at.astimezone(zone).date()
     for offset in range(3):
         for instant in _first_instant_at(day + timedelta(days=offset), end, zone):

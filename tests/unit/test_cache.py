@@ -297,3 +297,26 @@ async def test_a_directory_larger_than_the_setting_is_cached_as_before(
         assert store.reads == reads + 1  # not read at start: a miss
     finally:
         await cached.close()
+
+
+def test_rows_read_together_share_their_timestamps_but_keep_their_offsets() -> None:
+    from datetime import timedelta, timezone
+
+    from router.directory.models import Directory
+    from router.directory.rows import entries_from
+    from tests.conftest import T0
+
+    berlin = T0.astimezone(timezone(timedelta(hours=1)))
+    methods = [
+        make_method("m1", created_at=T0),
+        make_method("m2", "bob", created_at=T0.replace()),
+        make_method("m3", "carol", created_at=berlin),
+    ]
+    directory = Directory.of([make_user(u) for u in ("alice", "bob", "carol")], methods)
+    entries = entries_from(directory, ["alice", "bob", "carol"], 0.0)
+    alice, bob, carol = (entries[u].methods[0] for u in ("alice", "bob", "carol"))
+    assert alice.created_at is bob.created_at
+    assert carol.created_at == T0
+    assert carol.created_at.utcoffset() == timedelta(hours=1)
+    assert carol.updated_at.utcoffset() == timedelta(0)
+    assert [entries[u].methods[0] for u in ("alice", "bob", "carol")] == methods
