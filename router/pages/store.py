@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Any
 
@@ -27,6 +27,8 @@ from schemas import AlertEvent, PageAck, Reason
 
 Reserve = Callable[[asyncpg.Connection, Sequence[Send], Limits, datetime], Awaitable[RateDecision]]
 Hold = Callable[[asyncpg.Connection, Sequence[HeldPage]], Awaitable[None]]
+
+
 _CODE_ATTEMPTS = 20
 
 
@@ -110,7 +112,7 @@ class PagesStore(PgBase):
 
     # Provided by router.routing.ledger.LedgerStore in the composed PgStore.
     reserve_in: Reserve
-    _hold: Hold
+    _hold: Callable[..., Awaitable[None]]  # (conn, pages, *, again=False)
 
     # -- policies ------------------------------------------------------------------
 
@@ -243,7 +245,8 @@ class PagesStore(PgBase):
         hold are skipped. Leaving the block commits; an exception rolls it all back."""
         async with self._conn() as conn, conn.transaction():
             rows = await conn.fetch(page_queries()["claim_due_pages"], now, limit)
-            yield PageClaim(self.reserve_in, self._hold, conn, [page_from(r) for r in rows])
+            hold = partial(self._hold, again=True)  # a later step may page a method again
+            yield PageClaim(self.reserve_in, hold, conn, [page_from(r) for r in rows])
 
     async def answered_since(self, held: Mapping[str, datetime]) -> dict[str, Reason]:
         """Alert key -> ``acknowledged`` or ``resolved``, for keys answered since ``held``

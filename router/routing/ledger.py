@@ -122,7 +122,11 @@ class LedgerStore(PgBase):
             )
         return decision
 
-    async def _hold(self, conn: asyncpg.Connection, pages: Sequence[HeldPage]) -> None:
+    async def _hold(
+        self, conn: asyncpg.Connection, pages: Sequence[HeldPage], *, again: bool = False
+    ) -> None:
+        """Hold ``pages``; ``again``: an escalation step's, which re-holds a page whose
+        earlier hold already went out (see ``hold_pages``)."""
         await conn.execute(
             self._q["hold_pages"],
             [p.event.event_id for p in pages],
@@ -134,6 +138,7 @@ class LedgerStore(PgBase):
             [p.deliver_at for p in pages],
             [p.held_at for p in pages],
             [p.event.model_dump_json() for p in pages],
+            again,
         )
 
     async def purge(

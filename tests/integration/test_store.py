@@ -212,3 +212,49 @@ async def test_alert_text_with_nul_characters_is_kept_on_the_trail_and_in_held_p
     assert held.event.title == "a\x00b"
     stored, _, _ = await store.trail("nul-1")
     assert stored is not None and AlertEvent.model_validate_json(stored[0]).body == "c\x00d"
+
+
+async def test_a_page_whose_hold_went_out_is_held_again_by_a_later_escalation_step_only(
+    store: PgStore,
+) -> None:
+    from router.held.digest import Outcome, deferred
+    from schemas import AlertEvent
+
+    event = AlertEvent.model_validate(
+        {
+            "event_id": "re-1",
+            "kind": "down",
+            "severity": "warning",
+            "user_ids": ["alice"],
+            "title": "t",
+        }
+    )
+    method = str(uuid.uuid4())
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    _, first = deferred(event, "alice", method, "email", "quiet_hours", now + hour, now)
+    await store.reserve_sends([], LIMITS, now, lambda _: [first])
+    async with store.claim_held(now + 2 * hour) as claim:
+        assert [p.key for p in claim.pages] == [first.key]
+        await claim.settle(Outcome(sent={first.key: str(uuid.uuid4())}), now + 2 * hour)
+    assert await store.list_held() == []
+
+    # A redelivered batch holds it again: it went out, it stays out.
+    await store.reserve_sends([], LIMITS, now, lambda _: [first])
+    assert await store.list_held() == []
+
+    # A later escalation step pages alice again, in her next quiet window: it waits
+    # again, for that window's end, instead of vanishing behind the first hold.
+    later = now + 20 * hour
+    _, again = deferred(event, "alice", method, "email", "quiet_hours", later + hour, later)
+    async with store.claim_due_pages(later) as pages:
+        await pages.hold([again, again])  # the same page twice in one step: held once
+    [waiting] = await store.list_held()
+    assert (waiting.key, waiting.deliver_at, waiting.held_at) == (first.key, later + hour, later)
+
+    # While it waits, another step's hold leaves it as it is (one digest, one event).
+    _, third = deferred(event, "alice", method, "email", "quiet_hours", later + 5 * hour, later)
+    async with store.claim_due_pages(later) as pages:
+        await pages.hold([third])
+    [still] = await store.list_held()
+    assert still.deliver_at == later + hour

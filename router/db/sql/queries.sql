@@ -131,13 +131,20 @@ ON CONFLICT (job_id) DO NOTHING;
 
 -- name: hold_pages
 -- Pages deferred by quiet hours or a rate limit. A page held before (a
--- redelivered batch) stays as it is, done or not.
+-- redelivered batch) stays as it is, done or not; with $10 (an escalation step,
+-- which never runs twice: its holds commit with its move) a page whose earlier
+-- hold already went out waits again, for this later step. A page still waiting
+-- stays as it is: its digest carries the event once.
 INSERT INTO held_pages (event_id, contact_method_id, user_id, transport, reason, severity,
                         deliver_at, held_at, event)
-SELECT e, m, u, t, r, s, d, h, j::json
+SELECT DISTINCT ON (e, m) e, m, u, t, r, s, d, h, j::json
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::timestamptz[], $8::timestamptz[], $9::text[]) AS x (e, m, u, t, r, s, d, h, j)
-ON CONFLICT (event_id, contact_method_id) DO NOTHING;
+ON CONFLICT (event_id, contact_method_id) DO UPDATE
+SET reason = excluded.reason, severity = excluded.severity, deliver_at = excluded.deliver_at,
+    held_at = excluded.held_at, event = excluded.event,
+    done_at = NULL, outcome = NULL, digest_job_id = NULL
+WHERE $10::bool AND held_pages.done_at IS NOT NULL;
 
 -- name: purge_routed_events
 DELETE FROM routed_events WHERE routed_at < now() - make_interval(secs => $1);
