@@ -77,60 +77,54 @@ _EVENT = (
 )
 
 
-def _offer_in_process(
-    bootstrap: str,
-    topic: str,
-    users: int,
-    first: int,
-    rate: float,
-    seconds: float,
-    offered: Synchronized[int],
-    offering: Synchronized[float],
-) -> None:
-    """The flood producer, in a process of its own: events ``first``, ``first + 1``, ...
-    at ``rate`` per second for ``seconds``; ``offered`` counts the acknowledged ones,
-    ``offering`` the seconds from the first send to the last acknowledgement."""
-    asyncio.run(_offer(bootstrap, topic, users, first, rate, seconds, offered, offering))
+@dataclass(frozen=True)
+class _Offer:
+    """The flood producer, run in a process of its own: events ``first``, ``first + 1``,
+    ... at ``rate`` per second for ``seconds``."""
 
+    bootstrap: str
+    topic: str
+    users: int
+    first: int
+    rate: float
+    seconds: float
 
-async def _offer(
-    bootstrap: str,
-    topic: str,
-    users: int,
-    first: int,
-    rate: float,
-    seconds: float,
-    offered: Synchronized[int],
-    offering: Synchronized[float],
-) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=False, max_batch_size=1 << 20
-    )
-    await producer.start()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        start = time.monotonic()
-        n = first
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = first + int(rate * elapsed)
-            sends = []
-            for i, partition in enumerate(partitions):
-                batch = producer.create_batch()
-                for m in range(n + i, due, len(partitions)):
-                    if (
-                        batch.append(key=None, value=_EVENT % (m, m % users, m), timestamp=None)
-                        is None
-                    ):
-                        raise RuntimeError("a flood batch overflowed; lower the tick")
-                if batch.record_count():
-                    sends.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*sends)
-            offered.value += max(0, due - n)
-            offering.value = time.monotonic() - start
-            n = max(n, due)
-            await asyncio.sleep(0.05)
-    finally:
-        await producer.stop()
+    def run(self, offered: Synchronized[int], offering: Synchronized[float]) -> None:
+        """``offered`` counts the acknowledged events, ``offering`` the seconds from the
+        first send to the last acknowledgement."""
+        asyncio.run(self._offer(offered, offering))
+
+    async def _offer(self, offered: Synchronized[int], offering: Synchronized[float]) -> None:
+        bootstrap, topic, users, first = self.bootstrap, self.topic, self.users, self.first
+        rate, seconds = self.rate, self.seconds
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=False, max_batch_size=1 << 20
+        )
+        await producer.start()
+        try:
+            partitions = sorted(await producer.partitions_for(topic))
+            start = time.monotonic()
+            n = first
+            while (elapsed := time.monotonic() - start) < seconds:
+                due = first + int(rate * elapsed)
+                sends = []
+                for i, partition in enumerate(partitions):
+                    batch = producer.create_batch()
+                    for m in range(n + i, due, len(partitions)):
+                        if (
+                            batch.append(key=None, value=_EVENT % (m, m % users, m), timestamp=None)
+                            is None
+                        ):
+                            raise RuntimeError("a flood batch overflowed; lower the tick")
+                    if batch.record_count():
+                        sends.append(await producer.send_batch(batch, topic, partition=partition))
+                await asyncio.gather(*sends)
+                offered.value += max(0, due - n)
+                offering.value = time.monotonic() - start
+                n = max(n, due)
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
 
 
 def _event(n: int, users: int, prefix: str = "f") -> bytes:
@@ -277,8 +271,8 @@ async def run_flood(
         spawn = multiprocessing.get_context("spawn")
         offered, offering = spawn.Value("q", 0), spawn.Value("d", 0.0)
         offer = spawn.Process(
-            target=_offer_in_process,
-            args=(bootstrap, alerts, users, sent, target, seconds, offered, offering),
+            target=_Offer(bootstrap, alerts, users, sent, target, seconds).run,
+            args=(offered, offering),
             daemon=True,
         )
         flood_start = time.monotonic()
