@@ -19,6 +19,17 @@ def _clean_router_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` run first, the rest in their usual order.
+
+    ``make test`` hands tests to four xdist workers two at a time (``--maxschedchunk 2``)
+    in this order, so the 20-90 s tests start at once on different workers and the
+    short ones fill in around them; in file order, one could start in the last minute
+    and the whole run would wait for it alone.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 

@@ -65,6 +65,7 @@ def alertmanager(
         log.close()
 
 
+@pytest.mark.long
 async def test_a_real_alertmanager_pages_through_router_ingest(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],

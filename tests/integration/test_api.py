@@ -355,6 +355,7 @@ CHECKS = [
 ]
 
 
+@pytest.mark.long
 def test_every_operation_conforms_and_never_answers_5xx(
     router_env: dict[str, str], start_api: Callable[..., ApiProcess]
 ) -> None:

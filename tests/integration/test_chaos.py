@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.chaos import run_chaos
 from tests.privacy import leaks_in
 
 LONG = os.environ.get("ROUTER_CHAOS_LONG") == "1"
 
 
+@pytest.mark.long
 async def test_sigkilled_again_and_again_the_router_loses_nothing_and_keeps_job_ids(
     router_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from router.directory.models import ContactMethod
 from tests.integration.conftest import add_contact, run_cli
 
@@ -345,6 +347,7 @@ def test_schedules_and_opt_outs_are_listed(router_env: dict[str, str]) -> None:
     assert run_cli(router_env, "optout", "list").stdout.strip() == ""
 
 
+@pytest.mark.long
 def test_rule_setting_refusals_are_one_line_and_change_nothing(router_env: dict[str, str]) -> None:
     run_cli(router_env, "users", "add", "alice")
     mid = str(add_method(router_env, "email", "a@example.com")["id"])

@@ -12,11 +12,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_env
 from tests.cluster_chaos import run_cluster_chaos
 from tests.privacy import leaks_in
 
 
+@pytest.mark.long
 async def test_two_workers_through_every_kind_of_fault_lose_and_double_nothing(
     persistent_kafka: EmbeddedKafka, tmp_path: Path
 ) -> None:

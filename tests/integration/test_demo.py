@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.privacy import leaks_in
 
 
+@pytest.mark.long
 def test_the_demo_runs_end_to_end_on_its_own_embedded_servers(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "TEST_"))}
     done = subprocess.run(

@@ -250,6 +250,7 @@ def test_delete_one_or_all_of_a_user(
 # -- verification -------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 async def test_verification_code_round_trip_with_wrong_and_expired_codes(
     router_env: dict[str, str],
     people: dict[str, ContactMethod],
@@ -603,6 +604,7 @@ def _add(env: dict[str, str], transport: str, value: str) -> list[str]:
     return refused(env, *args).strip().splitlines()
 
 
+@pytest.mark.long
 def test_addresses_are_checked_and_stored_in_one_form_on_add_and_import(
     router_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import pytest
+
 from tests.integration.conftest import (
     RouterProcess,
     add_contact,
@@ -134,6 +136,7 @@ async def test_event_for_an_unknown_user_is_skipped_without_jobs(
     assert all(seen[t[o]] == [] for o in ("email", "sms", "webhook", "dlq"))
 
 
+@pytest.mark.long
 async def test_a_restarted_router_resumes_after_the_committed_offsets(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],

@@ -12,6 +12,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import pytest
+
 from router.db.store import PgStore
 from router.directory.writes import NewContactMethod
 from router.pages.policy import PolicyStep
@@ -23,6 +25,7 @@ STEPS = 3
 ROUNDS = 3  # repeat 2
 
 
+@pytest.mark.long
 async def test_two_workers_and_kills_page_every_step_once_and_lose_none(
     router_env: dict[str, str], start_router: Any
 ) -> None:

@@ -9,10 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import RouterProcess, collect, database_refused, produce
 from tests.integration.test_end_to_end import add_alice, alert, publish_when_ready, topics
 
 
+@pytest.mark.long
 async def test_after_a_20_s_database_outage_every_alert_is_routed_and_routing_resumes_at_once(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from router.db.store import PgStore
 from tests.integration.conftest import (
     RouterProcess,
@@ -193,6 +195,7 @@ def build_directory(env: dict[str, str]) -> None:
             chain.result()
 
 
+@pytest.mark.long
 async def test_every_reason_code_through_kafka_and_postgres(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from router.db.store import PgStore
 from router.delivery.trail import JobRow, status_row
 from router.delivery.watchers import fail_silent_jobs, repair_failovers
@@ -65,6 +67,7 @@ def values(records: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in records]
 
 
+@pytest.mark.long
 async def test_a_failed_sms_fails_over_to_email_then_the_page_ends_unreachable(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],
@@ -130,6 +133,7 @@ async def test_a_failed_sms_fails_over_to_email_then_the_page_ends_unreachable(
     assert run_cli(env, "trail", "no-such-event").returncode == 1
 
 
+@pytest.mark.long
 async def test_a_bounce_opts_the_address_out_and_odd_statuses_are_kept_and_ignored(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],

@@ -42,6 +42,7 @@ BAD_HEADERS = [
 ]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("allow_http", ["false", "true"])
 def test_every_reported_target_is_refused_by_contacts_add_in_one_line(
     router_env: dict[str, str], allow_http: str
@@ -108,6 +109,7 @@ async def test_a_target_written_by_sql_gets_an_unsafe_target_decision_and_no_job
     assert seen[t["webhook"]] == []
 
 
+@pytest.mark.long
 def test_second_round_spellings_are_refused_by_contacts_add_and_import(
     router_env: dict[str, str], tmp_path: Path
 ) -> None:
