@@ -39,13 +39,13 @@ from router.ingest.edge import (
     publish_all,
 )
 from router.kafka.adapters import (
-    ProducerPublisher,
     broker_answers,
     create_broker,
     create_producer,
     register_subscriber,
 )
 from router.kafka.consume import PartitionGuard
+from router.kafka.publish import ProducerPublisher
 from router.kafka.topics import ensure_topics
 from router.pages.edge import PagesDesk
 from router.pages.escalator import Escalator

@@ -258,7 +258,8 @@ def held_flush(args: argparse.Namespace) -> None:
     from aiokafka.errors import KafkaError
 
     from router.held.scheduler import HeldDelivery
-    from router.kafka.adapters import ProducerPublisher, create_producer
+    from router.kafka.adapters import create_producer
+    from router.kafka.publish import ProducerPublisher
     from router.routing.handler import utc_now
 
     uid = user_id(args.user)

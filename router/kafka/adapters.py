@@ -1,4 +1,4 @@
-"""The Kafka adapters of the worker: its producer and publishers, FastStream's
+"""The Kafka adapters of the worker: its producer and the FastStream publisher, FastStream's
 broker, and the batch subscribers that hand records to a handler.
 
 Nothing here decides anything about a page: records in, the handler's methods
@@ -11,18 +11,17 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from functools import lru_cache
 from itertools import chain
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from router.kafka.consume import PartitionGuard
+from router.kafka.publish import OneByOne, partition_for
 from router.kafka.security import broker_security, client_options
 from router.metrics import REGISTRY
 from router.routing.dlq import SourceRecord
@@ -44,37 +43,6 @@ class PagesHandler(Protocol):
     async def handle_replies(self, records: Sequence[SourceRecord]) -> int: ...
 
 
-class ProducerPublisher:
-    """:class:`router.routing.handler.Publisher` straight on an aiokafka producer: the worker's
-    output does not pass through FastStream's per-message publish path."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
-    ) -> Awaitable[Any] | None:
-        """Queue one message; the returned future resolves when the broker has it."""
-        ack: Awaitable[Any] = await self._producer.send(
-            topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
-        )
-        return ack
-
-
-@lru_cache(maxsize=65_536)
-def _key_hash(key: bytes) -> int:
-    return int(murmur2(key)) & 0x7FFFFFFF
-
-
-def partition_for(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """aiokafka's default partitioner (murmur2 of the key, as the Java client), with each
-    key's hash remembered: six records an event, and a method's jobs share their key,
-    so the pure-Python hash was a measurable share of the worker's time."""
-    if key is None:
-        return int(DefaultPartitioner()(key, all_partitions, available))
-    return all_partitions[_key_hash(key) % len(all_partitions)]
-
-
 def create_producer(settings: Settings) -> AIOKafkaProducer:
     """The worker's producer: acks from all in-sync replicas, idempotent where the broker can."""
     return AIOKafkaProducer(
@@ -91,8 +59,8 @@ def create_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-class KafkaPublisher:
-    """:class:`router.routing.handler.Publisher` on the FastStream broker's producer (tests use it
+class KafkaPublisher(OneByOne):
+    """:class:`router.kafka.publish.Publisher` on the FastStream broker's producer (tests use it
     with FastStream's TestKafkaBroker)."""
 
     def __init__(self, broker: KafkaBroker) -> None:

@@ -21,7 +21,8 @@ from router.db.store import PgStore
 from router.delivery.trail import story
 from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
-from router.kafka.adapters import ProducerPublisher, create_producer
+from router.kafka.adapters import create_producer
+from router.kafka.publish import OneByOne, ProducerPublisher
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
@@ -111,7 +112,7 @@ class Rig:
         return {k: [json.loads(r.value) for r in seen[t]] for k, t in names.items()}
 
 
-class Outage:
+class Outage(OneByOne):
     """The real producer, except that sends to the topics in ``down`` fail as a broker
     outage (the first attempt at a batch gets some acknowledgements, not all)."""
 

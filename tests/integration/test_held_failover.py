@@ -22,7 +22,8 @@ from router.delivery.watchers import repair_failovers
 from router.directory.models import ContactMethod
 from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
-from router.kafka.adapters import ProducerPublisher, create_producer
+from router.kafka.adapters import create_producer
+from router.kafka.publish import ProducerPublisher
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from router.directory.models import Directory
-from router.kafka.adapters import partition_for
+from router.kafka.publish import partition_for
 from router.routing.build import digest_job, new_decision
 from router.routing.encode import encode, make
 from router.routing.pipeline import route

@@ -17,6 +17,7 @@ from router.db.memstore import InMemoryStore
 from router.directory.writes import NewContactMethod
 from router.errors import StoreError, StoreUnavailable
 from router.kafka.adapters import KafkaPublisher, create_broker, register_subscriber
+from router.kafka.publish import OneByOne
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
 from router.settings import Settings
@@ -26,7 +27,7 @@ SETTINGS = Settings(retry_backoff_max_seconds=0.01)
 DELIVERY_TOPICS = ("deliveries.email", "deliveries.sms", "deliveries.webhook")
 
 
-class RecordingPublisher:
+class RecordingPublisher(OneByOne):
     """Collects what would be published; each send returns a future acked later."""
 
     def __init__(self) -> None:

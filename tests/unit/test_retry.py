@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from router.db.memstore import InMemoryStore
 from router.directory.writes import NewContactMethod
 from router.errors import StoreUnavailable
+from router.kafka.publish import OneByOne
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
 from router.settings import Settings
@@ -42,7 +43,7 @@ class Clock:
         return self.now
 
 
-class OutagePublisher:
+class OutagePublisher(OneByOne):
     """Keeps what the broker acknowledged. A send to a topic in ``down``, or whose number
     in the current attempt is in ``failing``, fails as a broker outage."""
 

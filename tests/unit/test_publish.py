@@ -1,0 +1,67 @@
+"""deliver: a group of messages sent together and refused as a whole is sent again one
+message at a time, so only the message the broker will not take is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from router.kafka.publish import Outgoing, Sent, deliver
+
+
+def message(n: int, size: int = 10) -> Outgoing:
+    return Outgoing("deliveries.email", b"x" * size, b"key", {}, n, ("alerts", 0, n, 0))
+
+
+class OneBatch:
+    """Puts every message in one group; the broker refuses any group holding a message
+    over 1,000 bytes, and, while ``down``, fails every group as an outage."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.groups: list[list[int]] = []
+
+    async def send_all(self, messages: Sequence[Outgoing], *, singly: bool = False) -> list[Sent]:
+        groups = [[m] for m in messages] if singly else [list(messages)]
+        sent: list[Sent] = []
+        for group in groups:
+            self.groups.append([m.origin for m in group])
+            ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self.down:
+                ack.set_exception(KafkaConnectionError("broker gone"))
+            elif any(len(m.value) > 1000 for m in group):
+                ack.set_exception(MessageSizeTooLargeError())
+            else:
+                ack.set_result(None)
+            sent.append((group, ack))
+        return sent
+
+
+async def test_a_refused_group_is_sent_again_singly_and_only_the_large_message_is_refused() -> None:
+    messages = [message(n, size=5000 if n == 2 else 10) for n in range(4)]
+    publisher, acked = OneBatch(), set()
+    delivery = await deliver(publisher, messages, acked)
+    assert list(delivery.refused) == [2] and delivery.outage is None
+    assert acked == {messages[n].identity for n in (0, 1, 3)}
+    assert publisher.groups == [[0, 1, 2, 3], [0], [1], [2], [3]]
+
+
+async def test_an_outage_of_a_group_fails_the_batch_and_acknowledges_nothing() -> None:
+    messages = [message(n) for n in range(3)]
+    publisher, acked = OneBatch(down=True), set()
+    delivery = await deliver(publisher, messages, acked)
+    assert isinstance(delivery.outage, KafkaConnectionError)
+    assert delivery.refused == {} and acked == set()
+    assert publisher.groups == [[0, 1, 2]]  # an outage is not sent again message by message
+
+
+async def test_messages_acknowledged_before_are_not_sent_again() -> None:
+    messages = [message(n) for n in range(3)]
+    publisher = OneBatch()
+    acked = {messages[0].identity}
+    delivery = await deliver(publisher, messages, acked)
+    assert delivery.refused == {} and delivery.outage is None
+    assert publisher.groups == [[1, 2]]
+    assert acked == {m.identity for m in messages}
