@@ -1,7 +1,8 @@
 """A background task that forgets what no rule needs any more.
 
 Routed-event ids and settled held pages older than the duplicate window, the
-page trail and the audit log older than their retention, and counted sends
+page trail (with the acknowledgements and the pages closed that long ago) and
+the audit log older than their retention, and counted sends
 older than the longest rate-limit window, are deleted every
 ``ROUTER_JANITOR_INTERVAL_SECONDS``.
 Any router may run it; the deletes are idempotent.

@@ -149,8 +149,8 @@ class LedgerStore(PgBase):
         trail_older_than: float = 0,
         audit_older_than: float = 0,
     ) -> None:
-        """Forget routed events, counted sends, settled held pages, the page trail and
-        the audit log past their windows."""
+        """Forget routed events, counted sends, settled held pages, the page trail (its
+        acknowledgements and closed pages too) and the audit log past their windows."""
         async with self._conn() as conn:
             await conn.execute(self._q["purge_routed_events"], float(routed_older_than))
             await conn.execute(self._q["purge_rate_limit_sends"], float(sends_older_than))

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from router.db.store import PgStore
@@ -258,3 +259,48 @@ async def test_a_page_whose_hold_went_out_is_held_again_by_a_later_escalation_st
         await pages.hold([third])
     [still] = await store.list_held()
     assert still.deliver_at == later + hour
+
+
+async def test_the_trail_purge_forgets_closed_pages_and_acks_past_retention_not_open_pages(
+    store: PgStore, database_url: str
+) -> None:
+    from router.pages.policy import PolicyStep
+    from schemas import AlertEvent, PageAck
+
+    await store.add_policy("db", "Database", 0)
+    await store.add_policy_step("db", PolicyStep(delay_seconds=300, user_ids=("alice",)))
+    now = datetime.now(UTC)
+    events = [
+        AlertEvent.model_validate(
+            {"event_id": key, "kind": "down", "severity": "critical"}
+            | {"escalation_policy_id": "db", "title": key}
+        )
+        for key in ("old-closed", "old-open", "new-closed")
+    ]
+    await store.open_pages(events, now)
+    await store.answer_pages(
+        [
+            PageAck(alert_key=key, user_id="alice", action="ack", source="cli", at=now)
+            for key in ("old-closed", "new-closed")
+        ]
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE pages SET opened_at = opened_at - interval '2 h', "
+            "answered_at = answered_at - interval '2 h' WHERE alert_key LIKE 'old-%'"
+        )
+        await conn.execute(
+            "UPDATE page_acks SET recorded_at = recorded_at - interval '2 h' "
+            "WHERE alert_key = 'old-closed'"
+        )
+        await store.purge(routed_older_than=3600, sends_older_than=3600, trail_older_than=3600)
+        pages = await conn.fetch("SELECT alert_key, status FROM pages ORDER BY alert_key")
+        acks = await conn.fetch("SELECT alert_key FROM page_acks ORDER BY alert_key")
+    finally:
+        await conn.close()
+    assert [(p["alert_key"], p["status"]) for p in pages] == [
+        ("new-closed", "acknowledged"),
+        ("old-open", "open"),  # an open page stays, however old
+    ]
+    assert [a["alert_key"] for a in acks] == ["new-closed"]

@@ -638,10 +638,19 @@ WITH old_keys AS (
 DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1);
 
 -- name: purge_trail
+-- The page trail past its retention: its rows, jobs and events, the acknowledgements
+-- recorded, and the pages closed (acknowledged, resolved, or left unacknowledged)
+-- that long ago. An open page stays, however old.
 WITH old_rows AS (
     DELETE FROM page_trail WHERE at < now() - make_interval(secs => $1)
 ), old_jobs AS (
     DELETE FROM page_jobs WHERE created_at < now() - make_interval(secs => $1)
+), old_acks AS (
+    DELETE FROM page_acks WHERE recorded_at < now() - make_interval(secs => $1)
+), old_pages AS (
+    DELETE FROM pages
+    WHERE status <> 'open'
+      AND coalesce(answered_at, opened_at) < now() - make_interval(secs => $1)
 )
 DELETE FROM page_events WHERE routed_at < now() - make_interval(secs => $1);
 
