@@ -205,7 +205,7 @@ class ProducerPublisher(OneByOne):
             return await super().send_all(messages)
         sent: list[Sent] = []
         filling: dict[tuple[str, int], _Filling] = {}
-        partitions: dict[str, list[int]] = {}
+        partitions: dict[str, list[int] | BaseException] = {}
 
         async def close(where: tuple[str, int]) -> None:
             if (batch := filling.pop(where, None)) is None:
@@ -223,7 +223,14 @@ class ProducerPublisher(OneByOne):
                 continue
             topic = message.topic
             if (known := partitions.get(topic)) is None:
-                known = partitions[topic] = list(await self._producer.partitions_for(topic))
+                try:
+                    known = partitions[topic] = list(await self._producer.partitions_for(topic))
+                except Exception as error:  # no metadata (the broker is away): as send fails
+                    partitions[topic] = error
+                    known = error
+            if isinstance(known, BaseException):
+                sent.append(((message,), known))
+                continue
             where = (topic, partition_for(message.key, known, known))
             if len(message.value) > self.ALONE_BYTES:
                 await close(where)  # what came before it first

@@ -1,14 +1,15 @@
 """deliver: a group of messages sent together and refused as a whole is sent again one
-message at a time, so only the message the broker will not take is refused."""
+message at a time, so only the message the broker will not take is refused; an outage
+fails the batch. The worker's publisher without metadata fails like ``send``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from router.kafka.publish import Outgoing, Sent, deliver
+from router.kafka.publish import Outgoing, ProducerPublisher, Sent, deliver
 
 
 def message(n: int, size: int = 10) -> Outgoing:
@@ -65,3 +66,24 @@ async def test_messages_acknowledged_before_are_not_sent_again() -> None:
     assert delivery.refused == {} and delivery.outage is None
     assert publisher.groups == [[1, 2]]
     assert acked == {m.identity for m in messages}
+
+
+class NoMetadata:
+    """A producer whose broker is away: no topic's partitions can be learned."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        self.asked.append(topic)
+        raise KafkaTimeoutError()
+
+
+async def test_without_metadata_every_message_fails_as_an_outage_asking_once_per_topic() -> None:
+    producer = NoMetadata()
+    messages = [message(n) for n in range(5)]
+    acked: set[tuple[str, int, int, int]] = set()
+    delivery = await deliver(ProducerPublisher(producer), messages, acked)  # type: ignore[arg-type]
+    assert isinstance(delivery.outage, KafkaTimeoutError)
+    assert delivery.refused == {} and acked == set()
+    assert producer.asked == ["deliveries.email"]
