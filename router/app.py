@@ -168,7 +168,7 @@ def create_app(
         workers.append(
             Worker(
                 active,
-                ProducerPublisher(producer),
+                ProducerPublisher(producer, settings.kafka_max_request_bytes),
                 settings,
                 broker_probe=functools.partial(broker_answers, settings.kafka_bootstrap_servers),
                 options=options,
@@ -176,7 +176,7 @@ def create_app(
             )
         )
         if own_store is not None:
-            publisher = ProducerPublisher(producer)
+            publisher = ProducerPublisher(producer, settings.kafka_max_request_bytes)
             desks.append(PagesDesk(own_store, publisher, settings))
             watched.start(
                 "router-escalations",

@@ -277,7 +277,7 @@ def held_flush(args: argparse.Namespace) -> None:
         try:
             delivery = HeldDelivery(
                 store,
-                ProducerPublisher(producer),
+                ProducerPublisher(producer, config.kafka_max_request_bytes),
                 config,
                 utc_now,
                 options=config.routing_options(),

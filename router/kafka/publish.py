@@ -14,7 +14,7 @@ sends them all, waits for every acknowledgement, and sorts failures in two:
 
 The worker's publisher (:class:`ProducerPublisher`) sends the messages of one
 partition as one record batch with one acknowledgement; a batch the broker
-refuses is sent again one message at a time, so a refusal is still tied to the
+refuses is sent again one message to a batch, so a refusal is still tied to the
 one message it is about.
 """
 
@@ -36,6 +36,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 #: Errors that say "never this message", as opposed to "not now".
 REFUSALS: tuple[type[BaseException], ...] = (
@@ -172,7 +173,7 @@ def _note(result: Delivery, message: Outgoing, error: BaseException) -> None:
         result.outage = error
 
 
-class ProducerPublisher(OneByOne):
+class ProducerPublisher:
     """:class:`router.kafka.publish.Publisher` straight on an aiokafka producer: the worker's
     output does not pass through FastStream's per-message publish path.
 
@@ -180,35 +181,30 @@ class ProducerPublisher(OneByOne):
     placed by the producer's own partitioner, so messages land where ``send`` would
     put them, in the same order per partition, with one acknowledgement per batch
     instead of one future per message. A message without a key, or larger than
-    ``ALONE_BYTES``, goes through ``send`` on its own (its size checked there, so a
-    refusal names it at once), after the batch filling for its partition.
+    ``ALONE_BYTES``, goes in a batch of its own (after the batch filling for its
+    partition), its size checked against ``max_request_bytes`` first as ``send``
+    would, so a refusal names it at once. With ``singly`` every message goes in a
+    batch of its own: :func:`deliver` re-sends a batch refused whole that way, so
+    only the message the broker will not take is refused (those re-sent may then
+    follow later messages of their partition: the rare price of not sending the
+    others' records to the DLQ with it).
     """
 
     ALONE_BYTES = 16 * 1024
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, max_request_bytes: int) -> None:
         self._producer = producer
-
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
-    ) -> Awaitable[Any] | None:
-        """Queue one message; the returned future resolves when the broker has it."""
-        ack: Awaitable[Any] = await self._producer.send(
-            topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
-        )
-        return ack
+        self._max_request_bytes = max_request_bytes
 
     async def send_all(self, messages: Sequence[Outgoing], *, singly: bool = False) -> list[Sent]:
-        """One group per record batch filled, one per message sent on its own; queued
-        in the order of ``messages`` within each partition."""
-        if singly:
-            return await super().send_all(messages)
+        """One group per record batch, queued in the order of ``messages`` within each
+        partition."""
         sent: list[Sent] = []
         filling: dict[tuple[str, int], _Filling] = {}
         partitions: dict[str, list[int] | BaseException] = {}
 
-        async def close(where: tuple[str, int]) -> None:
-            if (batch := filling.pop(where, None)) is None:
+        async def close(where: tuple[str, int], batch: _Filling | None) -> None:
+            if batch is None:
                 return
             try:
                 ack = await self._producer.send_batch(batch.batch, where[0], partition=where[1])
@@ -218,35 +214,51 @@ class ProducerPublisher(OneByOne):
                 sent.append((batch.messages, ack))
 
         for message in messages:
-            if message.key is None:  # no order to keep: the partitioner picks one
-                sent += await super().send_all([message])
-                continue
             topic = message.topic
             if (known := partitions.get(topic)) is None:
                 try:
                     known = partitions[topic] = list(await self._producer.partitions_for(topic))
                 except Exception as error:  # no metadata (the broker is away): as send fails
-                    partitions[topic] = error
-                    known = error
+                    known = partitions[topic] = error
             if isinstance(known, BaseException):
                 sent.append(((message,), known))
                 continue
             where = (topic, partition_for(message.key, known, known))
-            if len(message.value) > self.ALONE_BYTES:
-                await close(where)  # what came before it first
-                sent += await super().send_all([message])
-                continue
             headers = [(k, v.encode()) for k, v in message.headers.items()]
+            if singly or message.key is None or len(message.value) > self.ALONE_BYTES:
+                await close(where, filling.pop(where, None))  # what came before it first
+                await close(where, self._alone(message, headers, sent))
+                continue
             batch = filling.get(where)
             if batch is None or not batch.add(message, headers):
-                await close(where)
+                await close(where, filling.pop(where, None))
                 batch = filling[where] = _Filling(self._producer.create_batch())
-                if not batch.add(message, headers):  # not even alone: let send say why
-                    del filling[where]
-                    sent += await super().send_all([message])
+                batch.add(message, headers)  # the first record of a batch always fits
         for where in list(filling):
-            await close(where)
+            await close(where, filling.pop(where))
         return sent
+
+    def _alone(
+        self, message: Outgoing, headers: list[tuple[str, bytes]], sent: list[Sent]
+    ) -> _Filling | None:
+        """``message`` in a batch of its own; None (its refusal in ``sent``) when it is
+        larger than a request may be."""
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, headers)
+        if size > self._max_request_bytes:
+            sent.append(
+                (
+                    (message,),
+                    MessageSizeTooLargeError(
+                        f"The message is {size} bytes when serialized, more than the "
+                        f"{self._max_request_bytes} bytes a request may be "
+                        "(ROUTER_KAFKA_MAX_REQUEST_BYTES)"
+                    ),
+                )
+            )
+            return None
+        batch = _Filling(self._producer.create_batch())
+        batch.add(message, headers)
+        return batch
 
 
 @dataclass
@@ -257,10 +269,11 @@ class _Filling:
     messages: list[Outgoing] = field(default_factory=list)
 
     def add(self, message: Outgoing, headers: list[tuple[str, bytes]]) -> bool:
-        if (
-            self.batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
-            is None
-        ):
+        """Append ``message``; False when the batch is full (never for its first)."""
+        appended = self.batch.append(
+            timestamp=None, key=message.key, value=message.value, headers=headers
+        )
+        if appended is None:
             return False
         self.messages.append(message)
         return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from router.delivery.trail import story
 from router.directory.writes import NewContactMethod
 from router.held.scheduler import HeldDelivery
 from router.kafka.adapters import create_producer
-from router.kafka.publish import OneByOne, ProducerPublisher
+from router.kafka.publish import Outgoing, ProducerPublisher, Sent
 from router.kafka.topics import ensure_topics
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
@@ -92,7 +92,11 @@ class Rig:
 
     def delivery(self, **kwargs: Any) -> HeldDelivery:
         return HeldDelivery(
-            self.store, ProducerPublisher(self.producer), self.settings, self.clock, **kwargs
+            self.store,
+            ProducerPublisher(self.producer, self.settings.kafka_max_request_bytes),
+            self.settings,
+            self.clock,
+            **kwargs,
         )
 
     async def output(self, until: Callable[[Output], bool]) -> Output:
@@ -112,20 +116,22 @@ class Rig:
         return {k: [json.loads(r.value) for r in seen[t]] for k, t in names.items()}
 
 
-class Outage(OneByOne):
-    """The real producer, except that sends to the topics in ``down`` fail as a broker
+class Outage:
+    """The real publisher, except that messages to the topics in ``down`` fail as a broker
     outage (the first attempt at a batch gets some acknowledgements, not all)."""
 
-    def __init__(self, producer: AIOKafkaProducer, down: set[str]) -> None:
-        self._publisher = ProducerPublisher(producer)
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings, down: set[str]) -> None:
+        self._publisher = ProducerPublisher(producer, settings.kafka_max_request_bytes)
         self.down = down
 
-    async def send(
-        self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]
-    ) -> Awaitable[Any] | None:
-        if topic in self.down:
-            raise KafkaConnectionError(f"{topic} is unreachable")
-        return await self._publisher.send(topic, value, key=key, headers=headers)
+    async def send_all(self, messages: Sequence[Outgoing], *, singly: bool = False) -> list[Sent]:
+        lost: list[Sent] = [
+            ((m,), KafkaConnectionError(f"{m.topic} is unreachable"))
+            for m in messages
+            if m.topic in self.down
+        ]
+        up = [m for m in messages if m.topic not in self.down]
+        return lost + await self._publisher.send_all(up, singly=singly)
 
 
 def settings_from(env: dict[str, str], **extra: Any) -> Settings:
@@ -148,7 +154,9 @@ async def rig(router_env: dict[str, str]) -> AsyncIterator[Rig]:
     await store.add_contact_method(
         NewContactMethod("alice", "email", "alice@example.com", verified=True)
     )
-    worker = Worker(store, ProducerPublisher(producer), settings, clock=clock)
+    worker = Worker(
+        store, ProducerPublisher(producer, settings.kafka_max_request_bytes), settings, clock=clock
+    )
     try:
         yield Rig(settings, store, producer, clock, worker)
     finally:
@@ -236,7 +244,12 @@ async def test_two_workers_sharing_the_database_send_each_digest_once(
     other_store = await PgStore.connect(rig.settings.database_url.get_secret_value())
     try:
         rig.clock.now = MORNING
-        other = HeldDelivery(other_store, ProducerPublisher(rig.producer), rig.settings, rig.clock)
+        other = HeldDelivery(
+            other_store,
+            ProducerPublisher(rig.producer, rig.settings.kafka_max_request_bytes),
+            rig.settings,
+            rig.clock,
+        )
         outcomes = await asyncio.gather(
             *(d.deliver_due() for d in (rig.delivery(), other, rig.delivery(), other))
         )
@@ -417,7 +430,7 @@ async def test_a_batch_retried_after_a_mute_ended_sends_the_job_its_sent_decisio
     await rig.store.update_contact_method(
         sms.id, {"mute_until": rig.clock.now + timedelta(seconds=1)}
     )
-    outage = Outage(rig.producer, down={rig.settings.topic_decisions})
+    outage = Outage(rig.producer, rig.settings, down={rig.settings.topic_decisions})
     worker = rig.worker_behind(outage)
     batch = [rig.record("e1")]
     with pytest.raises(KafkaConnectionError):
@@ -446,7 +459,7 @@ async def test_a_schedule_alert_retried_across_a_shift_change_pages_the_one_on_c
     await rig.store.add_contact_method(NewContactMethod("bob", "email", "bob@example.com"))
     await rig.store.add_shift("ops", "alice", change - timedelta(hours=8), change)
     await rig.store.add_shift("ops", "bob", change, change + timedelta(hours=8))
-    outage = Outage(rig.producer, down={rig.settings.topic_decisions})
+    outage = Outage(rig.producer, rig.settings, down={rig.settings.topic_decisions})
     worker = rig.worker_behind(outage)
     # No occurred_at: it happened when the router received it, on every attempt.
     batch = [rig.record("e1", user_ids=None, schedule_id="ops", occurred_at=None)]
@@ -472,7 +485,7 @@ async def test_a_page_held_by_the_rate_limit_before_an_outage_is_delivered_once(
     )
     for n in range(1, 6):  # the limit: 5 SMS in 900 s
         await rig.page(f"burst-{n}")
-    outage = Outage(rig.producer, down={rig.settings.topic_decisions})
+    outage = Outage(rig.producer, rig.settings, down={rig.settings.topic_decisions})
     worker = rig.worker_behind(outage)
     batch = [rig.record("burst-6")]
     with pytest.raises(KafkaConnectionError):

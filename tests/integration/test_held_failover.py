@@ -82,7 +82,10 @@ class Rig:
 
     async def deliver_due(self) -> list[DeliveryJob]:
         delivery = HeldDelivery(
-            self.store, ProducerPublisher(self.producer), self.settings, self.clock
+            self.store,
+            ProducerPublisher(self.producer, self.settings.kafka_max_request_bytes),
+            self.settings,
+            self.clock,
         )
         return (await delivery.deliver_due()).jobs
 
@@ -126,7 +129,12 @@ async def make_rig(router_env: dict[str, str], **user: Any) -> AsyncIterator[Rig
             store,
             producer,
             clock,
-            Worker(store, ProducerPublisher(producer), settings, clock=clock),
+            Worker(
+                store,
+                ProducerPublisher(producer, settings.kafka_max_request_bytes),
+                settings,
+                clock=clock,
+            ),
         )
         for transport, value in (("sms", "+14155550142"), ("email", "dana@example.com")):
             rig.methods[transport] = await store.add_contact_method(

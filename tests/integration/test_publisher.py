@@ -71,7 +71,9 @@ async def test_each_message_lands_where_send_puts_it_in_the_order_given(kafka: K
     await producer.start()
     try:
         acked: set[tuple[str, int, int, int]] = set()
-        delivery = await deliver(ProducerPublisher(producer), messages, acked)
+        delivery = await deliver(
+            ProducerPublisher(producer, settings.kafka_max_request_bytes), messages, acked
+        )
         partitions = list(await producer.partitions_for(topic))
     finally:
         await producer.stop()
@@ -98,10 +100,34 @@ async def test_a_message_too_large_is_refused_alone_and_the_rest_go_out(kafka: K
     await producer.start()
     try:
         acked: set[tuple[str, int, int, int]] = set()
-        delivery = await deliver(ProducerPublisher(producer), messages, acked)
+        delivery = await deliver(
+            ProducerPublisher(producer, settings.kafka_max_request_bytes), messages, acked
+        )
     finally:
         await producer.stop()
     assert list(delivery.refused) == [5] and delivery.outage is None
     assert acked == {m.identity for m in messages if m.origin != 5}
     seen = await read_all(settings, topic, 9)
     assert [int(value[:5]) for _, _, value in seen] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+
+
+async def test_singly_each_message_is_a_batch_of_its_own(kafka: KafkaTarget) -> None:
+    """What deliver re-sends a batch refused whole with: the broker then answers for each
+    message, so only the one it will not take is refused."""
+    settings = settings_for(kafka)
+    await ensure_topics(settings)
+    topic = settings.topic_email
+    messages = [message(topic, n, b"one-key") for n in range(6)]
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        publisher = ProducerPublisher(producer, settings.kafka_max_request_bytes)
+        sent = await publisher.send_all(messages, singly=True)
+        assert [[m.origin for m in group] for group, _ in sent] == [[n] for n in range(6)]
+        for _, ack in sent:
+            assert ack is not None and not isinstance(ack, BaseException)
+            await ack
+    finally:
+        await producer.stop()
+    seen = await read_all(settings, topic, 6)
+    assert [int(value[:5]) for _, _, value in seen] == list(range(6))

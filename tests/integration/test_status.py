@@ -230,7 +230,12 @@ async def in_process(
         mail = await store.add_contact_method(
             NewContactMethod(user, "email", f"{user}@example.com", verified=True)
         )
-        worker = Worker(store, ProducerPublisher(producer), settings, clock=lambda: now)
+        worker = Worker(
+            store,
+            ProducerPublisher(producer, settings.kafka_max_request_bytes),
+            settings,
+            clock=lambda: now,
+        )
         yield InProcess(settings, store, worker, mail)
     finally:
         await producer.stop()

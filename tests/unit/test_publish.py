@@ -83,7 +83,7 @@ async def test_without_metadata_every_message_fails_as_an_outage_asking_once_per
     producer = NoMetadata()
     messages = [message(n) for n in range(5)]
     acked: set[tuple[str, int, int, int]] = set()
-    delivery = await deliver(ProducerPublisher(producer), messages, acked)  # type: ignore[arg-type]
+    delivery = await deliver(ProducerPublisher(producer, 1024 * 1024), messages, acked)  # type: ignore[arg-type]
     assert isinstance(delivery.outage, KafkaTimeoutError)
     assert delivery.refused == {} and acked == set()
     assert producer.asked == ["deliveries.email"]
