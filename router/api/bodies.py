@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from router.directory.models import ContactMethod, LocalTime, User
+from router.directory.models import NOTIFY_AFTER_MAX_SECONDS, ContactMethod, LocalTime, User
 from schemas import Severity, Transport, WebhookMethod
 
 USER_ID = r"^[^\s\x00-\x1f]{1,256}$"
@@ -195,6 +195,13 @@ class ContactMethodPatch(_Webhook):
     suppress_diagnostic: bool | None = None
     suppress_all: bool | None = None
     min_severity: Severity | None = None
+    notify_after_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=NOTIFY_AFTER_MAX_SECONDS,
+        description="Tell this method only this long after a page, if it is still open "
+        "(escalation); 0 or null: at once.",
+    )
     metadata: dict[str, str] | None = None
     tags: list[str] | None = None
     external_id: str | None = Field(default=None, min_length=1, max_length=256)

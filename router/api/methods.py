@@ -176,6 +176,8 @@ def changes_of(body: ContactMethodPatch, current: ContactMethod, caller: Caller)
     for key in ("metadata", "tags", "is_primary", "verified", "disabled", "muted"):
         if key in given and given[key] is None:
             given[key] = {"metadata": {}, "tags": []}.get(key, False)
+    if "notify_after_seconds" in given and given["notify_after_seconds"] is None:
+        given["notify_after_seconds"] = 0
     for key in [k for k in given if k.startswith("suppress_")]:
         given[key] = bool(given[key])
     if "tags" in given:

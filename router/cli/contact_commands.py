@@ -26,7 +26,7 @@ from router.db.api_bulk import BulkApiStore
 from router.db.api_store import ApiStore
 from router.db.store import PgStore
 from router.directory import addresses, edits, verification
-from router.directory.models import ContactMethod
+from router.directory.models import NOTIFY_AFTER_MAX_SECONDS, ContactMethod
 from router.directory.writes import NewContactMethod
 from router.errors import InvalidValue
 from router.pages.policy import parse_delay
@@ -63,15 +63,11 @@ def contacts_add(args: argparse.Namespace) -> None:
         webhook_body=args.body,
         metadata=pairs(args.meta, "=", "--meta"),
         tags=tags(args.tag),
+        notify_after_seconds=_notify_after(args) or 0,
     )
-
-    notify_after = _notify_after(args)
 
     async def action(store: ApiStore) -> None:
         method = await store.add_contact_method(new, actor=cli_actor())
-        if notify_after:
-            await store.set_notify_after(method.id, notify_after)
-            method = method.model_copy(update={"notify_after_seconds": notify_after})
         print_record(method, args.json, "added " + describe_method(method))
 
     run_with_store(action)
@@ -82,11 +78,14 @@ def _notify_after(args: argparse.Namespace) -> int | None:
     if args.notify_after is None:
         return None
     try:
-        return parse_delay(args.notify_after)
+        seconds = parse_delay(args.notify_after)
     except ValueError as error:
         raise InvalidValue(
             "--notify-after", args.notify_after, "a duration such as 0s, 30s, 5m"
         ) from error
+    if seconds > NOTIFY_AFTER_MAX_SECONDS:
+        raise InvalidValue("--notify-after", args.notify_after, "at most 7d")
+    return seconds
 
 
 def _method_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -170,19 +169,8 @@ def contacts_update(args: argparse.Namespace) -> None:
     changes = _method_changes(args)
     address_flags = (args.value, args.webhook_method, args.header, args.query, args.body)
     notify_after = _notify_after(args)
-    if (
-        notify_after is not None
-        and not changes
-        and not (args.meta or args.tag or args.untag or any(address_flags))
-    ):
-
-        async def only_delay(store: ApiStore) -> None:
-            await store.set_notify_after(args.id, notify_after)
-            method = await store.get_contact_method(args.id)
-            print_record(method, args.json, "updated " + describe_method(method))
-
-        run_with_store(only_delay)
-        return
+    if notify_after is not None:
+        changes["notify_after_seconds"] = notify_after
     if not changes and not (args.meta or args.tag or args.untag or any(address_flags)):
         raise InvalidValue(
             "contacts update",
@@ -195,9 +183,6 @@ def contacts_update(args: argparse.Namespace) -> None:
         current = await store.get_contact_method(args.id)
         extra = {**_extras_changes(args, current), **_address_changes(args, current, config)}
         method = await store.update_contact_method(args.id, {**changes, **extra}, actor=cli_actor())
-        if notify_after is not None:
-            await store.set_notify_after(method.id, notify_after)
-            method = method.model_copy(update={"notify_after_seconds": notify_after})
         print_record(method, args.json, "updated " + describe_method(method))
 
     run_with_store(action)

@@ -52,6 +52,10 @@ class User(BaseModel):
     updated_at: AwareDatetime
 
 
+#: The longest ``notify_after_seconds`` the API and ``router contacts`` set: a week.
+NOTIFY_AFTER_MAX_SECONDS = 7 * 24 * 3600
+
+
 class ContactMethod(BaseModel):
     """One way to reach a user: an email address, an E.164 number, or a webhook URL.
 

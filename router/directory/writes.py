@@ -46,6 +46,7 @@ class NewContactMethod:
     webhook_body: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     tags: Sequence[str] = ()
+    notify_after_seconds: int = 0
 
 
 def _refuse_stale(expect: Expect, current: Any, what: str) -> None:
@@ -216,6 +217,7 @@ class DirectoryWrites(PgBase):
                 dict(new.metadata),
                 list(new.tags),
                 external_id,
+                new.notify_after_seconds,
             )
         except asyncpg.ForeignKeyViolationError:
             raise _no_user(new.user_id) from None
@@ -306,6 +308,7 @@ class DirectoryWrites(PgBase):
             dict(method.webhook_query),
             method.webhook_body,
             method.external_id,
+            method.notify_after_seconds,
         )
         updated = ContactMethod.model_validate(dict(row))
         await self._audit(

@@ -155,16 +155,6 @@ class PagesStore(PgBase):
         async with self._conn() as conn:
             return await conn.fetchval(page_queries()["delete_policy"], policy_id) is not None
 
-    async def set_notify_after(self, method_id: str, seconds: int) -> None:
-        """How long ``method_id`` waits after a page before it is told, if still open."""
-        async with self._conn() as conn:
-            try:
-                row = await conn.fetchrow(page_queries()["set_notify_after"], method_id, seconds)
-            except asyncpg.DataError:
-                row = None  # not a uuid
-        if row is None:
-            raise NotFound(f"Contact method {method_id!r} does not exist.")
-
     # -- pages ---------------------------------------------------------------------
 
     async def open_pages(

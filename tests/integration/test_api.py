@@ -596,6 +596,45 @@ async def test_audit_shows_actor_and_masked_changes_from_api_cli_import_and_kafk
     assert "+447911123499" not in out and "hal2@example.com" not in out
 
 
+def test_notify_after_is_set_over_http_and_by_the_cli_each_with_its_audit_row(
+    router_env: dict[str, str], start_api: Callable[..., ApiProcess]
+) -> None:
+    cli_ok(router_env, "users", "add", "ivy")
+    api = start_api(router_env)
+    with api.client() as w:
+        made = w.post(
+            "/v1/contact-methods",
+            json={"user_id": "ivy", "transport": "email", "value": "ivy@example.com"},
+        ).json()
+        assert made["notify_after_seconds"] == 0
+        path = f"/v1/contact-methods/{made['id']}"
+        changed = w.patch(path, json={"notify_after_seconds": 300})
+        assert changed.status_code == 200 and changed.json()["notify_after_seconds"] == 300
+        for wrong in (-1, 7 * 24 * 3600 + 1, "5m"):
+            problem(w.patch(path, json={"notify_after_seconds": wrong}), 422)
+    updated = cli_ok(
+        router_env, "contacts", "update", made["id"], "--notify-after", "10m", "--json"
+    )
+    assert json.loads(updated)["notify_after_seconds"] == 600
+    refusal = cli_refused(router_env, "contacts", "update", made["id"], "--notify-after", "8d")
+    assert "at most 7d" in refusal and len(refusal.strip().splitlines()) == 1
+    with api.client() as w:
+        cleared = w.patch(path, json={"notify_after_seconds": None})
+        assert cleared.status_code == 200 and cleared.json()["notify_after_seconds"] == 0
+        assert w.get(path).json()["notify_after_seconds"] == 0
+    audit = [json.loads(line) for line in cli_ok(router_env, "audit", "--json").splitlines()]
+    updates = sorted(
+        (a["at"], a["actor"].split(":")[0], a["before"], a["after"])
+        for a in audit
+        if a["action"] == "update"
+    )
+    assert [u[1:] for u in updates] == [
+        ("ci-writer", {"notify_after_seconds": 0}, {"notify_after_seconds": 300}),
+        ("cli", {"notify_after_seconds": 300}, {"notify_after_seconds": 600}),
+        ("ci-writer", {"notify_after_seconds": 600}, {"notify_after_seconds": 0}),
+    ]
+
+
 def _alert(event_id: str, users: list[str]) -> bytes:
     return json.dumps(
         {

@@ -103,8 +103,3 @@ WHERE m.transport = 'sms' AND m.value = $1
   AND EXISTS (SELECT 1 FROM page_jobs j WHERE j.event_id = $2 AND j.user_id = m.user_id)
 ORDER BY m.user_id
 LIMIT 1;
-
--- name: set_notify_after
-UPDATE contact_methods SET notify_after_seconds = $2, updated_at = now()
-WHERE id = $1::uuid
-RETURNING *;

@@ -182,8 +182,8 @@ WHERE user_id = $1 AND transport = $2 AND is_primary AND id IS DISTINCT FROM $3:
 -- name: insert_contact_method
 INSERT INTO contact_methods (user_id, transport, value, label, is_primary, verified,
                              webhook_method, webhook_headers, webhook_query, webhook_body,
-                             metadata, tags, external_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                             metadata, tags, external_id, notify_after_seconds)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 RETURNING *;
 
 -- name: contact_method_by_value
@@ -199,7 +199,7 @@ SET value = $2, label = $3, is_primary = $4, verified = $5, disabled = $6, muted
     mute_until = $8, suppress_up = $9, suppress_down = $10, suppress_first = $11,
     suppress_diagnostic = $12, suppress_all = $13, min_severity = $14, metadata = $15,
     tags = $16, webhook_method = $17, webhook_headers = $18, webhook_query = $19,
-    webhook_body = $20, external_id = $21, updated_at = now()
+    webhook_body = $20, external_id = $21, notify_after_seconds = $22, updated_at = now()
 WHERE id = $1::uuid
 RETURNING *;
 
