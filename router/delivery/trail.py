@@ -168,7 +168,7 @@ class Line:
     """One entry of a page's story."""
 
     at: datetime
-    type: str  # event | decision | job | status
+    type: str  # event | decision | job | status | ack
     data: dict[str, Any]
 
     def as_json(self) -> str:
@@ -185,6 +185,12 @@ class Line:
             return (
                 f"{at}  job       {d['job_id']}  {d['user_id']} {d['transport']} "
                 f"{d['contact_method_id']}{extra}"
+            )
+        if self.type == "ack":
+            changed = "" if d.get("changed") else " (changed nothing)"
+            return (
+                f"{at}  {d['action']:<9} {d['alert_key']}  by {d.get('user_id') or '-'} "
+                f"via {d['source']}{changed}"
             )
         if self.type == "status":
             permanent = " permanent" if d.get("permanent") else ""
@@ -237,7 +243,7 @@ def story(
             continue
         seen.add((kind, record))
         lines.append(Line(at, kind, json.loads(record)))
-    order = {"event": 0, "decision": 1, "job": 2, "status": 3}
+    order = {"event": 0, "decision": 1, "job": 2, "status": 3, "ack": 4}
     return sorted(lines, key=lambda line: (line.at, order[line.type]))
 
 

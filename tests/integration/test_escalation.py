@@ -237,6 +237,14 @@ async def test_pages_escalate_until_someone_answers(world: Any) -> None:
             f"{name}-u1",
             "cli",
         )
+        # The page's event's trail ends with the acknowledgement, as JSON and as text.
+        trail = await asyncio.to_thread(cli_ok, env, "trail", f"{name}-down", "--json")
+        answers = [line for line in map(json.loads, trail.splitlines()) if line["type"] == "ack"]
+        assert [(a["action"], a["user_id"], a["source"], a["changed"]) for a in answers] == [
+            ("ack", f"{name}-u1", "cli", True)
+        ]
+        text = await asyncio.to_thread(cli_ok, env, "trail", f"{name}-down")
+        assert text.splitlines()[-1].endswith(f"ack       {name}-key  by {name}-u1 via cli")
 
     async def c() -> None:
         name = f"c{run}"

@@ -612,8 +612,18 @@ FROM page_events WHERE event_id = $1;
 SELECT * FROM page_jobs WHERE event_id = $1 ORDER BY created_at, job_id;
 
 -- name: trail_rows
-SELECT kind, at, record::text AS record FROM page_trail
+-- The trail's rows of event $1, then the answers to its page recorded since it was
+-- routed: acknowledgements and resolves of its alert key (its dedup_key, else its id).
+SELECT kind, at, record::text AS record, id FROM page_trail
 WHERE event_id = $1
+UNION ALL
+SELECT 'ack', a.at,
+       json_build_object('alert_key', a.alert_key, 'user_id', a.user_id, 'action', a.action,
+                         'source', a.source, 'changed', a.changed)::text, a.id
+FROM page_events e
+JOIN page_acks a ON a.alert_key = coalesce(e.event ->> 'dedup_key', e.event_id)
+                AND a.recorded_at >= e.routed_at
+WHERE e.event_id = $1
 ORDER BY at, id;
 
 -- name: trail_pages_of_user
