@@ -145,11 +145,14 @@ class DeliveryStore(PgBase):
     async def trail(
         self, event_id: str
     ) -> tuple[tuple[str, str, datetime] | None, list[JobRow], list[tuple[str, datetime, str]]]:
-        """One page's event, jobs and trail rows."""
+        """One page's event, jobs and trail rows, the answers to its page last."""
         async with self._conn() as conn:
             event = await conn.fetchrow(self._q["trail_event"], event_id)
             jobs = [job_row_from(r) for r in await conn.fetch(self._q["trail_jobs"], event_id)]
             rows = await conn.fetch(self._q["trail_rows"], event_id)
+            if event is not None:  # and the answers to its page since it was routed
+                key = json.loads(event["event"]).get("dedup_key") or event_id
+                rows += await conn.fetch(self._q["trail_answers"], key, event["routed_at"])
         return (
             (event["event"], event["decisions"], event["routed_at"]) if event else None,
             jobs,

@@ -612,18 +612,19 @@ FROM page_events WHERE event_id = $1;
 SELECT * FROM page_jobs WHERE event_id = $1 ORDER BY created_at, job_id;
 
 -- name: trail_rows
--- The trail's rows of event $1, then the answers to its page recorded since it was
--- routed: acknowledgements and resolves of its alert key (its dedup_key, else its id).
-SELECT kind, at, record::text AS record, id FROM page_trail
+SELECT kind, at, record::text AS record FROM page_trail
 WHERE event_id = $1
-UNION ALL
-SELECT 'ack', a.at,
-       json_build_object('alert_key', a.alert_key, 'user_id', a.user_id, 'action', a.action,
-                         'source', a.source, 'changed', a.changed)::text, a.id
-FROM page_events e
-JOIN page_acks a ON a.alert_key = coalesce(e.event ->> 'dedup_key', e.event_id)
-                AND a.recorded_at >= e.routed_at
-WHERE e.event_id = $1
+ORDER BY at, id;
+
+-- name: trail_answers
+-- The answers to a page recorded since its event was routed ($2): acknowledgements and
+-- resolves of its alert key ($1). (The key is worked out by the caller: an event's text
+-- may hold \u0000, which PostgreSQL's json operators refuse to read.)
+SELECT 'ack' AS kind, at,
+       json_build_object('alert_key', alert_key, 'user_id', user_id, 'action', action,
+                         'source', source, 'changed', changed)::text AS record
+FROM page_acks
+WHERE alert_key = $1 AND recorded_at >= $2
 ORDER BY at, id;
 
 -- name: trail_pages_of_user
