@@ -78,7 +78,7 @@ def is_refusal(error: BaseException) -> bool:
 #: What a publisher did with some messages sent together: the acknowledgement to await
 #: for all of them, ``None`` when they are already acknowledged, or the exception that
 #: stopped the client before sending.
-Sent = tuple[Sequence["Outgoing"], Awaitable[Any] | BaseException | None]
+Sent = tuple[Sequence[Outgoing], Awaitable[Any] | BaseException | None]
 
 
 class Publisher(Protocol):

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from router.kafka.adapters import create_producer
 from router.kafka.publish import Outgoing, ProducerPublisher, deliver, partition_for
@@ -52,6 +54,20 @@ async def read_all(settings: Settings, topic: str, count: int) -> list[tuple[int
     return seen
 
 
+@asynccontextmanager
+async def publishing(
+    settings: Settings,
+) -> AsyncIterator[tuple[ProducerPublisher, AIOKafkaProducer]]:
+    """The settings' topics made, and the worker's publisher on a started producer."""
+    await ensure_topics(settings)
+    producer = create_producer(settings)
+    await producer.start()
+    try:
+        yield ProducerPublisher(producer, settings.kafka_max_request_bytes), producer
+    finally:
+        await producer.stop()
+
+
 def message(topic: str, n: int, key: bytes, size: int = 0) -> Outgoing:
     value = f"{n:05d}".encode() + b"x" * size
     return Outgoing(topic, value, key, {"router.n": str(n)}, n, (topic, 0, n, 0))
@@ -59,7 +75,6 @@ def message(topic: str, n: int, key: bytes, size: int = 0) -> Outgoing:
 
 async def test_each_message_lands_where_send_puts_it_in_the_order_given(kafka: KafkaTarget) -> None:
     settings = settings_for(kafka, kafka_batch_bytes=4096)  # several batches per partition
-    await ensure_topics(settings)
     topic = settings.topic_email
     keys = [f"method-{k}".encode() for k in range(7)]
     # Mostly small messages, some larger than a batch and one sent alone (over 16 KiB).
@@ -67,16 +82,10 @@ async def test_each_message_lands_where_send_puts_it_in_the_order_given(kafka: K
         message(topic, n, keys[n % 7], size=(20_000 if n == 40 else 3000 if n % 13 == 0 else 0))
         for n in range(300)
     ]
-    producer = create_producer(settings)
-    await producer.start()
-    try:
-        acked: set[tuple[str, int, int, int]] = set()
-        delivery = await deliver(
-            ProducerPublisher(producer, settings.kafka_max_request_bytes), messages, acked
-        )
+    acked: set[tuple[str, int, int, int]] = set()
+    async with publishing(settings) as (publisher, producer):
+        delivery = await deliver(publisher, messages, acked)
         partitions = list(await producer.partitions_for(topic))
-    finally:
-        await producer.stop()
     assert delivery.refused == {} and delivery.outage is None
     assert acked == {m.identity for m in messages}
 
@@ -93,18 +102,11 @@ async def test_each_message_lands_where_send_puts_it_in_the_order_given(kafka: K
 
 async def test_a_message_too_large_is_refused_alone_and_the_rest_go_out(kafka: KafkaTarget) -> None:
     settings = settings_for(kafka, kafka_max_request_bytes=64 * 1024)
-    await ensure_topics(settings)
     topic = settings.topic_email
     messages = [message(topic, n, b"one-key", size=(100_000 if n == 5 else 10)) for n in range(10)]
-    producer = create_producer(settings)
-    await producer.start()
-    try:
-        acked: set[tuple[str, int, int, int]] = set()
-        delivery = await deliver(
-            ProducerPublisher(producer, settings.kafka_max_request_bytes), messages, acked
-        )
-    finally:
-        await producer.stop()
+    acked: set[tuple[str, int, int, int]] = set()
+    async with publishing(settings) as (publisher, _):
+        delivery = await deliver(publisher, messages, acked)
     assert list(delivery.refused) == [5] and delivery.outage is None
     assert acked == {m.identity for m in messages if m.origin != 5}
     seen = await read_all(settings, topic, 9)
@@ -115,19 +117,13 @@ async def test_singly_each_message_is_a_batch_of_its_own(kafka: KafkaTarget) -> 
     """What deliver re-sends a batch refused whole with: the broker then answers for each
     message, so only the one it will not take is refused."""
     settings = settings_for(kafka)
-    await ensure_topics(settings)
     topic = settings.topic_email
     messages = [message(topic, n, b"one-key") for n in range(6)]
-    producer = create_producer(settings)
-    await producer.start()
-    try:
-        publisher = ProducerPublisher(producer, settings.kafka_max_request_bytes)
+    async with publishing(settings) as (publisher, _):
         sent = await publisher.send_all(messages, singly=True)
         assert [[m.origin for m in group] for group, _ in sent] == [[n] for n in range(6)]
         for _, ack in sent:
             assert ack is not None and not isinstance(ack, BaseException)
             await ack
-    finally:
-        await producer.stop()
     seen = await read_all(settings, topic, 6)
     assert [int(value[:5]) for _, _, value in seen] == list(range(6))
