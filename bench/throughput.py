@@ -622,6 +622,7 @@ async def start_profile(pid: int, path: Path) -> asyncio.subprocess.Process:
         "raw",
         "--rate",
         "250",
+        "--idle",
         "--output",
         str(path),
         stdout=asyncio.subprocess.DEVNULL,
@@ -654,7 +655,11 @@ def profile_summary(collapsed: str, top: int = 15) -> str:
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + n
         own[frames[-1]] = own.get(frames[-1], 0) + n
-    lines = [f"profile of the worker's event loop, {total} samples; inclusive, router code:"]
+    idle = sum(n for f, n in own.items() if re.match(r"\w*\.?select \(selectors\.py\)", f))
+    lines = [
+        f"profile of the worker's event loop, {total} samples, "
+        f"{100 * idle / max(total, 1):.1f}% idle (waiting in the selector); inclusive, router code:"
+    ]
     ours = [
         (f, n) for f, n in inclusive.items() if re.search(r"\(router/(?!__main__|entry|cli/)", f)
     ]

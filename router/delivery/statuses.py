@@ -5,18 +5,25 @@ A redelivered status changes nothing twice."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import structlog
 
 from router import metrics
+from router.db.pool import is_uuid
 from router.db.store import Store
 from router.delivery.failover import failed_for_good, opt_out_from
 from router.delivery.trail import JobRow, status_row
 from schemas import DeliveryStatus
 
 log = structlog.get_logger("router.handler")
+
+#: How long statuses naming jobs not on the trail wait, once, for them to appear: the
+#: worker that published a job writes it to the trail just after the broker took it,
+#: so a fast delivery worker's status can come back first.
+UNKNOWN_JOB_WAIT_SECONDS = 1.0
 
 
 async def record_statuses(
@@ -25,11 +32,17 @@ async def record_statuses(
     now: datetime,
     fail_over: Callable[[Sequence[JobRow], datetime], Awaitable[None]],
     actor: str | None = None,
+    unknown_job_wait: float = UNKNOWN_JOB_WAIT_SECONDS,
 ) -> int:
     """Record ``statuses`` in the trail, apply their opt-outs, fail over the pages
     whose jobs failed for good; how many statuses were new. Opt-outs are audited as
-    ``actor``."""
-    jobs = await store.jobs_by_id({s.job_id for s in statuses})
+    ``actor``. Jobs not on the trail are looked for again after ``unknown_job_wait``."""
+    wanted = {s.job_id for s in statuses}
+    jobs = await store.jobs_by_id(wanted)
+    missing = {i for i in wanted - jobs.keys() if is_uuid(i)}  # others are never ours
+    if unknown_job_wait and missing:
+        await asyncio.sleep(unknown_job_wait)
+        jobs.update(await store.jobs_by_id(missing))
     rows = [
         (status_row(s, jobs.get(s.job_id)), s.status, failed_for_good(s, jobs.get(s.job_id)))
         for s in statuses

@@ -2,7 +2,8 @@
 broker, and the batch subscribers that hand records to a handler.
 
 Nothing here decides anything about a page: records in, the handler's methods
-called, the batch committed only when they return (see ``register_subscriber``).
+called, the batch committed only when they are done (see ``register_subscriber``;
+the alerts' ledger and commit overlap the next batch, see router.kafka.overlap).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from router.kafka.consume import PartitionGuard
+from router.kafka.overlap import DrainOnRevoke, Overlap, next_offsets
 from router.kafka.publish import OneByOne, partition_for
 from router.kafka.security import broker_security, client_options
 from router.metrics import REGISTRY
@@ -31,7 +33,8 @@ from router.settings import Settings
 class BatchHandler(Protocol):
     """What the subscribers hand their batches to (the routing worker)."""
 
-    async def handle(self, records: Sequence[SourceRecord]) -> Any: ...
+    async def route(self, records: Sequence[SourceRecord]) -> Any: ...
+    async def record(self, result: Any) -> None: ...
     async def handle_statuses(self, records: Sequence[SourceRecord]) -> int: ...
     async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int: ...
 
@@ -189,6 +192,7 @@ def _batch_subscriber(
     group_id: str,
     instance_id: str | None,
     guard: PartitionGuard,
+    overlap: Overlap | None = None,
 ) -> Any:
     subscriber = broker.subscriber(
         Topic(topic, declare=False),  # router.kafka.topics manages topics, not FastStream
@@ -202,13 +206,32 @@ def _batch_subscriber(
         auto_offset_reset=settings.kafka_auto_offset_reset,
         isolation_level=settings.kafka_isolation_level,
         # ack = commit after the handler returns; an exception rewinds to the
-        # batch's first offsets so the same records are tried again.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        # batch's first offsets so the same records are tried again. With an
+        # overlap, the handler does both itself (see router.kafka.overlap).
+        ack_policy=AckPolicy.NACK_ON_ERROR if overlap is None else AckPolicy.MANUAL,
+        listener=None if overlap is None else DrainOnRevoke(overlap),
         parser=_tolerant_parser,
         decoder=_raw_records,
     )
     _guarded_fetch(subscriber, settings, guard)
+    if overlap is not None:
+        _drain_on_stop(subscriber, overlap)
     return subscriber
+
+
+def _drain_on_stop(subscriber: Any, overlap: Overlap) -> None:
+    """Make ``subscriber`` finish the batch handed over (ledger, commit) before its
+    consumer stops: no new batch is fetched, the one in hand is waited for, and a
+    batch whose handler is still running finishes in that handler."""
+    stop = subscriber.stop
+
+    async def drain_then_stop() -> None:
+        overlap.stopping = True
+        subscriber.running = False
+        await overlap.drain()
+        await stop()
+
+    subscriber.stop = drain_then_stop
 
 
 def _document_outputs(broker: KafkaBroker, settings: Settings) -> None:
@@ -263,7 +286,23 @@ def register_subscriber(
         handle.__name__ = handle.__qualname__ = name  # the AsyncAPI operation is named after it
         return handle
 
-    on_alerts = on_batch("handle", "on_alerts")
+    overlap = Overlap(settings.shutdown_timeout_seconds)
+
+    async def on_alerts(body: Any, message: KafkaMessage) -> None:
+        records = message.raw_message
+        assert isinstance(records, tuple)
+        routing = worker()
+        try:
+            result = await routing.route([_source(r) for r in records])
+        except Exception:
+            # The worker has logged it and waited its backoff: rewind to the batch's
+            # first offsets, so the same records are tried again.
+            await message.nack()
+            return
+        await overlap.hand_over(
+            lambda: routing.record(result), message.consumer, next_offsets(records)
+        )
+
     on_statuses = on_batch("handle_statuses", "on_statuses")
     on_contact_events = on_batch("handle_contact_events", "on_contact_events")
 
@@ -276,6 +315,7 @@ def register_subscriber(
         settings.group_id,
         settings.group_instance_id(),
         guard or PartitionGuard(settings.undecodable_retry_seconds),
+        overlap,
     )
     alerts(on_alerts)
     _batch_subscriber(

@@ -6,13 +6,13 @@ and isolated like the alerts' (:class:`router.routing.retry.RetryingHandler`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import structlog
 
 from router.delivery.edge import FailOver
-from router.delivery.statuses import record_statuses
+from router.delivery.statuses import UNKNOWN_JOB_WAIT_SECONDS, record_statuses
 from router.delivery.trail import JobRow
 from router.kafka.publish import Outgoing
 from router.routing.decode import Rejection, decode_contact_event, decode_status
@@ -25,11 +25,15 @@ log = structlog.get_logger("router.handler")
 
 class Feedback(RetryingHandler):
     """Contact events and delivery statuses; :class:`router.routing.handler.Worker`
-    sets the clock, the failover step and the audit actor."""
+    sets the clock, the failover step, the audit actor and ``recorded`` (the wait for
+    the ledgers being written)."""
 
     _clock: Callable[[], datetime]
     _fail_over: FailOver
     _contact_events_actor: str
+    recorded: Callable[[], Awaitable[None]]
+    #: How long statuses naming jobs not on the trail wait for them, once.
+    unknown_job_wait: float = UNKNOWN_JOB_WAIT_SECONDS
 
     async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int:
         """Apply opt-out/opt-in messages (bad ones go to the DLQ); returns how many applied."""
@@ -74,7 +78,12 @@ class Feedback(RetryingHandler):
             else:
                 statuses.append(item)
         actor = f"kafka:{self._settings.topic_status}"
-        new = await record_statuses(self._store, statuses, now, self.fail_over, actor)
+        # A status can come back before this worker has written its job to the trail
+        # (the ledger is written while the next batch is routed): wait for it.
+        await self.recorded()
+        new = await record_statuses(
+            self._store, statuses, now, self.fail_over, actor, self.unknown_job_wait
+        )
         await self._publish(records, outgoing)
         return new
 

@@ -2,14 +2,15 @@
 
 The handler holds no business logic. It decodes every record, reads the
 directory once for the whole batch, runs the pure pipeline per event, and
-publishes everything at once. It returns only when the broker has acknowledged
-every message of the batch; the caller commits offsets after that, so an event
-is never acknowledged before its output is.
+publishes everything at once. :meth:`Worker.route` returns only when the broker
+has acknowledged every message of the batch; :meth:`Worker.record` then writes
+the batch's ledger (trail, routed marks, counted sends) while the next batch is
+routed, and the caller commits the batch's offsets after that, so an event is
+never committed before its output is acknowledged and it is marked routed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +34,7 @@ from router.routing.dlq import DeadLetter, SourceRecord, dead_letter
 from router.routing.encode import encode
 from router.routing.feedback import Feedback
 from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
+from router.routing.recording import Ledger, Recorder
 from router.routing.retry import RecordKey, log_rejection
 from router.routing.rules import RateDecision, RoutingOptions, Send
 from router.settings import Settings
@@ -49,6 +51,7 @@ def _merge_results(results: list[BatchResult]) -> BatchResult:
         merged.jobs += result.jobs
         merged.decisions += result.decisions
         merged.routed += result.routed
+        merged.ledger.extend(result.ledger)
     return merged
 
 
@@ -84,6 +87,8 @@ class BatchResult:
     jobs: int = 0
     decisions: int = 0
     routed: list[Routed] = field(default_factory=list)
+    #: What the batch still owes PostgreSQL (see :meth:`Worker.record`).
+    ledger: Ledger = field(default_factory=Ledger)
 
 
 class Worker(Feedback):
@@ -113,9 +118,24 @@ class Worker(Feedback):
         # What each record of a failed batch became: a retry publishes the same
         # (see _settle). Forgotten when the batch succeeds.
         self._settled: dict[RecordKey, Settled] = {}
+        # The ledgers written after the acks, and what waits for them.
+        self._recorder = Recorder(
+            store,
+            lambda error, delay: self._back_off(error, delay),
+            settings.retry_backoff_max_seconds,
+        )
 
     async def handle(self, records: Sequence[SourceRecord]) -> BatchResult:
-        """Route a batch of alert records; on failure, wait (backing off) and re-raise.
+        """Route a batch of alert records and write its ledger (:meth:`route`, then
+        :meth:`record`); on failure, wait (backing off) and re-raise."""
+        result = await self.route(records)
+        await self.record(result)
+        return result
+
+    async def route(self, records: Sequence[SourceRecord]) -> BatchResult:
+        """Route a batch of alert records; returns when the broker has acknowledged all
+        of its output, with the ledger still to write (:meth:`record`). On failure,
+        wait (backing off) and re-raise.
 
         Re-raising makes the consumer rewind to the batch's first offsets, so the
         same records are tried again. This worker's retry publishes what its first
@@ -123,7 +143,19 @@ class Worker(Feedback):
         are deterministic, so a batch re-routed elsewhere (after a crash) produces
         the same jobs.
         """
-        return await self._retrying(self._handle, records, _merge_results)
+        result = await self._retrying(self._handle, records, _merge_results)
+        self._recorder.owe(result.ledger)
+        return result
+
+    async def record(self, result: BatchResult) -> None:
+        """Write a routed batch's ledger in one statement: its page trail, its events
+        marked routed, its critical jobs counted. An outage is waited out (the
+        batch's offsets are committed only after this returns)."""
+        await self._recorder.write(result.ledger)
+
+    async def recorded(self) -> None:
+        """Wait until the ledgers being written now are written (or given up)."""
+        await self._recorder.written()
 
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -143,19 +175,10 @@ class Worker(Feedback):
             result.routed.append(outcome)
             outgoing += self._routed_messages(index, record, outcome, trail, done.now)
 
-        # The page trail is written while the broker acknowledges (two waits at once,
-        # not one after the other). A batch retried after a failure writes it again,
-        # which changes nothing: events and jobs are written once.
-        writing = asyncio.ensure_future(self._store.write_trail(trail))
-        # The batch is done only when the broker has every message; only then are its
-        # events recorded as routed, so a crash before this point re-routes them (with
+        # The batch is routed only when the broker has every message; only then is its
+        # ledger written (record), so a crash before that re-routes its events (with
         # the same job ids) instead of dropping them.
-        try:
-            refused = await self._publish(records, outgoing)
-        finally:
-            with metrics.DB_SECONDS.labels("write_trail").time():
-                await asyncio.gather(writing, return_exceptions=True)
-        writing.result()  # a failed trail write fails the batch like any store outage
+        refused = await self._publish(records, outgoing)
         refused_events = {
             done.outcome.event.event_id
             for index, done in enumerate(settled)
@@ -164,18 +187,17 @@ class Worker(Feedback):
         result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
         result.rejected += len(refused_events)
         result.events -= len(refused_events)
-        # The routed marks and the counts of jobs no limit holds back: one statement.
-        with metrics.DB_SECONDS.labels("record_batch").time():
-            await self._store.record_batch(
-                Trail(),
-                [
-                    done.outcome.event.event_id
-                    for done in settled
-                    if isinstance(done.outcome, Planned)
-                    and done.outcome.event.event_id not in refused_events
-                ],
-                counted,
-            )
+        # The trail, the routed marks and the counts of jobs no limit holds back.
+        result.ledger = Ledger(
+            trail,
+            [
+                done.outcome.event.event_id
+                for done in settled
+                if isinstance(done.outcome, Planned)
+                and done.outcome.event.event_id not in refused_events
+            ],
+            counted,
+        )
         # Tallied per batch, then one increment per label: not a labelled lookup per job.
         transports: Counter[str] = Counter()
         outcomes_seen: Counter[tuple[str, str]] = Counter()
@@ -224,7 +246,7 @@ class Worker(Feedback):
         fresh = [i for i in range(len(records)) if i not in known]
         if fresh:
             # An event that a remembered record routes is routed by that record only.
-            claimed = {
+            claimed = self._recorder.unrecorded | {
                 done.outcome.event.event_id
                 for done in known.values()
                 if isinstance(done.outcome, Planned)
@@ -320,6 +342,8 @@ class Worker(Feedback):
                     with metrics.DB_SECONDS.labels("reserve_sends").time():
                         await self._store.reserve_sends([], self._limits, now, _given(pages))
                 continue
+            # The ledger being written may count jobs these methods' limits must see.
+            await self.recorded()
             with metrics.DB_SECONDS.labels("reserve_sends").time():
                 await self._store.reserve_sends(wanted, self._limits, now, holds)
         return finished, counted

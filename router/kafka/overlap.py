@@ -1,0 +1,130 @@
+"""Batches overlapped at the consumer: the next batch is routed while the last one's
+ledger is written, and each batch commits its own offsets, in order.
+
+FastStream's loop fetches a batch, calls the handler and, by default, commits every
+position the consumer has when the handler returns. The alerts subscriber
+acknowledges by hand instead: its handler routes the batch (the broker has all of
+its output when that returns), then hands the batch's ledger and the commit of the
+batch's own offsets to :class:`Overlap`, which runs them while the next batch is
+fetched and routed. At most one batch is handed over at a time: the next handler
+waits for it before handing over its own, so commits keep their order and
+PostgreSQL is never more than one batch behind. A rebalance and a stop wait for the
+batch in hand (its ledger and its commit) first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+log = structlog.get_logger("router.consume")
+
+
+def next_offsets(records: Collection[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:
+    """The offsets to commit once ``records`` are done: each partition's last one plus one."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
+
+
+class Overlap:
+    """The one batch whose ledger and commit run while the next batch is routed."""
+
+    def __init__(self, drain_seconds: float) -> None:
+        self._pending: asyncio.Task[None] | None = None
+        self._drain_seconds = drain_seconds
+        # Offsets whose commit failed (a broker outage): committed with the next batch's.
+        self._carried: dict[TopicPartition, int] = {}
+        #: Set when the consumer stops: a batch handed over then is finished at once.
+        self.stopping = False
+
+    async def hand_over(
+        self,
+        ledger: Callable[[], Awaitable[None]],
+        consumer: Any,
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        """Wait for the batch handed over before, then write ``ledger`` and commit
+        ``offsets`` after it, in the background (or now, when stopping)."""
+        await self._wait()
+
+        async def finish() -> None:
+            await ledger()
+            await self._commit(consumer, offsets)
+
+        if self.stopping:
+            await finish()
+        else:
+            self._pending = asyncio.create_task(finish(), name="router-batch-ledger")
+
+    async def drain(self) -> None:
+        """Wait (at most the drain time) for the batch in hand: its ledger and commit."""
+        pending = self._pending
+        if pending is None or pending.done():
+            return
+        done, _ = await asyncio.wait({pending}, timeout=self._drain_seconds)
+        if not done:
+            log.warning(
+                "batch_ledger_unfinished",
+                waited_seconds=self._drain_seconds,
+                hint="its records were not committed; whoever consumes the partitions next "
+                "routes them again, with the same job ids",
+            )
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+
+    async def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            await pending
+        except asyncio.CancelledError:
+            if not pending.cancelled():
+                raise  # this handler is cancelled, not the batch handed over
+        except Exception:  # the ledger waits out outages itself: this is a bug
+            log.exception("batch_ledger_failed")
+
+    async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        if not hasattr(consumer, "assignment"):
+            await consumer.commit()  # FastStream's test broker: no offsets of its own
+            return
+        owned = consumer.assignment()
+        wanted = {tp: o for tp, o in self._carried.items() if tp in owned}
+        for tp, offset in offsets.items():
+            wanted[tp] = max(offset, wanted.get(tp, 0))
+        try:
+            await consumer.commit(wanted)
+        except KafkaError as error:
+            self._carried = {tp: o for tp, o in wanted.items() if tp in consumer.assignment()}
+            log.warning(
+                "commit_failed",
+                error=str(error),
+                error_class=type(error).__name__,
+                partitions=len(wanted),
+                hint="committed with the next batch if the partitions are still ours; "
+                "otherwise their next owner routes the records again, with the same job ids",
+            )
+        else:
+            self._carried = {}
+
+
+class DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Finishes the batch in hand (ledger and commit) before partitions are given up."""
+
+    def __init__(self, overlap: Overlap) -> None:
+        self._overlap = overlap
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        """Before a rebalance: the batch in hand commits while its partitions are ours."""
+        await self._overlap.drain()
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        """Nothing to do: the next batch starts from the committed offsets."""
