@@ -512,8 +512,9 @@ async def directory_loaded(port: int, users: int, started: float) -> float | Non
 
 def batch_breakdown(port: int) -> dict[str, float]:
     """Where a batch's wall time went, from the worker's own histograms (means over the
-    throughput run): records per batch, milliseconds per batch, and milliseconds per
-    batch in each PostgreSQL call."""
+    throughput run): records per batch, milliseconds per batch (routing it, until the
+    broker has its output), and milliseconds per batch in each PostgreSQL call
+    (``record_batch``, the ledger, runs while the next batch is routed)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
 

@@ -32,6 +32,10 @@ SECRET_SETTINGS = (
 )
 
 
+#: The setting that names each transport's topic.
+_DELIVERY_TOPICS = {"email": "topic_email", "sms": "topic_sms", "webhook": "topic_webhook"}
+
+
 class Settings(BaseSettings):
     """Everything the router can be told from the outside."""
 
@@ -96,6 +100,9 @@ class Settings(BaseSettings):
     # While backing off after an outage, probe the failed dependency this often.
     recovery_probe_seconds: float = Field(default=0.5, gt=0)
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Python's young-generation collection runs after this many net allocations (its
+    # own default: 700); a routed batch keeps thousands of objects alive at once.
+    gc_young_threshold: int = Field(default=20_000, ge=0)
     # A worker started while PostgreSQL or the broker is down waits this long for them.
     startup_wait_seconds: float = Field(default=60.0, ge=0)
     # A partition whose records the client cannot decode is paused, then retried this often.
@@ -294,11 +301,7 @@ class Settings(BaseSettings):
 
     def delivery_topic(self, transport: Transport) -> str:
         """The topic that delivery jobs of ``transport`` are published to."""
-        return {
-            "email": self.topic_email,
-            "sms": self.topic_sms,
-            "webhook": self.topic_webhook,
-        }[transport]
+        return str(getattr(self, _DELIVERY_TOPICS[transport]))
 
     def group_instance_id(self, suffix: str = "") -> str | None:
         """The static member id for one consumer group (None: dynamic membership)."""

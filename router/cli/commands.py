@@ -40,9 +40,16 @@ from router.errors import InvalidValue, KafkaSetupError
 
 def run(args: argparse.Namespace) -> None:
     """``router run``."""
+    import gc
+
     from router.app import run as run_router
 
-    asyncio.run(run_router(settings()))
+    configured = settings()
+    if configured.gc_young_threshold:
+        # A routed batch keeps thousands of objects alive until it is published: at
+        # Python's 700 the collector would run dozens of times a batch.
+        gc.set_threshold(configured.gc_young_threshold, 10, 10)
+    asyncio.run(run_router(configured))
 
 
 def ingest(args: argparse.Namespace) -> None:

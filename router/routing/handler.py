@@ -11,6 +11,7 @@ never committed before its output is acknowledged and it is marked routed.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,8 @@ from router.settings import Settings
 from schemas import AlertEvent
 
 log = structlog.get_logger("router.handler")
+#: The standard logger under ``log``: its level says whether per-event lines are wanted.
+_EVENT_LINES = logging.getLogger("router.handler")
 
 
 def _merge_results(results: list[BatchResult]) -> BatchResult:
@@ -206,16 +209,18 @@ class Worker(Feedback):
             outcomes_seen.update((d.outcome, d.reason or "") for d in routed.decisions)
             result.jobs += len(routed.jobs)
             result.decisions += len(routed.decisions)
-            structlog.contextvars.bind_contextvars(event_id=routed.event.event_id)
-            log.info(
-                "event_routed",
-                kind=routed.event.kind,
-                severity=routed.event.severity,
-                jobs=len(routed.jobs),
-                skipped=sum(d.outcome == "skipped" for d in routed.decisions),
-                reasons=sorted({d.reason for d in routed.decisions if d.reason}),
-            )
-        structlog.contextvars.unbind_contextvars("event_id")
+        if _EVENT_LINES.isEnabledFor(logging.INFO):  # below INFO, not even the arguments
+            for routed in result.routed:
+                structlog.contextvars.bind_contextvars(event_id=routed.event.event_id)
+                log.info(
+                    "event_routed",
+                    kind=routed.event.kind,
+                    severity=routed.event.severity,
+                    jobs=len(routed.jobs),
+                    skipped=sum(d.outcome == "skipped" for d in routed.decisions),
+                    reasons=sorted({d.reason for d in routed.decisions if d.reason}),
+                )
+            structlog.contextvars.unbind_contextvars("event_id")
         metrics.EVENTS.inc(len(result.routed))
         for transport, count in transports.items():
             metrics.JOBS.labels(transport).inc(count)

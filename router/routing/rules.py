@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from router.directory.models import ContactMethod, Directory, User
@@ -328,9 +329,9 @@ def parse_buckets(text: str) -> tuple[RateLimit, ...]:
 Limits = Mapping[str, Sequence[RateLimit]]
 
 
-@dataclass(frozen=True)
-class Send:
-    """A job that would be sent, as the rate limiter sees it."""
+class Send(NamedTuple):
+    """A job that would be sent, as the rate limiter sees it (a named tuple: one is
+    made for every job routed)."""
 
     job_id: str
     contact_method_id: str

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import gc
+
+import pytest
+
 from router.app import create_app
+from router.cli import commands
 from router.settings import Settings
 
 
@@ -21,3 +27,21 @@ def test_every_subscriber_reads_committed_records_only_by_default() -> None:
 def test_the_isolation_level_setting_reaches_the_consumers() -> None:
     args = connection_args(Settings(kafka_isolation_level="read_uncommitted"))
     assert all(a["isolation_level"] == "read_uncommitted" for a in args)
+
+
+def test_router_run_sets_the_collector_threshold_from_its_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    async def run(settings: Settings) -> None:
+        seen.append(gc.get_threshold())
+
+    before = gc.get_threshold()
+    monkeypatch.setattr("router.app.run", run)
+    monkeypatch.setenv("ROUTER_GC_YOUNG_THRESHOLD", "12345")
+    try:
+        commands.run(argparse.Namespace())
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [(12345, 10, 10)]
