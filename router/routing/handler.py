@@ -11,9 +11,8 @@ never committed before its output is acknowledged and it is marked routed.
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,14 +35,16 @@ from router.routing.encode import encode
 from router.routing.feedback import Feedback
 from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
 from router.routing.recording import Ledger, Recorder
+from router.routing.report import report
 from router.routing.retry import RecordKey, log_rejection
 from router.routing.rules import RateDecision, RoutingOptions, Send
 from router.settings import Settings
 from schemas import AlertEvent
 
 log = structlog.get_logger("router.handler")
-#: The standard logger under ``log``: its level says whether per-event lines are wanted.
-_EVENT_LINES = logging.getLogger("router.handler")
+#: Records planned, or made into messages, between two turns of the event loop: the
+#: ledger of the batch before (router.kafka.overlap) is answered meanwhile, not after.
+_TURN_EVERY = 100
 
 
 def _merge_results(results: list[BatchResult]) -> BatchResult:
@@ -168,6 +169,8 @@ class Worker(Feedback):
         outgoing: list[Outgoing] = []
         trail = Trail()
         for index, (record, done) in enumerate(zip(records, settled, strict=True)):
+            if index % _TURN_EVERY == _TURN_EVERY - 1:
+                await asyncio.sleep(0)
             outcome = finished.get(index, done.outcome)
             if isinstance(outcome, DeadLetter):
                 result.rejected += 1
@@ -201,31 +204,7 @@ class Worker(Feedback):
             ],
             counted,
         )
-        # Tallied per batch, then one increment per label: not a labelled lookup per job.
-        transports: Counter[str] = Counter()
-        outcomes_seen: Counter[tuple[str, str]] = Counter()
-        for routed in result.routed:
-            transports.update(job.transport for job in routed.jobs)
-            outcomes_seen.update((d.outcome, d.reason or "") for d in routed.decisions)
-            result.jobs += len(routed.jobs)
-            result.decisions += len(routed.decisions)
-        if _EVENT_LINES.isEnabledFor(logging.INFO):  # below INFO, not even the arguments
-            for routed in result.routed:
-                structlog.contextvars.bind_contextvars(event_id=routed.event.event_id)
-                log.info(
-                    "event_routed",
-                    kind=routed.event.kind,
-                    severity=routed.event.severity,
-                    jobs=len(routed.jobs),
-                    skipped=sum(d.outcome == "skipped" for d in routed.decisions),
-                    reasons=sorted({d.reason for d in routed.decisions if d.reason}),
-                )
-            structlog.contextvars.unbind_contextvars("event_id")
-        metrics.EVENTS.inc(len(result.routed))
-        for transport, count in transports.items():
-            metrics.JOBS.labels(transport).inc(count)
-        for (decided, reason), count in outcomes_seen.items():
-            metrics.DECISIONS.labels(decided, reason).inc(count)
+        result.jobs, result.decisions = report(result.routed)
         log.debug(
             "batch_done",
             records=len(records),
@@ -295,7 +274,9 @@ class Worker(Feedback):
         now = self._clock()
         settled: list[Settled] = []
         claimed = set(claimed)
-        for record, item in zip(records, decoded, strict=True):
+        for index, (record, item) in enumerate(zip(records, decoded, strict=True)):
+            if index % _TURN_EVERY == _TURN_EVERY - 1:
+                await asyncio.sleep(0)
             if isinstance(item, Rejection):
                 log_rejection("event_rejected", record, item)
                 settled.append(Settled(dead_letter(record, item), now))

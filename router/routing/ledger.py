@@ -4,12 +4,12 @@ back, and the janitor's purge."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from router.db.pool import PgBase
 from router.delivery.trail import Trail
@@ -56,9 +56,16 @@ class LedgerStore(PgBase):
                 self._q["record_batch"],
                 *_trail_arguments(trail),
                 list(routed),
-                [s.job_id for s, _ in counted],
-                [s.contact_method_id for s, _ in counted],
-                [at for _, at in counted],
+                orjson.dumps(
+                    [
+                        {
+                            "job_id": s.job_id,
+                            "contact_method_id": s.contact_method_id,
+                            "sent_at": at,
+                        }
+                        for s, at in counted
+                    ]
+                ).decode(),
             )
 
     async def reserve_sends(
@@ -162,23 +169,17 @@ class LedgerStore(PgBase):
                 await conn.execute(self._q["purge_audit"], float(audit_older_than))
 
 
-def _trail_arguments(trail: Trail) -> list[list[Any]]:
-    """``write_trail``'s parameters $1-$21, which ``record_batch`` shares."""
-    jobs, rows = trail.jobs, trail.rows
+def _trail_arguments(trail: Trail) -> list[Any]:
+    """``write_trail``'s parameters $1-$12, which ``record_batch`` shares: the jobs as
+    one JSON array of their rows (orjson writes the dataclasses whole; the statement
+    reads the columns it names)."""
+    rows = trail.rows
     return [
         [e[0] for e in trail.events],
         [e[1] for e in trail.events],
         [e[2] for e in trail.events],
         [e[3] for e in trail.events],
-        [j.job_id for j in jobs],
-        [j.event_id for j in jobs],
-        [j.user_id for j in jobs],
-        [j.contact_method_id for j in jobs],
-        [j.transport for j in jobs],
-        [j.severity for j in jobs],
-        [j.address for j in jobs],
-        [j.created_at for j in jobs],
-        [j.failover_of for j in jobs],
+        orjson.dumps(trail.jobs).decode(),
         [r.dedup for r in rows],
         [r.kind for r in rows],
         [r.event_id for r in rows],
@@ -186,5 +187,4 @@ def _trail_arguments(trail: Trail) -> list[list[Any]]:
         [r.job_id for r in rows],
         [r.at for r in rows],
         [r.record for r in rows],
-        [json.dumps(j.digest_of) if j.digest_of else None for j in jobs],
     ]
