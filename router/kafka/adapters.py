@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from typing import Any, Protocol
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import IllegalStateError
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, KafkaMessage, Topic
@@ -28,6 +30,8 @@ from router.kafka.security import broker_security, client_options
 from router.metrics import REGISTRY
 from router.routing.dlq import SourceRecord
 from router.settings import Settings
+
+log = structlog.get_logger("router.consume")
 
 
 class BatchHandler(Protocol):
@@ -219,6 +223,14 @@ def _batch_subscriber(
     return subscriber
 
 
+async def _rewind(message: KafkaMessage) -> None:
+    """Seek the batch's partitions back to its first offsets (FastStream's nack)."""
+    try:
+        await message.nack()
+    except IllegalStateError as error:  # revoked meanwhile: their next owner reads them
+        log.warning("rewind_skipped", error=str(error))
+
+
 def _drain_on_stop(subscriber: Any, overlap: Overlap) -> None:
     """Make ``subscriber`` finish the batch handed over (ledger, commit) before its
     consumer stops: no new batch is fetched, the one in hand is waited for, and a
@@ -286,22 +298,28 @@ def register_subscriber(
         handle.__name__ = handle.__qualname__ = name  # the AsyncAPI operation is named after it
         return handle
 
-    overlap = Overlap(settings.shutdown_timeout_seconds)
+    # Half the shutdown time for the batches in hand, so that with FastStream's own wait
+    # for a handler a stop stays within the pod's grace period (45 s for 30).
+    overlap = Overlap(settings.shutdown_timeout_seconds / 2)
 
     async def on_alerts(body: Any, message: KafkaMessage) -> None:
         records = message.raw_message
         assert isinstance(records, tuple)
         routing = worker()
+        overlap.routing()
         try:
-            result = await routing.route([_source(r) for r in records])
-        except Exception:
-            # The worker has logged it and waited its backoff: rewind to the batch's
-            # first offsets, so the same records are tried again.
-            await message.nack()
-            return
-        await overlap.hand_over(
-            lambda: routing.record(result), message.consumer, next_offsets(records)
-        )
+            try:
+                result = await routing.route([_source(r) for r in records])
+            except Exception:
+                # The worker has logged it and waited its backoff: rewind to the batch's
+                # first offsets, so the same records are tried again.
+                await _rewind(message)
+                return
+            await overlap.hand_over(
+                lambda: routing.record(result), message.consumer, next_offsets(records)
+            )
+        finally:
+            overlap.routed()
 
     on_statuses = on_batch("handle_statuses", "on_statuses")
     on_contact_events = on_batch("handle_contact_events", "on_contact_events")

@@ -15,6 +15,7 @@ batch in hand (its ledger and its commit) first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
@@ -42,8 +43,22 @@ class Overlap:
         self._drain_seconds = drain_seconds
         # Offsets whose commit failed (a broker outage): committed with the next batch's.
         self._carried: dict[TopicPartition, int] = {}
+        # Set while a handler routes a batch, so a rebalance or a stop can wait for it.
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # A batch handed over did not finish (given up at a stop or rebalance): nothing
+        # later may be committed past it until the partitions are assigned again.
+        self._withheld = False
         #: Set when the consumer stops: a batch handed over then is finished at once.
         self.stopping = False
+
+    def routing(self) -> None:
+        """A handler starts routing a batch (see :meth:`routed`)."""
+        self._idle.clear()
+
+    def routed(self) -> None:
+        """The handler is done with its batch (handed over, or rewound)."""
+        self._idle.set()
 
     async def hand_over(
         self,
@@ -51,34 +66,60 @@ class Overlap:
         consumer: Any,
         offsets: dict[TopicPartition, int],
     ) -> None:
-        """Wait for the batch handed over before, then write ``ledger`` and commit
+        """Wait for the batch handed over before, then wait for ``ledger`` and commit
         ``offsets`` after it, in the background (or now, when stopping)."""
         await self._wait()
 
         async def finish() -> None:
-            await ledger()
+            try:
+                await ledger()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the ledger waits out outages itself: this is a bug
+                log.exception("batch_ledger_failed")
+                self._withhold()
+                return
             await self._commit(consumer, offsets)
 
         if self.stopping:
             await finish()
         else:
-            self._pending = asyncio.create_task(finish(), name="router-batch-ledger")
+            self._pending = asyncio.create_task(finish(), name="router-batch-commit")
 
     async def drain(self) -> None:
-        """Wait (at most the drain time) for the batch in hand: its ledger and commit."""
+        """Wait, at most the drain time in all, for the handler routing a batch and for
+        the batch handed over (its ledger and commit)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._drain_seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._drain_seconds)
         pending = self._pending
         if pending is None or pending.done():
             return
-        done, _ = await asyncio.wait({pending}, timeout=self._drain_seconds)
+        done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - loop.time()))
         if not done:
             log.warning(
                 "batch_ledger_unfinished",
                 waited_seconds=self._drain_seconds,
-                hint="its records were not committed; whoever consumes the partitions next "
-                "routes them again, with the same job ids",
+                hint="its records are not committed, nor any after them; whoever consumes "
+                "the partitions next routes them again, with the same job ids",
             )
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
+            self._withhold()
+
+    def revoked(self) -> None:
+        """The partitions were given up: offsets carried for them are not ours to commit."""
+        self._carried = {}
+
+    def assigned(self) -> None:
+        """Partitions assigned anew: consuming restarts from the committed offsets."""
+        self._withheld = False
+        self._carried = {}
+
+    def _withhold(self) -> None:
+        self._withheld = True
+        self._carried = {}
 
     async def _wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -89,17 +130,30 @@ class Overlap:
         except asyncio.CancelledError:
             if not pending.cancelled():
                 raise  # this handler is cancelled, not the batch handed over
-        except Exception:  # the ledger waits out outages itself: this is a bug
-            log.exception("batch_ledger_failed")
+            self._withhold()
+        except Exception:  # finish() logs its own failures: this is a bug
+            log.exception("batch_commit_failed")
+            self._withhold()
 
     async def _commit(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        if self._withheld:
+            log.warning(
+                "commit_withheld",
+                partitions=len(offsets),
+                hint="an earlier batch's ledger did not finish; its records and these are "
+                "routed again from the committed offsets, with the same job ids",
+            )
+            return
         if not hasattr(consumer, "assignment"):
             await consumer.commit()  # FastStream's test broker: no offsets of its own
             return
         owned = consumer.assignment()
         wanted = {tp: o for tp, o in self._carried.items() if tp in owned}
         for tp, offset in offsets.items():
-            wanted[tp] = max(offset, wanted.get(tp, 0))
+            if tp in owned:
+                wanted[tp] = max(offset, wanted.get(tp, 0))
+        if not wanted:
+            return
         try:
             await consumer.commit(wanted)
         except KafkaError as error:
@@ -117,14 +171,17 @@ class Overlap:
 
 
 class DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Finishes the batch in hand (ledger and commit) before partitions are given up."""
+    """Finishes the batch being routed and the one handed over (ledger and commit)
+    before partitions are given up."""
 
     def __init__(self, overlap: Overlap) -> None:
         self._overlap = overlap
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        """Before a rebalance: the batch in hand commits while its partitions are ours."""
+        """Before a rebalance: the batches in hand commit while their partitions are ours."""
         await self._overlap.drain()
+        self._overlap.revoked()
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        """Nothing to do: the next batch starts from the committed offsets."""
+        """Consuming starts again from the committed offsets."""
+        self._overlap.assigned()

@@ -93,6 +93,8 @@ class BatchResult:
     routed: list[Routed] = field(default_factory=list)
     #: What the batch still owes PostgreSQL (see :meth:`Worker.record`).
     ledger: Ledger = field(default_factory=Ledger)
+    #: Its ledger being written (from :meth:`Worker.route` on).
+    recording: asyncio.Future[None] | None = None
 
 
 class Worker(Feedback):
@@ -147,15 +149,27 @@ class Worker(Feedback):
         are deterministic, so a batch re-routed elsewhere (after a crash) produces
         the same jobs.
         """
-        result = await self._retrying(self._handle, records, _merge_results)
-        self._recorder.owe(result.ledger)
+        result = await self._retrying(
+            self._handle, records, _merge_results, one_by_one=self._handle_recorded
+        )
+        result.recording = self._recorder.start(result.ledger)
         return result
 
     async def record(self, result: BatchResult) -> None:
-        """Write a routed batch's ledger in one statement: its page trail, its events
-        marked routed, its critical jobs counted. An outage is waited out (the
-        batch's offsets are committed only after this returns)."""
+        """Wait until a routed batch's ledger is written, in one statement: its page
+        trail, its events marked routed, its critical jobs counted. An outage is
+        waited out (the batch's offsets are committed only after this returns)."""
+        if result.recording is None:
+            result.recording = self._recorder.start(result.ledger)
+        await asyncio.shield(result.recording)  # a stop giving up on it leaves it running
+
+    async def _handle_recorded(self, records: Sequence[SourceRecord]) -> BatchResult:
+        """A record of a batch handled record by record: its ledger written before the
+        next record is routed, so that one sees its events and counted sends."""
+        result = await self._handle(records)
         await self._recorder.write(result.ledger)
+        result.ledger = Ledger()
+        return result
 
     async def recorded(self) -> None:
         """Wait until the ledgers being written now are written (or given up)."""

@@ -69,7 +69,8 @@ class Ledger:
 
 
 class Recorder:
-    """The ledgers a worker owes, written after their batches' acks."""
+    """The ledgers a worker owes: each written from the moment its batch is routed,
+    and what must see them waits for them."""
 
     def __init__(
         self,
@@ -83,22 +84,28 @@ class Recorder:
         #: Events routed by batches whose ledger is not written yet: routed_within
         #: cannot see them, so a later record naming one is a duplicate by this set.
         self.unrecorded: set[str] = set()
-        self._writing: set[asyncio.Future[None]] = set()
+        self._writing: set[asyncio.Task[None]] = set()
 
-    def owe(self, ledger: Ledger) -> None:
-        """``ledger``'s batch is routed; its ledger will be written (:meth:`write`)."""
+    def start(self, ledger: Ledger) -> asyncio.Task[None]:
+        """``ledger``'s batch is routed: write the ledger from now on, in the background
+        (:func:`write_ledger`). It counts as being written (:meth:`written`) at once."""
         self.unrecorded.update(ledger.routed)
+        task = asyncio.create_task(self._write(ledger), name="router-ledger")
+        self._writing.add(task)
+        return task
 
-    async def write(self, ledger: Ledger) -> None:
-        """Write ``ledger`` (see :func:`write_ledger`)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._writing.add(done)
+    async def _write(self, ledger: Ledger) -> None:
         try:
             await write_ledger(self._store, ledger, self._back_off, self._backoff_max_seconds)
         finally:
             self.unrecorded.difference_update(ledger.routed)
-            self._writing.discard(done)
-            done.set_result(None)
+            task = asyncio.current_task()
+            if task is not None:
+                self._writing.discard(task)
+
+    async def write(self, ledger: Ledger) -> None:
+        """Write ``ledger`` now and wait until it is written."""
+        await self.start(ledger)
 
     async def written(self) -> None:
         """Wait until the ledgers being written now are written (or given up)."""

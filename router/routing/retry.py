@@ -87,7 +87,10 @@ class RetryingHandler:
         handler: Callable[[Sequence[SourceRecord]], Awaitable[T]],
         records: Sequence[SourceRecord],
         merge: Callable[[list[T]], T],
+        one_by_one: Callable[[Sequence[SourceRecord]], Awaitable[T]] | None = None,
     ) -> T:
+        """``handler(records)``, retried through outages; on any other failure the records
+        one at a time through ``one_by_one`` (default: ``handler``)."""
         metrics.BATCH_SIZE.observe(len(records))
         try:
             with metrics.BATCH_SECONDS.time():
@@ -98,7 +101,7 @@ class RetryingHandler:
             if not outage:
                 # Not the world but the data (or a bug meeting it): retrying the
                 # batch would fail the same way forever. Decide per record.
-                return await self._isolate(handler, records, merge, error)
+                return await self._isolate(one_by_one or handler, records, merge, error)
             self._failures += 1
             delay = min(self._settings.retry_backoff_max_seconds, 0.5 * 2 ** (self._failures - 1))
             log.error(

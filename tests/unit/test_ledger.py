@@ -164,3 +164,26 @@ async def test_a_status_from_another_worker_finds_a_job_written_just_after_it() 
     )
     late.cancel()
     assert new == 1 and [j.job_id for j in failed] == [job["job_id"]]
+
+
+class RefusingStore(GatedStore):
+    """Refuses (not an outage) any directory read naming ``poison``: the batch is then
+    routed record by record."""
+
+    async def directory_for(self, user_ids: Any, shifts: Any) -> Any:
+        if "poison" in user_ids:
+            raise StoreError("PostgreSQL refused the operation: invalid byte sequence.")
+        return await super().directory_for(user_ids, shifts)
+
+
+async def test_routed_record_by_record_an_event_twice_is_still_routed_once() -> None:
+    store = RefusingStore()
+    source = await directory()
+    store.users, store.methods = source.users, source.methods
+    store.gate.set()
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
+    batch = [record(alert("e1"), 0), record(alert("e2", ["poison"]), 1), record(alert("e1"), 2)]
+    await worker.handle(batch)
+    assert len(publisher.on("deliveries.email")) == 1
+    assert decisions(publisher)[-1] == ("e1", "duplicate_event")

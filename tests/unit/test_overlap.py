@@ -139,3 +139,49 @@ async def test_a_failed_commit_of_a_partition_given_up_is_not_carried() -> None:
     await overlap.hand_over(second, consumer, {A1: 4})
     await overlap.drain()
     assert consumer.commits == [{A1: 4}]
+
+
+async def test_after_a_batch_given_up_at_a_drain_nothing_later_is_committed_until_reassigned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer, log = Consumer(A0), []
+    overlap = Overlap(drain_seconds=0.05)
+    await overlap.hand_over(Ledger(log, "stuck"), consumer, {A0: 3})
+    await overlap.drain()  # a rebalance or a stop that could not wait longer
+    later = Ledger(log, "later")
+    later.gate.set()
+    await overlap.hand_over(later, consumer, {A0: 7})
+    await overlap.drain()
+    assert consumer.commits == [], "committing 7 would skip the records of the stuck batch"
+    assert "commit_withheld" in [e["event"] for e in logged(caplog)]
+    overlap.assigned()  # consuming restarts from the committed offsets
+    again = Ledger(log, "again")
+    again.gate.set()
+    await overlap.hand_over(again, consumer, {A0: 3})
+    await overlap.drain()
+    assert consumer.commits == [{A0: 3}]
+
+
+async def test_a_drain_waits_for_the_batch_being_routed_and_then_for_its_commit() -> None:
+    consumer, log = Consumer(A0), []
+    overlap = Overlap(drain_seconds=5)
+    overlap.routing()  # a handler is routing a batch
+    draining = asyncio.create_task(overlap.drain())
+    await asyncio.sleep(0.01)
+    assert not draining.done()
+    ledger = Ledger(log, "routed")
+    ledger.gate.set()
+    await overlap.hand_over(ledger, consumer, {A0: 5})
+    overlap.routed()
+    await draining
+    assert consumer.commits == [{A0: 5}], "committed before the partitions are given up"
+
+
+async def test_offsets_of_a_partition_no_longer_ours_are_left_out_of_the_commit() -> None:
+    consumer, log = Consumer(A1), []
+    overlap = Overlap(drain_seconds=5)
+    ledger = Ledger(log, "split")
+    ledger.gate.set()
+    await overlap.hand_over(ledger, consumer, {A0: 9, A1: 4})
+    await overlap.drain()
+    assert consumer.commits == [{A1: 4}]

@@ -52,7 +52,7 @@ WITH events AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
                            address, created_at, failover_of, digest_of)
     SELECT job_id, event_id, user_id, contact_method_id, transport, severity,
-           address, created_at, failover_of, digest_of
+           address, created_at, failover_of, NULLIF(digest_of, '{}')
     FROM json_to_recordset($5::json)
          AS g (job_id uuid, event_id text, user_id text, contact_method_id uuid,
                transport text, severity text, address text, created_at timestamptz,
@@ -81,7 +81,7 @@ WITH events AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
                            address, created_at, failover_of, digest_of)
     SELECT job_id, event_id, user_id, contact_method_id, transport, severity,
-           address, created_at, failover_of, digest_of
+           address, created_at, failover_of, NULLIF(digest_of, '{}')
     FROM json_to_recordset($5::json)
          AS g (job_id uuid, event_id text, user_id text, contact_method_id uuid,
                transport text, severity text, address text, created_at timestamptz,
