@@ -24,7 +24,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage, Topic
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
 from router.kafka.consume import PartitionGuard
-from router.kafka.overlap import DrainOnRevoke, Overlap, next_offsets
+from router.kafka.overlap import OnRebalance, Overlap, next_offsets
 from router.kafka.publish import OneByOne, partition_for
 from router.kafka.security import broker_security, client_options
 from router.metrics import REGISTRY
@@ -213,7 +213,7 @@ def _batch_subscriber(
         # batch's first offsets so the same records are tried again. With an
         # overlap, the handler does both itself (see router.kafka.overlap).
         ack_policy=AckPolicy.NACK_ON_ERROR if overlap is None else AckPolicy.MANUAL,
-        listener=None if overlap is None else DrainOnRevoke(overlap),
+        listener=None if overlap is None else OnRebalance(overlap),
         parser=_tolerant_parser,
         decoder=_raw_records,
     )

@@ -8,8 +8,9 @@ its output when that returns), then hands the batch's ledger and the commit of t
 batch's own offsets to :class:`Overlap`, which runs them while the next batch is
 fetched and routed. At most one batch is handed over at a time: the next handler
 waits for it before handing over its own, so commits keep their order and
-PostgreSQL is never more than one batch behind. A rebalance and a stop wait for the
-batch in hand (its ledger and its commit) first.
+PostgreSQL is never more than one batch behind. A stop waits for the batch being
+routed and the one handed over (ledger and commit) first; a rebalance does not
+wait (see :class:`OnRebalance`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class Overlap:
         # Set while a handler routes a batch, so a rebalance or a stop can wait for it.
         self._idle = asyncio.Event()
         self._idle.set()
-        # A batch handed over did not finish (given up at a stop or rebalance): nothing
-        # later may be committed past it until the partitions are assigned again.
+        # A batch handed over did not finish (given up at a stop): nothing later may
+        # be committed past it until the partitions are assigned again.
         self._withheld = False
         #: Set when the consumer stops: a batch handed over then is finished at once.
         self.stopping = False
@@ -87,8 +88,8 @@ class Overlap:
             self._pending = asyncio.create_task(finish(), name="router-batch-commit")
 
     async def drain(self) -> None:
-        """Wait, at most the drain time in all, for the handler routing a batch and for
-        the batch handed over (its ledger and commit)."""
+        """At a stop: wait, at most the drain time in all, for the handler routing a
+        batch and for the batch handed over (its ledger and commit)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._drain_seconds
         with contextlib.suppress(TimeoutError):
@@ -170,16 +171,20 @@ class Overlap:
             self._carried = {}
 
 
-class DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Finishes the batch being routed and the one handed over (ledger and commit)
-    before partitions are given up."""
+class OnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forgets carried offsets when partitions go, and withheld commits when they come.
+
+    It does not wait for the batch in hand: a rebalance callback that waits holds up
+    the whole group's rebalance (on Tansu, every group's: waiting here for a ledger
+    during a database or broker fault left all five groups rebalancing for minutes
+    in the chaos run). A batch handed over as its partitions move may be routed
+    again by their next owner, with the same job ids, as after any crash."""
 
     def __init__(self, overlap: Overlap) -> None:
         self._overlap = overlap
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        """Before a rebalance: the batches in hand commit while their partitions are ours."""
-        await self._overlap.drain()
+        """Offsets carried for the partitions given up are not ours to commit."""
         self._overlap.revoked()
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:

@@ -1,6 +1,6 @@
 """The next batch is routed while the last one's ledger is written: each batch commits its
-own offsets, after its ledger, in order, one batch in hand at a time; a stop or a
-rebalance finishes the batch in hand first."""
+own offsets, after its ledger, in order, one batch in hand at a time; a stop
+finishes the batch in hand first."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ async def test_after_a_batch_given_up_at_a_drain_nothing_later_is_committed_unti
     consumer, log = Consumer(A0), []
     overlap = Overlap(drain_seconds=0.05)
     await overlap.hand_over(Ledger(log, "stuck"), consumer, {A0: 3})
-    await overlap.drain()  # a rebalance or a stop that could not wait longer
+    await overlap.drain()  # a stop that could not wait longer
     later = Ledger(log, "later")
     later.gate.set()
     await overlap.hand_over(later, consumer, {A0: 7})
