@@ -38,7 +38,7 @@ class BatchHandler(Protocol):
     """What the subscribers hand their batches to (the routing worker)."""
 
     async def route(self, records: Sequence[SourceRecord]) -> Any: ...
-    async def record(self, result: Any) -> None: ...
+    def written(self, result: Any) -> Callable[[], Awaitable[None]]: ...
     async def handle_statuses(self, records: Sequence[SourceRecord]) -> int: ...
     async def handle_contact_events(self, records: Sequence[SourceRecord]) -> int: ...
 
@@ -316,7 +316,7 @@ def register_subscriber(
                 await _rewind(message)
                 return
             await overlap.hand_over(
-                lambda: routing.record(result), message.consumer, next_offsets(records)
+                routing.written(result), message.consumer, next_offsets(records)
             )
         finally:
             overlap.routed()

@@ -159,9 +159,15 @@ class Worker(Feedback):
         """Wait until a routed batch's ledger is written, in one statement: its page
         trail, its events marked routed, its critical jobs counted. An outage is
         waited out (the batch's offsets are committed only after this returns)."""
+        await self.written(result)()
+
+    def written(self, result: BatchResult) -> Callable[[], Awaitable[None]]:
+        """What waits for ``result``'s ledger (see :meth:`record`), holding nothing else
+        of the batch: its events, jobs and decisions are freed meanwhile."""
         if result.recording is None:
             result.recording = self._recorder.start(result.ledger)
-        await asyncio.shield(result.recording)  # a stop giving up on it leaves it running
+        recording = result.recording
+        return lambda: asyncio.shield(recording)  # a stop giving up leaves it running
 
     async def _handle_recorded(self, records: Sequence[SourceRecord]) -> BatchResult:
         """A record of a batch handled record by record: its ledger written before the
