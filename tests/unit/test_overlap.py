@@ -57,6 +57,13 @@ class Ledger:
         self.log.append(f"{self.name} written")
 
 
+def written(log: list[str], name: str) -> Ledger:
+    """A ledger write that finishes as soon as it is awaited."""
+    ledger = Ledger(log, name)
+    ledger.gate.set()
+    return ledger
+
+
 def test_a_batch_commits_the_next_offset_of_each_of_its_partitions() -> None:
     assert next_offsets([*records(0, 5, 7, 6), *records(1, 2)]) == {A0: 8, A1: 3}
 
@@ -92,8 +99,7 @@ async def test_a_batch_handed_over_while_stopping_is_finished_before_the_handler
     consumer, log = Consumer(A0), []
     overlap = Overlap(drain_seconds=5)
     overlap.stopping = True
-    ledger = Ledger(log, "last")
-    ledger.gate.set()
+    ledger = written(log, "last")
     await overlap.hand_over(ledger, consumer, {A0: 3})
     assert log == ["last written"] and consumer.commits == [{A0: 3}]
 
@@ -115,9 +121,7 @@ async def test_a_commit_lost_to_an_outage_is_made_with_the_next_batch(
     consumer, log = Consumer(A0, A1), []
     consumer.failing = 1
     overlap = Overlap(drain_seconds=5)
-    first, second = Ledger(log, "first"), Ledger(log, "second")
-    first.gate.set()
-    second.gate.set()
+    first, second = written(log, "first"), written(log, "second")
     await overlap.hand_over(first, consumer, {A0: 10})
     await overlap.drain()
     assert consumer.commits == [] and "commit_failed" in [e["event"] for e in logged(caplog)]
@@ -130,9 +134,7 @@ async def test_a_failed_commit_of_a_partition_given_up_is_not_carried() -> None:
     consumer, log = Consumer(A0, A1), []
     consumer.failing = 1
     overlap = Overlap(drain_seconds=5)
-    first, second = Ledger(log, "first"), Ledger(log, "second")
-    first.gate.set()
-    second.gate.set()
+    first, second = written(log, "first"), written(log, "second")
     await overlap.hand_over(first, consumer, {A0: 10})
     await overlap.drain()
     consumer.owned = {A1}  # a rebalance moved alerts-0 to another worker
@@ -148,15 +150,13 @@ async def test_after_a_batch_given_up_at_a_drain_nothing_later_is_committed_unti
     overlap = Overlap(drain_seconds=0.05)
     await overlap.hand_over(Ledger(log, "stuck"), consumer, {A0: 3})
     await overlap.drain()  # a stop that could not wait longer
-    later = Ledger(log, "later")
-    later.gate.set()
+    later = written(log, "later")
     await overlap.hand_over(later, consumer, {A0: 7})
     await overlap.drain()
     assert consumer.commits == [], "committing 7 would skip the records of the stuck batch"
     assert "commit_withheld" in [e["event"] for e in logged(caplog)]
     overlap.assigned()  # consuming restarts from the committed offsets
-    again = Ledger(log, "again")
-    again.gate.set()
+    again = written(log, "again")
     await overlap.hand_over(again, consumer, {A0: 3})
     await overlap.drain()
     assert consumer.commits == [{A0: 3}]
@@ -169,8 +169,7 @@ async def test_a_drain_waits_for_the_batch_being_routed_and_then_for_its_commit(
     draining = asyncio.create_task(overlap.drain())
     await asyncio.sleep(0.01)
     assert not draining.done()
-    ledger = Ledger(log, "routed")
-    ledger.gate.set()
+    ledger = written(log, "routed")
     await overlap.hand_over(ledger, consumer, {A0: 5})
     overlap.routed()
     await draining
@@ -180,8 +179,7 @@ async def test_a_drain_waits_for_the_batch_being_routed_and_then_for_its_commit(
 async def test_offsets_of_a_partition_no_longer_ours_are_left_out_of_the_commit() -> None:
     consumer, log = Consumer(A1), []
     overlap = Overlap(drain_seconds=5)
-    ledger = Ledger(log, "split")
-    ledger.gate.set()
+    ledger = written(log, "split")
     await overlap.hand_over(ledger, consumer, {A0: 9, A1: 4})
     await overlap.drain()
     assert consumer.commits == [{A1: 4}]
