@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(default=30.0, gt=0)
     # Python's young-generation collection runs after this many net allocations (its
     # own default: 700); a routed batch keeps thousands of objects alive at once.
-    gc_young_threshold: int = Field(default=20_000, ge=0)
+    gc_young_threshold: int = Field(default=100_000, ge=0)
     # A worker started while PostgreSQL or the broker is down waits this long for them.
     startup_wait_seconds: float = Field(default=60.0, ge=0)
     # A partition whose records the client cannot decode is paused, then retried this often.

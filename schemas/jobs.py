@@ -23,19 +23,19 @@ _JOB_NAMESPACE = uuid.UUID("6f1c2a7e-1d0b-4f5e-9a43-2b8f3c9d7e10")
 
 
 _NAMESPACE_BYTES = _JOB_NAMESPACE.bytes
+#: RFC 4122's variant in a UUID's 17th hex digit: its two high bits 10.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def job_id_for(event_id: str, contact_method_id: str) -> str:
     """The job id for an event and a contact method; the same inputs always give the same id.
 
-    ``str(uuid.uuid5(namespace, f"{event_id}\x1f{contact_method_id}"))``, computed without
-    the ``UUID`` object (a job is made for every method of every event)."""
+    ``str(uuid.uuid5(namespace, f"{event_id}\x1f{contact_method_id}"))``, written from the
+    SHA-1's hex digits without the ``UUID`` object (a job is made for every method of
+    every event): the version digit is ``5``, the variant digit one of ``89ab``."""
     name = f"{event_id}\x1f{contact_method_id}".encode()
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def escalation_job_id(event_id: str, contact_method_id: str, step: int, round_: int) -> str:

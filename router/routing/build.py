@@ -9,7 +9,6 @@ same :class:`router.rules.RoutingOptions` and fill the same common fields in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -347,7 +346,7 @@ def digest_webhook_body(events: Sequence[AlertEvent], method: ContactMethod, job
             render.webhook_payload(e, user_id=method.user_id, job_id=job_id) for e in events
         ],
     }
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return render.compact_json(payload)
 
 
 def digest_job(

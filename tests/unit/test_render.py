@@ -108,3 +108,25 @@ def test_webhook_options_follow_the_contact_method() -> None:
 def test_get_webhooks_carry_no_body() -> None:
     method = make_method("w1", transport="webhook", webhook_method="GET")
     assert render.webhook_body(event(), method, job_id="j1") is None
+
+
+#: What a webhook payload holds: text (any code point, lone surrogates too), nulls,
+#: whole numbers, flags, and objects and lists of them.
+any_text = st.text(st.characters(exclude_categories=()))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_webhook_json_is_written_as_the_standard_library_writes_it(value: object) -> None:
+    """orjson writes webhook bodies; receivers get the bytes ``json.dumps`` gave them."""
+    assert render.compact_json(value) == json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def test_a_lone_surrogate_in_a_webhook_body_is_still_written() -> None:
+    assert render.compact_json({"title": "a\ud800b"}) == '{"title":"a\ud800b"}'
