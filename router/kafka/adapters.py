@@ -207,6 +207,7 @@ def _batch_subscriber(
         batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         auto_offset_reset=settings.kafka_auto_offset_reset,
         isolation_level=settings.kafka_isolation_level,
         # ack = commit after the handler returns; an exception rewinds to the

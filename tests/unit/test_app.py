@@ -29,6 +29,14 @@ def test_the_isolation_level_setting_reaches_the_consumers() -> None:
     assert all(a["isolation_level"] == "read_uncommitted" for a in args)
 
 
+def test_every_consumer_waits_at_most_the_fetch_wait_setting_for_records() -> None:
+    """A broker that looks for new records now and then answers an empty fetch late: the
+    first alert after a quiet moment waits at most this long for it."""
+    assert all(a["fetch_max_wait_ms"] == 50 for a in connection_args(Settings()))
+    args = connection_args(Settings(kafka_fetch_max_wait_ms=20))
+    assert all(a["fetch_max_wait_ms"] == 20 for a in args)
+
+
 def test_router_run_sets_the_collector_threshold_from_its_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
