@@ -64,6 +64,8 @@ _CLUSTER_LABELS = frozenset({"svc", "pod"})
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # One part of an IPv4 literal in any form inet_aton accepts: decimal, octal, hex.
 _IPV4_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+#: Every character an address literal can hold, in any of the spellings above.
+_LITERAL_CHARACTERS = frozenset("0123456789abcdefABCDEFxX.:")
 
 
 class UnsafeTarget(ValueError):
@@ -101,6 +103,8 @@ def literal_address(host: str) -> IPAddress | None:
     Raises :class:`UnsafeTarget` for something that looks numeric but is no
     address, since resolvers differ on such strings.
     """
+    if not _LITERAL_CHARACTERS.issuperset(host):
+        return None  # a name: most hosts, and the slow path raises and catches twice
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -190,7 +194,9 @@ def _host_name(text: str) -> str:
     # Fold (full-width letters, digits and dots, the one-dot leader...) before
     # dropping the trailing dot: stripping first let "127.0.0.1。" reach the
     # address checks as the name "127.0.0.1.".
-    name = unicodedata.normalize("NFKC", text).translate(_DOT_LOOKALIKES).rstrip(".")
+    # ASCII is its own NFKC form and has no look-alike dots.
+    folded = text if text.isascii() else unicodedata.normalize("NFKC", text)
+    name = folded.translate(_DOT_LOOKALIKES).rstrip(".")
     try:
         host = name.encode("idna").decode("ascii").lower()
     except UnicodeError:
@@ -226,7 +232,9 @@ def parse_target(url: str) -> Target:
     percent-encoding in the authority, a host that is neither a valid name nor
     a bracketed IPv6 address, a port outside 1-65535.
     """
-    for char in url:
+    # ASCII from "!" to "~" holds none of the refused categories: look no further.
+    refusable = not (url.isascii() and url.isprintable()) or " " in url
+    for char in url if refusable else ():
         if unicodedata.category(char) in _REFUSED_CATEGORIES:
             raise UnsafeTarget(
                 f"the webhook URL contains {describe_character(char)}; remove it, or "

@@ -13,6 +13,7 @@ from router.directory.targets import (
     TargetPolicy,
     UnsafeTarget,
     check_target,
+    literal_address,
     parse_networks,
     parse_target,
 )
@@ -251,3 +252,31 @@ def test_any_text_after_the_scheme_is_refused_or_has_a_plain_host(rest: str) -> 
     except UnsafeTarget:
         return
     assert re.fullmatch(r"[a-z0-9_.:-]*", target.host), target
+
+
+@given(st.text(st.characters(max_codepoint=0x7F), max_size=40))
+def test_a_url_is_refused_for_its_characters_exactly_when_one_is_a_space_or_control(
+    rest: str,
+) -> None:
+    """ASCII URLs skip the per-character look and the Unicode folding (both change
+    nothing for them): still refused exactly when a character is a space or a control."""
+    url = "https://" + rest
+    refused = any(c == " " or ord(c) < 0x20 or ord(c) == 0x7F for c in url)
+    problem = ""
+    try:
+        parse_target(url)
+    except UnsafeTarget as error:
+        problem = str(error)
+    assert ("the webhook URL contains" in problem) == refused
+
+
+@given(st.text(max_size=30))
+def test_a_host_with_a_letter_no_address_spelling_uses_is_a_name(host: str) -> None:
+    """Hosts with a character no address literal holds skip the address parsers, which
+    would refuse them anyway (every IPv4 and IPv6 spelling, inet_aton's included)."""
+    if set(host) <= set("0123456789abcdefABCDEFxX.:"):
+        return
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        ipaddress.ip_address(host)
+    assert not all(re.match(r"^(0x[0-9a-f]*|[0-9]+)$", part) for part in host.split("."))
+    assert literal_address(host) is None
