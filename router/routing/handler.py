@@ -335,14 +335,16 @@ class Worker(Feedback):
                 by_clock.setdefault(done.now, {})[index] = done.outcome
         for now, planned in by_clock.items():
 
-            def holds(rate: RateDecision, planned: dict[int, Planned] = planned) -> list[HeldPage]:
+            def holds(
+                rate: RateDecision | None, planned: dict[int, Planned] = planned
+            ) -> list[HeldPage]:
                 for index, outcome in planned.items():
                     finished[index] = finish(outcome, rate)
                 return [page for index in planned for page in finished[index].holds]
 
             wanted = [s for p in planned.values() for s in sends(p)]
             if all(s.critical for s in wanted):
-                pages = holds(RateDecision(allowed={s.job_id for s in wanted}))
+                pages = holds(None)  # every job allowed, as by a reservation
                 counted += [(s, now) for s in wanted]
                 if pages:  # quiet hours deferred some pages: held in their own transaction
                     with metrics.DB_SECONDS.labels("reserve_sends").time():

@@ -162,11 +162,10 @@ class RetryingHandler:
             where = (record.topic, record.partition)
             last[where] = max(last.get(where, record.offset), record.offset)
 
-        def done(topic: str, partition: int, offset: int) -> bool:
-            return offset <= last.get((topic, partition), -1)
-
-        self._acked -= {i for i in self._acked if done(i[0], i[1], i[2])}
-        for key in [k for k in self._settled if done(*k)]:
+        # Thousands of identities a batch: one comprehension, no call for each; in place,
+        # as another stream's delivery in flight may be adding to the same set.
+        self._acked -= {i for i in self._acked if i[2] <= last.get((i[0], i[1]), -1)}
+        for key in [k for k in self._settled if k[2] <= last.get((k[0], k[1]), -1)]:
             del self._settled[key]
 
     async def _back_off(self, outage: BaseException | None, delay: float) -> None:
