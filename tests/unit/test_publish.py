@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from aiokafka import partitioner
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from hypothesis import given
+from hypothesis import strategies as st
 
-from router.kafka.publish import Outgoing, ProducerPublisher, Sent, deliver
+from router.kafka.publish import Outgoing, ProducerPublisher, Sent, deliver, murmur2, partition_for
 
 
 def message(n: int, size: int = 10) -> Outgoing:
@@ -87,3 +90,13 @@ async def test_without_metadata_every_message_fails_as_an_outage_asking_once_per
     assert isinstance(delivery.outage, KafkaTimeoutError)
     assert delivery.refused == {} and acked == set()
     assert producer.asked == ["deliveries.email"]
+
+
+@given(st.binary(max_size=80))
+def test_keys_hash_as_kafkas_own_partitioner_hashes_them(key: bytes) -> None:
+    """A job lands on the partition the Java client and aiokafka would put it on."""
+    assert murmur2(key) == partitioner.murmur2(key)
+    everyone = list(range(12))
+    assert partition_for(key, everyone, everyone) == partitioner.DefaultPartitioner()(
+        key, everyone, everyone
+    )
