@@ -713,6 +713,8 @@ def main() -> None:
             if not bootstrap:
                 kafka = EmbeddedKafka(log_path=Path(tmp) / "tansu.log").start()
                 bootstrap = kafka.bootstrap_servers
+                # As router.dev.embedded sets it for this broker (see docs/settings.md).
+                os.environ.setdefault("ROUTER_KAFKA_FETCH_MAX_WAIT_MS", "50")
             if not url:
                 postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
                 url = postgres.url

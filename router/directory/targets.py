@@ -103,8 +103,10 @@ def literal_address(host: str) -> IPAddress | None:
     Raises :class:`UnsafeTarget` for something that looks numeric but is no
     address, since resolvers differ on such strings.
     """
-    if not _LITERAL_CHARACTERS.issuperset(host):
-        return None  # a name: most hosts, and the slow path raises and catches twice
+    if not _LITERAL_CHARACTERS.issuperset(host) and "%" not in host and "\n" not in host:
+        # A name (most hosts): the parsers below would raise and catch twice to say so.
+        # A zone (%) or a line end can still follow an address for them: not here.
+        return None
     try:
         return ipaddress.ip_address(host)
     except ValueError:

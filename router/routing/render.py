@@ -146,11 +146,13 @@ def webhook_payload(
 
 
 def compact_json(value: object) -> str:
-    """``value`` as compact JSON text, non-ASCII kept: what
-    ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` writes (the bytes
-    webhook receivers have always had), by orjson, which is several times faster;
-    ``tests/unit/test_render.py`` holds the two equal. A string orjson cannot write
-    (a lone surrogate: it writes UTF-8 only) goes through ``json``."""
+    """``value`` (a webhook payload: text, whole numbers, flags, nulls, and objects and
+    lists of them; never a float, which orjson writes differently) as compact JSON
+    text, non-ASCII kept: what ``json.dumps(value, separators=(",", ":"),
+    ensure_ascii=False)`` writes (the bytes webhook receivers have always had), by
+    orjson, several times faster; ``tests/unit/test_render.py`` holds the two equal
+    over such values. A string orjson cannot write (a lone surrogate: it writes UTF-8
+    only) goes through ``json``."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:

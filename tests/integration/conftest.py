@@ -115,6 +115,8 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
         # Tansu holds a group join for half the session timeout: 1.5 s, not 5.
         "ROUTER_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+        # As router.dev.embedded sets it for the embedded memory broker.
+        "ROUTER_KAFKA_FETCH_MAX_WAIT_MS": "50",
         "ROUTER_HTTP_PORT": "0",  # tests that probe it choose a free port
     }
     for name in (

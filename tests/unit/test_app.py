@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+from pathlib import Path
 
 import pytest
 
 from router.app import create_app
 from router.cli import commands
+from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedS3, embedded_env
 from router.settings import Settings
 
 
@@ -32,9 +34,20 @@ def test_the_isolation_level_setting_reaches_the_consumers() -> None:
 def test_every_consumer_waits_at_most_the_fetch_wait_setting_for_records() -> None:
     """A broker that looks for new records now and then answers an empty fetch late: the
     first alert after a quiet moment waits at most this long for it."""
-    assert all(a["fetch_max_wait_ms"] == 50 for a in connection_args(Settings()))
+    assert all(a["fetch_max_wait_ms"] == 500 for a in connection_args(Settings()))
     args = connection_args(Settings(kafka_fetch_max_wait_ms=20))
     assert all(a["fetch_max_wait_ms"] == 20 for a in args)
+
+
+def test_only_the_embedded_memory_broker_is_asked_for_records_every_50_ms(
+    tmp_path: Path,
+) -> None:
+    """In memory, Tansu's looks for new records are cheap; on S3 each is requests."""
+    postgres = EmbeddedPostgres(tmp_path)
+    in_memory = embedded_env(EmbeddedKafka(), postgres)
+    on_s3 = embedded_env(EmbeddedKafka(storage=EmbeddedS3()), postgres)
+    assert in_memory["ROUTER_KAFKA_FETCH_MAX_WAIT_MS"] == "50"
+    assert "ROUTER_KAFKA_FETCH_MAX_WAIT_MS" not in on_s3
 
 
 def test_router_run_sets_the_collector_threshold_from_its_setting(

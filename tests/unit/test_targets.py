@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from router.directory.targets import (
@@ -270,13 +270,22 @@ def test_a_url_is_refused_for_its_characters_exactly_when_one_is_a_space_or_cont
     assert ("the webhook URL contains" in problem) == refused
 
 
+@example("::%z")
+@example("0\n")
+@example("127.0.0.1\n")
 @given(st.text(max_size=30))
 def test_a_host_with_a_letter_no_address_spelling_uses_is_a_name(host: str) -> None:
     """Hosts with a character no address literal holds skip the address parsers, which
-    would refuse them anyway (every IPv4 and IPv6 spelling, inet_aton's included)."""
-    if set(host) <= set("0123456789abcdefABCDEFxX.:"):
+    would refuse them anyway (every IPv4 and IPv6 spelling, inet_aton's included); a
+    zone (%) or a line end, which the parsers may take after an address, does not."""
+    if set(host) <= set("0123456789abcdefABCDEFxX.:") or "%" in host or "\n" in host:
         return
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         ipaddress.ip_address(host)
     assert not all(re.match(r"^(0x[0-9a-f]*|[0-9]+)$", part) for part in host.split("."))
     assert literal_address(host) is None
+
+
+@pytest.mark.parametrize("host", ["::%z", "fe80::1%eth0", "127.0.0.1\n", "0\n"])
+def test_an_address_with_a_zone_or_a_line_end_is_still_read_as_an_address(host: str) -> None:
+    assert literal_address(host) is not None
