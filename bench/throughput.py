@@ -53,7 +53,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from router.db.migrate import migrate
 from router.db.store import PgStore
-from router.dev.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from router.dev.embedded import (
+    MEMORY_BROKER_FETCH_WAIT,
+    EmbeddedKafka,
+    EmbeddedPostgres,
+    free_port,
+)
 from router.kafka.adapters import create_producer
 from router.kafka.topics import ensure_topics
 from router.routing import render
@@ -713,8 +718,8 @@ def main() -> None:
             if not bootstrap:
                 kafka = EmbeddedKafka(log_path=Path(tmp) / "tansu.log").start()
                 bootstrap = kafka.bootstrap_servers
-                # As router.dev.embedded sets it for this broker (see docs/settings.md).
-                os.environ.setdefault("ROUTER_KAFKA_FETCH_MAX_WAIT_MS", "50")
+                for name, value in MEMORY_BROKER_FETCH_WAIT.items():  # as `router demo`
+                    os.environ.setdefault(name, value)
             if not url:
                 postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
                 url = postgres.url

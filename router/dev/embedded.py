@@ -311,15 +311,17 @@ class EmbeddedPostgres:
         self.stop()
 
 
+#: ``ROUTER_KAFKA_FETCH_MAX_WAIT_MS`` for Tansu with memory storage. Tansu answers a
+#: waiting fetch at its next look for records, not when one arrives: in memory a look
+#: is cheap, so look often (the first alert after a quiet moment waited up to ~260 ms
+#: at the default 500). With S3 storage every look is requests to the store: keep the
+#: default there.
+MEMORY_BROKER_FETCH_WAIT = {"ROUTER_KAFKA_FETCH_MAX_WAIT_MS": "50"}
+
+
 def embedded_env(kafka: EmbeddedKafka, postgres: EmbeddedPostgres) -> dict[str, str]:
     """``ROUTER_*`` variables that point a router at these servers."""
-    fetch_wait = {}
-    if kafka.storage is None:
-        # Tansu answers a waiting fetch at its next look for records, not when one
-        # arrives: in memory a look is cheap, so look often (the first alert after a
-        # quiet moment waited up to ~260 ms at 500). With S3 storage every look is
-        # requests to the store: keep the default there.
-        fetch_wait["ROUTER_KAFKA_FETCH_MAX_WAIT_MS"] = "50"
+    fetch_wait = MEMORY_BROKER_FETCH_WAIT if kafka.storage is None else {}
     return {
         **fetch_wait,
         "ROUTER_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

@@ -342,7 +342,8 @@ class Worker(Feedback):
                 pages = holds(None)  # every job allowed, as by a reservation
                 counted += [(s, now) for s in wanted]
                 if pages:  # quiet hours deferred some pages: held in their own transaction
-                    with metrics.DB_SECONDS.labels("reserve_sends").time():  # used at once:
+                    # The lambda (B023) is called within this await, before `pages` changes.
+                    with metrics.DB_SECONDS.labels("reserve_sends").time():
                         await self._store.reserve_sends([], self._limits, now, lambda _: pages)  # noqa: B023
                 continue
             # The ledger being written may count jobs these methods' limits must see.

@@ -28,7 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from router.db.migrate import migrate
-from router.dev.embedded import EmbeddedKafka, EmbeddedS3
+from router.dev.embedded import MEMORY_BROKER_FETCH_WAIT, EmbeddedKafka, EmbeddedS3
 from router.directory.models import ContactMethod
 from tests.privacy import leaks_in
 
@@ -115,8 +115,7 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
         # Tansu holds a group join for half the session timeout: 1.5 s, not 5.
         "ROUTER_KAFKA_SESSION_TIMEOUT_MS": "3000",
         "ROUTER_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-        # As router.dev.embedded sets it for the embedded memory broker.
-        "ROUTER_KAFKA_FETCH_MAX_WAIT_MS": "50",
+        **MEMORY_BROKER_FETCH_WAIT,  # as `router demo` (harmless on Kafka)
         "ROUTER_HTTP_PORT": "0",  # tests that probe it choose a free port
     }
     for name in (
