@@ -18,7 +18,7 @@ from typing import Any
 from router.directory.models import ContactMethod
 from router.pages.replies import reply_hint
 from router.routing import render
-from router.routing.encode import make
+from router.routing.encode import shell, template
 from router.routing.rules import RoutingOptions
 from schemas import (
     SEVERITY_RANK,
@@ -80,24 +80,30 @@ def _headers(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return dict(items)
 
 
-def _job(job_id: str, target: Target, now: datetime, fields: dict[str, Any]) -> DeliveryJob:
-    """The job of ``target``'s transport: the fields every job has, then ``fields``
-    (what the event or the digest says, and what the transport's renderer made).
+def _fill(fields: dict[str, Any], job_id: str, target: Target, now: datetime) -> None:
+    """The fields every job has, into ``fields``."""
+    fields["job_id"] = job_id
+    fields["user_id"] = target.user_id
+    fields["contact_method_id"] = target.id
+    fields["verified"] = target.verified
+    fields["created_at"] = now
+    fields["to"] = target.to
 
-    Built with :func:`router.routing.encode.make`: every value comes from models
-    already validated (the events, the method) or from the renderers, so validating
-    again would only cost time on the hot path. ``tests/unit/test_encode.py``
+
+def _job(job_id: str, target: Target, now: datetime, fields: dict[str, Any]) -> DeliveryJob:
+    """The job of ``target``'s transport: ``fields`` (what the event or the digest says,
+    and what the transport's renderer made), then the fields every job has.
+
+    Built without validating (:func:`router.routing.encode.shell`): every value comes
+    from models already validated (the events, the method) or from the renderers, so
+    validating again would only cost time on the hot path. ``tests/unit/test_encode.py``
     validates what comes out against the models.
     """
-    fields.update(
-        job_id=job_id,
-        user_id=target.user_id,
-        contact_method_id=target.id,
-        verified=target.verified,
-        created_at=now,
-        to=target.to,
-    )
-    return make(_MODELS[target.transport], fields)
+    model = _MODELS[target.transport]
+    out = template(model).copy()
+    out.update(fields)
+    _fill(out, job_id, target, now)
+    return shell(model, out)
 
 
 def _sms(text: str) -> dict[str, Any]:
@@ -128,11 +134,22 @@ class Rendered:
     and text, SMS text for a reply ending), each worked out on first need, once per
     event however many methods it goes to."""
 
-    __slots__ = ("_email", "_sms", "alert_key", "event")
+    __slots__ = ("_email", "_sms", "alert_key", "event", "fields")
 
     def __init__(self, event: AlertEvent) -> None:
         self.event = event
         self.alert_key = event.alert_key()
+        #: What every job of the event carries from it.
+        self.fields: dict[str, Any] = {
+            "event_id": event.event_id,
+            "kind": event.kind,
+            "severity": event.severity,
+            "title": event.title,
+            "body": event.body,
+            "url": event.url,
+            "occurred_at": event.occurred_at,
+            "alert_key": self.alert_key,
+        }
         self._email: tuple[str, str] | None = None
         self._sms: dict[tuple[int, str], dict[str, Any]] = {}
 
@@ -177,29 +194,25 @@ def event_job(
         else job_id_for(event.event_id, target.id)
     )
     assert event.occurred_at is not None, "decode fills occurred_at"
-    alert_key = rendered.alert_key
     links = options.ack_links
-    ack_url = links.url(alert_key, target.user_id, event.title, now) if links else None
-    fields: dict[str, Any] = {
-        "event_id": event.event_id,
-        "kind": event.kind,
-        "severity": event.severity,
-        "title": event.title,
-        "body": event.body,
-        "url": event.url,
-        "occurred_at": event.occurred_at,
-        "alert_key": alert_key,
-    }
+    ack_url = links.url(rendered.alert_key, target.user_id, event.title, now) if links else None
+    transport = target.transport
+    model = _MODELS[transport]
+    fields = template(model).copy()
+    fields.update(rendered.fields)
+    _fill(fields, job_id, target, now)
     if paging is not None:
-        fields.update(escalation_step=paging.step, escalation_round=paging.round)
+        fields["escalation_step"] = paging.step
+        fields["escalation_round"] = paging.round
     if ack_url is not None:
         fields["ack_url"] = ack_url
-    if target.transport == "email":
+    if transport == "email":
         subject, text = rendered.email()
         if ack_url is not None:
             text += f"\nAcknowledge: {ack_url}\n"
-        fields.update(subject=subject, text=text)
-    elif target.transport == "sms":
+        fields["subject"] = subject
+        fields["text"] = text
+    elif transport == "sms":
         code = paging.reply_code if paging is not None else None
         ending = reply_hint(code) if code else ""
         fields.update(rendered.sms(options.sms_max_segments, ending))
@@ -208,20 +221,18 @@ def event_job(
     else:
         assert target.http_method is not None
         assert target.headers is not None
-        fields.update(
-            method=target.http_method,
-            headers=target.headers,
-            body=render.body_of(
-                event,
-                target.user_id,
-                target.http_method,
-                target.headers,
-                target.template,
-                job_id=job_id,
-                ack_url=ack_url,
-            ),
+        fields["method"] = target.http_method
+        fields["headers"] = target.headers
+        fields["body"] = render.body_of(
+            event,
+            target.user_id,
+            target.http_method,
+            target.headers,
+            target.template,
+            job_id=job_id,
+            ack_url=ack_url,
         )
-    return _job(job_id, target, now, fields)
+    return shell(model, fields)
 
 
 def text_job(
@@ -267,27 +278,25 @@ def new_decision(
 ) -> Decision:
     """A decision as every path publishes it (routing, held delivery, failover).
 
-    Built with :func:`router.routing.encode.make`, like the jobs: its values come
-    from validated models; the tests check the output against the schema."""
-    return make(
-        Decision,
-        {
-            "event_id": event_id,
-            "user_id": user_id,
-            "contact_method_id": contact_method_id,
-            "transport": transport,
-            "outcome": outcome,
-            "reason": reason,
-            "job_id": job_id,
-            "decided_at": decided_at,
-            "deliver_at": deliver_at,
-            "digest_of": digest_of,
-            "failover_of": failover_of,
-            "alert_key": alert_key,
-            "escalation_step": paging.step if paging is not None else None,
-            "escalation_round": paging.round if paging is not None else None,
-        },
-    )
+    Built without validating (:func:`router.routing.encode.shell`), like the jobs: its
+    values come from validated models; the tests check the output against the schema."""
+    fields = template(Decision).copy()
+    fields["event_id"] = event_id
+    fields["user_id"] = user_id
+    fields["contact_method_id"] = contact_method_id
+    fields["transport"] = transport
+    fields["outcome"] = outcome
+    fields["reason"] = reason
+    fields["job_id"] = job_id
+    fields["decided_at"] = decided_at
+    fields["deliver_at"] = deliver_at
+    fields["digest_of"] = digest_of
+    fields["failover_of"] = failover_of
+    fields["alert_key"] = alert_key
+    if paging is not None:
+        fields["escalation_step"] = paging.step
+        fields["escalation_round"] = paging.round
+    return shell(Decision, fields)
 
 
 # -- digests -----------------------------------------------------------------------

@@ -6,8 +6,10 @@ AsyncAPI); this module only builds and writes them faster:
 - :func:`make` builds a model from values that are already valid (they come from
   validated events and directory rows, or from the renderers): the model's field
   list, in its order and with its defaults, is copied once per model into a
-  template, and a job is that template updated with the values given. A field a
-  model gains (an optional one with a default) is carried without a change here.
+  :func:`template`, and an instance is that template's copy updated with the values
+  given, in a :func:`shell`. The hot path fills a template's copy itself and calls
+  :func:`shell`. A field a model gains (an optional one with a default) is carried
+  without a change here.
 - :func:`encode` writes a model's fields with orjson: the same bytes as
   ``model_dump_json()`` (a UTC offset as ``Z``, fields in declaration order,
   nulls written), which ``tests/unit/test_encode.py`` checks for arbitrary events
@@ -33,11 +35,22 @@ _TEMPLATES: dict[type[BaseModel], dict[str, Any]] = {}
 _FIELDS_SET: dict[type[BaseModel], set[str]] = {}
 _FACTORIES: dict[type[BaseModel], tuple[tuple[str, Callable[[], Any]], ...]] = {}
 
+# The slots every pydantic model has besides its ``__dict__``, set as model_construct
+# sets them, by their descriptors: faster than object.__setattr__ by name.
+_SLOTS = BaseModel.__dict__
+_set_fields_set = _SLOTS["__pydantic_fields_set__"].__set__
+_set_extra = _SLOTS["__pydantic_extra__"].__set__
+_set_private = _SLOTS["__pydantic_private__"].__set__
+_set_dict = object.__setattr__
 
-def _template(model: type[BaseModel]) -> dict[str, Any]:
-    template = _TEMPLATES.get(model)
-    if template is None:
-        template = {
+
+def template(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s fields in declaration order, each at its default (None when it has
+    none, or a factory): copied, then filled, it is an instance's ``__dict__``
+    (:func:`shell`). Not to be changed in place."""
+    found = _TEMPLATES.get(model)
+    if found is None:
+        found = {
             name: None if info.default is PydanticUndefined else info.default
             for name, info in model.model_fields.items()
         }
@@ -46,30 +59,36 @@ def _template(model: type[BaseModel]) -> dict[str, Any]:
             for name, info in model.model_fields.items()
             if info.default_factory is not None
         )
-        _TEMPLATES[model] = template
+        _TEMPLATES[model] = found
         # Shared by every instance: the models are frozen, so pydantic never adds to it.
-        _FIELDS_SET[model] = set(template)
-    return template
+        _FIELDS_SET[model] = set(found)
+    return found
+
+
+def shell(model: type[M], fields: dict[str, Any]) -> M:
+    """An instance of ``model`` whose ``__dict__`` is ``fields``: a copy of
+    :func:`template` with every required field filled (and a fresh value for any
+    field with a default factory), not validated: the caller's values are.
+
+    What ``model_construct`` does, without its per-field work; :func:`encode`
+    writes ``fields`` in their order, the model's."""
+    instance = object.__new__(model)
+    _set_dict(instance, "__dict__", fields)
+    _set_fields_set(instance, _FIELDS_SET[model])
+    _set_extra(instance, None)
+    _set_private(instance, None)
+    return instance
 
 
 def make(model: type[M], values: dict[str, Any]) -> M:
     """An instance of ``model`` holding ``values`` (every required field among them),
-    its other fields at their defaults, not validated: the caller's values are.
-
-    What ``model_construct`` does, without its per-field work: the instance's
-    ``__dict__`` is the template's copy, in the model's field order, which is also
-    what :func:`encode` writes."""
-    fields = _template(model).copy()
+    its other fields at their defaults, not validated: the caller's values are."""
+    fields = template(model).copy()
     fields.update(values)
     for name, factory in _FACTORIES[model]:  # a fresh default each (a dict, a list)
         if name not in values:
             fields[name] = factory()
-    instance = model.__new__(model)
-    object.__setattr__(instance, "__dict__", fields)
-    object.__setattr__(instance, "__pydantic_fields_set__", _FIELDS_SET[model])
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
-    return instance
+    return shell(model, fields)
 
 
 def encode(model: BaseModel) -> bytes:

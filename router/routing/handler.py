@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
@@ -29,13 +28,23 @@ from router.kafka.publish import Outgoing, Publisher
 from router.kafka.records import decision_record, job_record
 from router.pages.desk import FirstStep, first_steps, resolve_by_events
 from router.pages.escalation import PageBook
+from router.routing.batch import BatchResult, Settled, merge_results
 from router.routing.decode import Rejection, decode
 from router.routing.dlq import DeadLetter, SourceRecord, dead_letter
 from router.routing.encode import encode
 from router.routing.feedback import Feedback
-from router.routing.pipeline import Planned, Routed, duplicate, finish, plan, sends
+from router.routing.pipeline import (
+    Planned,
+    Routed,
+    duplicate,
+    finish,
+    plan,
+    routed_sends,
+    sends,
+    unlimited,
+)
 from router.routing.recording import Ledger, Recorder
-from router.routing.report import report
+from router.routing.report import Tally, report
 from router.routing.retry import RecordKey, log_rejection
 from router.routing.rules import RateDecision, RoutingOptions, Send
 from router.settings import Settings
@@ -47,18 +56,6 @@ log = structlog.get_logger("router.handler")
 _TURN_EVERY = 100
 
 
-def _merge_results(results: list[BatchResult]) -> BatchResult:
-    merged = BatchResult()
-    for result in results:
-        merged.events += result.events
-        merged.rejected += result.rejected
-        merged.jobs += result.jobs
-        merged.decisions += result.decisions
-        merged.routed += result.routed
-        merged.ledger.extend(result.ledger)
-    return merged
-
-
 def utc_now() -> datetime:
     """The wall clock, in UTC."""
     return datetime.now(UTC)
@@ -66,30 +63,6 @@ def utc_now() -> datetime:
 
 def _key(record: SourceRecord) -> RecordKey:
     return (record.topic, record.partition, record.offset)
-
-
-@dataclass(frozen=True)
-class Settled:
-    """What one consumed alert record becomes, fixed by the first attempt at it: its
-    plan (the rate limits still to apply), or its final outcome; and that attempt's clock."""
-
-    outcome: Planned | Routed | DeadLetter
-    now: datetime
-
-
-@dataclass
-class BatchResult:
-    """What one batch produced, for logs and tests."""
-
-    events: int = 0
-    rejected: int = 0
-    jobs: int = 0
-    decisions: int = 0
-    routed: list[Routed] = field(default_factory=list)
-    #: What the batch still owes PostgreSQL (see :meth:`Worker.record`).
-    ledger: Ledger = field(default_factory=Ledger)
-    #: Its ledger being written (from :meth:`Worker.route` on).
-    recording: asyncio.Future[None] | None = None
 
 
 class Worker(Feedback):
@@ -145,7 +118,7 @@ class Worker(Feedback):
         the same jobs.
         """
         result = await self._retrying(
-            self._handle, records, _merge_results, one_by_one=self._handle_recorded
+            self._handle, records, merge_results, one_by_one=self._handle_recorded
         )
         result.recording = self._recorder.start(result.ledger)
         return result
@@ -179,10 +152,12 @@ class Worker(Feedback):
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
         settled = await self._settle(records)
-        finished, counted = await self._reserve(settled)
+        finished = await self._reserve(settled)
         result = BatchResult()
         outgoing: list[Outgoing] = []
         trail = Trail()
+        counted: list[tuple[Send, datetime]] = []
+        tally = Tally()
         for index, (record, done) in enumerate(zip(records, settled, strict=True)):
             if index % _TURN_EVERY == _TURN_EVERY - 1:
                 await asyncio.sleep(0)
@@ -191,9 +166,14 @@ class Worker(Feedback):
                 result.rejected += 1
                 outgoing += self._letter_messages(index, record, outcome)
                 continue
-            assert isinstance(outcome, Routed), "every plan is finished by _reserve"
+            if isinstance(outcome, Planned):
+                # No limit can hold its jobs back (see _reserve): finished here, while its
+                # entries are at hand, and its jobs counted with the batch's ledger.
+                outcome = finish(outcome, None)
+                counted += [(send, done.now) for send in routed_sends(outcome)]
             result.events += 1
             result.routed.append(outcome)
+            tally.add(outcome)
             outgoing += self._routed_messages(index, record, outcome, trail, done.now)
 
         # The batch is routed only when the broker has every message; only then is its
@@ -205,9 +185,11 @@ class Worker(Feedback):
             for index, done in enumerate(settled)
             if index in refused and not isinstance(done.outcome, DeadLetter)
         }
-        result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
-        result.rejected += len(refused_events)
-        result.events -= len(refused_events)
+        if refused_events:
+            result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
+            result.rejected += len(refused_events)
+            result.events -= len(refused_events)
+            tally = Tally(result.routed)
         # The trail, the routed marks and the counts of jobs no limit holds back.
         result.ledger = Ledger(
             trail,
@@ -219,7 +201,7 @@ class Worker(Feedback):
             ],
             counted,
         )
-        result.jobs, result.decisions = report(result.routed)
+        result.jobs, result.decisions = report(result.routed, tally)
         log.debug(
             "batch_done",
             records=len(records),
@@ -303,19 +285,16 @@ class Worker(Feedback):
                 settled.append(Settled(self._plan(record, item, directory, now, first), now))
         return settled
 
-    async def _reserve(
-        self, settled: Sequence[Settled]
-    ) -> tuple[dict[int, Routed], list[tuple[Send, datetime]]]:
-        """The plans among ``settled`` (by index) after the rate limits, which are shared
-        by every router: one reservation per clock, in the transaction that also holds
-        the pages deferred (quiet hours, limits); and the jobs to count with the batch's
-        ledger instead.
+    async def _reserve(self, settled: Sequence[Settled]) -> dict[int, Routed]:
+        """The plans among ``settled`` (by index) finished after the rate limits, which
+        are shared by every router: one reservation per clock, in the transaction that
+        also holds the pages deferred (quiet hours, limits).
 
-        A clock whose jobs are all critical needs no reservation: no limit holds a
-        critical job back, so the answer is known without asking, and the jobs are
-        counted (each once, by job id) in the statement that records the batch after
-        its acks. Any other send makes it a reservation, in which critical jobs count
-        as before.
+        A clock with no job a limit could hold back (critical jobs only) needs no
+        reservation: its plans are left for :meth:`_handle` to finish as if every job
+        were allowed, and their jobs are counted (each once, by job id) in the
+        statement that records the batch after its acks. Any other job makes it a
+        reservation, in which critical jobs count as before.
 
         A plan reserved before (a retry) gets the same answer: at the same clock, a
         job counted before is allowed again and one held back is still held back (the
@@ -323,12 +302,18 @@ class Worker(Feedback):
         first reservation committed without the worker hearing it is right too.
         """
         finished: dict[int, Routed] = {}
-        counted: list[tuple[Send, datetime]] = []
         by_clock: dict[datetime, dict[int, Planned]] = {}
         for index, done in enumerate(settled):
             if isinstance(done.outcome, Planned):
                 by_clock.setdefault(done.now, {})[index] = done.outcome
         for now, planned in by_clock.items():
+            if all(unlimited(p) for p in planned.values()):
+                # Quiet hours may have deferred some pages: held in their own transaction.
+                pages = [page for p in planned.values() for page in p.holds]
+                if pages:
+                    with metrics.DB_SECONDS.labels("reserve_sends").time():
+                        await self._store.reserve_sends([], self._limits, now, lambda _: pages)  # noqa: B023
+                continue
 
             def holds(
                 rate: RateDecision | None, planned: dict[int, Planned] = planned
@@ -338,19 +323,11 @@ class Worker(Feedback):
                 return [page for index in planned for page in finished[index].holds]
 
             wanted = [s for p in planned.values() for s in sends(p)]
-            if all(s.critical for s in wanted):
-                pages = holds(None)  # every job allowed, as by a reservation
-                counted += [(s, now) for s in wanted]
-                if pages:  # quiet hours deferred some pages: held in their own transaction
-                    # The lambda (B023) is called within this await, before `pages` changes.
-                    with metrics.DB_SECONDS.labels("reserve_sends").time():
-                        await self._store.reserve_sends([], self._limits, now, lambda _: pages)  # noqa: B023
-                continue
             # The ledger being written may count jobs these methods' limits must see.
             await self.recorded()
             with metrics.DB_SECONDS.labels("reserve_sends").time():
                 await self._store.reserve_sends(wanted, self._limits, now, holds)
-        return finished, counted
+        return finished
 
     def _plan(
         self,
@@ -360,17 +337,17 @@ class Worker(Feedback):
         now: datetime,
         first: FirstStep | None = None,
     ) -> Planned | DeadLetter:
-        with structlog.contextvars.bound_contextvars(event_id=event.event_id):
-            try:
-                if first is None:
-                    return plan(event, directory, now, self._options)
-                assert event.occurred_at is not None, "decode fills occurred_at"
-                audience = first.step.audience(directory.on_call, event.occurred_at)
-                return plan(event, directory, now, self._options, (first.paging, audience))
-            except Exception as error:  # a bug must not block the partition: keep the event
-                log.exception("routing_failed")
-                failure = Rejection("routing_failed", type(error).__name__, str(error))
-                return dead_letter(record, failure)
+        # Planning logs nothing (it is pure): the event id is bound for a failure only.
+        try:
+            if first is None:
+                return plan(event, directory, now, self._options)
+            assert event.occurred_at is not None, "decode fills occurred_at"
+            audience = first.step.audience(directory.on_call, event.occurred_at)
+            return plan(event, directory, now, self._options, (first.paging, audience))
+        except Exception as error:  # a bug must not block the partition: keep the event
+            log.exception("routing_failed", event_id=event.event_id)
+            failure = Rejection("routing_failed", type(error).__name__, str(error))
+            return dead_letter(record, failure)
 
     def _routed_messages(
         self, index: int, record: SourceRecord, routed: Routed, trail: Trail, now: datetime

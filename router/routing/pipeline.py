@@ -187,6 +187,18 @@ def sends(planned: Planned) -> list[Send]:
     ]
 
 
+def routed_sends(routed: Routed) -> list[Send]:
+    """The jobs of ``routed``, as the rate limiter counts them."""
+    critical = routed.event.severity == "critical"
+    return [Send(j.job_id, j.contact_method_id, j.transport, critical) for j in routed.jobs]
+
+
+def unlimited(planned: Planned) -> bool:
+    """Whether no rate limit can hold back any job of ``planned``: it has none, or its
+    event is critical (limits never hold back a critical job)."""
+    return planned.event.severity == "critical" or not sends(planned)
+
+
 def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
     """Jobs, decisions and held pages: a planned job the rate limits hold back becomes a
     ``deferred`` (``rate_limited``) decision and a held page, due when every bucket of
