@@ -49,6 +49,9 @@ REFUSALS: tuple[type[BaseException], ...] = (
 )
 
 Identity = tuple[str, int, int, int]
+#: A record's headers as Kafka carries them: (name, value) pairs, values as bytes (a
+#: list: aiokafka's record builder takes nothing else).
+Headers = list[tuple[str, bytes]]
 
 
 class Outgoing(NamedTuple):
@@ -58,7 +61,7 @@ class Outgoing(NamedTuple):
     topic: str
     value: bytes
     key: bytes | None
-    headers: dict[str, str]
+    headers: Headers
     origin: int
     identity: Identity  # (source topic, partition, offset, n-th output of that record)
 
@@ -104,8 +107,9 @@ class OneByOne:
         sent: list[Sent] = []
         for message in messages:
             try:
+                headers = {name: value.decode() for name, value in message.headers}
                 ack = await self.send(
-                    message.topic, message.value, key=message.key, headers=message.headers
+                    message.topic, message.value, key=message.key, headers=headers
                 )
             except Exception as error:  # the client refused it before sending
                 sent.append(((message,), error))
@@ -225,7 +229,7 @@ class ProducerPublisher:
                 sent.append(((message,), known))
                 continue
             where = (topic, partition_for(message.key, known, known))
-            headers = [(k, v.encode()) for k, v in message.headers.items()]
+            headers = message.headers
             if singly or message.key is None or len(message.value) > self.ALONE_BYTES:
                 await close(where, filling.pop(where, None))  # what came before it first
                 await close(where, self._alone(message, headers, sent))
@@ -239,9 +243,7 @@ class ProducerPublisher:
             await close(where, filling.pop(where))
         return sent
 
-    def _alone(
-        self, message: Outgoing, headers: list[tuple[str, bytes]], sent: list[Sent]
-    ) -> _Filling | None:
+    def _alone(self, message: Outgoing, headers: Headers, sent: list[Sent]) -> _Filling | None:
         """``message`` in a batch of its own; None (its refusal in ``sent``) when it is
         larger than a request may be."""
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(message.key, message.value, headers)
@@ -269,7 +271,7 @@ class _Filling:
     batch: BatchBuilder
     messages: list[Outgoing] = field(default_factory=list)
 
-    def add(self, message: Outgoing, headers: list[tuple[str, bytes]]) -> bool:
+    def add(self, message: Outgoing, headers: Headers) -> bool:
         """Append ``message``; False when the batch is full (never for its first)."""
         appended = self.batch.append(
             timestamp=None, key=message.key, value=message.value, headers=headers

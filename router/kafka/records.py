@@ -26,7 +26,7 @@ def job_record(settings: Settings, job: Job, origin: int, identity: Identity) ->
         settings.delivery_topic(job.transport),
         encode(job),
         job.contact_method_id.encode(),
-        {"router.event_id": job.event_id, "router.job_id": job.job_id},
+        [("router.event_id", job.event_id.encode()), ("router.job_id", job.job_id.encode())],
         origin,
         identity,
     )
@@ -45,7 +45,7 @@ def decision_record(
         settings.topic_decisions,
         value if value is not None else encode(decision),
         decision.event_id.encode(),
-        {"router.event_id": decision.event_id},
+        [("router.event_id", decision.event_id.encode())],
         origin,
         identity,
     )

@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from router import metrics
 from router.db.store import Store
 from router.errors import StoreUnavailable
-from router.kafka.publish import Identity, Outgoing, Publisher, deliver
+from router.kafka.publish import Headers, Identity, Outgoing, Publisher, deliver
 from router.routing.decode import Rejection
 from router.routing.dlq import DeadLetter, SourceRecord, cut, dead_letter, fit
 from router.settings import Settings
@@ -52,6 +52,11 @@ def _log_refusal(record: SourceRecord, error: BaseException) -> None:
         hint="the broker will never take this output as it is; the record goes to the DLQ "
         "and the rest of its batch carries on",
     )
+
+
+def _text(headers: Headers) -> dict[str, str]:
+    """A letter's headers as the text they were made from."""
+    return {name: value.decode() for name, value in headers}
 
 
 def is_outage(error: BaseException) -> bool:
@@ -211,7 +216,7 @@ class RetryingHandler:
                 _log_refusal(record, error)
                 previous = letters.get(index)
                 letter = (
-                    DeadLetter(previous.key, previous.value, previous.headers)
+                    DeadLetter(previous.key, previous.value, _text(previous.headers))
                     if previous is not None
                     else fit(
                         dead_letter(
@@ -232,7 +237,7 @@ class RetryingHandler:
         if pending:
             raise next(iter(pending.values()))
         for message in letters.values():  # this attempt succeeded: count its letters once
-            metrics.DEAD_LETTERS.labels(message.headers.get("router.dlq.reason", "")).inc()
+            metrics.DEAD_LETTERS.labels(_text(message.headers).get("router.dlq.reason", "")).inc()
         return refused
 
     def _letter_messages(
@@ -242,6 +247,11 @@ class RetryingHandler:
         identity = (record.topic, record.partition, record.offset, -1 - attempt)
         return [
             Outgoing(
-                self._settings.topic_dlq, letter.value, letter.key, letter.headers, index, identity
+                self._settings.topic_dlq,
+                letter.value,
+                letter.key,
+                [(name, value.encode()) for name, value in letter.headers.items()],
+                index,
+                identity,
             )
         ]

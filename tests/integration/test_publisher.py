@@ -70,7 +70,7 @@ async def publishing(
 
 def message(topic: str, n: int, key: bytes, size: int = 0) -> Outgoing:
     value = f"{n:05d}".encode() + b"x" * size
-    return Outgoing(topic, value, key, {"router.n": str(n)}, n, (topic, 0, n, 0))
+    return Outgoing(topic, value, key, [("router.n", str(n).encode())], n, (topic, 0, n, 0))
 
 
 async def test_each_message_lands_where_send_puts_it_in_the_order_given(kafka: KafkaTarget) -> None:

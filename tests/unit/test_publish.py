@@ -9,14 +9,23 @@ from collections.abc import Sequence
 
 from aiokafka import partitioner
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
 from hypothesis import given
 from hypothesis import strategies as st
 
 from router.kafka.publish import Outgoing, ProducerPublisher, Sent, deliver, murmur2, partition_for
+from router.kafka.records import decision_record, job_record
+from router.routing.build import build_job, new_decision
+from router.routing.encode import encode
+from router.routing.rules import RoutingOptions
+from router.settings import Settings
+from schemas import AlertEvent
+from tests.conftest import T0, make_method
 
 
 def message(n: int, size: int = 10) -> Outgoing:
-    return Outgoing("deliveries.email", b"x" * size, b"key", {}, n, ("alerts", 0, n, 0))
+    return Outgoing("deliveries.email", b"x" * size, b"key", [], n, ("alerts", 0, n, 0))
 
 
 class OneBatch:
@@ -99,4 +108,60 @@ def test_keys_hash_as_kafkas_own_partitioner_hashes_them(key: bytes) -> None:
     everyone = list(range(12))
     assert partition_for(key, everyone, everyone) == partitioner.DefaultPartitioner()(
         key, everyone, everyone
+    )
+
+
+class Batches:
+    """A producer that keeps aiokafka's own record batches instead of sending them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, BatchBuilder]] = []
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(
+            16384, 4, is_transactional=False, key_serializer=None, value_serializer=None
+        )
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> None:
+        self.sent.append((topic, partition, batch))
+
+
+async def test_the_routers_records_go_into_aiokafkas_record_batches_headers_and_all() -> None:
+    settings = Settings()
+    event = AlertEvent(
+        event_id="e-1",
+        kind="down",
+        severity="critical",
+        user_ids=["alice"],
+        title="db down",
+        occurred_at=T0,
+    )
+    job = build_job(event, make_method("m-1", "alice", "email"), T0, RoutingOptions())
+    decision = new_decision(
+        event_id="e-1", user_id="alice", outcome="sent", decided_at=T0, job_id=job.job_id
+    )
+    messages = [
+        job_record(settings, job, 0, ("a", 0, 0, 0)),
+        decision_record(settings, decision, 0, ("a", 0, 0, 1)),
+    ]
+    producer = Batches()
+    delivery = await deliver(ProducerPublisher(producer, 1024 * 1024), messages, set())  # type: ignore[arg-type]
+    assert delivery.refused == {} and delivery.outage is None
+    read = {}
+    for topic, partition, batch in producer.sent:
+        (record,) = list(MemoryRecords(bytes(batch._build())).next_batch())
+        read[topic] = (partition, record.key, record.value, list(record.headers))
+        assert partition == partition_for(record.key, [0, 1, 2], [0, 1, 2])
+    assert read[settings.topic_email][1:] == (
+        job.contact_method_id.encode(),
+        encode(job),
+        [("router.event_id", b"e-1"), ("router.job_id", job.job_id.encode())],
+    )
+    assert read[settings.topic_decisions][1:] == (
+        b"e-1",
+        encode(decision),
+        [("router.event_id", b"e-1")],
     )
