@@ -127,7 +127,7 @@ async def deliver(publisher: Publisher, messages: list[Outgoing], acked: set[Ide
     the message it will not take is refused, not the others sent with it.
     """
     result = Delivery()
-    todo = [message for message in messages if message.identity not in acked]
+    todo = [m for m in messages if m.identity not in acked] if acked else messages
     again = await _round(publisher, todo, acked, result, singly=False)
     if again:
         await _round(publisher, again, acked, result, singly=True)

@@ -107,11 +107,8 @@ def _job(job_id: str, target: Target, now: datetime, fields: dict[str, Any]) -> 
 
 
 def _sms(text: str) -> dict[str, Any]:
-    return {
-        "text": text,
-        "encoding": render.sms_encoding(text),
-        "segments": render.sms_segments(text),
-    }
+    encoding, segments = render.sms_measure(text)
+    return {"text": text, "encoding": encoding, "segments": segments}
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,15 @@ def _units(text: str, encoding: str) -> int:
 
 def sms_segments(text: str) -> int:
     """How many SMS segments ``text`` takes (concatenated segments carry a header)."""
+    return sms_measure(text)[1]
+
+
+def sms_measure(text: str) -> tuple[SmsEncoding, int]:
+    """``text``'s encoding (:func:`sms_encoding`) and segments (:func:`sms_segments`)."""
     encoding = sms_encoding(text)
     single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
     units = _units(text, encoding)
-    return 1 if units <= single else math.ceil(units / multi)
+    return encoding, 1 if units <= single else math.ceil(units / multi)
 
 
 def fit_sms(text: str, max_segments: int, ending: str = "") -> str:
@@ -74,7 +79,9 @@ def fit_sms(text: str, max_segments: int, ending: str = "") -> str:
 
 
 def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
+    """Every run of white space one space, none at either end (what ``re.sub(r"\\s+",
+    " ", text).strip()`` gives: both read white space as ``str.isspace`` does)."""
+    return " ".join(text.split())
 
 
 one_line = _one_line

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from router.db.store import PgStore
+from router.delivery.trail import Trail
 from router.directory.writes import NewContactMethod
 from router.errors import Conflict, NotFound, NotMigrated, StoreUnavailable
 from router.routing.rules import RateLimit, Send
@@ -304,3 +305,19 @@ async def test_the_trail_purge_forgets_closed_pages_and_acks_past_retention_not_
         ("old-open", "open"),  # an open page stays, however old
     ]
     assert [a["alert_key"] for a in acks] == ["new-closed"]
+
+
+async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_their_clock(
+    store: PgStore,
+) -> None:
+    await store.add_user("alice", None, "UTC")
+    method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
+    now = datetime.now(UTC)
+    critical = [Send(f"00000000-0000-4000-8000-{n:012d}", method.id, "sms", True) for n in range(3)]
+    await store.record_batch(Trail(), ["e1"], [(s, now) for s in critical])
+    await store.record_batch(Trail(), ["e1"], [(s, now) for s in critical])  # a retry: once
+    later = Send("00000000-0000-4000-8000-000000000099", method.id, "sms", False)
+    decision = await store.reserve_sends([later], LIMITS, now)
+    assert decision.allowed == set(), "the three counted sends fill the limit"
+    assert decision.retry_at[method.id] == now + timedelta(seconds=900)
+    assert await store.routed_within(["e1"], 3600) == {"e1"}

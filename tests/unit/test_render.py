@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -50,6 +51,13 @@ def test_sms_text_always_fits_the_limit(body: str, segments: int) -> None:
 def test_url_comes_before_the_body_so_truncation_keeps_it() -> None:
     text = render.sms_text(event(url="https://x.example/1", body="y" * 1000), max_segments=1)
     assert "https://x.example/1" in text
+
+
+@given(
+    st.text(st.characters(codec="utf-8") | st.sampled_from(" \t\n\r\x0b\x0c\x1c\x85\u2028\u3000"))
+)
+def test_folding_white_space_is_what_the_regular_expression_gave(text: str) -> None:
+    assert render.one_line(text) == re.sub(r"\s+", " ", text).strip()
 
 
 def test_email_subject_is_one_line() -> None:
