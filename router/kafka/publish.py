@@ -218,8 +218,8 @@ class ProducerPublisher:
             else:
                 sent.append((batch.messages, ack))
 
-        for message in messages:
-            topic = message.topic
+        for message in messages:  # thousands a batch: partition_for and _Filling.add inline
+            topic, value, key, headers = message[:4]
             if (known := partitions.get(topic)) is None:
                 try:
                     known = partitions[topic] = list(await self._producer.partitions_for(topic))
@@ -228,17 +228,23 @@ class ProducerPublisher:
             if isinstance(known, BaseException):
                 sent.append(((message,), known))
                 continue
-            where = (topic, partition_for(message.key, known, known))
-            headers = message.headers
-            if singly or message.key is None or len(message.value) > self.ALONE_BYTES:
+            if singly or key is None or len(value) > self.ALONE_BYTES:
+                where = (topic, partition_for(key, known, known))
                 await close(where, filling.pop(where, None))  # what came before it first
                 await close(where, self._alone(message, headers, sent))
                 continue
+            where = (topic, known[_key_hash(key) % len(known)])
             batch = filling.get(where)
-            if batch is None or not batch.add(message, headers):
-                await close(where, filling.pop(where, None))
-                batch = filling[where] = _Filling(self._producer.create_batch())
-                batch.add(message, headers)  # the first record of a batch always fits
+            if (
+                batch is not None
+                and batch.batch.append(timestamp=None, key=key, value=value, headers=headers)
+                is not None
+            ):
+                batch.messages.append(message)
+                continue
+            await close(where, filling.pop(where, None))  # full (or none yet)
+            batch = filling[where] = _Filling(self._producer.create_batch())
+            batch.add(message, headers)  # the first record of a batch always fits
         for where in list(filling):
             await close(where, filling.pop(where))
         return sent

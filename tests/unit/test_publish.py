@@ -165,3 +165,20 @@ async def test_the_routers_records_go_into_aiokafkas_record_batches_headers_and_
         encode(decision),
         [("router.event_id", b"e-1")],
     )
+
+
+async def test_a_full_record_batch_is_closed_and_the_next_message_starts_another_in_order() -> None:
+    producer = Batches()
+    messages = [  # 40 KB for one key: three record batches of at most 16 KiB
+        message(n)._replace(value=f"{n:04d}".encode() * 250) for n in range(40)
+    ]
+    delivery = await deliver(ProducerPublisher(producer, 1024 * 1024), messages, set())  # type: ignore[arg-type]
+    assert delivery.refused == {} and delivery.outage is None
+    assert len(producer.sent) == 3
+    assert len({(topic, partition) for topic, partition, _ in producer.sent}) == 1
+    values = [
+        record.value
+        for _, _, batch in producer.sent
+        for record in MemoryRecords(bytes(batch._build())).next_batch()
+    ]
+    assert values == [m.value for m in messages]
