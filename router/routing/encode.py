@@ -71,7 +71,14 @@ def shell(model: type[M], fields: dict[str, Any]) -> M:
     field with a default factory), not validated: the caller's values are.
 
     What ``model_construct`` does, without its per-field work; :func:`encode`
-    writes ``fields`` in their order, the model's."""
+    writes ``fields`` in their order, the model's. A model with a default factory is
+    refused: its fresh default is :func:`make`'s to give."""
+    if _FACTORIES[model]:
+        raise TypeError(f"{model.__name__} has fields with default factories: use make()")
+    return _instance(model, fields)
+
+
+def _instance(model: type[M], fields: dict[str, Any]) -> M:
     instance = object.__new__(model)
     _set_dict(instance, "__dict__", fields)
     _set_fields_set(instance, _FIELDS_SET[model])
@@ -88,7 +95,7 @@ def make(model: type[M], values: dict[str, Any]) -> M:
     for name, factory in _FACTORIES[model]:  # a fresh default each (a dict, a list)
         if name not in values:
             fields[name] = factory()
-    return shell(model, fields)
+    return _instance(model, fields)
 
 
 def encode(model: BaseModel) -> bytes:

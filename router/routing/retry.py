@@ -201,21 +201,7 @@ class RetryingHandler:
         if even that is refused); an outage raises, after every acknowledgement
         was observed, so the batch is retried without what was acknowledged.
         """
-        # Acknowledgements matter to a retry only. While no attempt is failing, this
-        # one's are kept in a set of its own, remembered only if it fails (no forgetting
-        # thousands of them per batch that succeeds).
-        acked: set[Identity] = self._acked or set()
-        try:
-            return await self._published(records, outgoing, acked)
-        except BaseException:
-            if acked is not self._acked:
-                self._acked |= acked
-            raise
-
-    async def _published(
-        self, records: Sequence[SourceRecord], outgoing: list[Outgoing], acked: set[Identity]
-    ) -> set[int]:
-        delivery = await deliver(self._publisher, outgoing, acked)
+        delivery = await deliver(self._publisher, outgoing, self._acked)
         refused = set(delivery.refused)
         letters = {m.origin: m for m in outgoing if m.topic == self._settings.topic_dlq}
         pending = delivery.refused
@@ -244,7 +230,7 @@ class RetryingHandler:
                     letter = cut(letter, keep, f"refused by the broker: {type(error).__name__}")
                 retry += self._letter_messages(index, record, letter, attempt=keep + 1)
             letters.update({m.origin: m for m in retry})
-            round_result = await deliver(self._publisher, retry, acked)
+            round_result = await deliver(self._publisher, retry, self._acked)
             pending, delivery.outage = round_result.refused, round_result.outage
         if delivery.outage is not None:
             raise delivery.outage

@@ -376,3 +376,29 @@ def test_outages_and_a_moving_clock_never_lose_double_or_mislabel_a_page(
             assert duplicates[event_id] == count - 1
 
     asyncio.run(scenario())
+
+
+async def test_records_handled_one_by_one_are_not_sent_again_when_a_later_one_meets_an_outage() -> (
+    None
+):
+    clock = Clock(NINE - timedelta(minutes=30))
+    store = await a_team(clock)
+
+    async def refuse_once(*args: Any) -> Any:  # the data, not the world: record by record
+        store.routed_within = original  # type: ignore[method-assign]
+        raise ValueError("a value PostgreSQL refused")
+
+    original, store.routed_within = store.routed_within, refuse_once  # type: ignore[method-assign]
+    publisher = OutagePublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=clock)
+    batch = [record(alert("e1", ["alice"], "critical"), 0), record(alert("e2", ["bob"]), 1)]
+    publisher.attempt(failing=range(3, 50))  # e1's job and decisions go; e2's meet an outage
+    with pytest.raises(KafkaConnectionError):
+        await worker.handle(batch)
+    first = len(publisher.acked)
+    assert first == 3
+    publisher.attempt()
+    await worker.handle(batch)
+    assert [d["event_id"] for d in publisher.decisions()].count("e1") == 2, "e1's, once"
+    assert_one_delivery_per_sent_decision(publisher)
+    assert {j["event_id"] for j in publisher.jobs()} == {"e1", "e2"}
