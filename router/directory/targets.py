@@ -186,6 +186,7 @@ def _port(text: str | None) -> int | None:
     return int(text)
 
 
+@functools.lru_cache(maxsize=4096)  # a few hosts serve most webhooks: checked once each
 def _host_name(text: str) -> str:
     if not text:
         raise UnsafeTarget("the webhook URL has no host; give it as https://hooks.example.com/path")
