@@ -56,9 +56,16 @@ class LedgerStore(PgBase):
                 self._q["record_batch"],
                 *_trail_arguments(trail),
                 list(routed),
-                [s.job_id for s, _ in counted],
-                [s.contact_method_id for s, _ in counted],
-                [at for _, at in counted],
+                orjson.dumps(
+                    [
+                        {
+                            "job_id": s.job_id,
+                            "contact_method_id": s.contact_method_id,
+                            "sent_at": at,
+                        }
+                        for s, at in counted
+                    ]
+                ).decode(),
             )
 
     async def reserve_sends(

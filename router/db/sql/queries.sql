@@ -69,8 +69,9 @@ ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
 -- A routed batch's whole ledger after the broker acknowledged its output, in one
 -- statement: its page trail ($1-$12, as write_trail), its events marked routed
 -- ($13, as mark_routed), and the jobs counted against rate limits without a
--- reservation ($14 job ids, $15 their methods, $16 the worker's clock for each):
--- jobs no limit holds back (critical), counted as count_sends would.
+-- reservation ($14: a JSON array of {job_id, contact_method_id, sent_at}, the
+-- worker's clock for each): jobs no limit holds back (critical), counted as
+-- count_sends would.
 WITH events AS (
     INSERT INTO page_events (event_id, event, decisions, routed_at)
     SELECT e, j::json, d::json, t
@@ -92,8 +93,9 @@ WITH events AS (
     ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
 ), counted AS (
     INSERT INTO rate_limit_sends (job_id, contact_method_id, sent_at)
-    SELECT j, m, t
-    FROM unnest($14::uuid[], $15::uuid[], $16::timestamptz[]) AS c (j, m, t)
+    SELECT job_id, contact_method_id, sent_at
+    FROM json_to_recordset($14::json)
+         AS c (job_id uuid, contact_method_id uuid, sent_at timestamptz)
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
