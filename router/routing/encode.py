@@ -67,14 +67,15 @@ def template(model: type[BaseModel]) -> dict[str, Any]:
 
 def shell(model: type[M], fields: dict[str, Any]) -> M:
     """An instance of ``model`` whose ``__dict__`` is ``fields``: a copy of
-    :func:`template` with every required field filled (and a fresh value for any
-    field with a default factory), not validated: the caller's values are.
+    :func:`template` with every required field filled, not validated: the caller's
+    values are.
 
     What ``model_construct`` does, without its per-field work; :func:`encode`
     writes ``fields`` in their order, the model's. A model with a default factory is
-    refused: its fresh default is :func:`make`'s to give."""
-    if _FACTORIES[model]:
-        raise TypeError(f"{model.__name__} has fields with default factories: use make()")
+    refused (its fresh default is :func:`make`'s to give), and so is one whose
+    template was never made (``fields`` cannot be a copy of it)."""
+    if _FACTORIES.get(model, ()) or model not in _FIELDS_SET:
+        raise TypeError(f"{model.__name__}: fill a copy of template() first, or use make()")
     return _instance(model, fields)
 
 

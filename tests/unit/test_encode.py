@@ -14,15 +14,16 @@ import uuid
 from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from router.directory.models import Directory
 from router.kafka.publish import partition_for
 from router.routing.build import digest_job, new_decision
-from router.routing.encode import encode, make
+from router.routing.encode import encode, make, shell, template
 from router.routing.pipeline import route
 from router.routing.rules import RoutingOptions
 from schemas import AlertEvent, Decision, EmailJob, SmsJob, WebhookJob, job_id_for
@@ -179,6 +180,21 @@ def test_make_fills_the_models_defaults_in_field_order() -> None:
     assert decision.deliver_at is None
     assert decision.digest_of is None
     assert decision == Decision.model_validate_json(encode(decision))
+
+
+class Tagged(BaseModel):
+    """A model with a default factory: every instance needs its own list."""
+
+    name: str
+    tags: list[str] = Field(default_factory=list)
+
+
+def test_a_model_with_a_default_factory_gets_a_fresh_default_from_make_and_no_shell() -> None:
+    one, two = make(Tagged, {"name": "a"}), make(Tagged, {"name": "b"})
+    assert one.tags == [] and one.tags is not two.tags
+    with pytest.raises(TypeError, match="make"):
+        shell(Tagged, {**template(Tagged), "name": "c"})
+    assert shell(Decision, template(Decision).copy()).outcome is None  # no factories: fine
 
 
 @given(st.text(), st.text())
