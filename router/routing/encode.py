@@ -34,6 +34,8 @@ _OPTIONS = orjson.OPT_UTC_Z
 _TEMPLATES: dict[type[BaseModel], dict[str, Any]] = {}
 _FIELDS_SET: dict[type[BaseModel], set[str]] = {}
 _FACTORIES: dict[type[BaseModel], tuple[tuple[str, Callable[[], Any]], ...]] = {}
+#: The models shell() may make (a template made, no default factory): their fields set.
+_SHELLS: dict[type[BaseModel], set[str]] = {}
 
 # The slots every pydantic model has besides its ``__dict__``, set as model_construct
 # sets them, by their descriptors: faster than object.__setattr__ by name.
@@ -62,6 +64,8 @@ def template(model: type[BaseModel]) -> dict[str, Any]:
         _TEMPLATES[model] = found
         # Shared by every instance: the models are frozen, so pydantic never adds to it.
         _FIELDS_SET[model] = set(found)
+        if not _FACTORIES[model]:
+            _SHELLS[model] = _FIELDS_SET[model]
     return found
 
 
@@ -74,9 +78,15 @@ def shell(model: type[M], fields: dict[str, Any]) -> M:
     writes ``fields`` in their order, the model's. A model with a default factory is
     refused (its fresh default is :func:`make`'s to give), and so is one whose
     template was never made (``fields`` cannot be a copy of it)."""
-    if _FACTORIES.get(model, ()) or model not in _FIELDS_SET:
+    fields_set = _SHELLS.get(model)  # the one look-up shell() makes for a model
+    if fields_set is None:
         raise TypeError(f"{model.__name__}: fill a copy of template() first, or use make()")
-    return _instance(model, fields)
+    instance = object.__new__(model)
+    _set_dict(instance, "__dict__", fields)
+    _set_fields_set(instance, fields_set)
+    _set_extra(instance, None)
+    _set_private(instance, None)
+    return instance
 
 
 def _instance(model: type[M], fields: dict[str, Any]) -> M:
