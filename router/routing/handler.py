@@ -169,6 +169,7 @@ class Worker(Feedback):
             if isinstance(outcome, Planned):
                 # No limit can hold its jobs back (see _reserve): finished here, while its
                 # entries are at hand, and its jobs counted with the batch's ledger.
+                assert unlimited(outcome), "a plan a limit could touch is finished by _reserve"
                 outcome = finish(outcome, None)
                 counted += [(send, done.now) for send in routed_sends(outcome)]
             result.events += 1
@@ -315,9 +316,7 @@ class Worker(Feedback):
                         await self._store.reserve_sends([], self._limits, now, lambda _: pages)  # noqa: B023
                 continue
 
-            def holds(
-                rate: RateDecision | None, planned: dict[int, Planned] = planned
-            ) -> list[HeldPage]:
+            def holds(rate: RateDecision, planned: dict[int, Planned] = planned) -> list[HeldPage]:
                 for index, outcome in planned.items():
                     finished[index] = finish(outcome, rate)
                 return [page for index in planned for page in finished[index].holds]

@@ -196,7 +196,9 @@ def routed_sends(routed: Routed) -> list[Send]:
 def unlimited(planned: Planned) -> bool:
     """Whether no rate limit can hold back any job of ``planned``: it has none, or its
     event is critical (limits never hold back a critical job)."""
-    return planned.event.severity == "critical" or not sends(planned)
+    return planned.event.severity == "critical" or all(
+        isinstance(e, Decision) for e in planned.entries
+    )
 
 
 def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:

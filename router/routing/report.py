@@ -41,12 +41,10 @@ class Tally:
         self.decisions += len(routed.decisions)
 
 
-def report(routed_events: Sequence[Routed], tally: Tally | None = None) -> tuple[int, int]:
-    """Count ``routed_events``' jobs and decisions in the metrics (``tally``: already
-    counted) and log a line per event (below INFO, not even its arguments are worked
-    out); returns (jobs, decisions)."""
-    if tally is None:
-        tally = Tally(routed_events)
+def report(routed_events: Sequence[Routed], tally: Tally) -> tuple[int, int]:
+    """Count ``routed_events``' jobs and decisions (``tally``: them, already counted) in
+    the metrics and log a line per event (below INFO, not even its arguments are
+    worked out); returns (jobs, decisions)."""
     if _EVENT_LINES.isEnabledFor(logging.INFO):
         for routed in routed_events:
             structlog.contextvars.bind_contextvars(event_id=routed.event.event_id)
