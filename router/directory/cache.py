@@ -30,15 +30,9 @@ import structlog
 from router import metrics
 from router.db.store import Store
 from router.delivery.trail import JobRow, PageState, Trail, TrailRow
+from router.directory.lru import Change, DirectoryCache, parse_change
 from router.directory.models import Directory
-from router.directory.rows import (
-    Change,
-    DirectoryCache,
-    Entry,
-    entries_from,
-    merge,
-    parse_change,
-)
+from router.directory.rows import Entry, entries_from, merge
 from router.directory.store import ScheduleLookup
 from router.held.digest import HeldPage
 from router.routing.rules import Limits, RateDecision, Send

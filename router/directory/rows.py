@@ -1,4 +1,5 @@
-"""The directory as the worker keeps it in memory: compact rows, and the cache of them.
+"""The directory as the worker keeps it in memory: compact rows, made into models again
+on demand.
 
 A user with three methods held as pydantic models costs about 6 KB; a whole
 directory of 100,000 users would not fit a pod's memory that way. An
@@ -9,18 +10,14 @@ rows were validated when read) only when a path asks for a user's (held pages,
 failover; routing asks once per entry, to compile the user's plan, which the
 entry then keeps in its ``compiled`` slot until a change drops the entry).
 
-:class:`DirectoryCache` holds entries by user id, least recently used first out,
-each for at most a TTL (or, for a directory read whole, until it is read again);
-:class:`Change` is what a ``router_directory`` notification says changed.
+The cache that holds the entries by user id is :mod:`router.directory.lru`;
+:class:`Plans` bounds how many of its entries keep a compiled plan.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -105,16 +102,45 @@ _METHODS = _Packer(
 )
 
 
+class Plans:
+    """The entries holding a compiled plan, oldest first: at most ``most`` of them.
+
+    A plan costs about 600 bytes a user, a tenth of the rows it is made from but
+    not nothing: a directory read whole would gain 60 MB per 100,000 users once
+    each had been paged. Past ``most``, the entry that got its plan longest ago
+    gives it up (and compiles it again if it is paged again)."""
+
+    __slots__ = ("_held", "most")
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._held: dict[Entry, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def kept(self, entry: Entry) -> None:
+        held = self._held
+        held.pop(entry, None)
+        held[entry] = None
+        while len(held) > self.most:
+            oldest = next(iter(held))
+            del held[oldest]
+            oldest._compiled = None
+
+    def dropped(self, entry: Entry) -> None:
+        self._held.pop(entry, None)
+
+    def clear(self) -> None:
+        self._held.clear()
+
+
 class Entry:
     """What the cache knows of one user id: the user (None: no such user), their
     methods in creation order, which of their addresses are opted out, and when
     it was read. Held as compact rows; ``user`` and ``methods`` make the models."""
 
-    __slots__ = ("_methods", "_user", "compiled", "opted_out", "read_at")
-
-    #: The user's compiled routing plan (:mod:`router.routing.compiled`), made on first
-    #: use and dropped with the entry, so it is never older than the rows.
-    compiled: Any
+    __slots__ = ("_compiled", "_methods", "_plans", "_user", "opted_out", "read_at")
 
     def __init__(
         self,
@@ -128,7 +154,30 @@ class Entry:
         self._methods = tuple([_METHODS.pack(m, times) for m in methods])
         self.opted_out = opted_out or frozenset()
         self.read_at = read_at
-        self.compiled = None
+        self._compiled: Any = None
+        self._plans: Plans | None = None
+
+    def kept_by(self, plans: Plans | None) -> None:
+        """Count this entry's plan against ``plans`` from now on (None: no longer)."""
+        self._plans = plans
+        if plans is not None and self._compiled is not None:
+            plans.kept(self)
+
+    @property
+    def compiled(self) -> Any:
+        """The user's compiled routing plan (:mod:`router.routing.compiled`), made on
+        first use and dropped with the entry, so it is never older than the rows; in a
+        cache, one of the :class:`Plans` it keeps."""
+        return self._compiled
+
+    @compiled.setter
+    def compiled(self, plan: Any) -> None:
+        self._compiled = plan
+        if self._plans is not None:
+            if plan is None:
+                self._plans.dropped(self)
+            else:
+                self._plans.kept(self)
 
     @property
     def user(self) -> User | None:
@@ -141,120 +190,6 @@ class Entry:
     def addresses(self) -> set[Address]:
         """The addresses an opt-out can name (webhooks cannot be opted out)."""
         return {(row[2], row[3]) for row in self._methods if row[2] != "webhook"}
-
-
-@dataclass(frozen=True)
-class Change:
-    """What one notification says changed."""
-
-    users: frozenset[str] = frozenset()
-    addresses: frozenset[Address] = frozenset()
-    everything: bool = False
-
-
-def parse_change(payload: str) -> Change:
-    """A ``router_directory`` payload; anything unreadable means "everything"."""
-    try:
-        data = json.loads(payload)
-        if data.get("all"):
-            return Change(everything=True)
-        return Change(
-            users=frozenset(str(u) for u in data.get("users") or ()),
-            addresses=frozenset((str(t), str(a)) for t, a in data.get("addresses") or ()),
-        )
-    except (ValueError, TypeError, AttributeError):
-        return Change(everything=True)
-
-
-class DirectoryCache:
-    """Entries by user id, least recently used first out, each for at most ``ttl``
-    (``None``: until dropped by a change or read again)."""
-
-    def __init__(
-        self,
-        max_users: int,
-        ttl_seconds: float | None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_users = max_users
-        self.ttl_seconds = ttl_seconds
-        self._clock = clock
-        # A plain dict in recency order (a use moves the entry to the end): an
-        # OrderedDict's links would cost about 50 bytes more per entry.
-        self._entries: dict[str, Entry] = {}
-        # Who holds each address, by transport then address (no tuple kept per address):
-        # one user id, or a set when several share it.
-        self._by_address: dict[str, dict[str, str | set[str]]] = {}
-        #: Bumped by every invalidation: a read that saw it change is not kept.
-        self.generation = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, user_id: str) -> Entry | None:
-        """The entry if present and fresh (and then most recently used)."""
-        entry = self._entries.get(user_id)
-        if entry is None:
-            return None
-        if self.ttl_seconds is not None and self._clock() - entry.read_at >= self.ttl_seconds:
-            self._drop(user_id)
-            return None
-        self._entries[user_id] = self._entries.pop(user_id)
-        return entry
-
-    def put(self, user_id: str, entry: Entry) -> None:
-        if user_id in self._entries:
-            self._drop(user_id)
-        user_id = sys.intern(user_id)
-        self._entries[user_id] = entry
-        for transport, value in entry.addresses():
-            index = self._by_address.setdefault(transport, {})
-            holders = index.setdefault(value, user_id)
-            if holders is user_id or holders == user_id:
-                continue
-            if isinstance(holders, str):
-                index[value] = {holders, user_id}
-            else:
-                holders.add(user_id)
-        while len(self._entries) > self.max_users:
-            self._drop(next(iter(self._entries)))
-
-    def invalidate(self, change: Change) -> None:
-        """Forget what ``change`` names (everything, for a change that says so)."""
-        self.generation += 1
-        if change.everything:
-            self.clear()
-            return
-        for user_id in change.users:
-            self._drop(user_id)
-        for address in change.addresses:
-            holders = self._by_address.get(address[0], {}).get(address[1], ())
-            for user_id in [holders] if isinstance(holders, str) else list(holders):
-                self._drop(user_id)
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._entries.clear()
-        self._by_address.clear()
-
-    def _drop(self, user_id: str) -> None:
-        entry = self._entries.pop(user_id, None)
-        if entry is None:
-            return
-        for transport, value in entry.addresses():
-            index = self._by_address.get(transport, {})
-            holders = index.get(value)
-            if holders is None:
-                continue
-            if isinstance(holders, str):
-                if holders == user_id:
-                    del index[value]
-                continue
-            holders.discard(user_id)
-            if len(holders) == 1:
-                index[value] = holders.pop()
-            elif not holders:
-                del index[value]
 
 
 def entries_from(directory: Directory, user_ids: Iterable[str], read_at: float) -> dict[str, Entry]:

@@ -304,9 +304,25 @@ def check_target(url: str, policy: TargetPolicy = TargetPolicy()) -> None:
         )
 
 
-@functools.lru_cache(maxsize=4096)
 def target_problem(url: str, policy: TargetPolicy) -> str | None:
-    """Why ``url`` is refused under ``policy``, or ``None``; cached, for the routing path."""
+    """Why ``url`` is refused under ``policy``, or ``None``; cached, for the routing path.
+
+    A URL in printable ASCII without a space has no character the check refuses, and
+    :func:`parse_target` reads nothing after its authority: its answer is that of its
+    scheme and authority alone, so the cache holds one answer per site (most webhooks
+    of a directory go to a few), not one per URL.
+    """
+    if url.isascii() and url.isprintable() and " " not in url:
+        scheme = _SCHEME.match(url)
+        if scheme is not None and url.startswith("//", scheme.end()):
+            end = _AUTHORITY_END.search(url, scheme.end() + 2)
+            if end is not None:
+                url = url[: end.start()]
+    return _site_problem(url, policy)
+
+
+@functools.lru_cache(maxsize=4096)
+def _site_problem(url: str, policy: TargetPolicy) -> str | None:
     try:
         check_target(url, policy)
     except UnsafeTarget as error:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.directory import rows
+from router.directory.lru import Change, DirectoryCache
 from router.directory.models import ContactMethod, Directory
 from router.directory.rows import Entry, merge
 from router.directory.targets import STRICT, TargetPolicy
@@ -279,3 +280,33 @@ def test_a_cached_user_is_compiled_once_and_then_routed_without_models(
     assert again.entries == first.entries
     by_rules = plan(event, merge({"alice": entry}, None, {}), T0, RoutingOptions(), by_rules=True)
     assert by_rules.entries == first.entries
+
+
+def test_a_cache_keeps_at_most_its_bound_of_compiled_plans_giving_up_the_oldest() -> None:
+    """A directory read whole would otherwise gain a plan per user ever paged (60 MB per
+    100,000 users): past the bound, the entry compiled longest ago gives its plan up,
+    and a dropped entry's plan is no longer counted."""
+    cache = DirectoryCache(10, None, max_plans=2)
+    for user in ("a", "b", "c", "d"):
+        cache.put(user, Entry(make_user(user), (make_method(f"m-{user}", user),), frozenset(), 0.0))
+    event = AlertEvent(event_id="e1", kind="down", severity="error", title="t", user_ids=["a"])
+    event = event.model_copy(update={"occurred_at": T0})
+    options = RoutingOptions()
+
+    def route(user: str) -> None:
+        entry = cache.get(user)
+        assert entry is not None
+        plan(event.model_copy(update={"user_ids": [user]}), merge({user: entry}, None), T0, options)
+
+    for user in ("a", "b", "c"):
+        route(user)
+    compiled = {u: cache.get(u).compiled is not None for u in "abcd"}  # type: ignore[union-attr]
+    assert compiled == {"a": False, "b": True, "c": True, "d": False}
+    assert len(cache.plans) == 2
+    cache.invalidate(Change(users=frozenset({"b"})))
+    assert len(cache.plans) == 1
+    route("a")
+    assert len(cache.plans) == 2
+    assert cache.get("c").compiled is not None  # type: ignore[union-attr]
+    cache.clear()
+    assert len(cache.plans) == 0

@@ -16,6 +16,7 @@ from router.directory.targets import (
     literal_address,
     parse_networks,
     parse_target,
+    target_problem,
 )
 
 #: The URLs an operator found accepted before the check existed (issue 7).
@@ -289,3 +290,44 @@ def test_a_host_with_a_letter_no_address_spelling_uses_is_a_name(host: str) -> N
 @pytest.mark.parametrize("host", ["::%z", "fe80::1%eth0", "127.0.0.1\n", "0\n"])
 def test_an_address_with_a_zone_or_a_line_end_is_still_read_as_an_address(host: str) -> None:
     assert literal_address(host) is not None
+
+
+def _checked(url: str, policy: TargetPolicy) -> str | None:
+    try:
+        check_target(url, policy)
+    except UnsafeTarget as error:
+        return str(error)
+    return None
+
+
+@example("https://hooks.example.com", "/a b")
+@example("https://127.0.0.1", "/x")
+@example("https:/", "/hooks.example.com/x")
+@example("https://hooks.example.com", "\\evil")
+@given(
+    st.sampled_from(
+        [
+            "https://hooks.example.com",
+            "http://hooks.example.com",
+            "https://10.0.0.1",
+            "https://[::1]:8443",
+            "https://alerts.internal",
+            "https://hooks.example.com:99999",
+            "https://user@hooks.example.com",
+            "https://localhost",
+            "https:",
+            "https:/",
+            "ftp://hooks.example.com",
+            "https://hooks.example.com\\x",
+            "",
+        ]
+    )
+    | st.text(max_size=25).map(lambda host: "https://" + host),
+    st.text(max_size=20),
+)
+def test_a_url_is_judged_as_the_uncached_check_judges_it_whole(site: str, rest: str) -> None:
+    """The routing path's cached answer, kept per scheme and authority for a URL in plain
+    ASCII, is the full check's answer for the whole URL, message and all."""
+    policy = TargetPolicy()
+    for url in (site + rest, site + "/" + rest, site + "?" + rest, site + "#" + rest):
+        assert target_problem(url, policy) == _checked(url, policy), url
