@@ -172,6 +172,23 @@ def test_the_cache_is_bounded_least_recently_used_first_out() -> None:
     assert cache.get("a") is not None and cache.get("c") is not None
 
 
+def test_a_cache_at_most_half_full_keeps_its_order_and_a_fuller_one_its_recency() -> None:
+    """Below half full (where a directory read whole sits) a use moves nothing, so the
+    dict of a whole directory is not churned into twice its size; once more than half
+    full, a use makes the entry the most recent again, as the bound needs."""
+    cache = DirectoryCache(6, None, Clock())
+    for user in ("a", "b", "c"):
+        cache.put(user, Entry(None, (), frozenset(), 0.0))
+    assert cache.get("a") is not None
+    assert list(cache._entries) == ["a", "b", "c"]
+    cache.put("d", Entry(None, (), frozenset(), 0.0))
+    assert cache.get("a") is not None
+    assert list(cache._entries) == ["b", "c", "d", "a"]
+    for user in ("e", "f", "g"):
+        cache.put(user, Entry(None, (), frozenset(), 0.0))
+    assert list(cache._entries) == ["c", "d", "a", "e", "f", "g"], "b, least recent, went"
+
+
 async def test_without_notifications_every_batch_reads_the_store(
     store: ListeningMemStore,
 ) -> None:
