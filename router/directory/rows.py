@@ -187,6 +187,14 @@ class Entry:
     def methods(self) -> tuple[ContactMethod, ...]:
         return tuple(_METHODS.unpack(row) for row in self._methods)
 
+    @property
+    def rows(self) -> tuple[Row | None, tuple[Row, ...]]:
+        """The user's row and their methods' rows as kept, for a reader that needs no
+        model: ``(id, timezone, created_at, updated_at, extras)`` and ``(id, user_id,
+        transport, value, verified, created_at, updated_at, extras)``, ``extras`` the
+        ``(name, value)`` pairs of the fields not at their defaults."""
+        return self._user, self._methods
+
     def addresses(self) -> set[Address]:
         """The addresses an opt-out can name (webhooks cannot be opted out)."""
         return {(row[2], row[3]) for row in self._methods if row[2] != "webhook"}

@@ -107,19 +107,23 @@ def webhook_problem(method: ContactMethod, policy: TargetPolicy) -> str | None:
     rules), or ``None``; also ``None`` for other transports."""
     if method.transport != "webhook":
         return None
-    return _webhook_problem(method.value, tuple(method.webhook_headers.items()), policy)
+    return webhook_target_problem(method.value, method.webhook_headers, policy)
+
+
+def webhook_target_problem(
+    url: str, headers: Mapping[str, str], policy: TargetPolicy
+) -> str | None:
+    """:func:`webhook_problem` of a webhook's URL and headers: the URL's answer is cached
+    per site (:func:`router.directory.targets.target_problem`), the headers' per set."""
+    problem = target_problem(url, policy)
+    if problem is None and headers:
+        problem = _headers_problem(tuple(headers.items()))
+    return problem
 
 
 @lru_cache(maxsize=4096)
-def _webhook_problem(
-    url: str, headers: tuple[tuple[str, str], ...], policy: TargetPolicy
-) -> str | None:
-    # Pure; the compiled plan keeps each method's answer, so this remembers only what
-    # the later paths (held pages, failover) ask again.
-    problem = target_problem(url, policy)
-    if problem is None and headers:
-        problem = headers_problem(dict(headers))
-    return problem
+def _headers_problem(headers: tuple[tuple[str, str], ...]) -> str | None:
+    return headers_problem(dict(headers))
 
 
 def unsafe_target(c: Candidate) -> Reason | None:

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.directory import rows
+from router.directory import rows as rows_module
 from router.directory.lru import Change, DirectoryCache
 from router.directory.models import ContactMethod, Directory
-from router.directory.rows import Entry, merge
+from router.directory.rows import Entry, entries_from, merge
 from router.directory.targets import STRICT, TargetPolicy
 from router.pages.tokens import AckLinks
 from router.routing.build import Paging, Rendered, build_job, event_job
@@ -265,7 +267,8 @@ def _plain_email() -> dict[str, Any]:
 def test_a_cached_user_is_compiled_once_and_then_routed_without_models(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    methods = (make_method("m1"), make_method("m2", transport="sms"))
+    # Primary flags: not plain rows (those compile without models at all, see below).
+    methods = (make_method("m1", is_primary=True), make_method("m2", transport="sms", muted=True))
     entry = Entry(make_user(), methods, frozenset(), read_at=0.0)
     made: list[str] = []
     real = rows._METHODS.unpack
@@ -310,3 +313,98 @@ def test_a_cache_keeps_at_most_its_bound_of_compiled_plans_giving_up_the_oldest(
     assert cache.get("c").compiled is not None  # type: ignore[union-attr]
     cache.clear()
     assert len(cache.plans) == 0
+
+
+plain_methods = st.fixed_dictionaries(
+    {
+        "transport": st.sampled_from(["email", "sms", "webhook"]),
+        "value": st.sampled_from(
+            [None, None, "http://10.0.0.1/x", "http://hooks.example.com/a", "https://localhost/"]
+        ),
+        "verified": st.booleans(),
+        "opted_out": rarely,
+        "mute_until": st.none(),
+        # Fields routing never reads: the row stays plain.
+        "label": st.none() | text,
+        "tags": st.sampled_from([(), ("db",)]),
+        "metadata": st.sampled_from([{}, {"team": "db"}]),
+    }
+)
+plain_users = st.fixed_dictionaries(
+    {
+        "timezone": st.sampled_from(ZONES),
+        "name": st.none() | text,
+        "external_id": st.none() | st.just("ext-1"),
+    }
+)
+
+
+def slots_of(plan: UserPlan | MethodPlan) -> dict[str, Any]:
+    names = {n for klass in type(plan).__mro__ for n in getattr(klass, "__slots__", ())}
+    return {n: getattr(plan, n) for n in sorted(names) if n != "methods"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries({u: plain_users for u in USERS}),
+    st.fixed_dictionaries(
+        {u: st.lists(plain_methods, min_size=0 if u == "carol" else 1, max_size=4) for u in USERS}
+    ),
+    st.lists(events, min_size=1, max_size=3),
+    instants,
+    options,
+)
+def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_to(
+    users: dict[str, dict[str, Any]],
+    rows: dict[str, list[dict[str, Any]]],
+    batch: list[AlertEvent],
+    now: datetime,
+    site: RoutingOptions,
+) -> None:
+    """A user and methods that set nothing routing reads beyond ids, transport, address
+    and verified flag compile from the cached rows, without a model, to the plan the
+    models compile to, slot for slot; and route as the rules do."""
+    directory = directory_of(users, rows, now)
+    cached = merge(entries_from(directory, USERS, 0.0), None, {})
+    with (
+        mock.patch.object(rows_module._USERS, "unpack") as user_model,
+        mock.patch.object(rows_module._METHODS, "unpack") as method_model,
+    ):
+        compiled_plans = {u: user_plan(cached, u, site) for u in USERS}
+    assert not user_model.called and not method_model.called, "no model made"
+    for user_id in USERS:
+        by_rows = compiled_plans[user_id]
+        by_models = UserPlan(
+            directory.users[user_id], directory.methods_of(user_id), directory.opt_outs, site
+        )
+        assert by_rows is not None
+        assert slots_of(by_rows) == slots_of(by_models)
+        assert [slots_of(m) for m in by_rows.methods] == [slots_of(m) for m in by_models.methods]
+    for event in batch:
+        compiled = plan(event, cached, now, site)
+        assert_same(compiled, plan(event, cached, now, site, by_rules=True), None)
+
+
+def test_a_cached_user_with_a_field_routing_reads_is_compiled_from_its_models(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only plain rows skip the models: a method muted, or a user with quiet hours, is
+    compiled the one general way."""
+    made: list[str] = []
+    real = rows._METHODS.unpack
+    monkeypatch.setattr(rows._METHODS, "unpack", lambda row: made.append(row[0]) or real(row))
+    plain = Entry(make_user(), (make_method("m1"),), frozenset(), 0.0)
+    muted = Entry(make_user("bob"), (make_method("m2", "bob", muted=True),), frozenset(), 0.0)
+    quiet = Entry(
+        make_user("carol", quiet_hours_start=time(22), quiet_hours_end=time(7)),
+        (make_method("m3", "carol"),),
+        frozenset(),
+        0.0,
+    )
+    directory = merge({"alice": plain, "bob": muted, "carol": quiet}, None, {})
+    for user_id in ("alice", "bob", "carol"):
+        assert user_plan(directory, user_id, RoutingOptions()) is not None
+    assert made == ["m2", "m3"]
+    compiled = bob = user_plan(directory, "bob", RoutingOptions())
+    assert bob is not None and compiled is not None
+    assert [m.reason for m in bob.methods] == ["muted"]
