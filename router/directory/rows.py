@@ -7,8 +7,9 @@ directory of 100,000 users would not fit a pod's memory that way. An
 row has, interned where many rows share them, then only the fields that differ
 from the model's defaults. The models are made again (without validation, the
 rows were validated when read) only when a path asks for a user's (held pages,
-failover; routing asks once per entry, to compile the user's plan, which the
-entry then keeps in its ``compiled`` slot until a change drops the entry).
+failover; routing compiles a user's plan from the rows themselves when they are
+plain, else from the models, and the entry keeps it in its ``compiled`` slot
+until a change drops the entry or :class:`Plans` takes it back).
 
 The cache that holds the entries by user id is :mod:`router.directory.lru`;
 :class:`Plans` bounds how many of its entries keep a compiled plan.
@@ -96,10 +97,11 @@ class _Packer(Generic[M]):
         return make(self._model, values)
 
 
-_USERS = _Packer(User, ("id", "timezone", "created_at", "updated_at"), _SHARED | {"id"})
-_METHODS = _Packer(
-    ContactMethod, ("id", "user_id", "transport", "value", "verified", "created_at", "updated_at")
-)
+#: The fields every user row and every method row holds, in order, before its extras.
+USER_FIELDS = ("id", "timezone", "created_at", "updated_at")
+METHOD_FIELDS = ("id", "user_id", "transport", "value", "verified", "created_at", "updated_at")
+_USERS = _Packer(User, USER_FIELDS, _SHARED | {"id"})
+_METHODS = _Packer(ContactMethod, METHOD_FIELDS)
 
 
 class Plans:
@@ -190,9 +192,8 @@ class Entry:
     @property
     def rows(self) -> tuple[Row | None, tuple[Row, ...]]:
         """The user's row and their methods' rows as kept, for a reader that needs no
-        model: ``(id, timezone, created_at, updated_at, extras)`` and ``(id, user_id,
-        transport, value, verified, created_at, updated_at, extras)``, ``extras`` the
-        ``(name, value)`` pairs of the fields not at their defaults."""
+        model: the values of :data:`USER_FIELDS` and :data:`METHOD_FIELDS` in order, then
+        ``extras``, the ``(name, value)`` pairs of the fields not at their defaults."""
         return self._user, self._methods
 
     def addresses(self) -> set[Address]:

@@ -3,7 +3,8 @@ values. Pure.
 
 What does not depend on the event is worked out once per user, when the user is
 first routed after their rows were read (and kept with the cache's rows, which a
-change to the user drops): the methods in creation order, each method's job
+change to the user drops, for at most 10,000 users: see
+:class:`router.directory.rows.Plans`): the methods in creation order, each method's job
 target (:class:`router.routing.build.Target`: address, webhook URL, method and
 headers), the first reason among the rules that read only the method and the
 site's options (disabled, unsafe target, opted out, unverified, muted), its
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from router.directory.models import ContactMethod, Directory, User
-from router.directory.rows import Entry, Row
+from router.directory.rows import METHOD_FIELDS, USER_FIELDS, Entry, Row
 from router.held.digest import HeldPage, HoldReason, deferred
 from router.routing.build import Paging, Rendered, Target, event_job, new_decision
 from router.routing.encode import make
@@ -156,6 +157,11 @@ _ANY_ADDRESS: dict[str, str] = {
     "sms": "+14155550100",
     "webhook": "https://hooks.example.com/",
 }
+#: Where a row holds what a plain row is compiled from.
+_USER_ID = USER_FIELDS.index("id")
+_ID, _USER, _TRANSPORT, _VALUE, _VERIFIED = (
+    METHOD_FIELDS.index(name) for name in ("id", "user_id", "transport", "value", "verified")
+)
 _AT = dict.fromkeys(("created_at", "updated_at"), datetime(2000, 1, 1, tzinfo=UTC))
 
 
@@ -180,6 +186,9 @@ class _Defaults:
             plan = self._methods[(transport, verified)] = MethodPlan(
                 method, frozenset(), self.options
             )
+            # Only the rules that read no address may answer for every plain row: the
+            # address that stands in for theirs must pass the others, under any policy.
+            assert plan.reason in (None, "unverified"), (transport, plan.reason)
         return plan
 
 
@@ -208,7 +217,7 @@ def _from_rows(
             return None
     defaults = _defaults(options)
     plan = object.__new__(UserPlan)
-    plan.id = user[0]
+    plan.id = user[_USER_ID]
     plan.options = options
     plan.methods = tuple([_plain_method(row, defaults, opt_outs, options) for row in methods])
     base = defaults.user
@@ -223,11 +232,11 @@ def _plain_method(
     opt_outs: Collection[tuple[str, str]],
     options: RoutingOptions,
 ) -> MethodPlan:
-    transport, value, verified = row[2], row[3], row[4]
+    transport, value, verified = row[_TRANSPORT], row[_VALUE], row[_VERIFIED]
     base = defaults.method(transport, verified)
     plan = object.__new__(MethodPlan)
-    plan.id = row[0]
-    plan.user_id = row[1]
+    plan.id = row[_ID]
+    plan.user_id = row[_USER]
     plan.transport = transport
     plan.verified = verified
     plan.to = value  # a plain webhook has no query to add
