@@ -18,6 +18,7 @@ The cache that holds the entries by user id is :mod:`router.directory.lru`;
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -116,18 +117,19 @@ class Plans:
 
     def __init__(self, most: int) -> None:
         self.most = most
-        self._held: dict[Entry, None] = {}
+        # An OrderedDict gives its oldest in constant time: a dict, its front emptied
+        # over and over, made each look for the oldest walk the slots freed before it.
+        self._held: OrderedDict[Entry, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._held)
 
     def kept(self, entry: Entry) -> None:
         held = self._held
-        held.pop(entry, None)
         held[entry] = None
+        held.move_to_end(entry)
         while len(held) > self.most:
-            oldest = next(iter(held))
-            del held[oldest]
+            oldest, _ = held.popitem(last=False)
             oldest._compiled = None
 
     def dropped(self, entry: Entry) -> None:
