@@ -136,7 +136,12 @@ class _Outputs:
     """
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        # A short fetch wait: Tansu answers a waiting fetch only at its next look for
+        # records, so at aiokafka's 500 ms the count lagged the worker by up to seconds,
+        # and a fast worker drained the whole backlog before the kill it was meant for.
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
         self._topics = topics
         self._count = 0
         self._task: asyncio.Task[None] | None = None
