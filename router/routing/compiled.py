@@ -192,16 +192,14 @@ class _Defaults:
         return plan
 
 
-_DEFAULTS: list[_Defaults] = []
+#: The defaults' plans for the last set of options asked for (a worker has one).
+_LAST: list[_Defaults] = []
 
 
 def _defaults(options: RoutingOptions) -> _Defaults:
-    for kept in _DEFAULTS:
-        if kept.options is options:
-            return kept
-    made = _Defaults(options)
-    _DEFAULTS[:] = [made, *_DEFAULTS[:3]]  # a worker has one set; tests a few
-    return made
+    if not _LAST or _LAST[0].options is not options:
+        _LAST[:] = [_Defaults(options)]
+    return _LAST[0]
 
 
 def _from_rows(

@@ -20,7 +20,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.directory import rows
-from router.directory import rows as rows_module
 from router.directory.lru import Change, DirectoryCache
 from router.directory.models import ContactMethod, Directory
 from router.directory.rows import Entry, entries_from, merge
@@ -356,7 +355,7 @@ def slots_of(plan: UserPlan | MethodPlan) -> dict[str, Any]:
 )
 def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_to(
     users: dict[str, dict[str, Any]],
-    rows: dict[str, list[dict[str, Any]]],
+    methods: dict[str, list[dict[str, Any]]],
     batch: list[AlertEvent],
     now: datetime,
     site: RoutingOptions,
@@ -364,11 +363,11 @@ def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_t
     """A user and methods that set nothing routing reads beyond ids, transport, address
     and verified flag compile from the cached rows, without a model, to the plan the
     models compile to, slot for slot; and route as the rules do."""
-    directory = directory_of(users, rows, now)
+    directory = directory_of(users, methods, now)
     cached = merge(entries_from(directory, USERS, 0.0), None, {})
     with (
-        mock.patch.object(rows_module._USERS, "unpack") as user_model,
-        mock.patch.object(rows_module._METHODS, "unpack") as method_model,
+        mock.patch.object(rows._USERS, "unpack") as user_model,
+        mock.patch.object(rows._METHODS, "unpack") as method_model,
     ):
         compiled_plans = {u: user_plan(cached, u, site) for u in USERS}
     assert not user_model.called and not method_model.called, "no model made"
