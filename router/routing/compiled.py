@@ -208,10 +208,10 @@ def _from_rows(
     """``entry``'s plan when its user and every method are plain; else None (compiled
     from the models, as any other)."""
     user, methods = entry.rows
-    if user is None or not all(name in _USER_UNREAD for name, _ in user[-1]):
+    if user is None or (user[-1] and not all(name in _USER_UNREAD for name, _ in user[-1])):
         return None
     for row in methods:
-        if not all(name in _METHOD_UNREAD for name, _ in row[-1]):
+        if row[-1] and not all(name in _METHOD_UNREAD for name, _ in row[-1]):
             return None
     defaults = _defaults(options)
     plan = object.__new__(UserPlan)
