@@ -50,6 +50,7 @@ from router.kafka.topics import ensure_topics
 from router.pages.edge import PagesDesk
 from router.pages.escalator import Escalator
 from router.routing.handler import Worker, utc_now
+from router.routing.plain import precompile
 from router.settings import Settings
 from router.tasks import Watched
 from schemas import AlertEvent, PageAck
@@ -130,6 +131,7 @@ def create_app(
         own_store: PgStore | None = None
         cached: CachedDirectory | None = None
         active: Store
+        options = settings.routing_options()  # one set for every path and a preload's plans
         if store is None:
             own_store = await PgStore.connect(
                 settings.database_url.get_secret_value(),
@@ -145,6 +147,7 @@ def create_app(
                         settings.directory_cache_users, settings.directory_cache_ttl_seconds
                     ),
                     preload_users=settings.directory_preload_users,
+                    compile_entry=functools.partial(precompile, options=options),
                 )
                 await cached.start()
                 active = cached
@@ -163,8 +166,6 @@ def create_app(
             await http.start()
         producer = create_producer(settings)
         await producer.start()
-        # One set of routing options for routing, held delivery and failover alike.
-        options = settings.routing_options()
         workers.append(
             Worker(
                 active,
@@ -269,9 +270,8 @@ async def run(settings: Settings) -> None:
             await asyncio.wait({starting, *ending}, return_when=asyncio.FIRST_COMPLETED)
             if not starting.done():
                 # Nothing was consumed yet, so nothing is left to commit: leave now.
-                # aiokafka's group join does not always yield to cancellation at
-                # once, so neither waiting for it nor stopping the broker may hold
-                # the exit for more than a moment.
+                # aiokafka's group join does not always yield to cancellation at once,
+                # so neither waiting for it nor stopping the broker may hold the exit.
                 log.info("stop_requested_while_starting")
                 starting.cancel()
                 await asyncio.wait({starting}, timeout=0.2)

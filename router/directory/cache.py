@@ -79,8 +79,11 @@ class CachedDirectory:
         clock: Callable[[], float] = time.monotonic,
         preload_users: int = 0,
         preload_wait_seconds: float = 120.0,
+        compile_entry: Callable[[Entry], None] | None = None,
     ) -> None:
         self._store = store
+        # What routing keeps of each entry of a directory read whole, made as it is read.
+        self._compile_entry = compile_entry
         self._cache = cache
         self._bounded = (cache.max_users, cache.ttl_seconds)
         self._preload_users = preload_users
@@ -281,6 +284,8 @@ class CachedDirectory:
                 if self._cache.generation == generation:
                     for user_id, entry in entries_from(fresh, chunk, self._clock()).items():
                         self._cache.put(user_id, entry)
+                        if self._compile_entry is not None:
+                            self._compile_entry(entry)
             metrics.DIRECTORY_CACHE_USERS.set(len(self._cache))
             # The rows live until a change drops them: out of the collector's way, so
             # its full passes do not walk a whole directory of objects that are not

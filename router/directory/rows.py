@@ -183,6 +183,12 @@ class Entry:
             else:
                 self._plans.kept(self)
 
+    def preset(self, plan: Any) -> None:
+        """Keep ``plan`` as the compiled plan without counting it against :class:`Plans`:
+        a plan small enough to keep for every user of a directory read whole (made
+        when it is read). A change drops it with the entry, as any other."""
+        self._compiled = plan
+
     @property
     def user(self) -> User | None:
         return _USERS.unpack(self._user) if self._user is not None else None

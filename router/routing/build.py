@@ -1,10 +1,9 @@
 """One job builder: the delivery job for a contact method. Pure.
 
-Routing and failover send one event (:func:`build_job`); held delivery sends
-the pages held for a method as one digest (:func:`digest_job`); a verification
-code goes out as a text of its own (:func:`text_job`). Both read the
-same :class:`router.rules.RoutingOptions` and fill the same common fields in
-:func:`_job`, so a setting cannot reach one path and miss the other.
+Routing and failover send one event (:func:`build_job`); held delivery sends the pages
+held for a method as one digest (:func:`digest_job`); a verification code goes out as a
+text of its own (:func:`text_job`). All read the same :class:`RoutingOptions` and fill
+the same common fields, so a setting cannot reach one path and miss the other.
 """
 
 from __future__ import annotations
@@ -47,9 +46,8 @@ _MODELS: dict[str, type[EmailJob] | type[SmsJob] | type[WebhookJob]] = {
 
 class Target:
     """What every job to one contact method carries, whatever the event: its id, user,
-    transport, verified flag, address (a webhook's with its query) and, for a webhook,
-    its HTTP method, headers as sent and body template. Worked out once per method
-    (:func:`target`); the compiled routing plan keeps one per method."""
+    transport, verified flag, address (a webhook's with its query) and a webhook's HTTP
+    method, headers as sent and body template; worked out once per method."""
 
     __slots__ = (
         "headers",
@@ -80,29 +78,34 @@ def _headers(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return dict(items)
 
 
-def _fill(fields: dict[str, Any], job_id: str, target: Target, now: datetime) -> None:
+def _fill(
+    fields: dict[str, Any],
+    job_id: str,
+    method_id: str,
+    user_id: str,
+    verified: bool,
+    to: str,
+    now: datetime,
+) -> None:
     """The fields every job has, into ``fields``."""
     fields["job_id"] = job_id
-    fields["user_id"] = target.user_id
-    fields["contact_method_id"] = target.id
-    fields["verified"] = target.verified
+    fields["user_id"] = user_id
+    fields["contact_method_id"] = method_id
+    fields["verified"] = verified
     fields["created_at"] = now
-    fields["to"] = target.to
+    fields["to"] = to
 
 
 def _job(job_id: str, target: Target, now: datetime, fields: dict[str, Any]) -> DeliveryJob:
     """The job of ``target``'s transport: ``fields`` (what the event or the digest says,
-    and what the transport's renderer made), then the fields every job has.
-
-    Built without validating (:func:`router.routing.encode.shell`): every value comes
-    from models already validated (the events, the method) or from the renderers, so
-    validating again would only cost time on the hot path. ``tests/unit/test_encode.py``
-    validates what comes out against the models.
-    """
+    and what the transport's renderer made), then the fields every job has. Built
+    without validating (:func:`router.routing.encode.shell`): the values come from
+    validated models or the renderers; ``tests/unit/test_encode.py`` validates the
+    output against the models."""
     model = _MODELS[target.transport]
     out = template(model).copy()
     out.update(fields)
-    _fill(out, job_id, target, now)
+    _fill(out, job_id, target.id, target.user_id, target.verified, target.to, now)
     return shell(model, out)
 
 
@@ -172,32 +175,39 @@ def build_job(
 ) -> DeliveryJob:
     """The delivery job for ``method``; its id depends only on the event and the method
     (and, for an escalating page, the step and round: step 1 of round 1 keeps the plain id)."""
-    return event_job(Rendered(event), Target(method), now, options, paging)
+    target = Target(method)
+    return event_job(
+        Rendered(event), target, target.id, target.user_id, target.to, now, options, paging
+    )
 
 
 def event_job(
     rendered: Rendered,
     target: Target,
+    method_id: str,
+    user_id: str,
+    to: str,
     now: datetime,
     options: RoutingOptions,
     paging: Paging | None = None,
 ) -> DeliveryJob:
-    """:func:`build_job` from prepared values: the one builder of an event's job, which
-    the compiled routing plan calls with the targets it keeps."""
+    """:func:`build_job` from prepared values, the one builder of an event's job: the
+    method's own id, user and address, and ``target`` for the rest (transport, verified,
+    a webhook's method, headers, body), which a plain plan shares between methods."""
     event = rendered.event
     job_id = (
-        escalation_job_id(event.event_id, target.id, paging.step, paging.round)
+        escalation_job_id(event.event_id, method_id, paging.step, paging.round)
         if paging is not None
-        else job_id_for(event.event_id, target.id)
+        else job_id_for(event.event_id, method_id)
     )
     assert event.occurred_at is not None, "decode fills occurred_at"
     links = options.ack_links
-    ack_url = links.url(rendered.alert_key, target.user_id, event.title, now) if links else None
+    ack_url = links.url(rendered.alert_key, user_id, event.title, now) if links else None
     transport = target.transport
     model = _MODELS[transport]
     fields = template(model).copy()
     fields.update(rendered.fields)
-    _fill(fields, job_id, target, now)
+    _fill(fields, job_id, method_id, user_id, target.verified, to, now)
     if paging is not None:
         fields["escalation_step"] = paging.step
         fields["escalation_round"] = paging.round
@@ -222,7 +232,7 @@ def event_job(
         fields["headers"] = target.headers
         fields["body"] = render.body_of(
             event,
-            target.user_id,
+            user_id,
             target.http_method,
             target.headers,
             target.template,

@@ -1,10 +1,8 @@
 """The compiled routing plan of a user: the rules of :mod:`router.routing.rules` on plain
 values. Pure.
 
-What does not depend on the event is worked out once per user, when the user is
-first routed after their rows were read (and kept with the cache's rows, which a
-change to the user drops, for at most 10,000 users: see
-:class:`router.directory.rows.Plans`): the methods in creation order, each method's job
+What does not depend on the event is worked out once per user (when and where it is
+kept: :mod:`router.routing.plain`): the methods in creation order, each method's job
 target (:class:`router.routing.build.Target`: address, webhook URL, method and
 headers), the first reason among the rules that read only the method and the
 site's options (disabled, unsafe target, opted out, unverified, muted), its
@@ -13,7 +11,8 @@ the user's delivery mode, channel order and quiet window. Per event, the
 remaining rules are a few comparisons, and each job is built from its target by
 :func:`router.routing.build.event_job`. A cached user whose rows set nothing routing
 reads beyond ids, transport, address and verified flag (most users) is compiled from
-the rows themselves, without a model (:func:`_from_rows`): about 5 µs instead of 25.
+the rows themselves, without a model, to a plan that shares everything but the rows
+(:func:`router.routing.plain.user_plan`).
 
 The rule functions stay the specification: ``tests/unit/test_compiled.py``
 (Hypothesis) holds :func:`plan_user` to the rule path of
@@ -23,20 +22,17 @@ The rule functions stay the specification: ``tests/unit/test_compiled.py``
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from datetime import datetime, time, timedelta
 
-from router.directory.models import ContactMethod, Directory, User
-from router.directory.rows import METHOD_FIELDS, USER_FIELDS, Entry, Row
+from router.directory.models import ContactMethod, User
+from router.directory.rows import METHOD_FIELDS, Row
 from router.held.digest import HeldPage, HoldReason, deferred
 from router.routing.build import Paging, Rendered, Target, event_job, new_decision
-from router.routing.encode import make
 from router.routing.rules import (
     RoutingOptions,
     channel_order,
     in_window,
     webhook_problem,
-    webhook_target_problem,
     window_end,
 )
 from schemas import SEVERITY_RANK, Decision, DeliveryJob, Reason, Transport
@@ -94,9 +90,27 @@ class MethodPlan(Target):
 
 
 class UserPlan:
-    """A user's compiled plan, for one set of :class:`RoutingOptions`."""
+    """A user's compiled plan, for one set of :class:`RoutingOptions`.
 
-    __slots__ = ("bypass_rank", "defer", "every", "id", "methods", "options", "order", "quiet")
+    Method by method, in creation order: ``methods`` holds what routing reads of each
+    but its id and address (a plain user's are the shared plans of methods at their
+    defaults: :func:`_from_rows`), ``rows`` each method's id at :data:`ROW_ID` and the
+    address its jobs go to at :data:`ROW_TO` (a plain user's are the cached rows
+    themselves), and ``reasons`` the first reason among the rules that read only the
+    method and the site's options (shared by every user with the same)."""
+
+    __slots__ = (
+        "bypass_rank",
+        "defer",
+        "every",
+        "id",
+        "methods",
+        "options",
+        "order",
+        "quiet",
+        "reasons",
+        "rows",
+    )
 
     def __init__(
         self,
@@ -108,6 +122,13 @@ class UserPlan:
         self.id = user.id
         self.options = options
         self.methods = tuple(MethodPlan(m, opt_outs, options) for m in methods)
+        # The layout of a cached method row (METHOD_FIELDS) for what routing reads of it.
+        self.rows: tuple[Row, ...] = tuple(
+            (m.id, m.user_id, m.transport, m.to) for m in self.methods
+        )
+        self.reasons: tuple[Reason | None, ...] = shared_reasons(
+            tuple(m.reason for m in self.methods)
+        )
         self.every = user.delivery_mode == "all"
         self.defer = user.quiet_action == "defer"
         self.bypass_rank = SEVERITY_RANK[user.quiet_bypass]
@@ -119,137 +140,24 @@ class UserPlan:
         self.order = _ORDERS.setdefault(order, order)
 
 
-def user_plan(directory: Directory, user_id: str, options: RoutingOptions) -> UserPlan | None:
-    """The compiled plan of ``user_id`` in ``directory`` (None: no such user): the one
-    kept with the user's cached rows when it was compiled for the same options, else
-    compiled now (and kept there); from the rows themselves when they are plain."""
-    slot = directory.slots.get(user_id)
-    kept: Any = slot.compiled if slot is not None else None
-    if isinstance(kept, UserPlan) and (kept.options is options or kept.options == options):
-        return kept
-    compiled = _from_rows(slot, directory.opt_outs, options) if isinstance(slot, Entry) else None
-    if compiled is None:
-        user = directory.users.get(user_id)
-        if user is None:
-            return None
-        compiled = UserPlan(user, directory.methods_of(user_id), directory.opt_outs, options)
-    if slot is not None:
-        slot.compiled = compiled
-    return compiled
+#: Where :attr:`UserPlan.rows` hold a method's id and the address its jobs go to: a
+#: cached row's id and value (a plain method's jobs go to its stored address).
+ROW_ID, ROW_TO = METHOD_FIELDS.index("id"), METHOD_FIELDS.index("value")
+
+#: Values many plans share, held once: the methods' defaults of each combination of
+#: transports and verified flags, the reasons of each combination. Bounded: past it,
+#: a plan holds its own.
+SHARED_MOST = 4096
+_REASONS: dict[tuple[Reason | None, ...], tuple[Reason | None, ...]] = {}
 
 
-# -- plain rows, compiled without their models --------------------------------------
-#
-# Most users and methods set nothing routing reads beyond their ids, transport,
-# address and verified flag: every other field that matters is at its default. Such
-# a *plain* row compiles to what the same row at the defaults compiles to, with its
-# own ids and address, and with the rules that read the address (a webhook's target,
-# an opt-out) applied to it. The defaults' plan is made once per set of options by
-# the constructors above, from a model at its defaults; only the per-row values are
-# filled here. Hypothesis holds the two to each other (tests/unit/test_compiled.py).
-
-#: Fields routing never reads: a row differing from the defaults only in them is plain.
-_USER_UNREAD = frozenset({"name", "external_id"})
-_METHOD_UNREAD = frozenset({"label", "metadata", "tags", "external_id"})
-#: An address for each transport that no rule refuses, for the defaults' plan.
-_ANY_ADDRESS: dict[str, str] = {
-    "email": "someone@example.com",
-    "sms": "+14155550100",
-    "webhook": "https://hooks.example.com/",
-}
-#: Where a row holds what a plain row is compiled from.
-_USER_ID = USER_FIELDS.index("id")
-_ID, _USER, _TRANSPORT, _VALUE, _VERIFIED = (
-    METHOD_FIELDS.index(name) for name in ("id", "user_id", "transport", "value", "verified")
-)
-_AT = dict.fromkeys(("created_at", "updated_at"), datetime(2000, 1, 1, tzinfo=UTC))
-
-
-class _Defaults:
-    """What a plain user and a plain method of each transport compile to under one set
-    of options: made by :class:`UserPlan` and :class:`MethodPlan` from models at their
-    defaults."""
-
-    __slots__ = ("_methods", "options", "user")
-
-    def __init__(self, options: RoutingOptions) -> None:
-        self.options = options
-        self.user = UserPlan(make(User, {"id": "", **_AT}), (), frozenset(), options)
-        self._methods: dict[tuple[str, bool], MethodPlan] = {}
-
-    def method(self, transport: str, verified: bool) -> MethodPlan:
-        plan = self._methods.get((transport, verified))
-        if plan is None:
-            address = _ANY_ADDRESS[transport]
-            fields = {"transport": transport, "value": address, "verified": verified}
-            method = make(ContactMethod, {"id": "", "user_id": "", **fields, **_AT})
-            plan = self._methods[(transport, verified)] = MethodPlan(
-                method, frozenset(), self.options
-            )
-            # Only the rules that read no address may answer for every plain row: the
-            # address that stands in for theirs must pass the others, under any policy.
-            assert plan.reason in (None, "unverified"), (transport, plan.reason)
-        return plan
-
-
-#: The defaults' plans for the last set of options asked for (a worker has one).
-_LAST: list[_Defaults] = []
-
-
-def _defaults(options: RoutingOptions) -> _Defaults:
-    if not _LAST or _LAST[0].options is not options:
-        _LAST[:] = [_Defaults(options)]
-    return _LAST[0]
-
-
-def _from_rows(
-    entry: Entry, opt_outs: Collection[tuple[str, str]], options: RoutingOptions
-) -> UserPlan | None:
-    """``entry``'s plan when its user and every method are plain; else None (compiled
-    from the models, as any other)."""
-    user, methods = entry.rows
-    if user is None or (user[-1] and not all(name in _USER_UNREAD for name, _ in user[-1])):
-        return None
-    for row in methods:
-        if row[-1] and not all(name in _METHOD_UNREAD for name, _ in row[-1]):
-            return None
-    defaults = _defaults(options)
-    plan = object.__new__(UserPlan)
-    plan.id = user[_USER_ID]
-    plan.options = options
-    plan.methods = tuple([_plain_method(row, defaults, opt_outs, options) for row in methods])
-    base = defaults.user
-    plan.every, plan.defer, plan.bypass_rank = base.every, base.defer, base.bypass_rank
-    plan.quiet, plan.order = base.quiet, base.order
-    return plan
-
-
-def _plain_method(
-    row: Row,
-    defaults: _Defaults,
-    opt_outs: Collection[tuple[str, str]],
-    options: RoutingOptions,
-) -> MethodPlan:
-    transport, value, verified = row[_TRANSPORT], row[_VALUE], row[_VERIFIED]
-    base = defaults.method(transport, verified)
-    plan = object.__new__(MethodPlan)
-    plan.id = row[_ID]
-    plan.user_id = row[_USER]
-    plan.transport = transport
-    plan.verified = verified
-    plan.to = value  # a plain webhook has no query to add
-    plan.http_method, plan.headers, plan.template = base.http_method, base.headers, base.template
-    # The rules that read the address, in RULES' order; the others as the defaults say
-    # (not disabled, not muted: only unverified is left).
-    if transport == "webhook" and webhook_target_problem(value, {}, options.target_policy):
-        plan.reason = "unsafe_target"
-    elif (transport, value) in opt_outs:
-        plan.reason = "opted_out"
-    else:
-        plan.reason = base.reason
-    plan.mute_until, plan.suppressed = base.mute_until, base.suppressed
-    plan.min_rank, plan.primary, plan.notify_after = base.min_rank, base.primary, base.notify_after
-    return plan
+def shared_reasons(reasons: tuple[Reason | None, ...]) -> tuple[Reason | None, ...]:
+    found = _REASONS.get(reasons)
+    if found is None:
+        found = reasons
+        if len(_REASONS) < SHARED_MOST:
+            _REASONS[reasons] = reasons
+    return found
 
 
 def plan_user(
@@ -272,8 +180,7 @@ def plan_user(
     kind = event.kind
     quiet: bool | None = None
     reasons: list[Reason | None] = []
-    for m in methods:
-        reason = m.reason
+    for m, reason in zip(methods, plan.reasons, strict=True):
         if reason is None:
             if m.mute_until is not None and m.mute_until > now:
                 reason = "muted"
@@ -291,23 +198,39 @@ def plan_user(
     waiting = [plan.defer and r == "quiet_hours" for r in reasons]
     eligible = [i for i, r in enumerate(reasons) if r is None or waiting[i]]
     chosen = _preferred(plan, event.severity == "critical", eligible)
-    for i, m in enumerate(methods):
+    user_id = plan.id
+    for i, (m, row) in enumerate(zip(methods, plan.rows, strict=True)):
         reason = reasons[i]
         if waiting[i] and i in chosen:
             assert event.occurred_at is not None
             assert plan.quiet is not None
             until = window_end(*plan.quiet, event.occurred_at)
-            _hold(rendered, plan.id, m, "quiet_hours", until, now, paging, entries, holds)
+            _hold(
+                rendered, user_id, row[ROW_ID], m, "quiet_hours", until, now, paging, entries, holds
+            )
             continue
         if waiting[i] or (reason is None and i not in chosen):
             reason = "not_preferred"
         if reason is not None:
-            entries.append(_skip(rendered, now, reason, plan.id, m, paging))
+            entries.append(_skip(rendered, now, reason, user_id, (row[ROW_ID], m), paging))
         elif m.notify_after:
             later = now + timedelta(seconds=m.notify_after)
-            _hold(rendered, plan.id, m, "notify_after", later, now, paging, entries, holds)
+            _hold(
+                rendered,
+                user_id,
+                row[ROW_ID],
+                m,
+                "notify_after",
+                later,
+                now,
+                paging,
+                entries,
+                holds,
+            )
         else:
-            entries.append(event_job(rendered, m, now, options, paging))
+            entries.append(
+                event_job(rendered, m, row[ROW_ID], user_id, row[ROW_TO], now, options, paging)
+            )
 
 
 def _in_quiet(plan: UserPlan, rank: int, at: datetime | None) -> bool:
@@ -334,14 +257,15 @@ def _skip(
     now: datetime,
     reason: Reason,
     user_id: str,
-    method: MethodPlan | None,
+    method: tuple[str, MethodPlan] | None,
     paging: Paging | None,
 ) -> Decision:
+    """A skip decision; ``method``: the method's id and plan (None: about the user)."""
     return new_decision(
         event_id=rendered.event.event_id,
         user_id=user_id,
-        contact_method_id=method.id if method else None,
-        transport=method.transport if method else None,
+        contact_method_id=method[0] if method else None,
+        transport=method[1].transport if method else None,
         outcome="skipped",
         reason=reason,
         decided_at=now,
@@ -353,6 +277,7 @@ def _skip(
 def _hold(
     rendered: Rendered,
     user_id: str,
+    method_id: str,
     method: MethodPlan,
     reason: HoldReason,
     until: datetime,
@@ -362,7 +287,7 @@ def _hold(
     holds: list[HeldPage],
 ) -> None:
     decision, page = deferred(
-        rendered.event, user_id, method.id, method.transport, reason, until, now, paging
+        rendered.event, user_id, method_id, method.transport, reason, until, now, paging
     )
     entries.append(decision)
     holds.append(page)

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from router.directory.models import ContactMethod, Directory, User
 from router.held.digest import HeldPage, HoldReason, deferred
 from router.routing.build import Paging, Rendered, build_job, new_decision
-from router.routing.compiled import plan_user, user_plan
+from router.routing.compiled import plan_user
+from router.routing.plain import user_plan
 from router.routing.rules import (
     RateDecision,
     RoutingOptions,

@@ -26,9 +26,10 @@ from router.directory.rows import Entry, entries_from, merge
 from router.directory.targets import STRICT, TargetPolicy
 from router.pages.tokens import AckLinks
 from router.routing.build import Paging, Rendered, build_job, event_job
-from router.routing.compiled import MethodPlan, UserPlan, user_plan
+from router.routing.compiled import ROW_ID, ROW_TO, MethodPlan, UserPlan
 from router.routing.encode import encode
 from router.routing.pipeline import Planned, finish, plan, sends
+from router.routing.plain import precompile, user_plan
 from router.routing.rules import RateDecision, RoutingOptions
 from schemas import AlertEvent
 from tests.conftest import T0, make_method, make_user
@@ -223,7 +224,9 @@ def test_a_compiled_method_builds_the_job_build_job_builds(
     rendered = Rendered(event)
     for method in directory.methods_of("alice"):
         prepared = MethodPlan(method, directory.opt_outs, site)
-        job = event_job(rendered, prepared, now, site, paging)
+        job = event_job(
+            rendered, prepared, prepared.id, prepared.user_id, prepared.to, now, site, paging
+        )
         assert job == build_job(event, method, now, site, paging)
         assert encode(job) == encode(build_job(event, method, now, site, paging))
 
@@ -234,8 +237,8 @@ def test_a_plan_compiled_for_other_options_is_compiled_again() -> None:
     strict = user_plan(directory, "alice", RoutingOptions(require_verified=True))
     assert lenient is not None
     assert strict is not None
-    assert lenient.methods[0].reason is None
-    assert strict.methods[0].reason == "unverified"
+    assert lenient.reasons == (None,)
+    assert strict.reasons == ("unverified",)
     assert directory.slots["alice"].compiled is strict
 
 
@@ -338,9 +341,24 @@ plain_users = st.fixed_dictionaries(
 )
 
 
-def slots_of(plan: UserPlan | MethodPlan) -> dict[str, Any]:
+def slots_of(plan: UserPlan | MethodPlan, but: tuple[str, ...] = ()) -> dict[str, Any]:
     names = {n for klass in type(plan).__mro__ for n in getattr(klass, "__slots__", ())}
-    return {n: getattr(plan, n) for n in sorted(names) if n != "methods"}
+    return {n: getattr(plan, n) for n in sorted(names) if n not in but}
+
+
+def resolved(plan: UserPlan) -> list[dict[str, Any]]:
+    """Each method as routing reads it: its plan's slots but the ones a plan may share
+    (id, user, address, reason), and those from the plan's rows and reasons."""
+    return [
+        {
+            **slots_of(m, ("id", "user_id", "to", "reason")),
+            "id": row[ROW_ID],
+            "to": row[ROW_TO],
+            "user_id": plan.id,
+            "reason": reason,
+        }
+        for m, row, reason in zip(plan.methods, plan.rows, plan.reasons, strict=True)
+    ]
 
 
 @settings(max_examples=300, deadline=None)
@@ -377,8 +395,12 @@ def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_t
             directory.users[user_id], directory.methods_of(user_id), directory.opt_outs, site
         )
         assert by_rows is not None
-        assert slots_of(by_rows) == slots_of(by_models)
-        assert [slots_of(m) for m in by_rows.methods] == [slots_of(m) for m in by_models.methods]
+        assert slots_of(by_rows, ("methods", "rows")) == slots_of(by_models, ("methods", "rows"))
+        assert resolved(by_rows) == resolved(by_models)
+        # The models' plan: each method's own slots are what its row and reason say.
+        assert [(m.id, m.user_id, m.to, m.reason) for m in by_models.methods] == [
+            (r["id"], r["user_id"], r["to"], r["reason"]) for r in resolved(by_models)
+        ]
     for event in batch:
         compiled = plan(event, cached, now, site)
         assert_same(compiled, plan(event, cached, now, site, by_rules=True), None)
@@ -407,3 +429,32 @@ def test_a_cached_user_with_a_field_routing_reads_is_compiled_from_its_models(
     compiled = bob = user_plan(directory, "bob", RoutingOptions())
     assert bob is not None and compiled is not None
     assert [m.reason for m in bob.methods] == ["muted"]
+
+
+def test_a_directory_read_whole_keeps_each_plain_users_plan_outside_the_bound() -> None:
+    """As a directory read whole is read, every plain user's plan is made and kept, not
+    counted against the plans a cache keeps (it is a small object over the rows); a
+    user with a field routing reads is compiled from the models when first routed."""
+    site = RoutingOptions()
+    plans = rows.Plans(1)
+    alice = Entry(
+        make_user(), (make_method("m1"), make_method("m2", transport="sms")), frozenset(), 0.0
+    )
+    bob = Entry(make_user("bob"), (make_method("m3", "bob"),), frozenset(), 0.0)
+    carol = Entry(make_user("carol"), (make_method("m4", "carol", muted=True),), frozenset(), 0.0)
+    for entry in (alice, bob, carol):
+        entry.kept_by(plans)
+        precompile(entry, site)
+    assert isinstance(alice.compiled, UserPlan) and isinstance(bob.compiled, UserPlan)
+    assert alice.compiled.rows is alice.rows[1], "the plan reads the entry's own rows"
+    dave = Entry(make_user("dave"), (make_method("m5", "dave"),), frozenset(), 0.0)
+    precompile(dave, site)
+    assert dave.compiled.methods is bob.compiled.methods, "the same kinds share their defaults"
+    assert dave.compiled.reasons is bob.compiled.reasons
+    assert carol.compiled is None
+    assert len(plans) == 0
+    directory = merge({"alice": alice, "bob": bob, "carol": carol}, None, {})
+    assert user_plan(directory, "alice", site) is alice.compiled
+    assert user_plan(directory, "bob", site) is bob.compiled
+    assert user_plan(directory, "carol", site) is carol.compiled is not None
+    assert len(plans) == 1  # carol's, compiled on first use, is counted
