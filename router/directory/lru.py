@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from router.directory.rows import Address, Entry, Plans
 
-#: How many entries keep a compiled plan (about 0.6 KB each, so 6 MB): a user paged
-#: again soon is routed by the kept plan, any other compiles it again (some 5 µs for
-#: plain rows, 25 for others).
+#: How many entries keep a plan compiled on first use (about 0.6 KB each, so 6 MB): a
+#: user paged again soon is routed by the kept plan, any other compiles it again. A plan
+#: made as a directory read whole is read (a plain user's, about 0.1 KB) is not counted.
 PLANS_KEPT = 10_000
 
 

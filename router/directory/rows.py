@@ -9,7 +9,7 @@ from the model's defaults. The models are made again (without validation, the
 rows were validated when read) only when a path asks for a user's (held pages,
 failover; routing compiles a user's plan from the rows themselves when they are
 plain, else from the models, and the entry keeps it in its ``compiled`` slot
-until a change drops the entry or :class:`Plans` takes it back).
+until a change drops the entry or :class:`Plans` takes back one made on first use).
 
 The cache that holds the entries by user id is :mod:`router.directory.lru`;
 :class:`Plans` bounds how many of its entries keep a compiled plan.
@@ -170,8 +170,9 @@ class Entry:
     @property
     def compiled(self) -> Any:
         """The user's compiled routing plan (:mod:`router.routing.compiled`), made on
-        first use and dropped with the entry, so it is never older than the rows; in a
-        cache, one of the :class:`Plans` it keeps."""
+        first use (in a cache, one of the :class:`Plans` it keeps) or as the directory
+        is read whole (:meth:`preset`), and dropped with the entry, so it is never older
+        than the rows."""
         return self._compiled
 
     @compiled.setter
@@ -187,6 +188,8 @@ class Entry:
         """Keep ``plan`` as the compiled plan without counting it against :class:`Plans`:
         a plan small enough to keep for every user of a directory read whole (made
         when it is read). A change drops it with the entry, as any other."""
+        if self._plans is not None:
+            self._plans.dropped(self)  # one counted before is not given up later
         self._compiled = plan
 
     @property

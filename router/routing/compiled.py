@@ -143,6 +143,7 @@ class UserPlan:
 #: Where :attr:`UserPlan.rows` hold a method's id and the address its jobs go to: a
 #: cached row's id and value (a plain method's jobs go to its stored address).
 ROW_ID, ROW_TO = METHOD_FIELDS.index("id"), METHOD_FIELDS.index("value")
+assert (ROW_ID, ROW_TO) == (0, 3), "UserPlan.__init__ builds its rows in this layout"
 
 #: Values many plans share, held once: the methods' defaults of each combination of
 #: transports and verified flags, the reasons of each combination. Bounded: past it,

@@ -370,6 +370,7 @@ def resolved(plan: UserPlan) -> list[dict[str, Any]]:
     st.lists(events, min_size=1, max_size=3),
     instants,
     options,
+    steps,
 )
 def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_to(
     users: dict[str, dict[str, Any]],
@@ -377,10 +378,13 @@ def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_t
     batch: list[AlertEvent],
     now: datetime,
     site: RoutingOptions,
+    paging: Paging | None,
 ) -> None:
     """A user and methods that set nothing routing reads beyond ids, transport, address
     and verified flag compile from the cached rows, without a model, to the plan the
-    models compile to, slot for slot; and route as the rules do."""
+    models compile to, method for method as routing reads them; and route as the rules
+    do, compiled on first use or as the directory is read whole, escalation steps
+    included."""
     directory = directory_of(users, methods, now)
     cached = merge(entries_from(directory, USERS, 0.0), None, {})
     with (
@@ -401,9 +405,15 @@ def test_a_plain_cached_user_compiles_from_rows_to_the_plan_its_models_compile_t
         assert [(m.id, m.user_id, m.to, m.reason) for m in by_models.methods] == [
             (r["id"], r["user_id"], r["to"], r["reason"]) for r in resolved(by_models)
         ]
+    read_whole = entries_from(directory, USERS, 0.0)
+    for entry in read_whole.values():
+        precompile(entry, site)
+    preloaded = merge(read_whole, None, {})
     for event in batch:
-        compiled = plan(event, cached, now, site)
-        assert_same(compiled, plan(event, cached, now, site, by_rules=True), None)
+        step = None if paging is None else (paging, event.recipients())
+        by_rules = plan(event, cached, now, site, step, by_rules=True)
+        assert_same(plan(event, cached, now, site, step), by_rules, None)
+        assert_same(plan(event, preloaded, now, site, step), by_rules, None)
 
 
 def test_a_cached_user_with_a_field_routing_reads_is_compiled_from_its_models(
