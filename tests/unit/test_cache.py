@@ -303,6 +303,28 @@ async def test_a_directory_that_fits_is_read_whole_before_start_returns(
         await cached.close()
 
 
+async def test_each_entry_of_a_directory_read_whole_is_handed_to_routing_as_it_is_read(
+    store: ListeningMemStore,
+) -> None:
+    """What routing keeps of each user (its compiled plan) is made as the directory is
+    read whole, once per entry the cache keeps; a change drops the entry and with it
+    what was made."""
+    handed: list[Entry] = []
+    cached = CachedDirectory(
+        store, DirectoryCache(1, 300.0), preload_users=10, compile_entry=handed.append
+    )
+    try:
+        await asyncio.wait_for(cached.start(), 5)
+        directory = await cached.directory_for({"alice", "bob"})
+        assert {id(e) for e in handed} == {id(directory.slots[u]) for u in ("alice", "bob")}
+        alice = directory.slots["alice"]
+        store.announce('{"users": ["alice"]}')
+        assert (await cached.directory_for({"alice"})).slots["alice"] is not alice
+        assert len(handed) == 2  # a user read again for a batch compiles on first use
+    finally:
+        await cached.close()
+
+
 async def test_a_directory_larger_than_the_setting_is_cached_as_before(
     store: ListeningMemStore,
 ) -> None:
