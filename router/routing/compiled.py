@@ -175,7 +175,7 @@ def plan_user(
     options = plan.options
     methods = plan.methods
     if not methods:
-        entries.append(_skip(rendered, now, "no_contact_methods", plan.id, None, paging))
+        entries.append(_skip(rendered, now, "no_contact_methods", plan.id, None, None, paging))
         return
     rank = SEVERITY_RANK[event.severity]
     kind = event.kind
@@ -213,7 +213,7 @@ def plan_user(
         if waiting[i] or (reason is None and i not in chosen):
             reason = "not_preferred"
         if reason is not None:
-            entries.append(_skip(rendered, now, reason, user_id, (row[ROW_ID], m), paging))
+            entries.append(_skip(rendered, now, reason, user_id, row[ROW_ID], m.transport, paging))
         elif m.notify_after:
             later = now + timedelta(seconds=m.notify_after)
             _hold(
@@ -258,15 +258,16 @@ def _skip(
     now: datetime,
     reason: Reason,
     user_id: str,
-    method: tuple[str, MethodPlan] | None,
+    method_id: str | None,
+    transport: Transport | None,
     paging: Paging | None,
 ) -> Decision:
-    """A skip decision; ``method``: the method's id and plan (None: about the user)."""
+    """A skip decision; ``method_id`` and ``transport`` None: about the user."""
     return new_decision(
         event_id=rendered.event.event_id,
         user_id=user_id,
-        contact_method_id=method[0] if method else None,
-        transport=method[1].transport if method else None,
+        contact_method_id=method_id,
+        transport=transport,
         outcome="skipped",
         reason=reason,
         decided_at=now,
