@@ -128,14 +128,16 @@ class InMemoryStore(InMemorySchedules):
             self.routed[event_id] = self.clock()
 
     async def record_batch(
-        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+        self, trail: Trail, routed: Collection[str], counted: Collection[str]
     ) -> None:
         """Same contract as :meth:`router.db.store.PgStore.record_batch`."""
         self._check()
         await self.write_trail(trail)
         await self.mark_routed(routed)
-        for send, at in counted:
-            self.sends.setdefault(send.job_id, (send.contact_method_id, at))
+        events = set(counted)
+        for job in trail.jobs:
+            if job.event_id in events:
+                self.sends.setdefault(job.job_id, (job.contact_method_id, job.created_at))
 
     async def write_trail(self, trail: Trail) -> None:
         """Same contract as :meth:`router.db.store.PgStore.write_trail`."""

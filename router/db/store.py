@@ -47,11 +47,12 @@ class Store(Protocol):
         ...
 
     async def record_batch(
-        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+        self, trail: Trail, routed: Collection[str], counted: Collection[str]
     ) -> None:
         """A routed batch's ledger after its acks, at once: ``trail`` written, ``routed``
-        marked routed, ``counted`` (jobs no limit holds back, each with the clock it was
-        decided at) counted against their methods' limits, each job once."""
+        marked routed, and the jobs in ``trail`` of the events ``counted`` (jobs no limit
+        holds back) counted against their methods' limits at their ``created_at`` (the
+        clock they were decided at), each job once."""
         ...
 
     async def jobs_by_id(self, job_ids: Collection[str]) -> dict[str, JobRow]:

@@ -109,7 +109,7 @@ class CachedDirectory:
         await self._store.write_trail(trail)
 
     async def record_batch(
-        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+        self, trail: Trail, routed: Collection[str], counted: Collection[str]
     ) -> None:
         await self._store.record_batch(trail, routed, counted)
 

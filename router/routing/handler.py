@@ -39,14 +39,13 @@ from router.routing.pipeline import (
     duplicate,
     finish,
     plan,
-    routed_sends,
     sends,
     unlimited,
 )
 from router.routing.recording import Ledger, Recorder
 from router.routing.report import Tally, report
 from router.routing.retry import RecordKey, log_rejection
-from router.routing.rules import RateDecision, RoutingOptions, Send
+from router.routing.rules import RateDecision, RoutingOptions
 from router.settings import Settings
 from schemas import AlertEvent
 
@@ -156,7 +155,7 @@ class Worker(Feedback):
         result = BatchResult()
         outgoing: list[Outgoing] = []
         trail = Trail()
-        counted: list[tuple[Send, datetime]] = []
+        counted: list[str] = []
         tally = Tally()
         for index, (record, done) in enumerate(zip(records, settled, strict=True)):
             if index % _TURN_EVERY == _TURN_EVERY - 1:
@@ -168,10 +167,12 @@ class Worker(Feedback):
                 continue
             if isinstance(outcome, Planned):
                 # No limit can hold its jobs back (see _reserve): finished here, while its
-                # entries are at hand, and its jobs counted with the batch's ledger.
+                # entries are at hand, and its jobs (in the trail, made at done.now)
+                # counted with the batch's ledger.
                 assert unlimited(outcome), "a plan a limit could touch is finished by _reserve"
                 outcome = finish(outcome, None)
-                counted += [(send, done.now) for send in routed_sends(outcome)]
+                if outcome.jobs:
+                    counted.append(outcome.event.event_id)
             result.events += 1
             result.routed.append(outcome)
             tally.add(outcome)

@@ -44,28 +44,17 @@ class LedgerStore(PgBase):
             await conn.execute(self._q["write_trail"], *_trail_arguments(trail))
 
     async def record_batch(
-        self, trail: Trail, routed: Collection[str], counted: Sequence[tuple[Send, datetime]]
+        self, trail: Trail, routed: Collection[str], counted: Collection[str]
     ) -> None:
         """A routed batch's ledger after its acks, in one statement: ``trail`` written,
-        ``routed`` marked routed, ``counted`` (jobs no limit holds back, each with its
-        clock) counted against their methods' limits."""
+        ``routed`` marked routed, and the jobs in ``trail`` of the events ``counted`` (jobs
+        no limit holds back) counted against their methods' limits at their
+        ``created_at``."""
         if not trail and not routed and not counted:
             return
         async with self._conn() as conn:
             await conn.execute(
-                self._q["record_batch"],
-                *_trail_arguments(trail),
-                list(routed),
-                orjson.dumps(
-                    [
-                        {
-                            "job_id": s.job_id,
-                            "contact_method_id": s.contact_method_id,
-                            "sent_at": at,
-                        }
-                        for s, at in counted
-                    ]
-                ).decode(),
+                self._q["record_batch"], *_trail_arguments(trail), list(routed), list(counted)
             )
 
     async def reserve_sends(

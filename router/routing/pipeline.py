@@ -188,12 +188,6 @@ def sends(planned: Planned) -> list[Send]:
     ]
 
 
-def routed_sends(routed: Routed) -> list[Send]:
-    """The jobs of ``routed``, as the rate limiter counts them."""
-    critical = routed.event.severity == "critical"
-    return [Send(j.job_id, j.contact_method_id, j.transport, critical) for j in routed.jobs]
-
-
 def unlimited(planned: Planned) -> bool:
     """Whether no rate limit can hold back any job of ``planned``: it has none, or its
     event is critical (limits never hold back a critical job)."""

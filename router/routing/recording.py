@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import structlog
 
@@ -21,19 +20,19 @@ from router import metrics
 from router.db.store import Store
 from router.delivery.trail import Trail
 from router.routing.retry import is_outage
-from router.routing.rules import Send
 
 log = structlog.get_logger("router.handler")
 
 
 @dataclass
 class Ledger:
-    """A routed batch's page trail, the events to mark routed and the jobs to count
-    against rate limits without a reservation (each with its clock)."""
+    """A routed batch's page trail, the events to mark routed and the events whose jobs
+    are counted against rate limits without a reservation: every job of theirs in the
+    trail, at its ``created_at`` (the clock it was planned at)."""
 
     trail: Trail = field(default_factory=Trail)
     routed: list[str] = field(default_factory=list)
-    counted: list[tuple[Send, datetime]] = field(default_factory=list)
+    counted: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.trail or self.routed or self.counted)
@@ -55,16 +54,14 @@ class Ledger:
 
         for row in self.trail.events:
             part(row[0]).trail.events.append(row)
-        event_of_job = {}
         for job in self.trail.jobs:
-            event_of_job[job.job_id] = job.event_id
             part(job.event_id).trail.jobs.append(job)
         for trail_row in self.trail.rows:
             part(trail_row.event_id).trail.rows.append(trail_row)
         for event_id in self.routed:
             part(event_id).routed.append(event_id)
-        for send, at in self.counted:
-            part(event_of_job.get(send.job_id)).counted.append((send, at))
+        for event_id in self.counted:
+            part(event_id).counted.append(event_id)
         return list(parts.items())
 
 

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from router.db.store import PgStore
-from router.delivery.trail import Trail
+from router.delivery.trail import JobRow, Trail
 from router.directory.writes import NewContactMethod
 from router.errors import Conflict, NotFound, NotMigrated, StoreUnavailable
 from router.routing.rules import RateLimit, Send
@@ -308,14 +308,43 @@ async def test_the_trail_purge_forgets_closed_pages_and_acks_past_retention_not_
 
 
 async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_their_clock(
-    store: PgStore,
+    store: PgStore, database_url: str
 ) -> None:
     await store.add_user("alice", None, "UTC")
     method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
     now = datetime.now(UTC)
-    critical = [Send(f"00000000-0000-4000-8000-{n:012d}", method.id, "sms", True) for n in range(3)]
-    await store.record_batch(Trail(), ["e1"], [(s, now) for s in critical])
-    await store.record_batch(Trail(), ["e1"], [(s, now) for s in critical])  # a retry: once
+    jobs = [
+        JobRow(
+            f"00000000-0000-4000-8000-{n:012d}",
+            "e1",
+            "alice",
+            method.id,
+            "sms",
+            "critical",
+            "+14155551234",
+            now,
+        )
+        for n in range(3)
+    ]
+    other = JobRow(
+        "00000000-0000-4000-8000-000000000077",
+        "e2",
+        "alice",
+        method.id,
+        "sms",
+        "warning",
+        "+14155551234",
+        now,
+    )  # counted by its reservation, not here
+    trail = Trail(jobs=[*jobs, other])
+    await store.record_batch(trail, ["e1", "e2"], ["e1"])
+    await store.record_batch(trail, ["e1", "e2"], ["e1"])  # a retry: each job once
+    conn = await asyncpg.connect(database_url)
+    try:
+        counted = await conn.fetch("SELECT job_id::text, sent_at FROM rate_limit_sends")
+    finally:
+        await conn.close()
+    assert sorted((r["job_id"], r["sent_at"]) for r in counted) == [(j.job_id, now) for j in jobs]
     later = Send("00000000-0000-4000-8000-000000000099", method.id, "sms", False)
     decision = await store.reserve_sends([later], LIMITS, now)
     assert decision.allowed == set(), "the three counted sends fill the limit"

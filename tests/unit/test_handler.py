@@ -291,6 +291,29 @@ async def test_two_workers_share_one_rate_limit() -> None:
     assert reasons.count("rate_limited") == 3
 
 
+async def test_critical_jobs_count_against_the_limit_the_next_page_meets() -> None:
+    # Critical jobs go out without a reservation; the batch's ledger counts each
+    # against its method, at the clock it was made at.
+    store = await directory()
+    limited = Settings(retry_backoff_max_seconds=0.01, rate_limit_sms_count=3)
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, limited, clock=lambda: T0)
+    await worker.handle([record(alert(f"c{i}"), i) for i in range(2)])
+    jobs = {
+        j["job_id"]: j["contact_method_id"]
+        for t in ("deliveries.email", "deliveries.sms", "deliveries.webhook")
+        for j in publisher.on(t)
+    }
+    assert len(jobs) == 6
+    assert store.sends == {job_id: (method_id, T0) for job_id, method_id in jobs.items()}
+    later = RecordingPublisher()
+    await Worker(store, later, limited, clock=lambda: T0).handle(
+        [record(alert(f"w{i}", severity="warning"), i) for i in range(2)]
+    )
+    sms = [d["reason"] for d in later.on("routing.decisions") if d["transport"] == "sms"]
+    assert sms == [None, "rate_limited"], "two of three counted: one SMS left"
+
+
 async def test_an_opt_out_message_applies_to_the_next_alert_and_opt_in_restores() -> None:
     store = await directory()
     publisher = RecordingPublisher()

@@ -69,10 +69,17 @@ ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
 -- A routed batch's whole ledger after the broker acknowledged its output, in one
 -- statement: its page trail ($1-$12, as write_trail), its events marked routed
 -- ($13, as mark_routed), and the jobs counted against rate limits without a
--- reservation ($14: a JSON array of {job_id, contact_method_id, sent_at}, the
--- worker's clock for each): jobs no limit holds back (critical), counted as
--- count_sends would.
-WITH events AS (
+-- reservation: the trail's jobs of the events in $14, each at its created_at (the
+-- worker's clock it was decided at), jobs no limit holds back (critical), counted
+-- as count_sends would. The jobs' JSON is read once for both.
+WITH g AS MATERIALIZED (
+    SELECT job_id, event_id, user_id, contact_method_id, transport, severity,
+           address, created_at, failover_of, NULLIF(digest_of, '{}') AS digest_of
+    FROM json_to_recordset($5::json)
+         AS g (job_id uuid, event_id text, user_id text, contact_method_id uuid,
+               transport text, severity text, address text, created_at timestamptz,
+               failover_of uuid, digest_of text[])
+), events AS (
     INSERT INTO page_events (event_id, event, decisions, routed_at)
     SELECT e, j::json, d::json, t
     FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, d, t)
@@ -81,11 +88,8 @@ WITH events AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
                            address, created_at, failover_of, digest_of)
     SELECT job_id, event_id, user_id, contact_method_id, transport, severity,
-           address, created_at, failover_of, NULLIF(digest_of, '{}')
-    FROM json_to_recordset($5::json)
-         AS g (job_id uuid, event_id text, user_id text, contact_method_id uuid,
-               transport text, severity text, address text, created_at timestamptz,
-               failover_of uuid, digest_of text[])
+           address, created_at, failover_of, digest_of
+    FROM g
     ON CONFLICT (job_id) DO NOTHING
 ), routed AS (
     INSERT INTO routed_events (event_id)
@@ -93,9 +97,8 @@ WITH events AS (
     ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
 ), counted AS (
     INSERT INTO rate_limit_sends (job_id, contact_method_id, sent_at)
-    SELECT job_id, contact_method_id, sent_at
-    FROM json_to_recordset($14::json)
-         AS c (job_id uuid, contact_method_id uuid, sent_at timestamptz)
+    SELECT g.job_id, g.contact_method_id, g.created_at
+    FROM g JOIN (SELECT DISTINCT unnest($14::text[]) AS event_id) AS c USING (event_id)
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
