@@ -102,6 +102,7 @@ class UserPlan:
     __slots__ = (
         "bypass_rank",
         "defer",
+        "direct",
         "every",
         "id",
         "methods",
@@ -138,6 +139,22 @@ class UserPlan:
         )
         order = channel_order(user)
         self.order = _ORDERS.setdefault(order, order)
+        self.direct = direct(self.methods, self.reasons, self.quiet)
+
+
+def direct(methods: Sequence[MethodPlan], reasons: Sequence[Reason | None], quiet: object) -> bool:
+    """Whether a critical event (or any, for a user who wants every method) gets a job
+    on every method, in order, whatever the event says: no rule that reads only the
+    method holds any back, none is muted until a time, suppresses a kind, has a floor
+    severity or a delay, and the user has no quiet hours (:func:`plan_user`'s short way)."""
+    return (
+        quiet is None
+        and all(reason is None for reason in reasons)
+        and all(
+            m.mute_until is None and not m.suppressed and m.min_rank <= 0 and not m.notify_after
+            for m in methods
+        )
+    )
 
 
 #: Where :attr:`UserPlan.rows` hold a method's id and the address its jobs go to: a
@@ -177,6 +194,13 @@ def plan_user(
     if not methods:
         entries.append(_skip(rendered, now, "no_contact_methods", plan.id, None, None, paging))
         return
+    user_id = plan.id
+    if plan.direct and (plan.every or event.severity == "critical"):
+        for m, row in zip(methods, plan.rows, strict=True):
+            entries.append(
+                event_job(rendered, m, row[ROW_ID], user_id, row[ROW_TO], now, options, paging)
+            )
+        return
     rank = SEVERITY_RANK[event.severity]
     kind = event.kind
     quiet: bool | None = None
@@ -199,7 +223,6 @@ def plan_user(
     waiting = [plan.defer and r == "quiet_hours" for r in reasons]
     eligible = [i for i, r in enumerate(reasons) if r is None or waiting[i]]
     chosen = _preferred(plan, event.severity == "critical", eligible)
-    user_id = plan.id
     for i, (m, row) in enumerate(zip(methods, plan.rows, strict=True)):
         reason = reasons[i]
         if waiting[i] and i in chosen:

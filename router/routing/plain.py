@@ -16,7 +16,7 @@ from typing import Any
 
 from router.directory.models import ContactMethod, Directory, User
 from router.directory.rows import METHOD_FIELDS, USER_FIELDS, Entry, Row
-from router.routing.compiled import SHARED_MOST, MethodPlan, UserPlan, shared_reasons
+from router.routing.compiled import SHARED_MOST, MethodPlan, UserPlan, direct, shared_reasons
 from router.routing.encode import make
 from router.routing.rules import RoutingOptions, webhook_target_problem
 from schemas import Reason
@@ -142,6 +142,7 @@ def _from_rows(
     base = defaults.user
     plan.every, plan.defer, plan.bypass_rank = base.every, base.defer, base.bypass_rank
     plan.quiet, plan.order = base.quiet, base.order
+    plan.direct = direct(methods, plan.reasons, plan.quiet)
     return plan
 
 

@@ -266,6 +266,37 @@ def _plain_email() -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize(
+    ("severity", "mode", "quiet", "method", "sent"),
+    [
+        ("critical", "preferred", True, {}, 2),  # critical: every method, quiet bypassed
+        ("warning", "all", False, {}, 2),  # every method wanted
+        ("warning", "all", True, {}, 0),  # ... but not in quiet hours: held
+        ("warning", "preferred", False, {}, 1),  # the preferred method only
+        ("critical", "all", False, {"suppress_down": True}, 1),
+        ("critical", "all", False, {"mute_until": 3600}, 1),
+        ("critical", "all", False, {"notify_after_seconds": 300}, 1),
+        ("warning", "all", False, {"min_severity": "error"}, 1),
+        ("critical", "all", False, {"disabled": True}, 1),
+    ],
+)
+def test_a_user_whose_every_method_may_take_the_event_gets_a_job_on_each(
+    severity: str, mode: str, quiet: bool, method: dict[str, Any], sent: int
+) -> None:
+    # The compiled plan's short way (every method at once) against the rules, on its
+    # edges: quiet hours, and each method field that can hold one method back.
+    window = {"quiet_hours_start": time(0, 0), "quiet_hours_end": time(23, 59)} if quiet else {}
+    users = {"alice": {"delivery_mode": mode, "quiet_bypass": "critical", **window}}
+    rows = {"alice": [_plain_email(), {**_plain_email(), "transport": "sms", **method}]}
+    event = AlertEvent(event_id="e1", kind="down", severity=severity, title="t", user_ids=["alice"])
+    event = event.model_copy(update={"occurred_at": T0 + timedelta(hours=12)})
+    directory = directory_of(users, rows, T0)
+    compiled = plan(event, directory, T0, RoutingOptions())
+    by_rules = plan(event, directory, T0, RoutingOptions(), by_rules=True)
+    assert_same(compiled, by_rules, None)
+    assert len(finish(compiled).jobs) == sent
+
+
 def test_a_cached_user_is_compiled_once_and_then_routed_without_models(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
