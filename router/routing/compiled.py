@@ -146,7 +146,7 @@ def direct(methods: Sequence[MethodPlan], reasons: Sequence[Reason | None], quie
     """Whether a critical event (or any, for a user who wants every method) gets a job
     on every method, in order, whatever the event says: no rule that reads only the
     method holds any back, none is muted until a time, suppresses a kind, has a floor
-    severity or a delay, and the user has no quiet hours (:func:`plan_user`'s short way)."""
+    above ``info`` or a delay, and the user has no quiet hours (:func:`plan_user`'s short way)."""
     return (
         quiet is None
         and all(reason is None for reason in reasons)

@@ -322,7 +322,7 @@ async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_thei
             "sms",
             "critical",
             "+14155551234",
-            now,
+            now - timedelta(seconds=n),
         )
         for n in range(3)
     ]
@@ -344,9 +344,12 @@ async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_thei
         counted = await conn.fetch("SELECT job_id::text, sent_at FROM rate_limit_sends")
     finally:
         await conn.close()
-    assert sorted((r["job_id"], r["sent_at"]) for r in counted) == [(j.job_id, now) for j in jobs]
+    assert sorted((r["job_id"], r["sent_at"]) for r in counted) == [
+        (j.job_id, j.created_at) for j in jobs
+    ]
     later = Send("00000000-0000-4000-8000-000000000099", method.id, "sms", False)
     decision = await store.reserve_sends([later], LIMITS, now)
     assert decision.allowed == set(), "the three counted sends fill the limit"
-    assert decision.retry_at[method.id] == now + timedelta(seconds=900)
+    # Allowed again when the oldest of the three (made at now - 2 s) leaves the window.
+    assert decision.retry_at[method.id] == now - timedelta(seconds=2) + timedelta(seconds=900)
     assert await store.routed_within(["e1"], 3600) == {"e1"}

@@ -269,7 +269,8 @@ def _plain_email() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("severity", "mode", "quiet", "method", "sent"),
     [
-        ("critical", "preferred", True, {}, 2),  # critical: every method, quiet bypassed
+        ("critical", "preferred", False, {}, 2),  # critical: every method
+        ("critical", "preferred", True, {}, 2),  # ... quiet hours bypassed
         ("warning", "all", False, {}, 2),  # every method wanted
         ("warning", "all", True, {}, 0),  # ... but not in quiet hours: held
         ("warning", "preferred", False, {}, 1),  # the preferred method only

@@ -133,11 +133,15 @@ async def test_a_ledger_the_database_refuses_is_written_event_by_event(
     store = await gated_team()
     store.failures = [StoreError("refused"), StoreError("refused again")]
     store.gate.set()
-    worker = Worker(store, RecordingPublisher(), SETTINGS, clock=lambda: T0)
+    publisher = RecordingPublisher()
+    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
     await worker.handle([record(alert("e1"), 0), record(alert("e2"), 1)])
     errors = [(e["event"], e.get("event_id")) for e in logged(caplog) if e["level"] == "error"]
     assert errors == [("ledger_refused", None), ("event_ledger_refused", "e1")]
     assert set(store.routed) == {"e2"}, "one event's bad row costs only its own ledger"
+    jobs = [j for t, *_ in publisher.sent if t.startswith("deliveries.") for j in publisher.on(t)]
+    e2_jobs = {j["job_id"] for j in jobs if j["event_id"] == "e2"}
+    assert len(e2_jobs) == 3 and set(store.sends) == e2_jobs, "its critical jobs counted with it"
 
 
 async def test_a_status_from_another_worker_finds_a_job_written_just_after_it() -> None:
