@@ -353,3 +353,51 @@ async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_thei
     # Allowed again when the oldest of the three (made at now - 2 s) leaves the window.
     assert decision.retry_at[method.id] == now - timedelta(seconds=2) + timedelta(seconds=900)
     assert await store.routed_within(["e1"], 3600) == {"e1"}
+
+
+async def test_a_batchs_ledger_is_kept_whole_when_a_method_it_paged_is_deleted_meanwhile(
+    store: PgStore, database_url: str
+) -> None:
+    # The worker publishes a critical job, then writes its ledger. A method deleted in
+    # between (the API, the CLI, a bulk replace) must not cost the event its trail or
+    # its routed mark: the redelivered batch would page again, and the page would have
+    # no story.
+    await store.add_user("alice", None, "UTC")
+    method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
+    now = datetime.now(UTC)
+    job = JobRow(
+        "00000000-0000-4000-8000-000000000001",
+        "e1",
+        "alice",
+        method.id,
+        "sms",
+        "critical",
+        "+14155551234",
+        now,
+    )
+    await store.delete_contact_method(method.id)
+    await store.record_batch(
+        Trail(events=[("e1", '{"event_id": "e1"}', "[]", now)], jobs=[job]), ["e1"], ["e1"]
+    )
+    assert await store.routed_within(["e1"], 3600) == {"e1"}
+    conn = await asyncpg.connect(database_url)
+    try:
+        trail = await conn.fetch("SELECT job_id::text FROM page_jobs WHERE event_id = 'e1'")
+        counted = await conn.fetch("SELECT job_id::text FROM rate_limit_sends")
+    finally:
+        await conn.close()
+    assert [r["job_id"] for r in trail] == [job.job_id]
+    assert [r["job_id"] for r in counted] == [job.job_id], "counted, and never read again"
+
+
+async def test_a_reservation_for_a_method_deleted_meanwhile_is_allowed_and_counted(
+    store: PgStore,
+) -> None:
+    # A warning page planned from the directory just before its method was deleted: the
+    # reservation neither fails (the batch would be retried for nothing) nor holds it.
+    await store.add_user("alice", None, "UTC")
+    method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
+    await store.delete_contact_method(method.id)
+    send = Send("00000000-0000-4000-8000-000000000002", method.id, "sms", False)
+    decision = await store.reserve_sends([send], LIMITS, datetime.now(UTC))
+    assert decision.allowed == {send.job_id}

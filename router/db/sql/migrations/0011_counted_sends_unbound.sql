@@ -1,0 +1,11 @@
+-- A counted send no longer references its contact method. The key's check locked
+-- the method's row for every send a batch's ledger counted (1,500 row locks a batch
+-- of 500 critical alerts of three methods), and refused the whole ledger, or a
+-- rate-limit reservation, when a method was deleted between planning and writing:
+-- the event lost its trail and routed mark, the reservation failed its batch.
+-- A deleted method's sends are never read again (the limits are read by method id,
+-- for methods the directory holds) and leave with the others past the longest
+-- window (router janitor). Routers reserving for the same method still serialize on
+-- its row (lock_methods_for_rate_limit); a worker waits for its own ledger before it
+-- reserves.
+ALTER TABLE rate_limit_sends DROP CONSTRAINT rate_limit_sends_contact_method_id_fkey;
