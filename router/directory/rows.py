@@ -249,8 +249,7 @@ class _Unpacked(Mapping[str, V]):
         self._fresh = fresh
         self._unpack = unpack
         self._has = has
-        self._keys = [k for k, e in entries.items() if k not in fresh and has(e)]
-        self._keys += list(fresh)
+        self._keys: list[str] | None = None  # listed when first iterated: routing never does
         self._made: dict[str, V] = {}
 
     def __getitem__(self, key: str) -> V:
@@ -266,11 +265,18 @@ class _Unpacked(Mapping[str, V]):
         self._made[key] = value
         return value
 
+    def _listed(self) -> list[str]:
+        if self._keys is None:
+            fresh, has = self._fresh, self._has
+            self._keys = [k for k, e in self._entries.items() if k not in fresh and has(e)]
+            self._keys += list(fresh)
+        return self._keys
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._listed())
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._listed())
 
 
 def _user(entry: Entry) -> User | None:
