@@ -224,11 +224,6 @@ async def reference_loop(
                 ("webhook", f"https://hooks.example.com/{n}"),
             )
         ]
-    # Kept out of the garbage collector's sight, as the worker keeps its directory
-    # (router/directory/cache.py): otherwise each full collection walks every user's
-    # dicts (some 120 ms at 100,000 users) and the ceiling measures the collector.
-    gc.collect()
-    gc.freeze()
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -239,6 +234,11 @@ async def reference_loop(
     producer = create_producer(settings)
     await consumer.start()
     await producer.start()
+    # Kept out of the garbage collector's sight, as the worker keeps its directory
+    # (router/directory/cache.py): otherwise each full collection walks every user's
+    # dicts (some 120 ms at 100,000 users) and the ceiling measures the collector.
+    gc.collect()
+    gc.freeze()
     topics = {
         "email": settings.topic_email,
         "sms": settings.topic_sms,

@@ -382,22 +382,36 @@ async def test_a_batchs_ledger_is_kept_whole_when_a_method_it_paged_is_deleted_m
     assert await store.routed_within(["e1"], 3600) == {"e1"}
     conn = await asyncpg.connect(database_url)
     try:
+        events = await conn.fetch("SELECT event_id FROM page_events")
         trail = await conn.fetch("SELECT job_id::text FROM page_jobs WHERE event_id = 'e1'")
-        counted = await conn.fetch("SELECT job_id::text FROM rate_limit_sends")
+        counted = await conn.fetch(
+            "SELECT job_id::text, contact_method_id::text FROM rate_limit_sends"
+        )
     finally:
         await conn.close()
+    assert [r["event_id"] for r in events] == ["e1"]
     assert [r["job_id"] for r in trail] == [job.job_id]
-    assert [r["job_id"] for r in counted] == [job.job_id], "counted, and never read again"
+    assert [(r["job_id"], r["contact_method_id"]) for r in counted] == [(job.job_id, method.id)]
 
 
-async def test_a_reservation_for_a_method_deleted_meanwhile_is_allowed_and_counted(
-    store: PgStore,
+async def test_a_reservation_is_allowed_and_counted_for_a_method_deleted_meanwhile(
+    store: PgStore, database_url: str
 ) -> None:
     # A warning page planned from the directory just before its method was deleted: the
-    # reservation neither fails (the batch would be retried for nothing) nor holds it.
+    # reservation does not fail (the alert was dead-lettered, its plan remembered for
+    # the retry named the method again), and the send is counted once, like any other.
     await store.add_user("alice", None, "UTC")
     method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
     await store.delete_contact_method(method.id)
     send = Send("00000000-0000-4000-8000-000000000002", method.id, "sms", False)
-    decision = await store.reserve_sends([send], LIMITS, datetime.now(UTC))
-    assert decision.allowed == {send.job_id}
+    now = datetime.now(UTC)
+    assert (await store.reserve_sends([send], LIMITS, now)).allowed == {send.job_id}
+    assert (await store.reserve_sends([send], LIMITS, now)).allowed == {send.job_id}
+    conn = await asyncpg.connect(database_url)
+    try:
+        counted = await conn.fetch(
+            "SELECT job_id::text, contact_method_id::text, sent_at FROM rate_limit_sends"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in counted] == [(send.job_id, method.id, now)]

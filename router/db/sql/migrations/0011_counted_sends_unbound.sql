@@ -1,11 +1,16 @@
--- A counted send no longer references its contact method. The key's check locked
--- the method's row for every send a batch's ledger counted (1,500 row locks a batch
--- of 500 critical alerts of three methods), and refused the whole ledger, or a
--- rate-limit reservation, when a method was deleted between planning and writing:
--- the event lost its trail and routed mark, the reservation failed its batch.
--- A deleted method's sends are never read again (the limits are read by method id,
--- for methods the directory holds) and leave with the others past the longest
--- window (router janitor). Routers reserving for the same method still serialize on
--- its row (lock_methods_for_rate_limit); a worker waits for its own ledger before it
--- reserves.
-ALTER TABLE rate_limit_sends DROP CONSTRAINT rate_limit_sends_contact_method_id_fkey;
+-- A counted send no longer references its contact method.
+-- With the key, a method deleted between a batch's planning and its writes made
+-- PostgreSQL refuse them: the batch's ledger (the event lost its trail and routed
+-- mark) or a rate-limit reservation (the alert was dead-lettered, routing_failed).
+-- The key's checks also locked the method's row for every send the ledger counted
+-- (1,500 rows for 500 critical alerts of three methods), in job order, beside
+-- reservations that lock the same rows in id order.
+-- What the lock gave: another router's reservation for the method, arriving while
+-- the ledger was being written, waited for it. Now it goes on without the sends in
+-- flight, as it always did between their publishing and the ledger's start; at
+-- worst a non-critical page over the limit by those sends goes out instead of being
+-- held. A worker still waits for its own ledger before it reserves, and routers
+-- reserving for a method that exists still take its row FOR UPDATE.
+-- A deleted method's sends are read only by reservations planned before the
+-- deletion was seen, and leave with the others past the longest window (the janitor).
+ALTER TABLE rate_limit_sends DROP CONSTRAINT IF EXISTS rate_limit_sends_contact_method_id_fkey;
