@@ -218,8 +218,11 @@ def story(
     """One page's whole story, in time order (the event first)."""
     lines: list[Line] = []
     if event is not None:
-        lines.append(Line(event[2], "event", json.loads(event[0])))
-        for decision in json.loads(event[1]):
+        alert = json.loads(event[0])
+        lines.append(Line(event[2], "event", alert))
+        by_id = {job.job_id: job for job in jobs}
+        for kept in json.loads(event[1]):
+            decision = _sent(kept, alert, by_id.get(kept), event[2]) if type(kept) is str else kept
             at = datetime.fromisoformat(decision["decided_at"].replace("Z", "+00:00"))
             lines.append(Line(at, "decision", decision))
     for job in jobs:
@@ -245,6 +248,49 @@ def story(
         lines.append(Line(at, kind, json.loads(record)))
     order = {"event": 0, "decision": 1, "job": 2, "status": 3, "ack": 4}
     return sorted(lines, key=lambda line: (line.at, order[line.type]))
+
+
+def trail_value(decision: Decision, value: bytes) -> bytes:
+    """What a batch's trail keeps of ``decision`` (``value``: it as published): a plain
+    sent decision (no reason, step, digest or failover) holds nothing its job's row does
+    not, so only its job id is kept, and :func:`story` makes it whole again. The rest
+    are kept as published."""
+    job_id = decision.job_id
+    if (
+        job_id is None
+        or decision.reason is not None
+        or decision.escalation_step is not None
+        or decision.digest_of is not None
+        or decision.failover_of is not None
+    ):
+        return value
+    return b'"%s"' % job_id.encode()
+
+
+def _sent(
+    job_id: str, alert: dict[str, Any], job: JobRow | None, routed_at: datetime
+) -> dict[str, Any]:
+    """A plain sent decision as it was published, from its job's row: the same user,
+    method and transport, decided when the job was made, about the event's alert."""
+    if job is None:  # the retention took the job a moment before its event
+        return {
+            "event_id": alert.get("event_id"),
+            "outcome": "sent",
+            "job_id": job_id,
+            "decided_at": routed_at.isoformat(),
+        }
+    decision = Decision(
+        event_id=job.event_id,
+        user_id=job.user_id,
+        contact_method_id=job.contact_method_id,
+        transport=job.transport,
+        outcome="sent",
+        reason=None,
+        job_id=job_id,
+        decided_at=job.created_at,
+        alert_key=alert.get("dedup_key") or job.event_id,
+    )
+    return decision.model_dump(mode="json")
 
 
 def round_trail(jobs: Sequence[DeliveryJob], decisions: Sequence[Decision]) -> Trail:

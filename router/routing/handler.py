@@ -21,7 +21,7 @@ import structlog
 from router import metrics
 from router.db.store import Store
 from router.delivery.edge import FailOver
-from router.delivery.trail import Trail, job_row
+from router.delivery.trail import Trail, job_row, trail_value
 from router.directory.models import Directory
 from router.held.digest import HeldPage
 from router.kafka.publish import Outgoing, Publisher
@@ -362,7 +362,9 @@ class Worker(Feedback):
         decided: list[bytes] = []
         for decision in routed.decisions:
             value = encode(decision)
-            decided.append(value)
+            # A plain sent decision is its job's row read again: the trail keeps its job
+            # id (router.delivery.trail.story makes it whole), the rest as published.
+            decided.append(trail_value(decision, value))
             messages.append(
                 decision_record(self._settings, decision, index, (*origin, len(messages)), value)
             )

@@ -129,6 +129,14 @@ async def test_a_failed_sms_fails_over_to_email_then_the_page_ends_unreachable(
     assert "unreachable" in story[-1]
     as_json = [json.loads(line) for line in cli_ok(env, "trail", "db-down", "--json").splitlines()]
     assert [entry["type"] for entry in as_json] == kinds
+    # Every decision on the trail is the one published, field for field: the sent ones,
+    # kept as their job ids, made whole from the jobs' rows.
+    on_trail = [
+        json.dumps({k: v for k, v in e.items() if k not in ("at", "type")})
+        for e in as_json
+        if e["type"] == "decision"
+    ]
+    assert sorted(on_trail) == sorted(json.dumps(d) for d in values(seen[decisions_t]))
     pages = cli_ok(env, "trail", "--user", "carol", "--since", "1h")
     assert "db-down" in pages and "jobs 2, delivered 0, failed 2" in pages
     assert run_cli(env, "trail", "no-such-event").returncode == 1

@@ -636,7 +636,9 @@ WHERE alert_key = $1 AND recorded_at >= $2
 ORDER BY at, id;
 
 -- name: trail_pages_of_user
--- A user's pages since $2 (any decision about them), with their jobs' outcomes.
+-- A user's pages since $2 (any decision about them), with their jobs' outcomes. A plain
+-- sent decision is kept as its job's id (router.delivery.trail.trail_value): its job
+-- names the user.
 SELECT e.event_id, e.routed_at AS first_at, e.event::text AS event,
        (SELECT count(*) FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1)
            AS jobs,
@@ -646,7 +648,8 @@ SELECT e.event_id, e.routed_at AS first_at, e.event::text AS event,
             AND j.failed_at IS NOT NULL) AS failed
 FROM page_events e
 WHERE e.routed_at >= $2::timestamptz
-  AND e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text))
+  AND (e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text))
+       OR EXISTS (SELECT 1 FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1))
 ORDER BY e.routed_at;
 
 -- name: purge_audit
