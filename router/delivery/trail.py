@@ -1,8 +1,9 @@
 """The page trail: what was decided, sent and reported for each page. Pure.
 
 :func:`trail_of` turns routed events into the rows the store writes (the
-handler builds the same rows from the JSON it already made for Kafka);
-:func:`story` puts one page's rows back in time order for ``router trail``.
+handler builds them from the JSON it already made for Kafka, keeping a plain sent
+decision as its job id: :func:`trail_value`); :func:`story` puts one page's rows
+back in time order for ``router trail``, each decision whole.
 """
 
 from __future__ import annotations
@@ -270,25 +271,23 @@ def trail_value(decision: Decision, value: bytes) -> bytes:
 def _sent(
     job_id: str, alert: dict[str, Any], job: JobRow | None, routed_at: datetime
 ) -> dict[str, Any]:
-    """A plain sent decision as it was published, from its job's row: the same user,
-    method and transport, decided when the job was made, about the event's alert."""
-    if job is None:  # the retention took the job a moment before its event
-        return {
-            "event_id": alert.get("event_id"),
-            "outcome": "sent",
-            "job_id": job_id,
-            "decided_at": routed_at.isoformat(),
-        }
+    """A plain sent decision as it was published: decided when its event was routed
+    (one clock for both), about the event's alert, to its job's user, method and
+    transport. Those three follow from the job id (the event's and the method's), so
+    any row with that id names them, even one written by another path first. Should
+    the row be missing, they are told as null. (The worker's clock is UTC, as the
+    time read back from PostgreSQL is.)"""
+    event_id = job.event_id if job is not None else str(alert["event_id"])
     decision = Decision(
-        event_id=job.event_id,
-        user_id=job.user_id,
-        contact_method_id=job.contact_method_id,
-        transport=job.transport,
+        event_id=event_id,
+        user_id=job.user_id if job is not None else None,
+        contact_method_id=job.contact_method_id if job is not None else None,
+        transport=job.transport if job is not None else None,
         outcome="sent",
         reason=None,
         job_id=job_id,
-        decided_at=job.created_at,
-        alert_key=alert.get("dedup_key") or job.event_id,
+        decided_at=routed_at,
+        alert_key=alert.get("dedup_key") or event_id,
     )
     return decision.model_dump(mode="json")
 

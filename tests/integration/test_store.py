@@ -415,3 +415,27 @@ async def test_a_reservation_is_allowed_and_counted_for_a_method_deleted_meanwhi
     finally:
         await conn.close()
     assert [tuple(r) for r in counted] == [(send.job_id, method.id, now)]
+
+
+async def test_a_users_pages_are_found_by_their_jobs_when_their_decisions_are_kept_as_job_ids(
+    store: PgStore,
+) -> None:
+    # A plain sent decision is kept as its job id, so only the job names the user.
+    now = datetime.now(UTC)
+    job = JobRow(
+        "00000000-0000-4000-8000-000000000003",
+        "e1",
+        "bob",
+        "00000000-0000-4000-8000-0000000000aa",
+        "sms",
+        "critical",
+        "+14155551234",
+        now,
+    )
+    event = '{"event_id": "e1", "title": "db down", "severity": "critical"}'
+    await store.record_batch(
+        Trail(events=[("e1", event, f'["{job.job_id}"]', now)], jobs=[job]), ["e1"], []
+    )
+    [page] = await store.pages_of_user("bob", now - timedelta(hours=1))
+    assert (page["event_id"], page["title"], page["jobs"]) == ("e1", "db down", 1)
+    assert await store.pages_of_user("carol", now - timedelta(hours=1)) == []

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 
 from router.db.memstore import InMemoryStore
-from router.delivery.trail import story
+from router.delivery.trail import story, trail_value
 from router.directory.writes import NewContactMethod
 from router.routing.handler import Worker
+from schemas import Decision
 from tests.conftest import T0
 from tests.unit.test_handler import SETTINGS, RecordingPublisher, alert, record
 
@@ -50,12 +51,52 @@ async def test_the_trail_tells_every_decision_as_it_was_published(now: object) -
     assert sorted(map(json.dumps, told)) == sorted(map(json.dumps, published))
 
 
-def test_a_sent_decision_whose_job_has_left_the_trail_still_says_sent() -> None:
-    event = ('{"event_id": "e1"}', '["job-1"]', T0)
+def test_a_sent_decision_whose_job_row_is_missing_is_told_with_what_the_event_gives() -> None:
+    event = ('{"event_id": "e1", "dedup_key": "db"}', '["job-1"]', T0)
     [_, line] = story(event, [], [])
     assert line.data == {
         "event_id": "e1",
+        "user_id": None,
+        "contact_method_id": None,
+        "transport": None,
         "outcome": "sent",
+        "reason": None,
         "job_id": "job-1",
-        "decided_at": T0.isoformat(),
+        "decided_at": "2026-03-01T12:00:00Z",
+        "deliver_at": None,
+        "digest_of": None,
+        "failover_of": None,
+        "alert_key": "db",
+        "escalation_step": None,
+        "escalation_round": None,
     }
+
+
+SENT = {
+    "event_id": "e1",
+    "user_id": "alice",
+    "contact_method_id": "m1",
+    "transport": "sms",
+    "outcome": "sent",
+    "job_id": "j1",
+    "decided_at": T0,
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "whole"),
+    [
+        ({}, False),
+        ({"reason": "failover", "failover_of": "j0"}, True),
+        ({"reason": "escalated", "escalation_step": 2, "escalation_round": 1}, True),
+        ({"escalation_step": 1, "escalation_round": 1}, True),
+        ({"digest_of": ["e0", "e1"]}, True),
+        ({"outcome": "skipped", "reason": "muted", "job_id": None}, True),
+    ],
+)
+def test_only_a_plain_sent_decision_is_kept_as_its_job_id(
+    extra: dict[str, object], whole: bool
+) -> None:
+    decision = Decision.model_validate({"reason": None, **SENT, **extra})
+    kept = trail_value(decision, b"{published}")
+    assert kept == (b"{published}" if whole else b'"j1"')

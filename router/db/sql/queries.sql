@@ -648,8 +648,8 @@ SELECT e.event_id, e.routed_at AS first_at, e.event::text AS event,
             AND j.failed_at IS NOT NULL) AS failed
 FROM page_events e
 WHERE e.routed_at >= $2::timestamptz
-  AND (e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text))
-       OR EXISTS (SELECT 1 FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1))
+  AND (EXISTS (SELECT 1 FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1)
+       OR e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text)))
 ORDER BY e.routed_at;
 
 -- name: purge_audit
