@@ -116,6 +116,22 @@ async def test_an_unmigrated_database_is_reported_as_such(empty_database_url: st
 # -- rule state (issue: routing rules) ---------------------------------------------------
 
 
+def sms_job(
+    n: int, event_id: str, user_id: str, method_id: str, at: datetime, severity: str = "critical"
+) -> JobRow:
+    """The trail's row of an SMS job to +14155551234, job id number ``n``."""
+    return JobRow(
+        f"00000000-0000-4000-8000-{n:012d}",
+        event_id,
+        user_id,
+        method_id,
+        "sms",
+        severity,
+        "+14155551234",
+        at,
+    )
+
+
 LIMITS = {
     "sms": (RateLimit(3, 900),),
     "email": (RateLimit(20, 900),),
@@ -313,29 +329,8 @@ async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_thei
     await store.add_user("alice", None, "UTC")
     method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
     now = datetime.now(UTC)
-    jobs = [
-        JobRow(
-            f"00000000-0000-4000-8000-{n:012d}",
-            "e1",
-            "alice",
-            method.id,
-            "sms",
-            "critical",
-            "+14155551234",
-            now - timedelta(seconds=n),
-        )
-        for n in range(3)
-    ]
-    other = JobRow(
-        "00000000-0000-4000-8000-000000000077",
-        "e2",
-        "alice",
-        method.id,
-        "sms",
-        "warning",
-        "+14155551234",
-        now,
-    )  # counted by its reservation, not here
+    jobs = [sms_job(n, "e1", "alice", method.id, now - timedelta(seconds=n)) for n in range(3)]
+    other = sms_job(77, "e2", "alice", method.id, now, "warning")  # counted by its reservation
     trail = Trail(jobs=[*jobs, other])
     await store.record_batch(trail, ["e1", "e2"], ["e1"])
     await store.record_batch(trail, ["e1", "e2"], ["e1"])  # a retry: each job once
@@ -365,16 +360,7 @@ async def test_a_batchs_ledger_is_kept_whole_when_a_method_it_paged_is_deleted_m
     await store.add_user("alice", None, "UTC")
     method = await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
     now = datetime.now(UTC)
-    job = JobRow(
-        "00000000-0000-4000-8000-000000000001",
-        "e1",
-        "alice",
-        method.id,
-        "sms",
-        "critical",
-        "+14155551234",
-        now,
-    )
+    job = sms_job(1, "e1", "alice", method.id, now)
     await store.delete_contact_method(method.id)
     await store.record_batch(
         Trail(events=[("e1", '{"event_id": "e1"}', "[]", now)], jobs=[job]), ["e1"], ["e1"]
@@ -422,16 +408,7 @@ async def test_a_users_pages_are_found_by_their_jobs_when_their_decisions_are_ke
 ) -> None:
     # A plain sent decision is kept as its job id, so only the job names the user.
     now = datetime.now(UTC)
-    job = JobRow(
-        "00000000-0000-4000-8000-000000000003",
-        "e1",
-        "bob",
-        "00000000-0000-4000-8000-0000000000aa",
-        "sms",
-        "critical",
-        "+14155551234",
-        now,
-    )
+    job = sms_job(3, "e1", "bob", "00000000-0000-4000-8000-0000000000aa", now)
     event = '{"event_id": "e1", "title": "db down", "severity": "critical"}'
     await store.record_batch(
         Trail(events=[("e1", event, f'["{job.job_id}"]', now)], jobs=[job]), ["e1"], []
