@@ -26,6 +26,10 @@ Identifier = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00]+$"),
 ]
+#: An event's ``dedup_key``: its alert key (``alert_key()``), which PostgreSQL keeps as
+#: text (a page's key) and reads from the trail's decisions as JSON (``router trail
+#: --user``): no NUL either, which neither can hold.
+DedupKey = Annotated[str, StringConstraints(max_length=256, pattern=r"^[^\x00]*$")]
 
 
 #: The instants the router computes with (quiet windows, rotations and rate
@@ -70,7 +74,7 @@ class AlertEvent(BaseModel):
     body: Annotated[str, StringConstraints(max_length=20_000)] | None = None
     url: Annotated[str, StringConstraints(max_length=2_000)] | None = None
     source: Annotated[str, StringConstraints(max_length=256)] | None = None
-    dedup_key: Annotated[str, StringConstraints(max_length=256)] | None = None
+    dedup_key: DedupKey | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     occurred_at: AwareDatetime | None = Field(
         default=None,

@@ -8,7 +8,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 AckAction = Literal["ack", "resolve"]
 
-_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+#: No NUL: an alert key, a user id and a source are written to PostgreSQL as text.
+_Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=r"^[^\x00]+$"),
+]
 
 
 class PageAck(BaseModel):

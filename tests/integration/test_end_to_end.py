@@ -115,6 +115,44 @@ async def test_bad_messages_go_to_the_dlq_unchanged_and_the_next_event_is_routed
     assert {json.loads(r.value)["event_id"] for r in seen[t["decisions"]]} == {"good"}
 
 
+async def test_a_nul_in_an_alert_key_is_refused_and_the_users_trail_still_reads(
+    router_env: dict[str, str],
+    start_router: Callable[[dict[str, str]], RouterProcess],
+) -> None:
+    """A NUL byte in ``dedup_key`` (the alert key: a page's key in PostgreSQL text, and in
+    the trail's decisions, which ``router trail --user`` reads as JSON) or in a PageAck is
+    refused as ``schema_invalid`` and kept on the DLQ, as one in an id is. Routed, its skip
+    decision for "ghost" made ``router trail --user`` fail for every user without a job in
+    that event, for as long as the trail kept it; the ack was dead-lettered as
+    ``routing_failed``, PostgreSQL's refusal."""
+    env = {**router_env, "ROUTER_TOPIC_ACKS": router_env["ROUTER_TOPIC_ALERTS"] + ".acks"}
+    add_alice(env)
+    start_router(env)
+    t = topics(env)
+    bootstrap = env["ROUTER_KAFKA_BOOTSTRAP_SERVERS"]
+    nul_key = json.loads(alert("nul-key", ["alice", "ghost"]))
+    nul_key["dedup_key"] = "db\x00primary"
+    refused = json.dumps(nul_key).encode()
+    nul_ack = json.dumps(
+        {"alert_key": "x\x00y", "action": "ack", "source": "t", "at": "2026-01-01T00:00:00Z"}
+    ).encode()
+    await wait_for_topics(bootstrap, [env["ROUTER_TOPIC_ACKS"]])
+    await produce(bootstrap, env["ROUTER_TOPIC_ACKS"], nul_ack)
+    await publish_when_ready(bootstrap, t, refused, alert("after", ["alice", "ghost"]))
+    seen = await collect(
+        bootstrap,
+        [t["dlq"], t["decisions"]],
+        until=lambda s: len(s[t["dlq"]]) >= 2 and len(s[t["decisions"]]) >= 4,
+    )
+    letters = {r.value: dict((k, v.decode()) for k, v in r.headers) for r in seen[t["dlq"]]}
+    assert set(letters) == {refused, nul_ack}
+    assert {h["router.dlq.reason"] for h in letters.values()} == {"schema_invalid"}
+    assert {json.loads(r.value)["event_id"] for r in seen[t["decisions"]]} == {"after"}
+    for user in ("alice", "ghost"):
+        pages = cli_ok(env, "trail", "--user", user, "--since", "1h")
+        assert "after" in pages and "nul-key" not in pages
+
+
 async def test_event_for_an_unknown_user_is_skipped_without_jobs(
     router_env: dict[str, str],
     start_router: Callable[[dict[str, str]], RouterProcess],

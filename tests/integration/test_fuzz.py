@@ -79,6 +79,7 @@ ALERT_SHAPED = st.fixed_dictionaries(
             ]
         ),
         "schedule_id": HOSTILE_TEXT,
+        "dedup_key": HOSTILE_TEXT,
         "url": HOSTILE_TEXT,
         "some_future_field": JSON_VALUES,
     },

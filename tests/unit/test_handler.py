@@ -458,3 +458,40 @@ def test_an_identifier_with_a_nul_byte_is_schema_invalid() -> None:
 
     rejected = decode(alert("e1", ["a\x00b"]), max_bytes=10_000, received_at=T0)
     assert isinstance(rejected, Rejection) and rejected.reason == "schema_invalid"
+
+
+@pytest.mark.parametrize("field", ["event_id", "dedup_key", "schedule_id", "escalation_policy_id"])
+def test_a_nul_byte_in_any_text_postgresql_keeps_is_schema_invalid(field: str) -> None:
+    """What PostgreSQL keeps as text (an id, an alert key) cannot hold NUL: refused at the
+    edge with the reason, not by PostgreSQL in the middle of a batch."""
+    from router.routing.decode import Rejection, decode
+
+    event = json.loads(alert("e1"))
+    if field in ("schedule_id", "escalation_policy_id"):
+        del event["user_ids"]
+    event[field] = "a\x00b"
+    rejected = decode(json.dumps(event).encode(), max_bytes=10_000, received_at=T0)
+    assert isinstance(rejected, Rejection) and rejected.reason == "schema_invalid"
+    assert field in rejected.message
+    event[field] = "ab"
+    kept = decode(json.dumps(event).encode(), max_bytes=10_000, received_at=T0)
+    assert not isinstance(kept, Rejection)
+
+
+@pytest.mark.parametrize("field", ["alert_key", "user_id", "source"])
+def test_a_page_ack_with_a_nul_byte_is_schema_invalid(field: str) -> None:
+    from router.routing.decode import Rejection, parse
+    from schemas.pages import PageAck
+
+    ack = {
+        "alert_key": "k",
+        "user_id": "u",
+        "action": "ack",
+        "source": "t",
+        "at": "2026-01-01T00:00:00Z",
+    }
+    ack[field] = "a\x00b"
+    rejected = parse(json.dumps(ack).encode(), PageAck, max_bytes=10_000)
+    assert isinstance(rejected, Rejection) and rejected.reason == "schema_invalid"
+    ack[field] = "ab"
+    assert isinstance(parse(json.dumps(ack).encode(), PageAck, max_bytes=10_000), PageAck)
