@@ -138,10 +138,13 @@ def decision_rows(
 
 def status_row(status: DeliveryStatus, job: JobRow | None) -> TrailRow:
     """A delivery status; one for a job the trail does not know is kept too."""
+    # PostgreSQL's text cannot hold NUL, which a provider's detail (or a stranger's job
+    # id) may carry: U+FFFD in its place in the key; the record keeps it (JSON escapes it).
+    dedup = "|".join(
+        ("s", status.job_id, status.status, status.at.isoformat(), status.detail or "")
+    )
     return TrailRow(
-        dedup="|".join(
-            ("s", status.job_id, status.status, status.at.isoformat(), status.detail or "")
-        ),
+        dedup=dedup.replace("\x00", "\ufffd"),
         kind="status",
         event_id=job.event_id if job else None,
         user_id=job.user_id if job else None,

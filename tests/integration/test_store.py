@@ -416,3 +416,25 @@ async def test_a_users_pages_are_found_by_their_jobs_when_their_decisions_are_ke
     [page] = await store.pages_of_user("bob", now - timedelta(hours=1))
     assert (page["event_id"], page["title"], page["jobs"]) == ("e1", "db down", 1)
     assert await store.pages_of_user("carol", now - timedelta(hours=1)) == []
+
+
+async def test_a_users_pages_are_found_beside_decisions_an_earlier_release_kept_with_a_nul(
+    store: PgStore,
+) -> None:
+    # Before dedup_key refused NUL, a skip decision could carry one in its alert key
+    # (JSON: \u0000), which PostgreSQL's jsonb refuses to read: every user's pages were
+    # then unreadable while the trail kept it.
+    now = datetime.now(UTC)
+    event = '{"event_id": "e1", "title": "db\\u0000 down", "severity": "critical"}'
+    decisions = (
+        '[{"event_id": "e1", "user_id": "ghost", "outcome": "skipped", '
+        '"reason": "unknown_user", "alert_key": "db\\u0000key"}, '
+        '{"event_id": "e1", "user_id": "dora", "outcome": "skipped", '
+        '"reason": "no_contact_methods", "alert_key": "db\\\\u0000key"}]'
+    )
+    await store.record_batch(Trail(events=[("e1", event, decisions, now)]), ["e1"], [])
+    since = now - timedelta(hours=1)
+    [page] = await store.pages_of_user("ghost", since)
+    assert (page["event_id"], page["title"], page["jobs"]) == ("e1", "db\x00 down", 0)
+    assert [p["event_id"] for p in await store.pages_of_user("dora", since)] == ["e1"]
+    assert await store.pages_of_user("carol", since) == []

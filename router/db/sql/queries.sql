@@ -649,7 +649,8 @@ SELECT e.event_id, e.routed_at AS first_at, e.event::text AS event,
 FROM page_events e
 WHERE e.routed_at >= $2::timestamptz
   AND (EXISTS (SELECT 1 FROM page_jobs j WHERE j.event_id = e.event_id AND j.user_id = $1)
-       OR e.decisions::jsonb @> jsonb_build_array(jsonb_build_object('user_id', $1::text)))
+       OR replace(e.decisions::text, '\u0000', '\ufffd')::jsonb
+              @> jsonb_build_array(jsonb_build_object('user_id', $1::text)))
 ORDER BY e.routed_at;
 
 -- name: purge_audit
@@ -702,7 +703,9 @@ WITH failed AS (
     JOIN page_jobs j
       ON j.user_id = f.user_id AND (j.event_id = f.event_id OR j.digest_of @> ARRAY[f.event_id])
     WHERE j.failed_at IS NOT NULL
-      AND e.event->>'severity' IN ('error', 'critical')
+      -- The event as it came may hold \u0000 (a title, a label), which ->> refuses to
+      -- read; the same text with U+FFFD in its place is JSON too, whatever precedes it.
+      AND replace(e.event::text, '\u0000', '\ufffd')::json->>'severity' IN ('error', 'critical')
       AND NOT EXISTS (
           SELECT 1 FROM page_jobs n
           WHERE n.user_id = f.user_id AND n.failed_at IS NULL
