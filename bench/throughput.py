@@ -3,9 +3,11 @@
 Both read the same alerts from one topic and write, per event, three jobs and
 three decisions (the router: one email, one SMS and one webhook method per
 user), waiting for the broker's acks before committing. The rate is measured
-between the broker timestamps of the first and last output record, so start-up
-and group joins do not count. Uses embedded Tansu and PostgreSQL unless
-ROUTER_KAFKA_BOOTSTRAP_SERVERS / ROUTER_DATABASE_URL are set.
+between the timestamps of the first and last output record, so start-up and
+group joins do not count, and read once a loop has finished (the bare and
+reference loops run in this process; a worker's finish is read from its
+/metrics), so no reader competes with the loop it measures. Uses embedded Tansu
+and PostgreSQL unless ROUTER_KAFKA_BOOTSTRAP_SERVERS / ROUTER_DATABASE_URL are set.
 
 One run prints, as a table and with ``--json`` as one JSON object on the last line:
 
@@ -367,11 +369,10 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     )
 
     await produce_alerts(bootstrap, "bench.bare.in", args.events, args.users)
-    loop_task = asyncio.create_task(
-        bare_loop(bootstrap, "bench.bare.in", "bench.bare.out", args.events)
+    await asyncio.wait_for(
+        bare_loop(bootstrap, "bench.bare.in", "bench.bare.out", args.events), 600
     )
     bare_rate = await rate(bootstrap, "bench.bare.out", 6 * args.events, 600) / 6
-    await loop_task
     print(f"bare aiokafka loop: {bare_rate:8.0f} events/s")
 
     ref = Settings(
@@ -386,11 +387,10 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     )  # type: ignore[arg-type]
     await ensure_topics(ref)
     await produce_alerts(bootstrap, "bench.ref.in", args.events, args.users)
-    ref_task = asyncio.create_task(
-        reference_loop(ref, "bench.ref.in", "bench.ref.out", args.events, args.users)
+    await asyncio.wait_for(
+        reference_loop(ref, "bench.ref.in", "bench.ref.out", args.events, args.users), 600
     )
     reference_rate = await rate(bootstrap, "bench.ref.out", 3 * args.events, 600) / 3
-    await ref_task
     print(f"reference loop:     {reference_rate:8.0f} events/s")
 
     await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
@@ -403,6 +403,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
             round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
         )
         spy = await start_profile(child.pid, args.profile) if args.profile else None
+        await until_routed([port], args.events, 600)
         router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
         if spy is not None:
             await stop_profile(spy, args.profile)
@@ -501,6 +502,7 @@ async def several_workers(
         await asyncio.sleep(10)  # the group's joins and rebalances, before the backlog
         # Ids of their own: the database already knows the single worker's as routed.
         await produce_alerts(bootstrap, "bench.multi.alerts", events, users, prefix="multi")
+        await until_routed(ports, events, 600)
         return await rate(bootstrap, "bench.multi.decisions", 3 * events, 600) / 3
     finally:
         for child in children:
@@ -546,6 +548,23 @@ def batch_breakdown(port: int) -> dict[str, float]:
     ):
         found[f"{operation}_ms"] = round(1000 * float(seconds) / batches, 1)
     return found
+
+
+async def until_routed(ports: list[int], events: int, give_up_after: float) -> None:
+    """Wait until the workers on ``ports`` have routed ``events`` events between them
+    (their ``router_events_total``), reading their /metrics twice a second."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        counts = await asyncio.gather(
+            *(asyncio.to_thread(scrape, port, "router_events_total") for port in ports),
+            return_exceptions=True,
+        )
+        routed = sum(c for c in counts if isinstance(c, float))
+        if routed >= events:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {routed:.0f} of {events} events routed in {give_up_after}s")
+        await asyncio.sleep(0.5)
 
 
 def scrape(port: int, name: str) -> float:
