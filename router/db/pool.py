@@ -70,6 +70,11 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
             f"{redact_dsn(str(error), url) or type(error).__name__}. "
             "Check that it is running and that ROUTER_DATABASE_URL is right."
         ) from error
+    except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError) as error:
+        # PostgreSQL's text cannot hold a NUL byte, nor its JSON operators read one (\u0000).
+        raise StoreError(
+            f"PostgreSQL cannot take a value given: it holds a NUL byte ({error}); remove it."
+        ) from error
     except asyncpg.PostgresError as error:
         raise StoreError(f"PostgreSQL refused the operation: {error}.") from error
 

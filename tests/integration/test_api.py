@@ -145,6 +145,11 @@ def test_users_and_methods_crud_with_etags_and_problems(
         stale = w.patch("/v1/users/alice", json={"name": "Eve"}, headers={"if-match": tag})
         problem(stale, 412)
         assert r.get("/v1/users/alice").json()["name"] == "Alice B"
+        # PostgreSQL's text cannot hold a NUL byte: refused, saying so, nothing changed.
+        nul = problem(w.patch("/v1/users/alice", json={"name": "Al\x00ice"}), 400)
+        assert "NUL byte" in nul["detail"]
+        assert "NUL byte" in problem(r.get("/v1/users/al%00ice"), 400)["detail"]
+        assert r.get("/v1/users/alice").json()["name"] == "Alice B"
 
         sms = w.post(
             "/v1/contact-methods",
