@@ -6,7 +6,8 @@ user), waiting for the broker's acks before committing. The rate is measured
 between the timestamps of the first and last output record, so start-up and
 group joins do not count, and read once a loop has finished (the bare and
 reference loops run in this process; a worker's finish is read from its
-/metrics), so no reader competes with the loop it measures. Uses embedded Tansu
+/metrics, asking for one counter), so no reader competes with the loop it
+measures. Uses embedded Tansu
 and PostgreSQL unless ROUTER_KAFKA_BOOTSTRAP_SERVERS / ROUTER_DATABASE_URL are set.
 
 One run prints, as a table and with ``--json`` as one JSON object on the last line:
@@ -24,6 +25,10 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
   timestamp) to job produced (the job record's timestamp, set when the router
   sends it; the broker's acknowledgement follows within the same batch), with
   alerts offered at a fixed ``--rate`` for ``--latency-seconds``;
+- ``cpu_us_per_event``: CPU microseconds per event between 20% and 80% of the backlog,
+  of the ``bare`` and ``reference`` loops (this process), the ``router`` (the worker's
+  process) and ``postgres`` (the embedded server's processes; null with
+  ROUTER_DATABASE_URL): what each costs, less moved by the machine's phase than rates;
 - ``peak_rss_mb`` of the worker process (VmHWM);
 - ``users`` (``--users``, up to 100,000: three methods each);
 - with ``--workers N`` (N > 1), ``workers_events_per_s``: N ``router run`` processes in
@@ -47,7 +52,9 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +76,73 @@ from router.settings import Settings
 from schemas import AlertEvent, job_id_for
 
 PARTITIONS = 6
+#: Where a loop's CPU per event is read: between these shares of the backlog.
+STEADY = (0.2, 0.8)
+
+
+class CpuPerEvent:
+    """CPU seconds (``cpu()``) per event between :data:`STEADY`'s shares of ``events``,
+    from the first reading at or past each share."""
+
+    def __init__(self, events: int, cpu: Callable[[], float] = time.process_time) -> None:
+        self._marks = [share * events for share in STEADY]
+        self._cpu = cpu
+        self._readings: list[tuple[float, float]] = []
+
+    def seen(self, done: float) -> None:
+        """``done`` events so far."""
+        if len(self._readings) < len(self._marks) and done >= self._marks[len(self._readings)]:
+            self._readings.append((done, self._cpu()))
+
+    @property
+    def complete(self) -> bool:
+        return len(self._readings) == len(self._marks)
+
+    def microseconds(self) -> float | None:
+        if not self.complete:
+            return None
+        (done_a, cpu_a), (done_b, cpu_b) = self._readings
+        return round(1e6 * (cpu_b - cpu_a) / max(done_b - done_a, 1), 1)
+
+
+def process_cpu(pids: Callable[[], list[int]]) -> Callable[[], float]:
+    """The CPU seconds (user and system) the processes ``pids()`` names have used."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        total = 0
+        for pid in pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone: a connection closed
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+    return cpu
+
+
+def server_pids(datadir: Path) -> Callable[[], list[int]]:
+    """The embedded PostgreSQL's processes: the postmaster (``postmaster.pid`` under
+    ``datadir``) and its children, looked up again at each reading."""
+
+    def pids() -> list[int]:
+        found = list(datadir.rglob("postmaster.pid"))
+        if not found:
+            return []
+        postmaster = int(found[0].read_text().split()[0])
+        children = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue
+                if parent == postmaster:
+                    children.append(int(entry.name))
+        return [postmaster, *children]
+
+    return pids
 
 
 async def seed(url: str, users: int) -> None:
@@ -167,8 +241,9 @@ async def rate(bootstrap: str, topic: str, expected: int, give_up_after: float) 
         await consumer.stop()
 
 
-async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> None:
-    """The yardstick: consume a batch, produce six records per event, await acks, commit."""
+async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> float | None:
+    """The yardstick: consume a batch, produce six records per event, await acks, commit.
+    Returns its CPU microseconds per event at steady state."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -179,6 +254,7 @@ async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> None
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await consumer.start()
     await producer.start()
+    meter = CpuPerEvent(events)
     try:
         done = 0
         while done < events:
@@ -191,14 +267,16 @@ async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> None
                     done += 1
             await asyncio.gather(*acks)
             await consumer.commit()
+            meter.seen(done)
     finally:
         await producer.stop()
         await consumer.stop()
+    return meter.microseconds()
 
 
 async def reference_loop(
     settings: Settings, source: str, sink: str, events: int, users: int
-) -> None:
+) -> float | None:
     """The ceiling, not project code: what routing costs with nothing but the work itself.
 
     The real ``AlertEvent`` (validated from the record), a dict directory of three
@@ -206,7 +284,7 @@ async def reference_loop(
     and three decisions per event as dicts with the router's fields (ids by ``uuid5``,
     the email subject and text and the SMS text rendered), orjson, and the router's
     producer (``create_producer``: linger, compression, acks=all); acks awaited per
-    batch, then a commit.
+    batch, then a commit. Returns its CPU microseconds per event at steady state.
     """
     directory: dict[str, list[dict[str, Any]]] = {}
     for n in range(users):
@@ -246,6 +324,7 @@ async def reference_loop(
         "sms": settings.topic_sms,
         "webhook": settings.topic_webhook,
     }
+    meter = CpuPerEvent(events)
     try:
         done = 0
         while done < events:
@@ -340,13 +419,21 @@ async def reference_loop(
                             )
             await asyncio.gather(*acks)
             await consumer.commit()
+            meter.seen(done)
     finally:
         await producer.stop()
         await consumer.stop()
         gc.unfreeze()
+    return meter.microseconds()
 
 
-async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
+async def run(
+    args: argparse.Namespace,
+    bootstrap: str,
+    url: str,
+    postgres: Callable[[], list[int]] | None = None,
+) -> None:
+    """The whole benchmark; ``postgres`` names the database server's processes, if local."""
     env = {
         "kafka_bootstrap_servers": bootstrap,
         "database_url": url,
@@ -369,7 +456,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     )
 
     await produce_alerts(bootstrap, "bench.bare.in", args.events, args.users)
-    await asyncio.wait_for(
+    bare_cpu = await asyncio.wait_for(
         bare_loop(bootstrap, "bench.bare.in", "bench.bare.out", args.events), 600
     )
     bare_rate = await rate(bootstrap, "bench.bare.out", 6 * args.events, 600) / 6
@@ -387,7 +474,7 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     )  # type: ignore[arg-type]
     await ensure_topics(ref)
     await produce_alerts(bootstrap, "bench.ref.in", args.events, args.users)
-    await asyncio.wait_for(
+    reference_cpu = await asyncio.wait_for(
         reference_loop(ref, "bench.ref.in", "bench.ref.out", args.events, args.users), 600
     )
     reference_rate = await rate(bootstrap, "bench.ref.out", 3 * args.events, 600) / 3
@@ -399,15 +486,13 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
     child = await start_worker(env, port)
     try:
         loading = asyncio.create_task(directory_loaded(port, args.users, started))
-        watch = asyncio.create_task(
-            round_trips_at_steady_state(port, bootstrap, settings.topic_decisions, args.events)
-        )
+        watch = asyncio.create_task(steady_state(port, args.events, child.pid, postgres))
         spy = await start_profile(child.pid, args.profile) if args.profile else None
         await until_routed([port], args.events, 600)
         router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
         if spy is not None:
             await stop_profile(spy, args.profile)
-        trips_per_event = await watch
+        trips_per_event, router_cpu, postgres_cpu = await watch
         breakdown = await asyncio.to_thread(batch_breakdown, port)
         loaded_in = await loading
         latency = await offered_latency(
@@ -427,6 +512,12 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         "reference_events_per_s": round(reference_rate),
         "reference_ratio": round(reference_rate / bare_rate, 3),
         "db_round_trips_per_event": round(trips_per_event, 4),
+        "cpu_us_per_event": {
+            "bare": bare_cpu,
+            "reference": reference_cpu,
+            "router": router_cpu,
+            "postgres": postgres_cpu,
+        },
         "batch": breakdown,
         "directory_loaded_s": loaded_in,
         "latency_ms": latency,
@@ -443,6 +534,8 @@ async def run(args: argparse.Namespace, bootstrap: str, url: str) -> None:
         f"router run:         {router_rate:8.0f} events/s  "
         f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
         f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
+        f"CPU per event (µs): bare loop {bare_cpu}, reference loop {reference_cpu}, "
+        f"router {router_cpu} + PostgreSQL {postgres_cpu} (steady state)\n"
         f"per batch (mean):   {breakdown}\n"
         f"directory loaded:   {loaded_in} s after the worker started\n"
         f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
@@ -515,7 +608,7 @@ async def directory_loaded(port: int, users: int, started: float) -> float | Non
     whole directory read at start), or None if that did not happen within 60 s."""
     while time.monotonic() - started < 60:
         try:
-            held = await asyncio.to_thread(scrape, port, "router_directory_cache_users")
+            (held,) = await asyncio.to_thread(scrape, port, "router_directory_cache_users")
         except OSError:
             held = 0.0
         if held >= users:
@@ -559,7 +652,7 @@ async def until_routed(ports: list[int], events: int, give_up_after: float) -> N
             *(asyncio.to_thread(scrape, port, "router_events_total") for port in ports),
             return_exceptions=True,
         )
-        routed = sum(c for c in counts if isinstance(c, float))
+        routed = sum(c[0] for c in counts if isinstance(c, list))
         if routed >= events:
             return
         if time.monotonic() > deadline:
@@ -567,34 +660,55 @@ async def until_routed(ports: list[int], events: int, give_up_after: float) -> N
         await asyncio.sleep(0.5)
 
 
-def scrape(port: int, name: str) -> float:
-    """One counter's value from the worker's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def scrape(port: int, *names: str) -> list[float]:
+    """Counters' values from one read of the worker's /metrics, asking for those only
+    (``name[]``): the whole page cost the worker about 5 ms of CPU a read on a slow
+    machine, these about 1 ms."""
+    query = urllib.parse.urlencode([("name[]", name) for name in names])
+    url = f"http://127.0.0.1:{port}/metrics?{query}"
+    with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    found = []
+    for name in names:
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        found.append(float(match.group(1)) if match else 0.0)
+    return found
 
 
-async def round_trips_at_steady_state(port: int, bootstrap: str, topic: str, events: int) -> float:
-    """Queries per event between 20% and 80% of the backlog (by routed-event count).
+async def steady_state(
+    port: int, events: int, worker: int, postgres: Callable[[], list[int]] | None
+) -> tuple[float, float | None, float | None]:
+    """Between 20% and 80% of the backlog (by routed-event count): the worker's queries
+    per event, and the CPU microseconds per event of the worker (process ``worker``)
+    and of PostgreSQL (the processes ``postgres()`` names, if known).
 
-    Scraped four times a second: each scrape renders every metric in the worker's
-    process, and scraping every 20 ms (as this did) cost the worker about 5% of its
-    CPU during the run it measures (py-spy, ``--profile``)."""
+    Read four times a second, both counters in one read (see :func:`scrape`), the CPU
+    right after it. (Every 20 ms, as this once did, the reads cost the worker about 5%
+    of its CPU in the run it measures: py-spy, ``--profile``.)"""
+    router_cpu = CpuPerEvent(events, process_cpu(lambda: [worker]))
+    postgres_cpu = CpuPerEvent(events, process_cpu(postgres)) if postgres else None
     samples: list[tuple[float, float]] = []
-    for share in (0.2, 0.8):
+    for share in STEADY:
         while True:
             try:
-                routed = await asyncio.to_thread(scrape, port, "router_events_total")
+                routed, trips = await asyncio.to_thread(
+                    scrape, port, "router_events_total", "router_db_round_trips_total"
+                )
             except OSError:
-                routed = 0.0
+                routed = trips = 0.0
             if routed >= share * events:
-                trips = await asyncio.to_thread(scrape, port, "router_db_round_trips_total")
+                router_cpu.seen(routed)
+                if postgres_cpu is not None:
+                    postgres_cpu.seen(routed)
                 samples.append((routed, trips))
                 break
             await asyncio.sleep(0.25)
     (events_a, trips_a), (events_b, trips_b) = samples
-    return (trips_b - trips_a) / max(events_b - events_a, 1)
+    return (
+        (trips_b - trips_a) / max(events_b - events_a, 1),
+        router_cpu.microseconds(),
+        postgres_cpu.microseconds() if postgres_cpu else None,
+    )
 
 
 async def offered_latency(
@@ -749,7 +863,8 @@ def main() -> None:
             if not url:
                 postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
                 url = postgres.url
-            asyncio.run(run(args, bootstrap, url))
+            pids = server_pids(Path(tmp) / "pg") if postgres else None
+            asyncio.run(run(args, bootstrap, url, pids))
         finally:
             if kafka:
                 kafka.stop()
