@@ -192,6 +192,11 @@ class EmbeddedKafka(_Child):
             raise
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (``bench/broker_fetch.py`` reads its CPU)."""
+        return self._process.pid if self._process is not None else None
+
     def restart(self, down_seconds: float = 0.0, timeout: float = 15.0) -> EmbeddedKafka:
         """Stop the broker, wait ``down_seconds``, start it again on the same port."""
         self.stop()
