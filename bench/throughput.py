@@ -275,7 +275,12 @@ async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> floa
 
 
 async def reference_loop(
-    settings: Settings, source: str, sink: str, events: int, users: int
+    settings: Settings,
+    source: str,
+    sink: str,
+    events: int,
+    users: int,
+    ready: asyncio.Event | None = None,
 ) -> float | None:
     """The ceiling, not project code: what routing costs with nothing but the work itself.
 
@@ -284,7 +289,9 @@ async def reference_loop(
     and three decisions per event as dicts with the router's fields (ids by ``uuid5``,
     the email subject and text and the SMS text rendered), orjson, and the router's
     producer (``create_producer``: linger, compression, acks=all); acks awaited per
-    batch, then a commit. Returns its CPU microseconds per event at steady state.
+    batch, then a commit; its consumer waits for records as the router's does
+    (``fetch_max_wait_ms``). ``ready`` is set once it has its partitions. Returns its
+    CPU microseconds per event at steady state.
     """
     directory: dict[str, list[dict[str, Any]]] = {}
     for n in range(users):
@@ -310,6 +317,7 @@ async def reference_loop(
         group_id="bench-reference",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     producer = create_producer(settings)
     await consumer.start()
@@ -331,6 +339,8 @@ async def reference_loop(
             batches = await consumer.getmany(
                 timeout_ms=settings.batch_timeout_ms, max_records=settings.batch_max_records
             )
+            if ready is not None and consumer.assignment():
+                ready.set()
             acks = []
             now = time.time()
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
@@ -479,6 +489,20 @@ async def run(
     )
     reference_rate = await rate(bootstrap, "bench.ref.out", 3 * args.events, 600) / 3
     print(f"reference loop:     {reference_rate:8.0f} events/s")
+    reference_latency = await reference_offered_latency(
+        Settings(
+            **{
+                **env,
+                **{
+                    f"topic_{name}": f"bench.ref-latency.{name}"
+                    for name in ("alerts", "decisions", "email", "sms", "webhook")
+                },
+            }
+        ),  # type: ignore[arg-type]
+        args.rate,
+        args.latency_seconds,
+        args.users,
+    )
 
     await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
     port = free_port()
@@ -521,6 +545,7 @@ async def run(
         "batch": breakdown,
         "directory_loaded_s": loaded_in,
         "latency_ms": latency,
+        "reference_latency_ms": reference_latency,
         "latency_offered_events_per_s": args.rate,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "users": args.users,
@@ -539,7 +564,8 @@ async def run(
         f"per batch (mean):   {breakdown}\n"
         f"directory loaded:   {loaded_in} s after the worker started\n"
         f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
-        f"p99 {latency['p99']} ms\n"
+        f"p99 {latency['p99']} ms (reference loop: p50 {reference_latency['p50']} ms, "
+        f"p95 {reference_latency['p95']} ms, p99 {reference_latency['p99']} ms)\n"
         f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
     )
     if workers_rate is not None:
@@ -759,6 +785,38 @@ async def offered_latency(
         await consumer.stop()
     cuts = statistics.quantiles(latencies, n=100)
     return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
+
+
+async def reference_offered_latency(
+    settings: Settings, per_second: int, seconds: float, users: int
+) -> dict[str, float]:
+    """The reference loop's own latency at the offered rate, measured as the router's
+    (``offered_latency``) on topics of its own: the ceiling beside the router's figure.
+    Offered once its consumer has its partitions, as the router's worker is running
+    before its latency phase."""
+    await ensure_topics(settings)
+    ready = asyncio.Event()
+    loop = asyncio.create_task(
+        reference_loop(
+            settings,
+            settings.topic_alerts,
+            settings.topic_decisions,
+            int(per_second * seconds),
+            users,
+            ready,
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        latency = await offered_latency(
+            settings.kafka_bootstrap_servers, settings, per_second, seconds, users
+        )
+        await asyncio.wait_for(loop, 120)
+    finally:
+        if not loop.done():
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+    return latency
 
 
 async def start_profile(pid: int, path: Path) -> asyncio.subprocess.Process:
