@@ -15,7 +15,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -54,12 +53,6 @@ log = structlog.get_logger("router.handler")
 #: Records planned, or made into messages, between two turns of the event loop: the
 #: ledger of the batch before (router.kafka.overlap) is answered meanwhile, not after.
 _TURN_EVERY = 100
-
-
-def _seen(future: asyncio.Future[Any]) -> None:
-    """Mark ``future``'s error as retrieved: the batch it belonged to stopped first."""
-    if not future.cancelled():
-        future.exception()
 
 
 def utc_now() -> datetime:
@@ -257,14 +250,10 @@ class Worker(Feedback):
             for r in records
         ]
         events = [item for item in decoded if isinstance(item, AlertEvent)]
-        # The duplicate check is answered while the batch is planned, and a duplicate's
-        # plan then dropped (planning is pure; one that fails logs all the same), but for
-        # a batch that opens or resolves pages: it waits, so only fresh events open one.
-        checking = asyncio.ensure_future(self._routed_before(events))
-        checking.add_done_callback(_seen)  # not awaited if the batch stops before
-        paging = any(e.escalation_policy_id or (e.kind == "up" and e.dedup_key) for e in events)
-        answer = await checking if paging else None
-        done_before = answer or set()
+        with metrics.DB_SECONDS.labels("routed_within").time():
+            done_before = await self._store.routed_within(
+                {e.event_id for e in events}, self._settings.dedup_window_seconds
+            )
         fresh = [e for e in events if e.event_id not in done_before]
         # Pages: an event naming a policy opens its page and pages step 1; an up resolves.
         firsts = await first_steps(self._pages, fresh, received_at)
@@ -296,18 +285,7 @@ class Worker(Feedback):
                 claimed.add(item.event_id)
                 first = firsts.get(item.event_id)
                 settled.append(Settled(self._plan(record, item, directory, now, first), now))
-        if answer is None:
-            done_before = await checking
-            for index, item in enumerate(decoded):
-                if isinstance(item, AlertEvent) and item.event_id in done_before:
-                    settled[index] = Settled(duplicate(item, now), now)
         return settled
-
-    async def _routed_before(self, events: Sequence[AlertEvent]) -> set[str]:
-        with metrics.DB_SECONDS.labels("routed_within").time():
-            return await self._store.routed_within(
-                {e.event_id for e in events}, self._settings.dedup_window_seconds
-            )
 
     async def _reserve(self, settled: Sequence[Settled]) -> dict[int, Routed]:
         """The plans among ``settled`` (by index) finished after the rate limits, which

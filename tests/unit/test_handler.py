@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +15,6 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from router.db.memstore import InMemoryStore
-from router.directory.models import Directory
-from router.directory.store import ScheduleLookup
 from router.directory.writes import NewContactMethod
 from router.errors import StoreError, StoreUnavailable
 from router.kafka.adapters import KafkaPublisher, create_broker, register_subscriber
@@ -81,8 +78,8 @@ def alert(
     ).encode()
 
 
-async def directory(store: InMemoryStore | None = None) -> InMemoryStore:
-    store = store or InMemoryStore()
+async def directory() -> InMemoryStore:
+    store = InMemoryStore()
     await store.add_user("alice")
     await store.add_contact_method(NewContactMethod("alice", "email", "alice@example.com"))
     await store.add_contact_method(NewContactMethod("alice", "sms", "+14155551234"))
@@ -245,37 +242,6 @@ async def test_an_event_routed_before_yields_only_a_duplicate_decision() -> None
     await worker.handle([record(alert("e1"), 1)])
     assert len(publisher.on("deliveries.email")) == 1
     assert decisions_of(publisher)[-1] == ("e1", "duplicate_event")
-
-
-class LateDuplicateCheck(InMemoryStore):
-    """Answers the duplicate check only after a moment, and says when it answered."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    async def routed_within(self, event_ids: Collection[str], window_seconds: float) -> set[str]:
-        await asyncio.sleep(0.01)
-        self.calls.append("duplicates answered")
-        return await super().routed_within(event_ids, window_seconds)
-
-    async def directory_for(
-        self, user_ids: Collection[str], schedules: Collection[ScheduleLookup] = ()
-    ) -> Directory:
-        self.calls.append("directory read")
-        return await super().directory_for(user_ids, schedules)
-
-
-async def test_a_duplicate_is_dropped_when_its_check_answers_after_the_batch_is_planned() -> None:
-    store = await directory(LateDuplicateCheck())
-    publisher = RecordingPublisher()
-    worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
-    await worker.handle([record(alert("e1"))])
-    result = await worker.handle([record(alert("e1"), 1), record(alert("e2"), 2)])
-    assert store.calls[-2:] == ["directory read", "duplicates answered"], "planned meanwhile"
-    assert [j["event_id"] for j in publisher.on("deliveries.email")] == ["e1", "e2"]
-    assert decisions_of(publisher)[3] == ("e1", "duplicate_event")
-    assert (result.events, result.jobs) == (2, 3)
 
 
 async def test_the_same_event_twice_in_one_batch_is_routed_once() -> None:
