@@ -284,12 +284,12 @@ def register_subscriber(
 
     def on_batch(
         method: str, name: str, handler: Callable[[], Any] = worker
-    ) -> Callable[[Any, KafkaMessage], Awaitable[None]]:
+    ) -> Callable[[Any], Awaitable[None]]:
         # The worker has already logged a failed batch (once, with the traceback
         # only when it is not a known outage) and waited its backoff; NackMessage
         # rewinds the batch without FastStream logging the traceback again.
-        async def handle(body: Any, message: KafkaMessage) -> None:
-            records = message.raw_message
+        async def handle(body: Any) -> None:
+            records = body  # the batch's records as consumed (_raw_records)
             assert isinstance(records, tuple)
             try:
                 await getattr(handler(), method)([_source(r) for r in records])
@@ -303,8 +303,12 @@ def register_subscriber(
     # for a handler a stop stays within the pod's grace period (45 s for 30).
     overlap = Overlap(settings.shutdown_timeout_seconds / 2)
 
-    async def on_alerts(body: Any, message: KafkaMessage) -> None:
-        records = message.raw_message
+    async def on_alerts(body: Any) -> None:
+        # The message from FastStream's context, not a parameter: a parameter naming it
+        # is filled by a synchronous dependency, which FastStream runs on a worker
+        # thread, one thread hop (and a wait for the GIL) for every batch.
+        message: KafkaMessage = broker.context.get_local("message")
+        records = body  # message.raw_message, as _raw_records decodes it
         assert isinstance(records, tuple)
         routing = worker()
         overlap.routing()

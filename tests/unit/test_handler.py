@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from faststream.kafka import TestKafkaBroker
@@ -213,6 +214,36 @@ async def test_subscriber_wiring_routes_through_faststream() -> None:
     assert [j["to"] for j in seen["deliveries.sms"]] == ["+14155551234"]
     assert len(seen["routing.decisions"]) == 3
     assert seen["alerts.dlq"] == [b"{broken"]
+
+
+async def test_a_batch_reaches_its_handler_without_a_thread_hop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # FastStream fills a parameter naming the message by a synchronous dependency, run
+    # on a worker thread for every batch; the router's handlers take none.
+    broker = create_broker(SETTINGS)
+    publisher = KafkaPublisher(broker)
+    register_subscriber(broker, SETTINGS, lambda: Worker(store, publisher, SETTINGS))
+    store = await directory()
+    hops: list[Any] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    emailed: list[Any] = []
+
+    @broker.subscriber("deliveries.email")
+    async def collect(body: Any) -> None:
+        emailed.append(body)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(alert("e-hop"), SETTINGS.topic_alerts)
+        await test_broker.publish(b"{}", SETTINGS.topic_status)  # a status batch, refused
+    assert [job["event_id"] for job in emailed] == ["e-hop"]
+    assert hops == []
 
 
 # -- duplicates, redelivery, shared rate limits, opt-outs -----------------------------
