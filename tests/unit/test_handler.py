@@ -222,9 +222,8 @@ async def test_a_batch_reaches_its_handler_without_a_thread_hop(
     # FastStream fills a parameter naming the message by a synchronous dependency, run
     # on a worker thread for every batch; the router's handlers take none.
     broker = create_broker(SETTINGS)
-    publisher = KafkaPublisher(broker)
-    register_subscriber(broker, SETTINGS, lambda: Worker(store, publisher, SETTINGS))
-    store = await directory()
+    worker = Worker(await directory(), KafkaPublisher(broker), SETTINGS)
+    register_subscriber(broker, SETTINGS, lambda: worker)
     hops: list[Any] = []
     run_sync = anyio.to_thread.run_sync
 
