@@ -25,6 +25,8 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
   timestamp) to job produced (the job record's timestamp, set when the router
   sends it; the broker's acknowledgement follows within the same batch), with
   alerts offered at a fixed ``--rate`` for ``--latency-seconds``;
+- ``reference_latency_ms`` (``p50``, ``p95``, ``p99``): the same for the reference loop,
+  on topics of its own, offered once its consumer has its partitions;
 - ``cpu_us_per_event``: CPU microseconds per event between 20% and 80% of the backlog,
   of the ``bare`` and ``reference`` loops (this process), the ``router`` (the worker's
   process) and ``postgres`` (the embedded server's processes; null with
