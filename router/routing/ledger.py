@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import asyncpg
 import orjson
+import structlog
 
 from router.db.pool import PgBase
+from router.db.sql import without_conflict_clauses
 from router.delivery.trail import Trail
 from router.held.digest import HeldPage
 from router.routing.rules import Limits, RateDecision, Send, within_rate_limits
+
+log = structlog.get_logger("router.ledger")
+_new_rows_only = cache(without_conflict_clauses)
 
 
 class LedgerStore(PgBase):
@@ -52,10 +58,23 @@ class LedgerStore(PgBase):
         ``created_at``."""
         if not trail and not routed and not counted:
             return
+        arguments = (*_trail_arguments(trail), list(routed), list(counted))
+        statement = self._q["record_batch"]
         async with self._conn() as conn:
-            await conn.execute(
-                self._q["record_batch"], *_trail_arguments(trail), list(routed), list(counted)
-            )
+            try:
+                # New rows, as nearly every batch's are: no conflict check per row.
+                await conn.execute(_new_rows_only(statement), *arguments)
+            except asyncpg.UniqueViolationError as error:
+                # A row was there already, and the statement wrote nothing: an event
+                # routed again after its dedup window, a batch written before its
+                # answer was lost, two workers at a rebalance. Written as the statement
+                # says, each row once (PostgreSQL logs the refusal as an error).
+                log.info(
+                    "ledger_rows_already_there",
+                    events=len(routed),
+                    constraint=error.constraint_name,
+                )
+                await conn.execute(statement, *arguments)
 
     async def reserve_sends(
         self,

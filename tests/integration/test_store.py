@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -130,6 +131,11 @@ def sms_job(
         "+14155551234",
         at,
     )
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The router's log events so far (structlog's event dicts)."""
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict)]
 
 
 LIMITS = {
@@ -348,6 +354,55 @@ async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_thei
     # Allowed again when the oldest of the three (made at now - 2 s) leaves the window.
     assert decision.retry_at[method.id] == now - timedelta(seconds=2) + timedelta(seconds=900)
     assert await store.routed_within(["e1"], 3600) == {"e1"}
+
+
+async def test_a_batch_recorded_again_writes_each_row_once_and_says_rows_were_there(
+    store: PgStore, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The ledger statement runs first without conflict checks (new rows, nearly always);
+    # a row already there makes PostgreSQL refuse all of it, and it runs again as
+    # written: nothing half-written, nothing twice.
+    now = datetime.now(UTC)
+    job = sms_job(5, "e1", "alice", "00000000-0000-4000-8000-0000000000aa", now)
+    trail = Trail(
+        events=[("e1", '{"event_id": "e1"}', f'["{job.job_id}"]', now)],
+        jobs=[job],
+    )
+    await store.record_batch(trail, ["e1"], ["e1"])
+    assert "ledger_rows_already_there" not in [e["event"] for e in logged(caplog)]
+    await store.record_batch(trail, ["e1"], ["e1"])  # its answer lost the first time
+    [said] = [e for e in logged(caplog) if e["event"] == "ledger_rows_already_there"]
+    assert said["events"] == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        counts = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM page_events) AS events,"
+            " (SELECT count(*) FROM page_jobs) AS jobs,"
+            " (SELECT count(*) FROM routed_events) AS routed,"
+            " (SELECT count(*) FROM rate_limit_sends) AS counted"
+        )
+    finally:
+        await conn.close()
+    assert dict(counts) == {"events": 1, "jobs": 1, "routed": 1, "counted": 1}
+
+
+async def test_an_event_routed_again_after_its_dedup_window_is_marked_routed_anew(
+    store: PgStore, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    trail = Trail(events=[("e1", '{"event_id": "e1"}', "[]", now)])
+    await store.record_batch(trail, ["e1"], [])
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE routed_events SET routed_at = now() - interval '2 hours'")
+        assert await store.routed_within(["e1"], 3600) == set()
+        # Routed again (its window is over): its trail row is there, its mark is renewed.
+        await store.record_batch(trail, ["e1"], [])
+        events = await conn.fetchval("SELECT count(*) FROM page_events")
+    finally:
+        await conn.close()
+    assert await store.routed_within(["e1"], 3600) == {"e1"}
+    assert events == 1
 
 
 async def test_a_batchs_ledger_is_kept_whole_when_a_method_it_paged_is_deleted_meanwhile(

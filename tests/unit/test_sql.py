@@ -27,6 +27,37 @@ def test_a_block_without_sql_is_an_error() -> None:
         sql.parse_queries("-- name: a\n-- only a comment\n-- name: b\nSELECT 2;\n")
 
 
+def test_a_statement_for_new_rows_only_drops_its_conflict_clauses_and_nothing_else() -> None:
+    statement = (
+        "-- on ON CONFLICT below\n"
+        "WITH a AS (\n"
+        "    INSERT INTO t (k) SELECT unnest($1::text[])\n"
+        "    ON CONFLICT (k) DO UPDATE SET at = excluded.at\n"
+        ")\n"
+        "INSERT INTO u (k) VALUES ($2)\n"
+        "ON CONFLICT (k) WHERE k IS NOT NULL DO NOTHING;"
+    )
+    assert sql.without_conflict_clauses(statement) == (
+        "-- on ON CONFLICT below\n"
+        "WITH a AS (\n"
+        "    INSERT INTO t (k) SELECT unnest($1::text[])\n"
+        ")\n"
+        "INSERT INTO u (k) VALUES ($2)"
+    )
+
+
+def test_a_conflict_clause_sharing_its_line_is_refused_rather_than_guessed() -> None:
+    with pytest.raises(ValueError, match="its own line"):
+        sql.without_conflict_clauses("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING;")
+
+
+def test_the_ledger_statement_has_a_form_for_new_rows() -> None:
+    new_rows = sql.without_conflict_clauses(sql.queries()["record_batch"])
+    statements = [line for line in new_rows.splitlines() if not line.startswith("--")]
+    assert not [line for line in statements if "CONFLICT" in line]
+    assert sum("INSERT INTO" in line for line in statements) == 5
+
+
 ROUTER = Path(sql.__file__).parents[2]
 STORES = [
     "db/pool.py",

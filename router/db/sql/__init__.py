@@ -37,6 +37,25 @@ def queries() -> dict[str, str]:
     return parse_queries(resources.files(__name__).joinpath("queries.sql").read_text())
 
 
+def without_conflict_clauses(statement: str) -> str:
+    """``statement`` less its ``ON CONFLICT`` clauses, each a line of its own.
+
+    PostgreSQL checks every row for a conflict before inserting it (speculative
+    insertion), and for the worker's ledger statement that is a third of what the
+    server spends on it. New rows need no such check: ``router.routing.ledger``
+    runs the statement this way first, and as written only when a row is there
+    already. A clause sharing its line with SQL is an error, not a guess.
+    """
+    kept: list[str] = []
+    for line in statement.splitlines():
+        if line.lstrip().startswith("ON CONFLICT "):
+            continue
+        if "ON CONFLICT" in line and not line.lstrip().startswith("--"):
+            raise ValueError(f"an ON CONFLICT clause must have its own line: {line.strip()!r}")
+        kept.append(line)
+    return "\n".join(kept)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One ordered schema change."""

@@ -72,6 +72,8 @@ ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
 -- reservation: the trail's jobs of the events in $14, each at its created_at (the
 -- worker's clock it was decided at), jobs no limit holds back (critical), counted
 -- as count_sends would. The jobs' JSON is read once for both.
+-- The worker runs it first without its ON CONFLICT lines (no conflict check per
+-- row, a third of the statement's cost), and as written when a row is there already.
 WITH g AS MATERIALIZED (
     SELECT job_id, event_id, user_id, contact_method_id, transport, severity,
            address, created_at, failover_of, NULLIF(digest_of, '{}') AS digest_of
