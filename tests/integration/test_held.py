@@ -260,6 +260,26 @@ async def test_two_workers_sharing_the_database_send_each_digest_once(
     assert [j["digest_of"] for j in seen["email"]] == [[f"night-{n}" for n in range(1, 6)]]
 
 
+async def test_a_method_one_worker_claimed_is_skipped_whole_by_another(rig: Rig) -> None:
+    """Held pages are claimed by whole methods: while one claim holds some of a method's
+    due pages (its bound reached), another claim takes none of the rest, which would be
+    a second digest to the same address at the same time. Row locks alone gave the
+    second claim the three pages the first had not reached."""
+    for n in range(1, 6):
+        await rig.page(f"night-{n}")
+    other_store = await PgStore.connect(rig.settings.database_url.get_secret_value())
+    try:
+        async with rig.store.claim_held(MORNING, limit=2) as first:
+            assert [p.event.event_id for p in first.pages] == ["night-1", "night-2"]
+            async with other_store.claim_held(MORNING) as second:
+                assert second.pages == []
+        # The first claim settled nothing: the method is free again, with all five.
+        async with other_store.claim_held(MORNING) as after:
+            assert [p.event.event_id for p in after.pages] == [f"night-{n}" for n in range(1, 6)]
+    finally:
+        await other_store.close()
+
+
 async def test_a_worker_killed_between_publish_and_mark_leaves_the_same_job_to_resend(
     rig: Rig,
 ) -> None:

@@ -500,11 +500,32 @@ FROM upserted;
 ------------------------------------------------------------------ held pages
 
 -- name: claim_held_pages
--- Due pages ($1: now; all of them when $3), optionally one user's ($2), locked
--- for this transaction; pages another worker holds are skipped, never waited for.
+-- Due pages ($1: now; all of them when $3), optionally one user's ($2), at most
+-- $4, claimed for this transaction by whole contact methods: all of a method's
+-- due pages go to one worker, so they make one digest. A method is claimed with a
+-- transaction-scoped advisory lock on its id (class 7301: held pages), tried and
+-- never waited for: a method another worker holds is skipped this round. Row locks
+-- alone would split a method's pages between two workers scanning at once (each
+-- skipping the rows the other has locked so far): two digests to one address.
+-- Pages a claimer settled or postponed after this statement's snapshot are
+-- dropped by FOR UPDATE's recheck of the WHERE clause on their latest version.
+WITH due AS MATERIALIZED (
+    SELECT contact_method_id, min(held_at) AS first_held
+    FROM held_pages
+    WHERE done_at IS NULL
+      AND ($2::text IS NULL OR user_id = $2)
+      AND ($3::bool OR deliver_at <= $1::timestamptz)
+    GROUP BY contact_method_id
+    ORDER BY first_held, contact_method_id
+    LIMIT $4
+), mine AS MATERIALIZED (
+    SELECT contact_method_id FROM due
+    WHERE pg_try_advisory_xact_lock(7301, hashtext(contact_method_id::text))
+)
 SELECT event_id, contact_method_id, user_id, transport, reason, deliver_at, held_at, event
 FROM held_pages
-WHERE done_at IS NULL
+WHERE contact_method_id IN (SELECT contact_method_id FROM mine)
+  AND done_at IS NULL
   AND ($2::text IS NULL OR user_id = $2)
   AND ($3::bool OR deliver_at <= $1::timestamptz)
 ORDER BY contact_method_id, held_at
