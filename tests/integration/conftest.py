@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from router.db.migrate import migrate
 from router.dev.embedded import MEMORY_BROKER_FETCH_WAIT, EmbeddedKafka, EmbeddedS3
 from router.directory.models import ContactMethod
+from tests import command_server
 from tests.privacy import leaks_in
 
 pytestmark = pytest.mark.integration
@@ -133,15 +134,9 @@ def router_env(kafka: KafkaTarget, database_url: str) -> dict[str, str]:
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``router`` command as a user would, with ``env`` on top of ours."""
-    return subprocess.run(
-        [sys.executable, "-m", "router", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Run the ``router`` command as a user would, with ``env`` on top of ours: a process
+    of its own, forked by the test process's command server (:mod:`tests.command_server`)."""
+    return command_server.run(list(args), {**os.environ, **env}, timeout=60)
 
 
 def cli_ok(env: dict[str, str], *args: str) -> str:
