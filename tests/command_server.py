@@ -28,6 +28,7 @@ import json
 import locale
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,6 +130,7 @@ class CommandServer:
             return False
         if self._process is not None and self._process.poll() is None:
             return True
+        self.stop()  # a server that died: its directory goes
         self._path = str(Path(tempfile.mkdtemp(prefix="router-cmd-")) / "socket")
         root = Path(__file__).resolve().parents[1]
         self._process = subprocess.Popen(
@@ -147,6 +149,7 @@ class CommandServer:
         if line != _READY:
             self._process.kill()
             _, err = self._process.communicate(timeout=10)
+            self.stop()
             self.unavailable = (line + err).decode(errors="replace").strip() or "no answer"
             print(f"command server unavailable, using subprocesses: {self.unavailable}")
             return False
@@ -154,9 +157,12 @@ class CommandServer:
         return True
 
     def stop(self) -> None:
+        """Stop the server and remove its socket's directory."""
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        if self._path:
+            shutil.rmtree(Path(self._path).parent, ignore_errors=True)
 
     def run(
         self, args: list[str], env: dict[str, str], timeout: float
