@@ -509,7 +509,7 @@ async def run(
     await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
     port = free_port()
     started = time.monotonic()
-    child = await start_worker(env, port)
+    child = await start_worker(env, port, args.log_level)
     try:
         loading = asyncio.create_task(directory_loaded(port, args.users, started))
         watch = asyncio.create_task(steady_state(port, args.events, child.pid, postgres))
@@ -530,7 +530,9 @@ async def run(
         await asyncio.wait_for(child.wait(), 60)
     workers_rate = None
     if args.workers > 1:
-        workers_rate = await several_workers(bootstrap, env, args.workers, args.events, args.users)
+        workers_rate = await several_workers(
+            bootstrap, env, args.workers, args.events, args.users, args.log_level
+        )
     report = {
         "bare_events_per_s": round(bare_rate),
         "router_events_per_s": round(router_rate),
@@ -553,6 +555,7 @@ async def run(
         "users": args.users,
         "events": args.events,
         "cpus": os.cpu_count(),
+        "log_level": args.log_level,
     }
     if workers_rate is not None:
         report["workers"] = args.workers
@@ -576,15 +579,18 @@ async def run(
         print(json.dumps(report))
 
 
-async def start_worker(env: dict[str, Any], port: int) -> asyncio.subprocess.Process:
-    """``router run`` in a process of its own, configured by ``env`` (Settings' names)."""
+async def start_worker(
+    env: dict[str, Any], port: int, log_level: str
+) -> asyncio.subprocess.Process:
+    """``router run`` in a process of its own, configured by ``env`` (Settings' names),
+    writing its log lines from ``log_level`` up to this process's stderr."""
     router_env = {
         **os.environ,
         **{
             f"ROUTER_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
             for k, v in env.items()
         },
-        "ROUTER_LOG_LEVEL": "WARNING",
+        "ROUTER_LOG_LEVEL": log_level,
         "ROUTER_HTTP_PORT": str(port),
     }
     return await asyncio.create_subprocess_exec(
@@ -601,7 +607,7 @@ def ready(port: int) -> bool:
 
 
 async def several_workers(
-    bootstrap: str, env: dict[str, Any], workers: int, events: int, users: int
+    bootstrap: str, env: dict[str, Any], workers: int, events: int, users: int, log_level: str
 ) -> float:
     """``workers`` router processes in one group, started on empty topics and left to
     settle, then a backlog of ``events`` alerts: their combined rate (decisions / 3)."""
@@ -613,7 +619,7 @@ async def several_workers(
     }
     await ensure_topics(Settings(**env))  # type: ignore[arg-type]
     ports = [free_port() for _ in range(workers)]
-    children = [await start_worker(env, port) for port in ports]
+    children = [await start_worker(env, port, log_level) for port in ports]
     try:
         deadline = time.monotonic() + 120
         while not all(await asyncio.gather(*(asyncio.to_thread(ready, p) for p in ports))):
@@ -902,6 +908,13 @@ def main() -> None:
         help="also route a backlog with this many router processes in one group",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="WARNING",
+        help="the workers' ROUTER_LOG_LEVEL (default WARNING, as every figure in "
+        "docs/performance.md; INFO, the router's default, adds a line per event)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,28 @@ def _clean_router_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("ROUTER_"):
             monkeypatch.delenv(name)
+
+
+#: The router's log lines a test wrote so far, as dicts (see :func:`router_log`).
+RouterLog = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def router_log(capsys: pytest.CaptureFixture[str]) -> RouterLog:
+    """The router's log lines written so far in this test, each as its JSON object.
+
+    Read from the captured stderr (the plugin ``tests.privacy`` configures JSON lines for
+    every test); each call returns every line since the test began, not only the new
+    ones."""
+    seen: list[dict[str, Any]] = []
+
+    def lines() -> list[dict[str, Any]]:
+        for line in capsys.readouterr().err.splitlines():
+            if line.startswith("{"):
+                seen.append(json.loads(line))
+        return list(seen)
+
+    return lines
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

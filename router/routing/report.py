@@ -9,11 +9,10 @@ from collections.abc import Sequence
 import structlog
 
 from router import metrics
+from router.logging import enabled
 from router.routing.pipeline import Routed
 
 log = structlog.get_logger("router.handler")
-#: The standard logger under ``log``: its level says whether per-event lines are wanted.
-_EVENT_LINES = logging.getLogger("router.handler")
 
 
 class Tally:
@@ -45,18 +44,17 @@ def report(routed_events: Sequence[Routed], tally: Tally) -> tuple[int, int]:
     """Count ``routed_events``' jobs and decisions (``tally``: them, already counted) in
     the metrics and log a line per event (below INFO, not even its arguments are
     worked out); returns (jobs, decisions)."""
-    if _EVENT_LINES.isEnabledFor(logging.INFO):
+    if enabled(logging.INFO):
         for routed in routed_events:
-            structlog.contextvars.bind_contextvars(event_id=routed.event.event_id)
             log.info(
                 "event_routed",
+                event_id=routed.event.event_id,
                 kind=routed.event.kind,
                 severity=routed.event.severity,
                 jobs=len(routed.jobs),
                 skipped=sum(d.outcome == "skipped" for d in routed.decisions),
                 reasons=sorted({d.reason for d in routed.decisions if d.reason}),
             )
-        structlog.contextvars.unbind_contextvars("event_id")
     metrics.EVENTS.inc(len(routed_events))
     for transport, count in tally.transports.items():
         metrics.JOBS.labels(transport).inc(count)

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -16,6 +15,7 @@ from router.delivery.trail import JobRow, Trail
 from router.directory.writes import NewContactMethod
 from router.errors import Conflict, NotFound, NotMigrated, StoreUnavailable
 from router.routing.rules import RateLimit, Send
+from tests.conftest import RouterLog
 
 
 @pytest.fixture
@@ -131,11 +131,6 @@ def sms_job(
         "+14155551234",
         at,
     )
-
-
-def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """The router's log events so far (structlog's event dicts)."""
-    return [r.msg for r in caplog.records if isinstance(r.msg, dict)]
 
 
 LIMITS = {
@@ -357,7 +352,7 @@ async def test_jobs_counted_with_a_batchs_ledger_count_against_the_limit_at_thei
 
 
 async def test_a_batch_recorded_again_writes_each_row_once_and_says_rows_were_there(
-    store: PgStore, database_url: str, caplog: pytest.LogCaptureFixture
+    store: PgStore, database_url: str, router_log: RouterLog
 ) -> None:
     # The ledger statement runs first without conflict checks (new rows, nearly always);
     # a row already there makes PostgreSQL refuse all of it, and it runs again as
@@ -369,9 +364,9 @@ async def test_a_batch_recorded_again_writes_each_row_once_and_says_rows_were_th
         jobs=[job],
     )
     await store.record_batch(trail, ["e1"], ["e1"])
-    assert "ledger_rows_already_there" not in [e["event"] for e in logged(caplog)]
+    assert "ledger_rows_already_there" not in [e["event"] for e in router_log()]
     await store.record_batch(trail, ["e1"], ["e1"])  # its answer lost the first time
-    [said] = [e for e in logged(caplog) if e["event"] == "ledger_rows_already_there"]
+    [said] = [e for e in router_log() if e["event"] == "ledger_rows_already_there"]
     assert said["events"] == 1
     conn = await asyncpg.connect(database_url)
     try:

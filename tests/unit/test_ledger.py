@@ -7,15 +7,13 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
 from router.db.memstore import InMemoryStore
 from router.delivery.statuses import record_statuses
 from router.errors import StoreError, StoreUnavailable
 from router.routing.handler import Worker
 from router.settings import Settings
 from schemas import DeliveryStatus
-from tests.conftest import T0
+from tests.conftest import T0, RouterLog
 from tests.unit.test_handler import RecordingPublisher, alert, directory, record
 
 SETTINGS = Settings(retry_backoff_max_seconds=0.01, recovery_probe_seconds=0.01)
@@ -47,11 +45,6 @@ async def gated_team() -> GatedStore:
     source = await directory()
     store.users, store.methods = source.users, source.methods
     return store
-
-
-def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """The router's log events so far (structlog's event dicts)."""
-    return [r.msg for r in caplog.records if isinstance(r.msg, dict)]
 
 
 def decisions(publisher: RecordingPublisher) -> list[tuple[str, str | None]]:
@@ -117,18 +110,18 @@ async def test_a_status_waits_for_the_ledger_that_writes_its_job() -> None:
     assert store.page_jobs[job["job_id"]].failed_at is not None, "the job failed for good"
 
 
-async def test_a_ledger_write_waits_out_an_outage(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_ledger_write_waits_out_an_outage(router_log: RouterLog) -> None:
     store = await gated_team()
     store.failures = [StoreUnavailable("database restarting")]
     store.gate.set()
     worker = Worker(store, RecordingPublisher(), SETTINGS, clock=lambda: T0)
     await worker.handle([record(alert("e1"))])
     assert set(store.routed) == {"e1"}
-    assert [e["event"] for e in logged(caplog) if e["level"] == "error"] == ["ledger_failed"]
+    assert [e["event"] for e in router_log() if e["level"] == "error"] == ["ledger_failed"]
 
 
 async def test_a_ledger_the_database_refuses_is_written_event_by_event(
-    caplog: pytest.LogCaptureFixture,
+    router_log: RouterLog,
 ) -> None:
     store = await gated_team()
     store.failures = [StoreError("refused"), StoreError("refused again")]
@@ -136,7 +129,7 @@ async def test_a_ledger_the_database_refuses_is_written_event_by_event(
     publisher = RecordingPublisher()
     worker = Worker(store, publisher, SETTINGS, clock=lambda: T0)
     await worker.handle([record(alert("e1"), 0), record(alert("e2"), 1)])
-    errors = [(e["event"], e.get("event_id")) for e in logged(caplog) if e["level"] == "error"]
+    errors = [(e["event"], e.get("event_id")) for e in router_log() if e["level"] == "error"]
     assert errors == [("ledger_refused", None), ("event_ledger_refused", "e1")]
     assert set(store.routed) == {"e2"}, "one event's bad row costs only its own ledger"
     jobs = [j for t, *_ in publisher.sent if t.startswith("deliveries.") for j in publisher.on(t)]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import structlog
 
 from router import logging as router_logging
+from router.routing.handler import Worker
+from router.settings import Settings
+from tests.conftest import T0
+from tests.unit.test_handler import RecordingPublisher, alert, directory, record
 
 
 def test_addresses_are_masked_in_any_string_value() -> None:
@@ -28,3 +33,48 @@ def test_json_logs_carry_bound_event_id(capsys: pytest.CaptureFixture[str]) -> N
         assert record["to"] == "b***@example.com"
     finally:
         structlog.contextvars.clear_contextvars()
+
+
+def test_the_routers_lines_and_a_librarys_lines_have_one_shape(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    router_logging.configure("json", "INFO")
+    structlog.get_logger("router.t").info("job_published", to="bob@example.com")
+    logging.getLogger("aiokafka.t").warning("no leader for %s", "alice@example.com")
+    mine, theirs = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert set(mine) - {"to"} == set(theirs) == {"event", "level", "logger", "timestamp"}
+    assert (mine["logger"], mine["level"], mine["to"]) == ("router.t", "info", "b***@example.com")
+    assert (theirs["logger"], theirs["event"]) == ("aiokafka.t", "no leader for a***@example.com")
+
+
+def test_a_second_configure_reaches_loggers_already_in_use(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = structlog.get_logger("router.t")
+    router_logging.configure("json", "INFO")
+    log.info("first")
+    router_logging.configure("json", "WARNING")
+    log.info("dropped")
+    log.warning("second")
+    assert not router_logging.enabled(logging.INFO) and router_logging.enabled(logging.WARNING)
+    router_logging.configure("console", "DEBUG")
+    log.debug("third")
+    first, second, third = capsys.readouterr().err.splitlines()
+    assert [json.loads(line)["event"] for line in (first, second)] == ["first", "second"]
+    assert "third" in third and not third.startswith("{")
+    router_logging.configure("json", "INFO")
+
+
+async def test_each_routed_event_has_a_line_at_info_and_none_above(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    worker = Worker(await directory(), RecordingPublisher(), Settings(), clock=lambda: T0)
+    router_logging.configure("json", "WARNING")
+    await worker.handle([record(alert(f"quiet-{i}"), i) for i in range(3)])
+    assert capsys.readouterr().err == ""
+    router_logging.configure("json", "INFO")
+    await worker.handle([record(alert(f"told-{i}"), 10 + i) for i in range(3)])
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["event"], e["event_id"], e["jobs"]) for e in lines] == [
+        ("event_routed", f"told-{i}", 3) for i in range(3)
+    ]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from router.kafka.overlap import Overlap, next_offsets
+from tests.conftest import RouterLog
 
 A0, A1 = TopicPartition("alerts", 0), TopicPartition("alerts", 1)
 
@@ -38,11 +38,6 @@ def records(partition: int, *offsets: int) -> list[ConsumerRecord[Any, Any]]:
     return [
         ConsumerRecord("alerts", partition, o, 0, 0, None, b"{}", None, 0, 2, ()) for o in offsets
     ]
-
-
-def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """The router's log events so far (structlog's event dicts)."""
-    return [r.msg for r in caplog.records if isinstance(r.msg, dict)]
 
 
 class Ledger:
@@ -105,18 +100,18 @@ async def test_a_batch_handed_over_while_stopping_is_finished_before_the_handler
 
 
 async def test_a_ledger_that_outlasts_the_drain_is_not_committed_and_says_so(
-    caplog: pytest.LogCaptureFixture,
+    router_log: RouterLog,
 ) -> None:
     consumer, log = Consumer(A0), []
     overlap = Overlap(drain_seconds=0.05)
     await overlap.hand_over(Ledger(log, "stuck"), consumer, {A0: 3})
     await overlap.drain()
     assert consumer.commits == [] and log == []
-    assert [e["event"] for e in logged(caplog)] == ["batch_ledger_unfinished"]
+    assert [e["event"] for e in router_log()] == ["batch_ledger_unfinished"]
 
 
 async def test_a_commit_lost_to_an_outage_is_made_with_the_next_batch(
-    caplog: pytest.LogCaptureFixture,
+    router_log: RouterLog,
 ) -> None:
     consumer, log = Consumer(A0, A1), []
     consumer.failing = 1
@@ -124,7 +119,7 @@ async def test_a_commit_lost_to_an_outage_is_made_with_the_next_batch(
     first, second = written(log, "first"), written(log, "second")
     await overlap.hand_over(first, consumer, {A0: 10})
     await overlap.drain()
-    assert consumer.commits == [] and "commit_failed" in [e["event"] for e in logged(caplog)]
+    assert consumer.commits == [] and "commit_failed" in [e["event"] for e in router_log()]
     await overlap.hand_over(second, consumer, {A1: 4})
     await overlap.drain()
     assert consumer.commits == [{A0: 10, A1: 4}]
@@ -144,7 +139,7 @@ async def test_a_failed_commit_of_a_partition_given_up_is_not_carried() -> None:
 
 
 async def test_after_a_batch_given_up_at_a_drain_nothing_later_is_committed_until_reassigned(
-    caplog: pytest.LogCaptureFixture,
+    router_log: RouterLog,
 ) -> None:
     consumer, log = Consumer(A0), []
     overlap = Overlap(drain_seconds=0.05)
@@ -154,7 +149,7 @@ async def test_after_a_batch_given_up_at_a_drain_nothing_later_is_committed_unti
     await overlap.hand_over(later, consumer, {A0: 7})
     await overlap.drain()
     assert consumer.commits == [], "committing 7 would skip the records of the stuck batch"
-    assert "commit_withheld" in [e["event"] for e in logged(caplog)]
+    assert "commit_withheld" in [e["event"] for e in router_log()]
     overlap.assigned()  # consuming restarts from the committed offsets
     again = written(log, "again")
     await overlap.hand_over(again, consumer, {A0: 3})
