@@ -29,6 +29,7 @@ import structlog
 from structlog.typing import EventDict
 
 from router.directory.addresses import mask
+from router.metrics import LOG_LINES_LOST
 from router.redact import redact_dsn
 
 #: Log fields whose value is a contact address; never rendered whole.
@@ -138,10 +139,15 @@ class _Stderr:
         self.name = name
 
     def msg(self, line: str) -> None:
-        """Write ``line`` and flush, whole, whichever thread logs."""
-        with _WRITING:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+        """Write ``line`` and flush, whole, whichever thread logs. A line that cannot be
+        written (stderr closed, a broken pipe, a full disk) is counted and dropped: a
+        log line never fails the work it reports."""
+        try:
+            with _WRITING:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            LOG_LINES_LOST.inc()
 
     log = debug = info = warning = warn = error = exception = critical = fatal = msg
 

@@ -146,6 +146,12 @@ REPLIES = Counter(
     ["result"],
     registry=REGISTRY,
 )
+LOG_LINES_LOST = Counter(
+    "router_log_lines_lost",
+    "The router's log lines it could not write to stderr (closed, a broken pipe, a full "
+    "disk); routing goes on without them.",
+    registry=REGISTRY,
+)
 
 #: Every metric name the worker exports (counters with their ``_total`` suffix).
 NAMES = frozenset(
@@ -180,5 +186,6 @@ NAMES = frozenset(
         "router_time_to_ack_seconds_count",
         "router_time_to_ack_seconds_sum",
         "router_sms_replies_total",
+        "router_log_lines_lost_total",
     }
 )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
 import pytest
 import structlog
 
 from router import logging as router_logging
+from router import metrics
 from router.routing.handler import Worker
 from router.settings import Settings
 from tests.conftest import T0
@@ -78,3 +81,25 @@ async def test_each_routed_event_has_a_line_at_info_and_none_above(
     assert [(e["event"], e["event_id"], e["jobs"]) for e in lines] == [
         ("event_routed", f"told-{i}", 3) for i in range(3)
     ]
+
+
+def lost() -> float:
+    return metrics.REGISTRY.get_sample_value("router_log_lines_lost_total") or 0.0
+
+
+class _BrokenPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_line_that_cannot_be_written_is_counted_and_the_work_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    router_logging.configure("json", "INFO")
+    before = lost()
+    monkeypatch.setattr(sys, "stderr", _BrokenPipe())
+    structlog.get_logger("router.t").info("event_routed", event_id="e-1")
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    sys.stderr.close()
+    structlog.get_logger("router.t").warning("still_going")
+    assert lost() == before + 2
