@@ -591,6 +591,7 @@ async def start_worker(
             for k, v in env.items()
         },
         "ROUTER_LOG_LEVEL": log_level,
+        "ROUTER_LOG_FORMAT": "json",  # as in production, from a terminal too
         "ROUTER_HTTP_PORT": str(port),
     }
     return await asyncio.create_subprocess_exec(

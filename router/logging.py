@@ -17,6 +17,7 @@ database password in a DSN (:func:`router.redact.redact_dsn`).
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import sys
@@ -107,14 +108,29 @@ def _exception_info(logger: Any, method: str, event_dict: EventDict) -> EventDic
 
 
 def _render(logger: Any, method: str, event_dict: EventDict) -> Any:
-    return _Output.render(logger, method, event_dict)
+    try:
+        return _Output.render(logger, method, event_dict)
+    except (TypeError, ValueError):
+        if not _Output.as_json:
+            raise
+        # orjson refuses a few values json.dumps takes (an integer past 64 bits, a
+        # lone surrogate): this line as the standard library writes it.
+        return _ASCII_JSON(logger, method, event_dict)
 
 
 def _json(value: Any, **kw: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, **kw).decode()
 
 
-_STACK_INFO = structlog.processors.StackInfoRenderer()
+def _writes_utf8(stream: Any) -> bool:
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "ascii").name == "utf-8"
+    except LookupError:
+        return False
+
+
+_ASCII_JSON = structlog.processors.JSONRenderer()
+_STACK_INFO = structlog.processors.StackInfoRenderer(additional_ignores=[__name__])
 _WRITING = threading.Lock()
 #: Every line's processors after the level's check (the standard library's lines
 #: have been checked by their logger).
@@ -146,7 +162,7 @@ class _Stderr:
             with _WRITING:
                 sys.stderr.write(line + "\n")
                 sys.stderr.flush()
-        except (OSError, ValueError):
+        except Exception:  # OSError, ValueError (closed), AttributeError (no stderr)
             LOG_LINES_LOST.inc()
 
     log = debug = info = warning = warn = error = exception = critical = fatal = msg
@@ -156,12 +172,31 @@ def _stderr(*args: Any) -> _Stderr:
     return _Stderr(*args[:1])
 
 
+class _Lines(structlog.make_filtering_bound_logger(logging.DEBUG)):  # type: ignore[misc]
+    """The router's loggers: a line whose processing fails (a value no renderer takes)
+    is counted and dropped, never raised into the work it reports."""
+
+    def _process_event(self, method_name: str, event: str | None, event_kw: Any) -> Any:
+        try:
+            return super()._process_event(method_name, event, event_kw)
+        except structlog.DropEvent:
+            raise
+        except Exception:
+            LOG_LINES_LOST.inc()
+            raise structlog.DropEvent from None
+
+
 def configure(log_format: str = "auto", level: str = "INFO") -> None:
     """Write the router's lines and the standard library's to stderr, one shape, from
     ``level`` up."""
     _Output.as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    # orjson writes UTF-8; a stderr that cannot take it gets ASCII-escaped JSON.
     _Output.render = (
-        structlog.processors.JSONRenderer(serializer=_json)
+        (
+            structlog.processors.JSONRenderer(serializer=_json)
+            if _writes_utf8(sys.stderr)
+            else _ASCII_JSON
+        )
         if _Output.as_json
         else structlog.dev.ConsoleRenderer()
     )
@@ -170,7 +205,7 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         # Below the level, a line is dropped before any other processor runs.
         processors=[_drop_below_level, *_SHARED, _render],
         logger_factory=_stderr,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        wrapper_class=_Lines,
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -149,7 +149,7 @@ REPLIES = Counter(
 LOG_LINES_LOST = Counter(
     "router_log_lines_lost",
     "The router's log lines it could not write to stderr (closed, a broken pipe, a full "
-    "disk); routing goes on without them.",
+    "disk) or render (a value no JSON encoder takes); routing goes on without them.",
     registry=REGISTRY,
 )
 

@@ -12,6 +12,7 @@ import pytest
 
 from router.directory.models import ContactMethod, User
 from schemas import AlertEvent
+from tests.privacy import leaks_in
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +33,14 @@ def router_log(capsys: pytest.CaptureFixture[str]) -> RouterLog:
 
     Read from the captured stderr (the plugin ``tests.privacy`` configures JSON lines for
     every test); each call returns every line since the test began, not only the new
-    ones."""
+    ones. What is read here leaves the captured output the plugin checks for contact
+    addresses, so it is checked here."""
     seen: list[dict[str, Any]] = []
 
     def lines() -> list[dict[str, Any]]:
-        for line in capsys.readouterr().err.splitlines():
+        err = capsys.readouterr().err
+        assert not leaks_in(err), f"full contact addresses in the log (mask them): {err}"
+        for line in err.splitlines():
             if line.startswith("{"):
                 seen.append(json.loads(line))
         return list(seen)

@@ -103,3 +103,39 @@ def test_a_line_that_cannot_be_written_is_counted_and_the_work_goes_on(
     sys.stderr.close()
     structlog.get_logger("router.t").warning("still_going")
     assert lost() == before + 2
+
+
+def test_a_value_orjson_refuses_is_written_as_the_standard_library_writes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    router_logging.configure("json", "INFO")
+    structlog.get_logger("router.t").info("odd_values", offset=2**64, detail="a\udcff")
+    [line] = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["offset"] == 2**64
+
+
+def test_a_line_no_renderer_takes_is_counted_and_the_work_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    router_logging.configure("json", "INFO")
+    before = lost()
+    structlog.get_logger("router.t").info("bad_keys", counts={(1, 2): 3})
+    structlog.get_logger("router.t").info("next_line")
+    assert lost() == before + 1
+    assert [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()] == [
+        "next_line"
+    ]
+
+
+def test_json_lines_are_ascii_on_a_stderr_that_is_not_utf8(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written = io.BytesIO()
+    stderr = io.TextIOWrapper(written, encoding="ascii", errors="backslashreplace")
+    monkeypatch.setattr(sys, "stderr", stderr)
+    router_logging.configure("json", "INFO")
+    structlog.get_logger("router.t").info("job_published", title="Café down")
+    stderr.flush()
+    assert json.loads(written.getvalue())["title"] == "Café down"
+    monkeypatch.undo()
+    router_logging.configure("json", "INFO")
