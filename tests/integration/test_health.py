@@ -72,6 +72,8 @@ async def test_probes_and_metrics_follow_the_worker_and_its_database(
     assert sample(metrics, "router_assigned_partitions", topic=t["alerts"]) == 3
     assert "router_consumer_lag{" in metrics
     assert "router_faststream_" in metrics
+    # Every log line of the run reached stderr: the counter is served, at 0.
+    assert re.search(r"^router_log_lines_lost_total 0\.0$", metrics, re.M)
 
     async with database_refused(postgres_url, router_env["ROUTER_DATABASE_URL"]):
         body = json.loads(await until_status(port, "/readyz", 503))
