@@ -10,9 +10,17 @@ reference loops run in this process; a worker's finish is read from its
 measures. Uses embedded Tansu
 and PostgreSQL unless ROUTER_KAFKA_BOOTSTRAP_SERVERS / ROUTER_DATABASE_URL are set.
 
+The three loops run ``--rounds`` times (3 unless told), one after the other in each
+round, each over ``--events`` alerts of its own: on a shared machine a loop's rate
+moves by a quarter from one minute to the next, so a ratio is taken between loops run
+within the same round, and each figure below is the median of the rounds' (each
+round's own under ``rounds``). The last round also measures latency, the directory's
+loading time and the worker's memory.
+
 One run prints, as a table and with ``--json`` as one JSON object on the last line:
 
-- ``bare_events_per_s``, ``router_events_per_s`` and their ``ratio``;
+- ``bare_events_per_s``, ``router_events_per_s`` and ``ratio`` (the median of the
+  rounds' ratios, not of the medians' ratio);
 - ``reference_events_per_s`` (and ``reference_ratio``): a lean loop written to find the
   ceiling, not project code: the real ``AlertEvent`` decoded, three methods per user
   from a dict, the mute/disabled/suppression checks on plain values, three jobs and
@@ -32,12 +40,13 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
   process) and ``postgres`` (the embedded server's processes; null with
   ROUTER_DATABASE_URL): what each costs, less moved by the machine's phase than rates;
 - ``peak_rss_mb`` of the worker process (VmHWM);
+- ``rounds``: each round's rates, ratios, round trips and CPU per event;
 - ``users`` (``--users``, up to 100,000: three methods each);
 - with ``--workers N`` (N > 1), ``workers_events_per_s``: N ``router run`` processes in
   one consumer group routing a backlog of ``--events`` alerts, their combined rate.
 
     .venv/bin/python bench/throughput.py [--events 20000] [--users 1000] [--rate 1000]
-        [--workers 3] [--json]
+        [--rounds 3] [--workers 3] [--json]
 """
 
 from __future__ import annotations
@@ -56,7 +65,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,14 +226,49 @@ async def produce_alerts(
         await producer.stop()
 
 
-async def rate(bootstrap: str, topic: str, expected: int, give_up_after: float) -> float:
-    """Output records per second between the first and last record's timestamps."""
+@dataclass(frozen=True)
+class Since:
+    """Where a round's output starts on a topic: at or past ``offsets`` (each partition's
+    end when the round began: Tansu may give an end a batch short, so never more than
+    the true one), and at or after ``ms`` (the clock then; every output record's
+    timestamp is its loop's send time, later)."""
+
+    offsets: dict[int, int]
+    ms: int
+
+
+async def since_now(bootstrap: str, topic: str) -> Since:
+    """Where output written to ``topic`` from now on starts."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ms = int(time.time() * 1000)
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return Since({tp.partition: offset for tp, offset in ends.items()}, ms)
+    finally:
+        await consumer.stop()
+
+
+async def rate(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    give_up_after: float,
+    since: Since | None = None,
+) -> float:
+    """Output records per second between the first and last record's timestamps, of the
+    records written ``since`` (default: all of the topic's)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        if since is None:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            for tp in partitions:
+                consumer.seek(tp, since.offsets.get(tp.partition, 0))
+        after = since.ms if since is not None else 0
         seen, first, last = 0, None, None
         deadline = time.monotonic() + give_up_after
         while seen < expected:
@@ -233,6 +278,8 @@ async def rate(bootstrap: str, topic: str, expected: int, give_up_after: float) 
                 )
             for records in (await consumer.getmany(timeout_ms=500, max_records=10000)).values():
                 for record in records:
+                    if record.timestamp < after:
+                        continue  # an earlier round's
                     seen += 1
                     first = record.timestamp if first is None else min(first, record.timestamp)
                     last = record.timestamp if last is None else max(last, record.timestamp)
@@ -243,13 +290,15 @@ async def rate(bootstrap: str, topic: str, expected: int, give_up_after: float) 
         await consumer.stop()
 
 
-async def bare_loop(bootstrap: str, source: str, sink: str, events: int) -> float | None:
+async def bare_loop(
+    bootstrap: str, source: str, sink: str, events: int, group: str = "bench-bare"
+) -> float | None:
     """The yardstick: consume a batch, produce six records per event, await acks, commit.
     Returns its CPU microseconds per event at steady state."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
-        group_id="bench-bare",
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -283,6 +332,7 @@ async def reference_loop(
     events: int,
     users: int,
     ready: asyncio.Event | None = None,
+    group: str = "bench-reference",
 ) -> float | None:
     """The ceiling, not project code: what routing costs with nothing but the work itself.
 
@@ -316,7 +366,7 @@ async def reference_loop(
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id="bench-reference",
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
@@ -459,20 +509,11 @@ async def run(
     settings = Settings(**env)  # type: ignore[arg-type]
     await migrate(url)
     await ensure_topics(settings)
-    bare = Settings(**{**env, "topic_alerts": "bench.bare.in", "topic_decisions": "bench.bare.out"})  # type: ignore[arg-type]
-    await ensure_topics(bare)
     await seed(url, args.users)
     print(
         f"{args.events} events, {args.users} users x 3 methods, {PARTITIONS} partitions, "
         f"{os.cpu_count()} CPUs"
     )
-
-    await produce_alerts(bootstrap, "bench.bare.in", args.events, args.users)
-    bare_cpu = await asyncio.wait_for(
-        bare_loop(bootstrap, "bench.bare.in", "bench.bare.out", args.events), 600
-    )
-    bare_rate = await rate(bootstrap, "bench.bare.out", 6 * args.events, 600) / 6
-    print(f"bare aiokafka loop: {bare_rate:8.0f} events/s")
 
     ref = Settings(
         **{
@@ -485,87 +526,108 @@ async def run(
         }
     )  # type: ignore[arg-type]
     await ensure_topics(ref)
-    await produce_alerts(bootstrap, "bench.ref.in", args.events, args.users)
-    reference_cpu = await asyncio.wait_for(
-        reference_loop(ref, "bench.ref.in", "bench.ref.out", args.events, args.users), 600
-    )
-    reference_rate = await rate(bootstrap, "bench.ref.out", 3 * args.events, 600) / 3
-    print(f"reference loop:     {reference_rate:8.0f} events/s")
-    reference_latency = await reference_offered_latency(
-        Settings(
-            **{
-                **env,
-                **{
-                    f"topic_{name}": f"bench.ref-latency.{name}"
-                    for name in ("alerts", "decisions", "email", "sms", "webhook")
-                },
-            }
-        ),  # type: ignore[arg-type]
-        args.rate,
-        args.latency_seconds,
-        args.users,
-    )
-
-    await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users)
-    port = free_port()
-    started = time.monotonic()
-    child = await start_worker(env, port, args.log_level)
-    try:
-        loading = asyncio.create_task(directory_loaded(port, args.users, started))
-        watch = asyncio.create_task(steady_state(port, args.events, child.pid, postgres))
-        spy = await start_profile(child.pid, args.profile) if args.profile else None
-        await until_routed([port], args.events, 600)
-        router_rate = await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600) / 3
-        if spy is not None:
-            await stop_profile(spy, args.profile)
-        trips_per_event, router_cpu, postgres_cpu = await watch
-        breakdown = await asyncio.to_thread(batch_breakdown, port)
-        loaded_in = await loading
-        latency = await offered_latency(
-            bootstrap, settings, args.rate, args.latency_seconds, args.users
-        )
-        peak_rss_mb = peak_rss(child.pid)
-    finally:
-        child.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(child.wait(), 60)
+    # Each round runs the three loops one after the other, each over alerts of its own,
+    # the router's waiting as a backlog for a worker started after them; a ratio is
+    # taken within a round, and the figures are the rounds' medians. The last round
+    # also measures latency, the directory's loading and the worker's memory.
+    rounds: list[Round] = []
+    for n in range(1, args.rounds + 1):
+        last = n == args.rounds
+        this = Round(*await bare_round(env, n, args.events, args.users))
+        this.reference, this.reference_cpu = await reference_round(ref, n, args.events, args.users)
+        if last:
+            reference_latency = await reference_offered_latency(
+                Settings(
+                    **{
+                        **env,
+                        **{
+                            f"topic_{name}": f"bench.ref-latency.{name}"
+                            for name in ("alerts", "decisions", "email", "sms", "webhook")
+                        },
+                    }
+                ),  # type: ignore[arg-type]
+                args.rate,
+                args.latency_seconds,
+                args.users,
+            )
+        since = await since_now(bootstrap, settings.topic_decisions)
+        # Ids of their own: the database knows the earlier rounds' as routed.
+        await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users, f"bench{n}")
+        port = free_port()
+        started = time.monotonic()
+        child = await start_worker(env, port, args.log_level)
+        try:
+            loading = asyncio.create_task(directory_loaded(port, args.users, started))
+            watch = asyncio.create_task(steady_state(port, args.events, child.pid, postgres))
+            spy = await start_profile(child.pid, args.profile) if args.profile and last else None
+            await until_routed([port], args.events, 600)
+            this.router = (
+                await rate(bootstrap, settings.topic_decisions, 3 * args.events, 600, since) / 3
+            )
+            if spy is not None:
+                await stop_profile(spy, args.profile)
+            this.trips, this.router_cpu, this.postgres_cpu = await watch
+            this.loaded_in = await loading
+            if last:
+                breakdown = await asyncio.to_thread(batch_breakdown, port)
+                latency = await offered_latency(
+                    bootstrap, settings, args.rate, args.latency_seconds, args.users
+                )
+                peak_rss_mb = peak_rss(child.pid)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(child.wait(), 60)
+        rounds.append(this)
+        print(f"round {n}: {this}")
     workers_rate = None
     if args.workers > 1:
         workers_rate = await several_workers(
             bootstrap, env, args.workers, args.events, args.users, args.log_level
         )
+    bare_rate = median(r.bare for r in rounds)
+    router_rate = median(r.router for r in rounds)
+    ratio = median(r.router / r.bare for r in rounds)
+    trips_per_event = median(r.trips for r in rounds)
+    cpu = {
+        "bare": rounded(median(r.bare_cpu for r in rounds)),
+        "reference": rounded(median(r.reference_cpu for r in rounds)),
+        "router": rounded(median(r.router_cpu for r in rounds)),
+        "postgres": rounded(median(r.postgres_cpu for r in rounds)),
+    }
     report = {
         "bare_events_per_s": round(bare_rate),
         "router_events_per_s": round(router_rate),
-        "ratio": round(router_rate / bare_rate, 3),
-        "reference_events_per_s": round(reference_rate),
-        "reference_ratio": round(reference_rate / bare_rate, 3),
+        "ratio": round(ratio, 3),
+        "reference_events_per_s": round(median(r.reference for r in rounds)),
+        "reference_ratio": round(median(r.reference / r.bare for r in rounds), 3),
         "db_round_trips_per_event": round(trips_per_event, 4),
-        "cpu_us_per_event": {
-            "bare": bare_cpu,
-            "reference": reference_cpu,
-            "router": router_cpu,
-            "postgres": postgres_cpu,
-        },
+        "cpu_us_per_event": cpu,
         "batch": breakdown,
-        "directory_loaded_s": loaded_in,
+        "directory_loaded_s": rounded(median(r.loaded_in for r in rounds)),
         "latency_ms": latency,
         "reference_latency_ms": reference_latency,
         "latency_offered_events_per_s": args.rate,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "users": args.users,
         "events": args.events,
+        "rounds": [r.figures() for r in rounds],
         "cpus": os.cpu_count(),
         "log_level": args.log_level,
     }
     if workers_rate is not None:
         report["workers"] = args.workers
         report["workers_events_per_s"] = round(workers_rate)
+    loaded_in = report["directory_loaded_s"]
+    across = f"median of {len(rounds)} rounds" if len(rounds) > 1 else "one round"
     print(
-        f"router run:         {router_rate:8.0f} events/s  "
-        f"({100 * router_rate / bare_rate:.0f}% of the bare loop)\n"
+        f"{across}:\n"
+        f"bare aiokafka loop: {bare_rate:8.0f} events/s\n"
+        f"reference loop:     {report['reference_events_per_s']:8.0f} events/s "
+        f"({report['reference_ratio']:.2f} of the bare loop)\n"
+        f"router run:         {router_rate:8.0f} events/s  ({ratio:.2f} of the bare loop)\n"
         f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
-        f"CPU per event (µs): bare loop {bare_cpu}, reference loop {reference_cpu}, "
-        f"router {router_cpu} + PostgreSQL {postgres_cpu} (steady state)\n"
+        f"CPU per event (µs): bare loop {cpu['bare']}, reference loop {cpu['reference']}, "
+        f"router {cpu['router']} + PostgreSQL {cpu['postgres']} (steady state)\n"
         f"per batch (mean):   {breakdown}\n"
         f"directory loaded:   {loaded_in} s after the worker started\n"
         f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
@@ -577,6 +639,93 @@ async def run(
         print(f"{args.workers} workers, one group: {workers_rate:8.0f} events/s combined")
     if args.json:
         print(json.dumps(report))
+
+
+@dataclass
+class Round:
+    """One run of each loop over ``--events`` alerts of its own: rates and CPU per event."""
+
+    bare: float
+    bare_cpu: float | None
+    reference: float = 0.0
+    reference_cpu: float | None = None
+    router: float = 0.0
+    router_cpu: float | None = None
+    postgres_cpu: float | None = None
+    trips: float = 0.0
+    loaded_in: float | None = None
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "bare_events_per_s": round(self.bare),
+            "reference_events_per_s": round(self.reference),
+            "router_events_per_s": round(self.router),
+            "ratio": round(self.router / self.bare, 3),
+            "reference_ratio": round(self.reference / self.bare, 3),
+            "db_round_trips_per_event": round(self.trips, 4),
+            "cpu_us_per_event": {
+                "bare": self.bare_cpu,
+                "reference": self.reference_cpu,
+                "router": self.router_cpu,
+                "postgres": self.postgres_cpu,
+            },
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"bare {self.bare:.0f}, reference {self.reference:.0f}, router {self.router:.0f} "
+            f"events/s ({self.router / self.bare:.2f} of the bare loop)"
+        )
+
+
+def median(values: Iterable[float | None]) -> Any:
+    """The median of the values known (None when none is: a CPU figure is missing when
+    its loop ended before the second reading, the directory's load when not seen)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+async def bare_round(
+    env: dict[str, Any], n: int, events: int, users: int
+) -> tuple[float, float | None]:
+    """The bare loop over ``events`` alerts on a topic of the ``n``-th round's, in a group
+    of its own (Tansu holds a group's new member back while its last one's session
+    lasts): its rate and CPU per event."""
+    source = f"bench.bare.in.{n}"
+    await ensure_topics(
+        Settings(**{**env, "topic_alerts": source, "topic_decisions": "bench.bare.out"})
+    )
+    bootstrap = env["kafka_bootstrap_servers"]
+    since = await since_now(bootstrap, "bench.bare.out")
+    await produce_alerts(bootstrap, source, events, users)
+    cpu = await asyncio.wait_for(
+        bare_loop(bootstrap, source, "bench.bare.out", events, f"bench-bare-{n}"), 600
+    )
+    return await rate(bootstrap, "bench.bare.out", 6 * events, 600, since) / 6, cpu
+
+
+async def reference_round(
+    ref: Settings, n: int, events: int, users: int
+) -> tuple[float, float | None]:
+    """The reference loop over ``events`` alerts, as :func:`bare_round`: its rate and CPU
+    per event."""
+    source = f"bench.ref.in.{n}"
+    ref = ref.model_copy(update={"topic_alerts": source})
+    await ensure_topics(ref)
+    bootstrap = ref.kafka_bootstrap_servers
+    since = await since_now(bootstrap, ref.topic_decisions)
+    await produce_alerts(bootstrap, source, events, users)
+    cpu = await asyncio.wait_for(
+        reference_loop(
+            ref, source, ref.topic_decisions, events, users, group=f"bench-reference-{n}"
+        ),
+        600,
+    )
+    return await rate(bootstrap, ref.topic_decisions, 3 * events, 600, since) / 3, cpu
 
 
 async def start_worker(
@@ -908,6 +1057,13 @@ def main() -> None:
         default=1,
         help="also route a backlog with this many router processes in one group",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="run the three loops this many times, one after the other; the figures are "
+        "the rounds' medians (a ratio is taken within a round)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     parser.add_argument(
         "--log-level",
@@ -924,6 +1080,8 @@ def main() -> None:
         "FILE, top costs printed",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
         kafka = postgres = None
         bootstrap = os.environ.get("ROUTER_KAFKA_BOOTSTRAP_SERVERS")
