@@ -46,5 +46,11 @@ def main() -> int:
     if sys.argv[1:2] in (["run"], ["ingest"], ["api"]):
         signal.signal(signal.SIGTERM, exit_cleanly)
     from router.cli.parser import main as cli_main
+    from router.cli.values import log_settings
+    from router.logging import configure
 
+    # Every command's log lines as the worker's: on stderr (stdout is the command's
+    # output, which tools read), addresses masked. run, ingest and api configure again
+    # from their checked settings.
+    configure(*log_settings())
     return cli_main()

@@ -7,6 +7,7 @@ be accepted.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
@@ -32,6 +33,18 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise ConfigError(describe_error(error)) from None
+
+
+def log_settings() -> tuple[str, str]:
+    """``ROUTER_LOG_FORMAT`` and ``ROUTER_LOG_LEVEL``, each at its default when unset or
+    a value the setting cannot take: a command that reads its settings refuses that
+    value itself (:func:`settings`), and its lines until then are at the defaults."""
+    chosen = []
+    for name in ("log_format", "log_level"):
+        field = Settings.model_fields[name]
+        value = os.environ.get(f"ROUTER_{name.upper()}", field.default)
+        chosen.append(value if value in get_args(field.annotation) else field.default)
+    return chosen[0], chosen[1]
 
 
 def user_id(value: str) -> str:

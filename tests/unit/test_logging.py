@@ -139,3 +139,50 @@ def test_json_lines_are_ascii_on_a_stderr_that_is_not_utf8(
     assert json.loads(written.getvalue())["title"] == "Café down"
     monkeypatch.undo()
     router_logging.configure("json", "INFO")
+
+
+def test_a_commands_log_lines_go_to_stderr_masked_not_into_its_output(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any ``router`` command, not only ``run``: stdout is what tools read."""
+    from router import entry
+    from router.cli import api_commands
+
+    def audit(args: object) -> int:
+        structlog.get_logger("router.held").info("held_flushed", to="alice@example.com")
+        print('{"changes": []}')
+        return 0
+
+    monkeypatch.setattr(api_commands, "audit", audit)
+    monkeypatch.setenv("ROUTER_LOG_FORMAT", "json")
+    monkeypatch.delenv("ROUTER_LOG_LEVEL", raising=False)
+    structlog.reset_defaults()  # as in a new process (the privacy plugin configured this one)
+    monkeypatch.setattr(sys, "argv", ["router", "audit"])
+    assert entry.main() == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"changes": []}
+    line = json.loads(err)
+    assert (line["event"], line["to"]) == ("held_flushed", "a***@example.com")
+
+
+@pytest.mark.parametrize("level", ["WARNING", "loud"])
+def test_a_commands_log_level_is_the_setting_or_its_default(
+    level: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value the setting cannot take leaves the default (INFO) for the command's lines;
+    the command refuses it when it reads its settings."""
+    from router import entry
+    from router.cli import api_commands
+
+    def audit(args: object) -> int:
+        structlog.get_logger("router.t").info("told")
+        return 0
+
+    monkeypatch.setattr(api_commands, "audit", audit)
+    monkeypatch.setenv("ROUTER_LOG_FORMAT", "json")
+    monkeypatch.setenv("ROUTER_LOG_LEVEL", level)
+    structlog.reset_defaults()
+    monkeypatch.setattr(sys, "argv", ["router", "audit"])
+    assert entry.main() == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ([] if level == "WARNING" else ["told"])
