@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -141,10 +142,10 @@ def test_json_lines_are_ascii_on_a_stderr_that_is_not_utf8(
     router_logging.configure("json", "INFO")
 
 
-def test_a_commands_log_lines_go_to_stderr_masked_not_into_its_output(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Any ``router`` command, not only ``run``: stdout is what tools read."""
+@pytest.fixture
+def command_that_logs(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """``router audit`` as a new process runs it, the command replaced by one that logs an
+    address at INFO and prints JSON; ROUTER_LOG_FORMAT=json. Returns what runs it."""
     from router import entry
     from router.cli import api_commands
 
@@ -155,10 +156,19 @@ def test_a_commands_log_lines_go_to_stderr_masked_not_into_its_output(
 
     monkeypatch.setattr(api_commands, "audit", audit)
     monkeypatch.setenv("ROUTER_LOG_FORMAT", "json")
-    monkeypatch.delenv("ROUTER_LOG_LEVEL", raising=False)
-    structlog.reset_defaults()  # as in a new process (the privacy plugin configured this one)
     monkeypatch.setattr(sys, "argv", ["router", "audit"])
-    assert entry.main() == 0
+    structlog.reset_defaults()  # as in a new process (the privacy plugin configured this one)
+    return entry.main
+
+
+def test_a_commands_log_lines_go_to_stderr_masked_not_into_its_output(
+    command_that_logs: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Any ``router`` command, not only ``run``: stdout is what tools read."""
+    monkeypatch.delenv("ROUTER_LOG_LEVEL", raising=False)
+    assert command_that_logs() == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == {"changes": []}
     line = json.loads(err)
@@ -167,22 +177,16 @@ def test_a_commands_log_lines_go_to_stderr_masked_not_into_its_output(
 
 @pytest.mark.parametrize("level", ["WARNING", "loud"])
 def test_a_commands_log_level_is_the_setting_or_its_default(
-    level: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    level: str,
+    command_that_logs: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A value the setting cannot take leaves the default (INFO) for the command's lines;
     the command refuses it when it reads its settings."""
-    from router import entry
-    from router.cli import api_commands
-
-    def audit(args: object) -> int:
-        structlog.get_logger("router.t").info("told")
-        return 0
-
-    monkeypatch.setattr(api_commands, "audit", audit)
-    monkeypatch.setenv("ROUTER_LOG_FORMAT", "json")
     monkeypatch.setenv("ROUTER_LOG_LEVEL", level)
-    structlog.reset_defaults()
-    monkeypatch.setattr(sys, "argv", ["router", "audit"])
-    assert entry.main() == 0
+    assert command_that_logs() == 0
     lines = capsys.readouterr().err.splitlines()
-    assert [json.loads(line)["event"] for line in lines] == ([] if level == "WARNING" else ["told"])
+    assert [json.loads(line)["event"] for line in lines] == (
+        [] if level == "WARNING" else ["held_flushed"]
+    )
