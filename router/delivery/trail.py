@@ -69,8 +69,9 @@ class TrailRow:
 class Trail:
     """What one batch adds to the trail."""
 
-    #: (event id, event JSON, JSON array of the batch's decisions about it, when)
-    events: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    #: (event id, event JSON, JSON array of the batch's decisions about it, when), the
+    #: JSON as UTF-8 bytes: the event as it came and the decisions as published.
+    events: list[tuple[str, bytes, bytes, datetime]] = field(default_factory=list)
     jobs: list[JobRow] = field(default_factory=list)
     rows: list[TrailRow] = field(default_factory=list)
 
@@ -162,7 +163,7 @@ def trail_of(
     trail = Trail()
     for event, jobs, decisions in routed:
         array = "[" + ",".join(d.model_dump_json() for d in decisions) + "]"
-        trail.events.append((event.event_id, event.model_dump_json(), array, now))
+        trail.events.append((event.event_id, event.model_dump_json().encode(), array.encode(), now))
         trail.jobs.extend(job_row(job) for job in jobs)
     return trail
 

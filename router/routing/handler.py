@@ -371,6 +371,6 @@ class Worker(Feedback):
         trail.jobs.extend(job_row(job) for job in routed.jobs)
         # The event as it came (it decoded, so it is JSON text) and its decisions as
         # already serialized for Kafka: one row, nothing serialized twice.
-        raw = record.value.decode() if record.value else routed.event.model_dump_json()
-        trail.events.append((event_id, raw, (b"[" + b",".join(decided) + b"]").decode(), now))
+        raw = record.value or routed.event.model_dump_json().encode()
+        trail.events.append((event_id, raw, b"[" + b",".join(decided) + b"]", now))
         return messages

@@ -32,7 +32,7 @@ class LedgerStore(PgBase):
             return set()
         async with self._conn() as conn:
             rows = await conn.fetch(
-                self._q["routed_within"], list(event_ids), float(window_seconds)
+                self._q["routed_within"], _json(list(event_ids)), float(window_seconds)
             )
         return {r["event_id"] for r in rows}
 
@@ -58,7 +58,7 @@ class LedgerStore(PgBase):
         ``created_at``."""
         if not trail and not routed and not counted:
             return
-        arguments = (*_trail_arguments(trail), list(routed), list(counted))
+        arguments = (*_trail_arguments(trail), _json(list(routed)), _json(list(counted)))
         statement = self._q["record_batch"]
         async with self._conn() as conn:
             try:
@@ -177,16 +177,28 @@ class LedgerStore(PgBase):
                 await conn.execute(self._q["purge_audit"], float(audit_older_than))
 
 
+def _json(values: list[Any]) -> str:
+    """``values`` as a JSON array (a naive time as UTC, as the driver takes it)."""
+    return orjson.dumps(values, option=orjson.OPT_NAIVE_UTC).decode()
+
+
+def _joined(texts: list[bytes]) -> str:
+    """JSON texts as one JSON array, each as it is."""
+    return (b"[" + b",".join(texts) + b"]").decode()
+
+
 def _trail_arguments(trail: Trail) -> list[Any]:
-    """``write_trail``'s parameters $1-$12, which ``record_batch`` shares: the jobs as
-    one JSON array of their rows (orjson writes the dataclasses whole; the statement
-    reads the columns it names)."""
+    """``write_trail``'s parameters $1-$12, which ``record_batch`` shares: the events as
+    four JSON arrays (ids, the events as they came, their decisions, when), the jobs
+    as one JSON array of their rows (orjson writes the dataclasses whole; the
+    statement reads the columns it names), the other decisions as arrays."""
     rows = trail.rows
+    events = trail.events
     return [
-        [e[0] for e in trail.events],
-        [e[1] for e in trail.events],
-        [e[2] for e in trail.events],
-        [e[3] for e in trail.events],
+        _json([e[0] for e in events]),
+        _joined([e[1] for e in events]),
+        _joined([e[2] for e in events]),
+        _json([e[3] for e in events]),
         orjson.dumps(trail.jobs).decode(),
         [r.dedup for r in rows],
         [r.kind for r in rows],

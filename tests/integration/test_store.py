@@ -360,7 +360,7 @@ async def test_a_batch_recorded_again_writes_each_row_once_and_says_rows_were_th
     now = datetime.now(UTC)
     job = sms_job(5, "e1", "alice", "00000000-0000-4000-8000-0000000000aa", now)
     trail = Trail(
-        events=[("e1", '{"event_id": "e1"}', f'["{job.job_id}"]', now)],
+        events=[("e1", b'{"event_id": "e1"}', f'["{job.job_id}"]'.encode(), now)],
         jobs=[job],
     )
     await store.record_batch(trail, ["e1"], ["e1"])
@@ -381,11 +381,38 @@ async def test_a_batch_recorded_again_writes_each_row_once_and_says_rows_were_th
     assert dict(counts) == {"events": 1, "jobs": 1, "routed": 1, "counted": 1}
 
 
+async def test_a_batchs_events_and_decisions_are_kept_as_they_came_nul_and_all(
+    store: PgStore, database_url: str
+) -> None:
+    # The trail keeps an event as it came (its spacing, key order, escapes; a \u0000
+    # json keeps and jsonb refuses) and its decisions as published, each batch's
+    # events with their own ids and times, every one marked routed.
+    first = datetime(2026, 12, 4, 10, 0, 0, 123456, tzinfo=UTC)
+    second = first + timedelta(seconds=1)
+    event = b'{ "title" : "db\\u0000 down",\n  "event_id":"e\\u00e9 1" }'
+    decisions = b'[{"event_id": "e\\u00e9 1", "alert_key": "x\\u0000y"}, "job-id"]'
+    trail = Trail(events=[("e\u00e9 1", event, decisions, first), ("e2", b"{}", b"[]", second)])
+    await store.record_batch(trail, ["e\u00e9 1", "e2"], [])
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id, event::text, decisions::text, routed_at FROM page_events "
+            "ORDER BY routed_at"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [
+        ("e\u00e9 1", event.decode(), decisions.decode(), first),
+        ("e2", "{}", "[]", second),
+    ]
+    assert await store.routed_within(["e\u00e9 1", "e2", "e3"], 3600) == {"e\u00e9 1", "e2"}
+
+
 async def test_an_event_routed_again_after_its_dedup_window_is_marked_routed_anew(
     store: PgStore, database_url: str
 ) -> None:
     now = datetime.now(UTC)
-    trail = Trail(events=[("e1", '{"event_id": "e1"}', "[]", now)])
+    trail = Trail(events=[("e1", b'{"event_id": "e1"}', b"[]", now)])
     await store.record_batch(trail, ["e1"], [])
     conn = await asyncpg.connect(database_url)
     try:
@@ -413,7 +440,7 @@ async def test_a_batchs_ledger_is_kept_whole_when_a_method_it_paged_is_deleted_m
     job = sms_job(1, "e1", "alice", method.id, now)
     await store.delete_contact_method(method.id)
     await store.record_batch(
-        Trail(events=[("e1", '{"event_id": "e1"}', "[]", now)], jobs=[job]), ["e1"], ["e1"]
+        Trail(events=[("e1", b'{"event_id": "e1"}', b"[]", now)], jobs=[job]), ["e1"], ["e1"]
     )
     assert await store.routed_within(["e1"], 3600) == {"e1"}
     conn = await asyncpg.connect(database_url)
@@ -461,7 +488,9 @@ async def test_a_users_pages_are_found_by_their_jobs_when_their_decisions_are_ke
     job = sms_job(3, "e1", "bob", "00000000-0000-4000-8000-0000000000aa", now)
     event = '{"event_id": "e1", "title": "db down", "severity": "critical"}'
     await store.record_batch(
-        Trail(events=[("e1", event, f'["{job.job_id}"]', now)], jobs=[job]), ["e1"], []
+        Trail(events=[("e1", event.encode(), f'["{job.job_id}"]'.encode(), now)], jobs=[job]),
+        ["e1"],
+        [],
     )
     [page] = await store.pages_of_user("bob", now - timedelta(hours=1))
     assert (page["event_id"], page["title"], page["jobs"]) == ("e1", "db down", 1)
@@ -482,7 +511,9 @@ async def test_a_users_pages_are_found_beside_decisions_an_earlier_release_kept_
         '{"event_id": "e1", "user_id": "dora", "outcome": "skipped", '
         '"reason": "no_contact_methods", "alert_key": "db\\\\u0000key"}]'
     )
-    await store.record_batch(Trail(events=[("e1", event, decisions, now)]), ["e1"], [])
+    await store.record_batch(
+        Trail(events=[("e1", event.encode(), decisions.encode(), now)]), ["e1"], []
+    )
     since = now - timedelta(hours=1)
     [page] = await store.pages_of_user("ghost", since)
     assert (page["event_id"], page["title"], page["jobs"]) == ("e1", "db\x00 down", 0)

@@ -28,8 +28,9 @@ ORDER BY user_id, created_at, id;
 SELECT transport, address FROM opt_outs WHERE address = ANY($1::text[]);
 
 -- name: routed_within
+-- $1: a JSON array of event ids (see write_trail: no per-element work in the driver).
 SELECT event_id FROM routed_events
-WHERE event_id = ANY($1::text[])
+WHERE event_id = ANY (ARRAY(SELECT json_array_elements_text($1::json)))
   AND routed_at > now() - make_interval(secs => $2);
 
 -- name: mark_routed
@@ -39,14 +40,21 @@ ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at;
 
 -- name: write_trail
 -- A batch's page trail in one statement: the events with their decisions
--- ($1-$4), the jobs ($5: a JSON array of job rows, JobRow's fields; digest_of
--- the events a digest carries, null for other jobs) and any other decisions
--- ($6-$12). The jobs come as one JSON text: PostgreSQL reads it faster than the
--- worker writes ten arrays of 1,500 values.
+-- ($1-$4: JSON arrays, an element per event: its id, the event as it came, the
+-- array of its decisions, when it was routed), the jobs ($5: a JSON array of job
+-- rows, JobRow's fields; digest_of the events a digest carries, null for other
+-- jobs) and any other decisions ($6-$12). The jobs come as one JSON text:
+-- PostgreSQL reads it faster than the worker writes ten arrays of 1,500 values;
+-- the events as JSON arrays, not PostgreSQL arrays, as the driver checks each
+-- element of an array it sends in Python and a JSON text not at all. Each event
+-- is read by json_array_elements, which keeps its text as it came: the json
+-- operators (->) would read every string in it and refuse a \u0000 json keeps.
 WITH events AS (
     INSERT INTO page_events (event_id, event, decisions, routed_at)
-    SELECT e, j::json, d::json, t
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, d, t)
+    SELECT e, j, d, t::timestamptz
+    FROM ROWS FROM (json_array_elements_text($1::json), json_array_elements($2::json),
+                    json_array_elements($3::json), json_array_elements_text($4::json))
+         AS u (e, j, d, t)
     ON CONFLICT (event_id) DO NOTHING
 ), jobs AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
@@ -68,8 +76,9 @@ ON CONFLICT (dedup) WHERE dedup IS NOT NULL DO NOTHING;
 -- name: record_batch
 -- A routed batch's whole ledger after the broker acknowledged its output, in one
 -- statement: its page trail ($1-$12, as write_trail), its events marked routed
--- ($13, as mark_routed), and the jobs counted against rate limits without a
--- reservation: the trail's jobs of the events in $14, each at its created_at (the
+-- ($13, a JSON array of their ids, as mark_routed), and the jobs counted against
+-- rate limits without a reservation: the trail's jobs of the events in $14 (a JSON
+-- array of ids, as $13), each at its created_at (the
 -- worker's clock it was decided at), jobs no limit holds back (critical), counted
 -- as count_sends would. The jobs' JSON is read once for both.
 -- The worker runs it first without its ON CONFLICT lines (no conflict check per
@@ -83,8 +92,10 @@ WITH g AS MATERIALIZED (
                failover_of uuid, digest_of text[])
 ), events AS (
     INSERT INTO page_events (event_id, event, decisions, routed_at)
-    SELECT e, j::json, d::json, t
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u (e, j, d, t)
+    SELECT e, j, d, t::timestamptz
+    FROM ROWS FROM (json_array_elements_text($1::json), json_array_elements($2::json),
+                    json_array_elements($3::json), json_array_elements_text($4::json))
+         AS u (e, j, d, t)
     ON CONFLICT (event_id) DO NOTHING
 ), jobs AS (
     INSERT INTO page_jobs (job_id, event_id, user_id, contact_method_id, transport, severity,
@@ -95,12 +106,13 @@ WITH g AS MATERIALIZED (
     ON CONFLICT (job_id) DO NOTHING
 ), routed AS (
     INSERT INTO routed_events (event_id)
-    SELECT unnest($13::text[])
+    SELECT json_array_elements_text($13::json)
     ON CONFLICT (event_id) DO UPDATE SET routed_at = excluded.routed_at
 ), counted AS (
     INSERT INTO rate_limit_sends (job_id, contact_method_id, sent_at)
     SELECT g.job_id, g.contact_method_id, g.created_at
-    FROM g JOIN (SELECT DISTINCT unnest($14::text[]) AS event_id) AS c USING (event_id)
+    FROM g JOIN (SELECT DISTINCT json_array_elements_text($14::json) AS event_id) AS c
+         USING (event_id)
     ON CONFLICT (job_id) DO NOTHING
 )
 INSERT INTO page_trail (dedup, kind, event_id, user_id, job_id, at, record)
