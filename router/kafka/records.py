@@ -19,16 +19,23 @@ from schemas import Decision, EmailJob, SmsJob, WebhookJob
 
 Job = EmailJob | SmsJob | WebhookJob
 
+#: Builds an :class:`Outgoing` from a tuple of its fields in order, without the named
+#: tuple's ``__new__`` (a Python function): a third of a microsecond each, six an event.
+_outgoing = tuple.__new__
+
 
 def job_record(settings: Settings, job: Job, origin: int, identity: Identity) -> Outgoing:
     """``job`` as the record delivery workers read."""
-    return Outgoing(
-        settings.delivery_topic(job.transport),
-        encode(job),
-        job.contact_method_id.encode(),
-        [("router.event_id", job.event_id.encode()), ("router.job_id", job.job_id.encode())],
-        origin,
-        identity,
+    return _outgoing(
+        Outgoing,
+        (
+            settings.delivery_topic(job.transport),
+            encode(job),
+            job.contact_method_id.encode(),
+            [("router.event_id", job.event_id.encode()), ("router.job_id", job.job_id.encode())],
+            origin,
+            identity,
+        ),
     )
 
 
@@ -41,13 +48,16 @@ def decision_record(
 ) -> Outgoing:
     """``decision`` as its record on the decisions topic; ``value`` when it is already
     serialized (the routing path keeps the JSON for the trail too)."""
-    return Outgoing(
-        settings.topic_decisions,
-        value if value is not None else encode(decision),
-        decision.event_id.encode(),
-        [("router.event_id", decision.event_id.encode())],
-        origin,
-        identity,
+    return _outgoing(
+        Outgoing,
+        (
+            settings.topic_decisions,
+            value if value is not None else encode(decision),
+            decision.event_id.encode(),
+            [("router.event_id", decision.event_id.encode())],
+            origin,
+            identity,
+        ),
     )
 
 
