@@ -12,6 +12,7 @@ builds and compresses each record batch as aiokafka would and acknowledges it at
 without sending it. The figures are medians over the batches after the first fifth:
 
 - ``us_per_event``: the process's CPU for ``route`` and ``record`` together, per alert;
+- ``route_us_per_event``: the CPU within ``route`` alone (decode, plan, records, publish);
 - ``record_us_per_event``: the CPU within ``record`` alone (the ledger's arguments and
   the driver's work; PostgreSQL's own is another process's);
 - ``record_wall_ms``: how long a batch's ledger statement took.
@@ -125,6 +126,7 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
         worker = Worker(directory, publisher, settings, options=options)
         rnd = random.Random(7)
         cpu: list[float] = []
+        route_cpu: list[float] = []
         record_cpu: list[float] = []
         record_wall: list[float] = []
         for n in range(batches):
@@ -134,6 +136,7 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
             recording, wall = time.process_time(), time.perf_counter()
             await worker.record(result)
             record_wall.append(time.perf_counter() - wall)
+            route_cpu.append(recording - started)
             record_cpu.append(time.process_time() - recording)
             cpu.append(time.process_time() - started)
             assert result.jobs == 3 * BATCH, f"batch {n}: {result.jobs} jobs"
@@ -146,6 +149,7 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
 
     return {
         "us_per_event": round(steady(cpu) * 1e6 / BATCH, 1),
+        "route_us_per_event": round(steady(route_cpu) * 1e6 / BATCH, 1),
         "record_us_per_event": round(steady(record_cpu) * 1e6 / BATCH, 2),
         "record_wall_ms": round(steady(record_wall) * 1000, 1),
         "users": users,
