@@ -178,8 +178,8 @@ class LedgerStore(PgBase):
 
 
 def _json(values: list[Any]) -> str:
-    """``values`` as a JSON array (a naive time as UTC, as the driver takes it)."""
-    return orjson.dumps(values, option=orjson.OPT_NAIVE_UTC).decode()
+    """``values`` as a JSON array."""
+    return orjson.dumps(values).decode()
 
 
 def _joined(texts: list[bytes]) -> str:
@@ -198,7 +198,9 @@ def _trail_arguments(trail: Trail) -> list[Any]:
         _json([e[0] for e in events]),
         _joined([e[1] for e in events]),
         _joined([e[2] for e in events]),
-        _json([e[3] for e in events]),
+        # Times with their offset; a naive one as the process's local time, as asyncpg
+        # takes it (the router's clocks are all UTC-aware).
+        _json([e[3] if e[3].tzinfo is not None else e[3].astimezone() for e in events]),
         orjson.dumps(trail.jobs).decode(),
         [r.dedup for r in rows],
         [r.kind for r in rows],
