@@ -204,6 +204,20 @@ async def seed(url: str, users: int) -> None:
         await store.close()
 
 
+def alert_value(n: int, user: int, prefix: str = "bench") -> bytes:
+    """The benchmarks' alert number ``n``: critical, down, to ``user{user}`` alone."""
+    return json.dumps(
+        {
+            "event_id": f"{prefix}-{n}",
+            "kind": "down",
+            "severity": "critical",
+            "user_ids": [f"user{user}"],
+            "title": f"check {n} failed",
+            "body": "connection refused from 3 probes",
+        }
+    ).encode()
+
+
 async def produce_alerts(
     bootstrap: str, topic: str, events: int, users: int, prefix: str = "bench"
 ) -> None:
@@ -212,15 +226,8 @@ async def produce_alerts(
     try:
         batch = []
         for i in range(events):
-            alert = {
-                "event_id": f"{prefix}-{i}",
-                "kind": "down",
-                "severity": "critical",
-                "user_ids": [f"user{random.randrange(users)}"],
-                "title": f"check {i} failed",
-                "body": "connection refused from 3 probes",
-            }
-            batch.append(await producer.send(topic, json.dumps(alert).encode()))
+            value = alert_value(i, random.randrange(users), prefix)
+            batch.append(await producer.send(topic, value))
         await asyncio.gather(*batch)
     finally:
         await producer.stop()
