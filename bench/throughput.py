@@ -160,7 +160,7 @@ def server_pids(datadir: Path) -> Callable[[], list[int]]:
 async def seed(url: str, users: int) -> None:
     store = await PgStore.connect(url)
     try:
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for n in range(users):
             base = dict.fromkeys(("is_primary", "verified", "disabled", "muted"), False)
             flags = dict.fromkeys(
@@ -292,7 +292,7 @@ async def rate(
                     last = record.timestamp if last is None else max(last, record.timestamp)
         assert first is not None
         assert last is not None
-        return seen / max((last - first) / 1000, 0.001)
+        return float(seen / max((last - first) / 1000, 0.001))
     finally:
         await consumer.stop()
 
@@ -503,7 +503,7 @@ async def run(
     postgres: Callable[[], list[int]] | None = None,
 ) -> None:
     """The whole benchmark; ``postgres`` names the database server's processes, if local."""
-    env = {
+    env: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap,
         "database_url": url,
         "kafka_enable_idempotence": os.environ.get("ROUTER_KAFKA_ENABLE_IDEMPOTENCE", "false"),
@@ -513,7 +513,7 @@ async def run(
         "topic_decisions": "bench.decisions",
         "group_id": "bench-router",
     }
-    settings = Settings(**env)  # type: ignore[arg-type]
+    settings = Settings(**env)
     await migrate(url)
     await ensure_topics(settings)
     await seed(url, args.users)
@@ -531,7 +531,7 @@ async def run(
             "topic_sms": "bench.ref.sms",
             "topic_webhook": "bench.ref.webhook",
         }
-    )  # type: ignore[arg-type]
+    )
     await ensure_topics(ref)
     # Each round runs the three loops one after the other, each over alerts of its own,
     # the router's waiting as a backlog for a worker started after them; a ratio is
@@ -552,7 +552,7 @@ async def run(
                             for name in ("alerts", "decisions", "email", "sms", "webhook")
                         },
                     }
-                ),  # type: ignore[arg-type]
+                ),
                 args.rate,
                 args.latency_seconds,
                 args.users,
@@ -774,7 +774,7 @@ async def several_workers(
         "topic_decisions": "bench.multi.decisions",
         "group_id": "bench-router-multi",
     }
-    await ensure_topics(Settings(**env))  # type: ignore[arg-type]
+    await ensure_topics(Settings(**env))
     ports = [free_port() for _ in range(workers)]
     children = [await start_worker(env, port, log_level) for port in ports]
     try:
