@@ -40,13 +40,13 @@ from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
-from throughput import alert_value, seed
+from throughput import alert_value, reference_directory, reference_outputs, seed
 
 from router.db.migrate import migrate
 from router.db.store import PgStore
 from router.dev.embedded import EmbeddedPostgres
 from router.directory.cache import CachedDirectory, DirectoryCache
-from router.kafka.publish import ProducerPublisher
+from router.kafka.publish import Outgoing, ProducerPublisher, deliver
 from router.logging import configure
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
@@ -131,6 +131,7 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
             record_cpu.append(time.process_time() - recording)
             cpu.append(time.process_time() - started)
             assert result.jobs == 3 * BATCH, f"batch {n}: {result.jobs} jobs"
+        reference_cpu = await reference(publisher, users, batches)
     finally:
         await directory.close()
         await store.close()
@@ -143,9 +144,36 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
         "route_us_per_event": round(steady(route_cpu) * 1e6 / BATCH, 1),
         "record_us_per_event": round(steady(record_cpu) * 1e6 / BATCH, 2),
         "record_wall_ms": round(steady(record_wall) * 1000, 1),
+        "reference_us_per_event": round(steady(reference_cpu) * 1e6 / BATCH, 1),
         "users": users,
         "batches": batches,
     }
+
+
+async def reference(publisher: ProducerPublisher, users: int, batches: int) -> list[float]:
+    """The throughput benchmark's reference loop's work (``reference_outputs``) over the
+    same alerts, published as the worker publishes: the CPU of each batch."""
+    directory = reference_directory(users)
+    topics = {"email": "bench.email", "sms": "bench.sms", "webhook": "bench.webhook"}
+    rnd = random.Random(7)
+    cpu: list[float] = []
+    for n in range(batches):
+        records = alerts(n * BATCH, users, rnd)
+        started = time.process_time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time()))
+        outgoing = [
+            Outgoing(topic, value, key, headers, index, (r.topic, r.partition, r.offset, k))
+            for index, r in enumerate(records)
+            for k, (topic, value, key, headers) in enumerate(
+                reference_outputs(r.value or b"", directory, topics, "bench.decisions", stamp)
+            )
+        ]
+        delivery = await deliver(publisher, outgoing, set())
+        cpu.append(time.process_time() - started)
+        assert not delivery.refused, delivery
+        assert delivery.outage is None, delivery
+        assert len(outgoing) == 6 * BATCH, f"batch {n}: {len(outgoing)} records"
+    return cpu
 
 
 def main() -> None:
@@ -171,7 +199,8 @@ def main() -> None:
         print(
             f"{figures['us_per_event']} µs of CPU an event: {figures['route_us_per_event']} "
             f"within route, {figures['record_us_per_event']} within record; the ledger statement "
-            f"{figures['record_wall_ms']} ms a batch ({args.users} users, {args.batches} batches)"
+            f"{figures['record_wall_ms']} ms a batch; the reference loop's work "
+            f"{figures['reference_us_per_event']} µs ({args.users} users, {args.batches} batches)"
         )
 
 

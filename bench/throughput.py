@@ -332,6 +332,117 @@ async def bare_loop(
     return meter.microseconds()
 
 
+#: A reference loop's output record: topic, value, key and headers.
+ReferenceRecord = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
+
+
+def reference_directory(users: int) -> dict[str, list[dict[str, Any]]]:
+    """The reference loop's directory: three methods per user, as ``seed`` writes them."""
+    return {
+        f"user{n}": [
+            {
+                "id": f"m{n}-{t}",
+                "transport": t,
+                "to": to,
+                "disabled": False,
+                "muted": False,
+                "suppress": frozenset(),
+                "verified": True,
+            }
+            for t, to in (
+                ("email", f"u{n}@example.com"),
+                ("sms", f"+1415{200 + n // 10000:03d}{n % 10000:04d}"),
+                ("webhook", f"https://hooks.example.com/{n}"),
+            )
+        ]
+        for n in range(users)
+    }
+
+
+def reference_outputs(
+    value: bytes,
+    directory: dict[str, list[dict[str, Any]]],
+    topics: dict[str, str],
+    sink: str,
+    stamp: str,
+) -> list[ReferenceRecord]:
+    """The reference loop's work for one alert, not project code: the real ``AlertEvent``
+    validated from the record, each recipient's methods from a dict, the
+    mute/disabled/suppression checks on plain values, a job (ids by ``uuid5``, the email
+    subject and text and the SMS text rendered) and a decision per method as dicts,
+    orjson; ``stamp`` is the batch's time as text. Its records in the order sent."""
+    out: list[ReferenceRecord] = []
+    event = AlertEvent.model_validate_json(value)
+    occurred = stamp if event.occurred_at is None else event.occurred_at
+    for user_id in event.recipients():
+        for m in directory.get(user_id, ()):
+            decision: dict[str, Any] = {
+                "event_id": event.event_id,
+                "user_id": user_id,
+                "contact_method_id": m["id"],
+                "transport": m["transport"],
+                "outcome": "sent",
+                "reason": None,
+                "job_id": None,
+                "decided_at": stamp,
+                "deliver_at": None,
+                "digest_of": None,
+                "failover_of": None,
+            }
+            if m["disabled"] or m["muted"] or event.kind in m["suppress"]:
+                decision["outcome"] = "skipped"
+                decision["reason"] = "disabled"
+            else:
+                job_id = job_id_for(event.event_id, m["id"])
+                decision["job_id"] = job_id
+                job: dict[str, Any] = {
+                    "purpose": "alert",
+                    "job_id": job_id,
+                    "event_id": event.event_id,
+                    "user_id": user_id,
+                    "contact_method_id": m["id"],
+                    "to": m["to"],
+                    "kind": event.kind,
+                    "severity": event.severity,
+                    "title": event.title,
+                    "body": event.body,
+                    "url": event.url,
+                    "verified": m["verified"],
+                    "occurred_at": occurred,
+                    "created_at": stamp,
+                    "digest_of": None,
+                    "transport": m["transport"],
+                }
+                if m["transport"] == "email":
+                    job["subject"] = render.email_subject(event)
+                    job["text"] = render.email_text(event)
+                elif m["transport"] == "sms":
+                    text = render.sms_text(event, 3)
+                    job.update(text=text, encoding="GSM-7", segments=1)
+                else:
+                    job.update(
+                        method="POST",
+                        headers={"Content-Type": "application/json"},
+                        body=orjson.dumps(
+                            {"event_id": event.event_id, "job_id": job_id, "title": event.title}
+                        ).decode(),
+                    )
+                headers = [
+                    ("router.event_id", event.event_id.encode()),
+                    ("router.job_id", job_id.encode()),
+                ]
+                out.append((topics[m["transport"]], orjson.dumps(job), m["id"].encode(), headers))
+            out.append(
+                (
+                    sink,
+                    orjson.dumps(decision),
+                    event.event_id.encode(),
+                    [("router.event_id", event.event_id.encode())],
+                )
+            )
+    return out
+
+
 async def reference_loop(
     settings: Settings,
     source: str,
@@ -352,24 +463,7 @@ async def reference_loop(
     (``fetch_max_wait_ms``). ``ready`` is set once it has its partitions. Returns its
     CPU microseconds per event at steady state.
     """
-    directory: dict[str, list[dict[str, Any]]] = {}
-    for n in range(users):
-        directory[f"user{n}"] = [
-            {
-                "id": f"m{n}-{t}",
-                "transport": t,
-                "to": to,
-                "disabled": False,
-                "muted": False,
-                "suppress": frozenset(),
-                "verified": True,
-            }
-            for t, to in (
-                ("email", f"u{n}@example.com"),
-                ("sms", f"+1415{200 + n // 10000:03d}{n % 10000:04d}"),
-                ("webhook", f"https://hooks.example.com/{n}"),
-            )
-        ]
+    directory = reference_directory(users)
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -401,91 +495,14 @@ async def reference_loop(
             if ready is not None and consumer.assignment():
                 ready.set()
             acks = []
-            now = time.time()
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time()))
             for records in batches.values():
                 for record in records:
                     done += 1
-                    event = AlertEvent.model_validate_json(record.value)
-                    occurred = stamp if event.occurred_at is None else event.occurred_at
-                    for user_id in event.recipients():
-                        for m in directory.get(user_id, ()):
-                            decision: dict[str, Any] = {
-                                "event_id": event.event_id,
-                                "user_id": user_id,
-                                "contact_method_id": m["id"],
-                                "transport": m["transport"],
-                                "outcome": "sent",
-                                "reason": None,
-                                "job_id": None,
-                                "decided_at": stamp,
-                                "deliver_at": None,
-                                "digest_of": None,
-                                "failover_of": None,
-                            }
-                            if m["disabled"] or m["muted"] or event.kind in m["suppress"]:
-                                decision["outcome"] = "skipped"
-                                decision["reason"] = "disabled"
-                            else:
-                                job_id = job_id_for(event.event_id, m["id"])
-                                decision["job_id"] = job_id
-                                job: dict[str, Any] = {
-                                    "purpose": "alert",
-                                    "job_id": job_id,
-                                    "event_id": event.event_id,
-                                    "user_id": user_id,
-                                    "contact_method_id": m["id"],
-                                    "to": m["to"],
-                                    "kind": event.kind,
-                                    "severity": event.severity,
-                                    "title": event.title,
-                                    "body": event.body,
-                                    "url": event.url,
-                                    "verified": m["verified"],
-                                    "occurred_at": occurred,
-                                    "created_at": stamp,
-                                    "digest_of": None,
-                                    "transport": m["transport"],
-                                }
-                                if m["transport"] == "email":
-                                    job["subject"] = render.email_subject(event)
-                                    job["text"] = render.email_text(event)
-                                elif m["transport"] == "sms":
-                                    text = render.sms_text(event, 3)
-                                    job.update(text=text, encoding="GSM-7", segments=1)
-                                else:
-                                    job.update(
-                                        method="POST",
-                                        headers={"Content-Type": "application/json"},
-                                        body=orjson.dumps(
-                                            {
-                                                "event_id": event.event_id,
-                                                "job_id": job_id,
-                                                "title": event.title,
-                                            }
-                                        ).decode(),
-                                    )
-                                key = m["id"].encode()
-                                headers = [
-                                    ("router.event_id", event.event_id.encode()),
-                                    ("router.job_id", job_id.encode()),
-                                ]
-                                acks.append(
-                                    await producer.send(
-                                        topics[m["transport"]],
-                                        orjson.dumps(job),
-                                        key=key,
-                                        headers=headers,
-                                    )
-                                )
-                            acks.append(
-                                await producer.send(
-                                    sink,
-                                    orjson.dumps(decision),
-                                    key=event.event_id.encode(),
-                                    headers=[("router.event_id", event.event_id.encode())],
-                                )
-                            )
+                    for topic, value, key, headers in reference_outputs(
+                        record.value, directory, topics, sink, stamp
+                    ):
+                        acks.append(await producer.send(topic, value, key=key, headers=headers))
             await asyncio.gather(*acks)
             await consumer.commit()
             meter.seen(done)
