@@ -1,0 +1,60 @@
+"""The offline benchmark runs from the project's files and prints every figure it names.
+
+``bench/handler_cpu.py`` is how a change to the hot path is judged (docs/performance.md):
+it must keep working as the worker's code changes under it. Its figures are not judged
+here (they move with the machine); that they come out, whole, is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
+    database_url: str,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    env["ROUTER_DATABASE_URL"] = database_url
+    done = subprocess.run(
+        [sys.executable, "bench/handler_cpu.py", "--users", "200", "--batches", "5", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["users"] == 200
+    assert figures["batches"] == 5
+    for name in (
+        "us_per_event",
+        "route_us_per_event",
+        "record_us_per_event",
+        "record_wall_ms",
+        "reference_us_per_event",
+    ):
+        assert isinstance(figures[name], float), name
+        assert figures[name] > 0, name
+    # Routing is a part of the whole: the ledger's write is counted beside it.
+    assert figures["route_us_per_event"] < figures["us_per_event"]
+
+
+def test_the_handler_benchmark_refuses_too_few_batches_to_measure() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/handler_cpu.py", "--batches", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--batches must be at least 5" in done.stderr
