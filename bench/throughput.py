@@ -337,7 +337,8 @@ ReferenceRecord = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 
 
 def reference_directory(users: int) -> dict[str, list[dict[str, Any]]]:
-    """The reference loop's directory: three methods per user, as ``seed`` writes them."""
+    """The reference loop's directory: three methods per user, at the addresses ``seed``
+    gives them (the ids are the reference's own)."""
     return {
         f"user{n}": [
             {
