@@ -191,6 +191,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.batches < 5:
         parser.error("--batches must be at least 5 (the first fifth is not counted)")
+    if args.users < 1:
+        parser.error("--users must be at least 1")
     configure("json", "WARNING")  # as the throughput benchmark runs the worker
     url = os.environ.get("ROUTER_DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:

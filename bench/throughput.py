@@ -1105,8 +1105,11 @@ def main() -> None:
         "FILE, top costs printed",
     )
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    for name in ("rounds", "events", "users", "rate", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.latency_seconds <= 0:
+        parser.error("--latency-seconds must be more than 0")
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
         kafka = postgres = None
         bootstrap = os.environ.get("ROUTER_KAFKA_BOOTSTRAP_SERVERS")

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,9 +49,21 @@ def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
     assert figures["route_us_per_event"] < figures["us_per_event"]
 
 
-def test_the_handler_benchmark_refuses_too_few_batches_to_measure() -> None:
+@pytest.mark.parametrize(
+    ("script", "arguments", "said"),
+    [
+        ("handler_cpu.py", ["--batches", "2"], "--batches must be at least 5"),
+        ("handler_cpu.py", ["--users", "0"], "--users must be at least 1"),
+        ("throughput.py", ["--users", "0"], "--users must be at least 1"),
+        ("throughput.py", ["--events", "-5"], "--events must be at least 1"),
+        ("throughput.py", ["--latency-seconds", "0"], "--latency-seconds must be more than 0"),
+    ],
+)
+def test_a_benchmark_refuses_what_it_cannot_measure_before_starting_anything(
+    script: str, arguments: list[str], said: str
+) -> None:
     done = subprocess.run(
-        [sys.executable, "bench/handler_cpu.py", "--batches", "2"],
+        [sys.executable, f"bench/{script}", *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -57,4 +71,5 @@ def test_the_handler_benchmark_refuses_too_few_batches_to_measure() -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "--batches must be at least 5" in done.stderr
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr
