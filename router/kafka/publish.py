@@ -117,38 +117,50 @@ class OneByOne:
         return sent
 
 
-async def deliver(publisher: Publisher, messages: list[Outgoing], acked: set[Identity]) -> Delivery:
-    """Send every message not in ``acked``; add those acknowledged now to it.
+async def deliver(
+    publisher: Publisher, messages: list[Outgoing], acked: set[Identity], *, keep: bool = False
+) -> Delivery:
+    """Send every message not in ``acked``; when any is refused or an outage stops
+    them (or ``keep`` says so), add those acknowledged now to ``acked``, for the
+    attempt that follows.
 
     Waits for every acknowledgement before returning, so no failure goes
     unobserved and a broker outage is one result, not one per message. A group
     the broker refuses as a whole is sent again one message at a time, so only
-    the message it will not take is refused, not the others sent with it.
+    the message it will not take is refused, not the others sent with it. When
+    every message is acknowledged, ``acked`` is left as it was: no attempt will
+    send these again, and the thousands of identities of a batch are neither
+    added nor, once the batch is committed, taken out. ``keep``: a part of a batch
+    handled record by record, which a later record's outage sends back whole.
     """
     result = Delivery()
+    done: list[Sequence[Outgoing]] = []  # the groups acknowledged
     todo = [m for m in messages if m.identity not in acked] if acked else messages
-    again = await _round(publisher, todo, acked, result, singly=False)
+    again = await _round(publisher, todo, done, result, singly=False)
     if again:
-        await _round(publisher, again, acked, result, singly=True)
+        await _round(publisher, again, done, result, singly=True)
+    if keep or result.refused or result.outage is not None:
+        acked.update(message.identity for group in done for message in group)
     return result
 
 
 async def _round(
     publisher: Publisher,
     messages: Sequence[Outgoing],
-    acked: set[Identity],
+    acked: list[Sequence[Outgoing]],
     result: Delivery,
     *,
     singly: bool,
 ) -> list[Outgoing]:
-    """One sending of ``messages``; the messages of refused groups of more than one."""
+    """One sending of ``messages``, the groups acknowledged into ``acked``; the
+    messages of refused groups of more than one."""
     again: list[Outgoing] = []
     waiting: list[tuple[Sequence[Outgoing], Awaitable[Any]]] = []
     for group, ack in await publisher.send_all(messages, singly=singly):
         if isinstance(ack, BaseException):
             _settle(result, group, ack, again)
         elif ack is None:
-            acked.update(message.identity for message in group)
+            acked.append(group)
         else:
             waiting.append((group, ack))
     outcomes = await asyncio.gather(*(ack for _, ack in waiting), return_exceptions=True)
@@ -156,7 +168,7 @@ async def _round(
         if isinstance(outcome, BaseException):
             _settle(result, group, outcome, again)
         else:
-            acked.update(message.identity for message in group)
+            acked.append(group)
     return again
 
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from router.routing.dlq import DeadLetter
 from router.routing.pipeline import Planned, Routed
 from router.routing.recording import Ledger
 
 
-@dataclass(frozen=True)
-class Settled:
+class Settled(NamedTuple):
     """What one consumed alert record becomes, fixed by the first attempt at it: its
-    plan (the rate limits still to apply), or its final outcome; and that attempt's clock."""
+    plan (the rate limits still to apply), or its final outcome; and that attempt's clock.
+    A named tuple: one is made for every record."""
 
     outcome: Planned | Routed | DeadLetter
     now: datetime

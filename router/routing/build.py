@@ -17,15 +17,21 @@ from typing import Any
 from router.directory.models import ContactMethod
 from router.pages.replies import reply_hint
 from router.routing import render
+from router.routing.digest_text import (
+    digest_email,
+    digest_kind,
+    digest_sms,
+    digest_title,
+    digest_webhook_body,
+    highest,
+)
 from router.routing.encode import shell, template
 from router.routing.rules import RoutingOptions
 from schemas import (
-    SEVERITY_RANK,
     AlertEvent,
     Decision,
     DeliveryJob,
     EmailJob,
-    Kind,
     Outcome,
     Reason,
     SmsJob,
@@ -307,63 +313,30 @@ def new_decision(
     return shell(Decision, fields)
 
 
+def sent_decision(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -> Decision:
+    """The decision that routing sends ``job``: :func:`new_decision`'s ``sent`` with the
+    job's event, user, method, transport, id and alert key (``escalated`` on a later
+    step or round of a page). One for every job an event is routed to, so it fills
+    only the fields a sent decision has from the job at hand, not the keywords of
+    every decision."""
+    fields = template(Decision).copy()
+    fields["event_id"] = job.event_id
+    fields["user_id"] = job.user_id
+    fields["contact_method_id"] = job.contact_method_id
+    fields["transport"] = job.transport
+    fields["outcome"] = "sent"
+    fields["job_id"] = job.job_id
+    fields["decided_at"] = decided_at
+    fields["alert_key"] = job.alert_key
+    if paging is not None:
+        if paging.escalated:
+            fields["reason"] = "escalated"
+        fields["escalation_step"] = paging.step
+        fields["escalation_round"] = paging.round
+    return shell(Decision, fields)
+
+
 # -- digests -----------------------------------------------------------------------
-
-
-def highest(events: Sequence[AlertEvent]) -> str:
-    """The highest severity among ``events``: the digest's severity."""
-    return max((e.severity for e in events), key=lambda s: SEVERITY_RANK[s])
-
-
-def digest_kind(events: Sequence[AlertEvent]) -> Kind:
-    """What the digest says happened: the events' kind when they all share one (a digest
-    of recoveries is ``up``), else ``down``: something among them may still be wrong."""
-    kinds = {e.kind for e in events}
-    return kinds.pop() if len(kinds) == 1 else "down"
-
-
-def digest_title(events: Sequence[AlertEvent]) -> str:
-    if len(events) == 1:
-        return events[0].title
-    return f"{len(events)} alerts held for you (highest: {highest(events)})"
-
-
-def digest_sms(events: Sequence[AlertEvent], max_segments: int) -> str:
-    """How many, the highest severity, then the titles, cut to fit ``max_segments``."""
-    if len(events) == 1:
-        return render.sms_text(events[0], max_segments)
-    titles = "; ".join(render.one_line(e.title) for e in events)
-    return render.fit_sms(
-        f"{len(events)} alerts, highest {highest(events).upper()}: {titles}", max_segments
-    )
-
-
-def digest_email(events: Sequence[AlertEvent]) -> tuple[str, str]:
-    """Subject and text of a digest email: one section per event, oldest first."""
-    if len(events) == 1:
-        return render.email_subject(events[0]), render.email_text(events[0])
-    subject = f"[{highest(events).upper()}] {digest_title(events)}"
-    sections = [f"{len(events)} alerts arrived while they were held for you:", ""]
-    for event in events:
-        sections += [
-            f"--- [{event.severity.upper()}] {event.kind.upper()}",
-            render.email_text(event),
-        ]
-    return subject[:250], "\n".join(sections)
-
-
-def digest_webhook_body(events: Sequence[AlertEvent], method: ContactMethod, job_id: str) -> str:
-    payload = {
-        "digest": True,
-        "job_id": job_id,
-        "user_id": method.user_id,
-        "count": len(events),
-        "highest_severity": highest(events),
-        "events": [
-            render.webhook_payload(e, user_id=method.user_id, job_id=job_id) for e in events
-        ],
-    }
-    return render.compact_json(payload)
 
 
 def digest_job(

@@ -109,6 +109,17 @@ def make(model: type[M], values: dict[str, Any]) -> M:
     return _instance(model, fields)
 
 
+def replaced(instance: M, values: dict[str, Any]) -> M:
+    """A copy of ``instance`` with ``values`` in place of its own, every field set (as
+    :func:`make` gives), not validated: both are. Cheaper than :func:`make` of the
+    instance's fields and ``values``, which copies them twice."""
+    model = type(instance)
+    template(model)  # its fields set, shared
+    fields = instance.__dict__.copy()
+    fields.update(values)
+    return _instance(model, fields)
+
+
 def encode(model: BaseModel) -> bytes:
     """``model`` as JSON bytes, equal to ``model.model_dump_json().encode()``."""
     try:

@@ -21,18 +21,17 @@ import structlog
 from router import metrics
 from router.db.store import Store
 from router.delivery.edge import FailOver
-from router.delivery.trail import Trail, job_row, trail_value
+from router.delivery.trail import Trail
 from router.directory.models import Directory
 from router.held.digest import HeldPage
 from router.kafka.publish import Outgoing, Publisher
-from router.kafka.records import decision_record, job_record
 from router.pages.desk import FirstStep, first_steps, resolve_by_events
 from router.pages.escalation import PageBook
 from router.routing.batch import BatchResult, Settled, merge_results
 from router.routing.decode import Rejection, decode
 from router.routing.dlq import DeadLetter, SourceRecord, dead_letter
-from router.routing.encode import encode
 from router.routing.feedback import Feedback
+from router.routing.messages import routed_messages
 from router.routing.pipeline import (
     Planned,
     Routed,
@@ -151,59 +150,29 @@ class Worker(Feedback):
     async def _handle(self, records: Sequence[SourceRecord]) -> BatchResult:
         started = time.perf_counter()
         settled = await self._settle(records)
-        finished = await self._reserve(settled)
-        result = BatchResult()
-        outgoing: list[Outgoing] = []
-        trail = Trail()
-        counted: list[str] = []
-        tally = Tally()
-        for index, (record, done) in enumerate(zip(records, settled, strict=True)):
-            if index % _TURN_EVERY == _TURN_EVERY - 1:
-                await asyncio.sleep(0)
-            outcome = finished.get(index, done.outcome)
-            if isinstance(outcome, DeadLetter):
-                result.rejected += 1
-                outgoing += self._letter_messages(index, record, outcome)
-                continue
-            if isinstance(outcome, Planned):
-                # No limit can hold its jobs back (see _reserve): finished here, while its
-                # entries are at hand, and its jobs (in the trail, made at done.now)
-                # counted with the batch's ledger.
-                assert unlimited(outcome), "a plan a limit could touch is finished by _reserve"
-                outcome = finish(outcome, None)
-                if outcome.jobs:
-                    counted.append(outcome.event.event_id)
-            result.events += 1
-            result.routed.append(outcome)
-            tally.add(outcome)
-            outgoing += self._routed_messages(index, record, outcome, trail, done.now)
-
-        # The batch is routed only when the broker has every message; only then is its
-        # ledger written (record), so a crash before that re-routes its events (with
-        # the same job ids) instead of dropping them.
-        refused = await self._publish(records, outgoing)
-        refused_events = {
-            done.outcome.event.event_id
-            for index, done in enumerate(settled)
-            if index in refused and not isinstance(done.outcome, DeadLetter)
-        }
-        if refused_events:
-            result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
-            result.rejected += len(refused_events)
-            result.events -= len(refused_events)
-            tally = Tally(result.routed)
-        # The trail, the routed marks and the counts of jobs no limit holds back.
-        result.ledger = Ledger(
-            trail,
-            [
-                done.outcome.event.event_id
-                for done in settled
-                if isinstance(done.outcome, Planned)
-                and done.outcome.event.event_id not in refused_events
-            ],
-            counted,
-        )
-        result.jobs, result.decisions = report(result.routed, tally)
+        try:
+            result, outgoing, trail, counted = await self._messages(records, settled)
+            # The batch is routed only when the broker has every message; only then is
+            # its ledger written (record), so a crash before that re-routes its events
+            # (with the same job ids) instead of dropping them.
+            refused = await self._publish(records, outgoing)
+        except BaseException:
+            # What each record became, for the retry to publish the same (see _settle);
+            # remembered only when an attempt fails (most never do), or when a later
+            # record of the batch may still fail (see _isolating). What the broker
+            # acknowledged of a failed attempt, _publish remembers.
+            self._remember(records, settled)
+            raise
+        try:
+            self._acknowledged(records, settled, result, refused, trail, counted)
+        except BaseException:
+            # A bug after the acks: the batch is handled record by record next, which
+            # must not send again what the broker has.
+            self._acked.update(m.identity for m in outgoing if m.origin not in refused)
+            self._remember(records, settled)
+            raise
+        if self._isolating:
+            self._remember(records, settled)
         log.debug(
             "batch_done",
             records=len(records),
@@ -214,8 +183,75 @@ class Worker(Feedback):
         )
         return result
 
+    def _remember(self, records: Sequence[SourceRecord], settled: list[Settled]) -> None:
+        self._settled.update((_key(r), done) for r, done in zip(records, settled, strict=True))
+
+    async def _messages(
+        self, records: Sequence[SourceRecord], settled: list[Settled]
+    ) -> tuple[BatchResult, list[Outgoing], Trail, list[str]]:
+        """Every record's messages, after the rate limits; the batch's result so far, its
+        page trail and the events whose jobs no limit holds back (counted with the
+        ledger)."""
+        finished = await self._reserve(settled)
+        result = BatchResult()
+        outgoing: list[Outgoing] = []
+        trail = Trail()
+        counted: list[str] = []
+        for index, (record, done) in enumerate(zip(records, settled, strict=True)):
+            if index % _TURN_EVERY == _TURN_EVERY - 1:
+                await asyncio.sleep(0)
+            outcome = finished.get(index, done.outcome)
+            if isinstance(outcome, DeadLetter):
+                result.rejected += 1
+                outgoing += self._letter_messages(index, record, outcome)
+                continue
+            if isinstance(outcome, Planned):
+                # No limit can hold its jobs back (_reserve finished every plan a limit
+                # could touch): finished here, while its entries are at hand, and its jobs
+                # (in the trail, made at done.now) counted with the batch's ledger.
+                outcome = finish(outcome, None)
+                if outcome.jobs:
+                    counted.append(outcome.event.event_id)
+            result.events += 1
+            result.routed.append(outcome)
+            outgoing += routed_messages(self._settings, index, record, outcome, trail, done.now)
+        return result, outgoing, trail, counted
+
+    def _acknowledged(
+        self,
+        records: Sequence[SourceRecord],
+        settled: list[Settled],
+        result: BatchResult,
+        refused: set[int],
+        trail: Trail,
+        counted: list[str],
+    ) -> None:
+        """``result`` once the broker has the batch's messages but ``refused``'s: its
+        ledger (the trail, the routed marks, the counts of jobs no limit holds back)
+        and its metrics."""
+        refused_events = {
+            done.outcome.event.event_id
+            for index, done in enumerate(settled)
+            if index in refused and not isinstance(done.outcome, DeadLetter)
+        }
+        if refused_events:
+            result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
+            result.rejected += len(refused_events)
+            result.events -= len(refused_events)
+        result.ledger = Ledger(
+            trail,
+            [
+                done.outcome.event.event_id
+                for done in settled
+                if isinstance(done.outcome, Planned)
+                and done.outcome.event.event_id not in refused_events
+            ],
+            counted,
+        )
+        result.jobs, result.decisions = report(result.routed, Tally(result.routed))
+
     async def _settle(self, records: Sequence[SourceRecord]) -> list[Settled]:
-        """What each record becomes: what an earlier attempt at it settled, else planned now.
+        """What each record becomes: what a failed attempt at it settled, else planned now.
 
         A retried batch goes on with its first attempt's plans and clock rather than
         routing anew: by the retry a mute may have ended, a shift or a quiet window
@@ -235,8 +271,7 @@ class Worker(Feedback):
                 if isinstance(done.outcome, Planned)
             }
             planned = await self._route([records[i] for i in fresh], claimed)
-            for i, done in zip(fresh, planned, strict=True):
-                known[i] = self._settled[_key(records[i])] = done
+            known.update(zip(fresh, planned, strict=True))
         return [known[i] for i in range(len(records))]
 
     async def _route(self, records: Sequence[SourceRecord], claimed: set[str]) -> list[Settled]:
@@ -348,29 +383,3 @@ class Worker(Feedback):
             log.exception("routing_failed", event_id=event.event_id)
             failure = Rejection("routing_failed", type(error).__name__, str(error))
             return dead_letter(record, failure)
-
-    def _routed_messages(
-        self, index: int, record: SourceRecord, routed: Routed, trail: Trail, now: datetime
-    ) -> list[Outgoing]:
-        """The messages to publish for one routed event; its page trail into ``trail``."""
-        event_id = routed.event.event_id
-        origin = (record.topic, record.partition, record.offset)
-        messages = [
-            job_record(self._settings, job, index, (*origin, n))
-            for n, job in enumerate(routed.jobs)
-        ]
-        decided: list[bytes] = []
-        for decision in routed.decisions:
-            value = encode(decision)
-            # A plain sent decision is its job's row read again: the trail keeps its job
-            # id (router.delivery.trail.story makes it whole), the rest as published.
-            decided.append(trail_value(decision, value))
-            messages.append(
-                decision_record(self._settings, decision, index, (*origin, len(messages)), value)
-            )
-        trail.jobs.extend(job_row(job) for job in routed.jobs)
-        # The event as it came (it decoded, so it is JSON text) and its decisions as
-        # already serialized for Kafka: one row, nothing serialized twice.
-        raw = record.value or routed.event.model_dump_json().encode()
-        trail.events.append((event_id, raw, b"[" + b",".join(decided) + b"]", now))
-        return messages

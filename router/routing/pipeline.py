@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from router.directory.models import ContactMethod, Directory, User
 from router.held.digest import HeldPage, HoldReason, deferred
-from router.routing.build import Paging, Rendered, build_job, new_decision
+from router.routing.build import Paging, Rendered, build_job, new_decision, sent_decision
 from router.routing.compiled import plan_user
 from router.routing.plain import user_plan
 from router.routing.rules import (
@@ -222,20 +222,7 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
             out.holds.append(page)
             continue
         out.jobs.append(entry)
-        out.decisions.append(
-            new_decision(
-                event_id=event.event_id,
-                user_id=entry.user_id,
-                contact_method_id=entry.contact_method_id,
-                transport=entry.transport,
-                outcome="sent",
-                reason="escalated" if paging is not None and paging.escalated else None,
-                job_id=entry.job_id,
-                decided_at=now,
-                alert_key=entry.alert_key,
-                paging=paging,
-            )
-        )
+        out.decisions.append(sent_decision(entry, now, paging))
     return out
 
 

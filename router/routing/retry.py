@@ -86,6 +86,10 @@ class RetryingHandler:
         # What each record of a failed batch became: a retry publishes the same
         # (see routing.handler). Forgotten when the batch succeeds.
         self._settled: dict[RecordKey, Any] = {}
+        # Handling a failed batch record by record (_isolate): what each record's
+        # attempt published and settled is remembered even when it succeeds, for a
+        # later record's outage makes the batch start again from its first record.
+        self._isolating = False
 
     async def _retrying(
         self,
@@ -144,16 +148,20 @@ class RetryingHandler:
             next_step="handling the batch's records one by one",
         )
         results: list[T] = []
-        for record in records:
-            try:
-                results.append(await handler([record]))
-            except Exception as own:
-                if is_outage(own):
-                    raise  # the batch is retried as a whole, from its first offset
-                failure = Rejection("routing_failed", type(own).__name__, str(own))
-                log_rejection("record_failed", record, failure)
-                letter = dead_letter(record, failure)
-                await self._publish([record], self._letter_messages(0, record, letter))
+        self._isolating = True
+        try:
+            for record in records:
+                try:
+                    results.append(await handler([record]))
+                except Exception as own:
+                    if is_outage(own):
+                        raise  # the batch is retried as a whole, from its first offset
+                    failure = Rejection("routing_failed", type(own).__name__, str(own))
+                    log_rejection("record_failed", record, failure)
+                    letter = dead_letter(record, failure)
+                    await self._publish([record], self._letter_messages(0, record, letter))
+        finally:
+            self._isolating = False
         self._failures = 0
         self._forget(records)
         return merge(results)
@@ -162,6 +170,8 @@ class RetryingHandler:
         """Drop what failed attempts remembered about ``records``, now done, and about
         anything before them on their partitions (committed with them, or moved to
         another worker and back). Other streams' batches keep theirs."""
+        if not self._acked and not self._settled:
+            return  # the common case: no attempt failed
         last: dict[tuple[str, int], int] = {}
         for record in records:
             where = (record.topic, record.partition)
@@ -201,7 +211,7 @@ class RetryingHandler:
         if even that is refused); an outage raises, after every acknowledgement
         was observed, so the batch is retried without what was acknowledged.
         """
-        delivery = await deliver(self._publisher, outgoing, self._acked)
+        delivery = await deliver(self._publisher, outgoing, self._acked, keep=self._isolating)
         refused = set(delivery.refused)
         letters = {m.origin: m for m in outgoing if m.topic == self._settings.topic_dlq}
         pending = delivery.refused
@@ -230,7 +240,7 @@ class RetryingHandler:
                     letter = cut(letter, keep, f"refused by the broker: {type(error).__name__}")
                 retry += self._letter_messages(index, record, letter, attempt=keep + 1)
             letters.update({m.origin: m for m in retry})
-            round_result = await deliver(self._publisher, retry, self._acked)
+            round_result = await deliver(self._publisher, retry, self._acked, keep=self._isolating)
             pending, delivery.outage = round_result.refused, round_result.outage
         if delivery.outage is not None:
             raise delivery.outage

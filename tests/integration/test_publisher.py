@@ -84,7 +84,7 @@ async def test_each_message_lands_where_send_puts_it_in_the_order_given(kafka: K
     ]
     acked: set[tuple[str, int, int, int]] = set()
     async with publishing(settings) as (publisher, producer):
-        delivery = await deliver(publisher, messages, acked)
+        delivery = await deliver(publisher, messages, acked, keep=True)
         partitions = list(await producer.partitions_for(topic))
     assert delivery.refused == {} and delivery.outage is None
     assert acked == {m.identity for m in messages}

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 
 from router.directory.models import Directory
 from router.kafka.publish import partition_for
-from router.routing.build import digest_job, new_decision
-from router.routing.encode import encode, make, shell, template
+from router.routing.build import Paging, build_job, digest_job, new_decision, sent_decision
+from router.routing.encode import encode, make, replaced, shell, template
 from router.routing.pipeline import route
 from router.routing.rules import RoutingOptions
 from schemas import AlertEvent, Decision, EmailJob, SmsJob, WebhookJob, job_id_for
@@ -180,6 +180,48 @@ def test_make_fills_the_models_defaults_in_field_order() -> None:
     assert decision.deliver_at is None
     assert decision.digest_of is None
     assert decision == Decision.model_validate_json(encode(decision))
+
+
+@given(events, instants)
+def test_replaced_is_make_of_the_instances_fields_and_the_new_values(
+    event: AlertEvent, at: datetime
+) -> None:
+    copy = replaced(event, {"occurred_at": at})
+    assert copy.__dict__ == make(AlertEvent, {**event.__dict__, "occurred_at": at}).__dict__
+    assert list(copy.__dict__) == list(AlertEvent.model_fields)
+    assert copy == event.model_copy(update={"occurred_at": at})
+    assert encode(copy) == copy.model_dump_json().encode()
+
+
+@pytest.mark.parametrize(
+    "paging", [None, Paging(), Paging(step=2), Paging(round=2, reply_code="K7")]
+)
+def test_a_sent_decision_is_the_decision_new_decision_makes_for_its_job(
+    paging: Paging | None,
+) -> None:
+    event = AlertEvent(
+        event_id="e1",
+        kind="down",
+        severity="critical",
+        title="t",
+        user_ids=["alice"],
+        occurred_at=T0,
+    )
+    job = build_job(event, make_method("m1", transport="sms"), T0, RoutingOptions(), paging)
+    decision = sent_decision(job, T0 + timedelta(seconds=1), paging)
+    assert decision == new_decision(
+        event_id="e1",
+        user_id=job.user_id,
+        contact_method_id="m1",
+        transport="sms",
+        outcome="sent",
+        reason="escalated" if paging is not None and paging.escalated else None,
+        job_id=job.job_id,
+        decided_at=T0 + timedelta(seconds=1),
+        alert_key="e1",
+        paging=paging,
+    )
+    assert_as_the_model_writes_it(encode(decision), Decision)
 
 
 class Tagged(BaseModel):

@@ -13,7 +13,8 @@ from router.directory.models import Directory
 from router.directory.targets import TargetPolicy
 from router.held.digest import HeldPage, plan_delivery, settle
 from router.routing import render
-from router.routing.build import digest_job, digest_sms
+from router.routing.build import digest_job
+from router.routing.digest_text import digest_sms
 from router.routing.rules import RoutingOptions
 from schemas import SmsJob, WebhookJob
 from tests.conftest import make_event, make_method, make_user

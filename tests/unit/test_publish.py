@@ -74,10 +74,22 @@ async def test_messages_acknowledged_before_are_not_sent_again() -> None:
     messages = [message(n) for n in range(3)]
     publisher = OneBatch()
     acked = {messages[0].identity}
-    delivery = await deliver(publisher, messages, acked)
+    delivery = await deliver(publisher, messages, acked, keep=True)
     assert delivery.refused == {} and delivery.outage is None
     assert publisher.groups == [[1, 2]]
     assert acked == {m.identity for m in messages}
+
+
+async def test_a_delivery_acknowledged_whole_leaves_what_was_acknowledged_before_as_it_was() -> (
+    None
+):
+    messages = [message(n) for n in range(3)]
+    publisher = OneBatch()
+    acked = {messages[0].identity}
+    delivery = await deliver(publisher, messages, acked)
+    assert delivery.refused == {} and delivery.outage is None
+    assert publisher.groups == [[1, 2]]
+    assert acked == {messages[0].identity}, "no attempt will send these again"
 
 
 class NoMetadata:

@@ -23,6 +23,7 @@ from router.db.memstore import InMemoryStore
 from router.directory.writes import NewContactMethod
 from router.errors import StoreUnavailable
 from router.kafka.publish import OneByOne
+from router.routing import handler as handler_module
 from router.routing.dlq import SourceRecord
 from router.routing.handler import Worker
 from router.settings import Settings
@@ -269,6 +270,33 @@ async def test_what_a_retry_remembers_is_forgotten_once_its_batch_is_done() -> N
     assert worker._settled and worker._acked
     publisher.attempt()
     await worker.handle(batch)
+    assert not worker._settled and not worker._acked
+
+
+async def test_a_bug_after_the_acks_sends_nothing_twice_when_the_batch_goes_record_by_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock(NINE)
+    publisher = OutagePublisher()
+    worker = Worker(await a_team(clock), publisher, SETTINGS, clock=clock)
+    batch = [record(alert("e1", ["alice"], "critical"), 0), record(alert("e2", ["bob"]), 1)]
+    calls: list[int] = []
+
+    def report_once(*args: Any) -> tuple[int, int]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug met after the broker acknowledged the batch")
+        return original(*args)
+
+    original = handler_module.report
+    monkeypatch.setattr(handler_module, "report", report_once)
+    publisher.attempt()
+    result = await worker.handle(batch)
+    assert len(calls) == 3, "the batch once, then each record on its own"
+    assert result.events == 2
+    assert_one_delivery_per_sent_decision(publisher)
+    jobs = [j["job_id"] for j in publisher.jobs()]
+    assert len(jobs) == len(set(jobs)) == 4, "alice's two methods and bob's, each once"
     assert not worker._settled and not worker._acked
 
 
