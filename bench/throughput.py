@@ -39,6 +39,10 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
   of the ``bare`` and ``reference`` loops (this process), the ``router`` (the worker's
   process) and ``postgres`` (the embedded server's processes; null with
   ROUTER_DATABASE_URL): what each costs, less moved by the machine's phase than rates;
+- ``machine_cpu_us_per_event`` (``bare``, ``reference``, ``router``): over the same
+  stretch, the CPU every process on the machine used per event (``/proc/stat``: the
+  loop, the broker, PostgreSQL, this process). A loop cannot route faster than the
+  machine's CPUs allow it: ``cpus`` x 1,000,000 / this figure events/s;
 - ``peak_rss_mb`` of the worker process (VmHWM);
 - ``rounds``: each round's rates, ratios, round trips and CPU per event;
 - ``users`` (``--users``, up to 100,000: three methods each);
@@ -132,6 +136,15 @@ def process_cpu(pids: Callable[[], list[int]]) -> Callable[[], float]:
         return total / tick
 
     return cpu
+
+
+def machine_cpu() -> float:
+    """The CPU seconds every process on the machine has used (user, system, interrupts;
+    not idle, waiting for I/O or stolen by the host), from ``/proc/stat``: the loop, the
+    broker, PostgreSQL and this process together."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def server_pids(datadir: Path) -> Callable[[], list[int]]:
@@ -298,10 +311,16 @@ async def rate(
 
 
 async def bare_loop(
-    bootstrap: str, source: str, sink: str, events: int, group: str = "bench-bare"
+    bootstrap: str,
+    source: str,
+    sink: str,
+    events: int,
+    group: str = "bench-bare",
+    machine: CpuPerEvent | None = None,
 ) -> float | None:
     """The yardstick: consume a batch, produce six records per event, await acks, commit.
-    Returns its CPU microseconds per event at steady state."""
+    Returns its CPU microseconds per event at steady state; ``machine`` is told each
+    batch's progress too."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -326,6 +345,8 @@ async def bare_loop(
             await asyncio.gather(*acks)
             await consumer.commit()
             meter.seen(done)
+            if machine is not None:
+                machine.seen(done)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -452,6 +473,7 @@ async def reference_loop(
     users: int,
     ready: asyncio.Event | None = None,
     group: str = "bench-reference",
+    machine: CpuPerEvent | None = None,
 ) -> float | None:
     """The ceiling, not project code: what routing costs with nothing but the work itself.
 
@@ -507,6 +529,8 @@ async def reference_loop(
             await asyncio.gather(*acks)
             await consumer.commit()
             meter.seen(done)
+            if machine is not None:
+                machine.seen(done)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -559,7 +583,9 @@ async def run(
     for n in range(1, args.rounds + 1):
         last = n == args.rounds
         this = Round(*await bare_round(env, n, args.events, args.users))
-        this.reference, this.reference_cpu = await reference_round(ref, n, args.events, args.users)
+        this.reference, this.reference_cpu, this.reference_machine = await reference_round(
+            ref, n, args.events, args.users
+        )
         if last:
             reference_latency = await reference_offered_latency(
                 Settings(
@@ -591,7 +617,7 @@ async def run(
             )
             if spy is not None:
                 await stop_profile(spy, args.profile)
-            this.trips, this.router_cpu, this.postgres_cpu = await watch
+            this.trips, this.router_cpu, this.postgres_cpu, this.router_machine = await watch
             this.loaded_in = await loading
             if last:
                 breakdown = await asyncio.to_thread(batch_breakdown, port)
@@ -619,6 +645,11 @@ async def run(
         "router": rounded(median(r.router_cpu for r in rounds)),
         "postgres": rounded(median(r.postgres_cpu for r in rounds)),
     }
+    machine = {
+        "bare": rounded(median(r.bare_machine for r in rounds)),
+        "reference": rounded(median(r.reference_machine for r in rounds)),
+        "router": rounded(median(r.router_machine for r in rounds)),
+    }
     report = {
         "bare_events_per_s": round(bare_rate),
         "router_events_per_s": round(router_rate),
@@ -627,6 +658,7 @@ async def run(
         "reference_ratio": round(median(r.reference / r.bare for r in rounds), 3),
         "db_round_trips_per_event": round(trips_per_event, 4),
         "cpu_us_per_event": cpu,
+        "machine_cpu_us_per_event": machine,
         "batch": breakdown,
         "directory_loaded_s": rounded(median(r.loaded_in for r in rounds)),
         "latency_ms": latency,
@@ -653,6 +685,9 @@ async def run(
         f"db round trips:     {trips_per_event:8.4f} per event (steady state)\n"
         f"CPU per event (µs): bare loop {cpu['bare']}, reference loop {cpu['reference']}, "
         f"router {cpu['router']} + PostgreSQL {cpu['postgres']} (steady state)\n"
+        f"machine CPU (µs):   bare loop {machine['bare']}, reference loop "
+        f"{machine['reference']}, router {machine['router']} per event, every process "
+        f"on the {os.cpu_count()} CPUs (the broker's and PostgreSQL's among them)\n"
         f"per batch (mean):   {breakdown}\n"
         f"directory loaded:   {loaded_in} s after the worker started\n"
         f"latency at {args.rate}/s:  p50 {latency['p50']} ms, p95 {latency['p95']} ms, "
@@ -672,11 +707,14 @@ class Round:
 
     bare: float
     bare_cpu: float | None
+    bare_machine: float | None = None
     reference: float = 0.0
     reference_cpu: float | None = None
+    reference_machine: float | None = None
     router: float = 0.0
     router_cpu: float | None = None
     postgres_cpu: float | None = None
+    router_machine: float | None = None
     trips: float = 0.0
     loaded_in: float | None = None
 
@@ -693,6 +731,11 @@ class Round:
                 "reference": self.reference_cpu,
                 "router": self.router_cpu,
                 "postgres": self.postgres_cpu,
+            },
+            "machine_cpu_us_per_event": {
+                "bare": self.bare_machine,
+                "reference": self.reference_machine,
+                "router": self.router_machine,
             },
         }
 
@@ -716,10 +759,10 @@ def rounded(value: float | None, digits: int = 1) -> float | None:
 
 async def bare_round(
     env: dict[str, Any], n: int, events: int, users: int
-) -> tuple[float, float | None]:
+) -> tuple[float, float | None, float | None]:
     """The bare loop over ``events`` alerts on a topic of the ``n``-th round's, in a group
     of its own (Tansu holds a group's new member back while its last one's session
-    lasts): its rate and CPU per event."""
+    lasts): its rate, its CPU per event and the machine's."""
     source = f"bench.bare.in.{n}"
     await ensure_topics(
         Settings(**{**env, "topic_alerts": source, "topic_decisions": "bench.bare.out"})
@@ -727,30 +770,40 @@ async def bare_round(
     bootstrap = env["kafka_bootstrap_servers"]
     since = await since_now(bootstrap, "bench.bare.out")
     await produce_alerts(bootstrap, source, events, users)
+    machine = CpuPerEvent(events, machine_cpu)
     cpu = await asyncio.wait_for(
-        bare_loop(bootstrap, source, "bench.bare.out", events, f"bench-bare-{n}"), 600
+        bare_loop(bootstrap, source, "bench.bare.out", events, f"bench-bare-{n}", machine), 600
     )
-    return await rate(bootstrap, "bench.bare.out", 6 * events, 600, since) / 6, cpu
+    bare = await rate(bootstrap, "bench.bare.out", 6 * events, 600, since) / 6
+    return bare, cpu, machine.microseconds()
 
 
 async def reference_round(
     ref: Settings, n: int, events: int, users: int
-) -> tuple[float, float | None]:
-    """The reference loop over ``events`` alerts, as :func:`bare_round`: its rate and CPU
-    per event."""
+) -> tuple[float, float | None, float | None]:
+    """The reference loop over ``events`` alerts, as :func:`bare_round`: its rate, its CPU
+    per event and the machine's."""
     source = f"bench.ref.in.{n}"
     ref = ref.model_copy(update={"topic_alerts": source})
     await ensure_topics(ref)
     bootstrap = ref.kafka_bootstrap_servers
     since = await since_now(bootstrap, ref.topic_decisions)
     await produce_alerts(bootstrap, source, events, users)
+    machine = CpuPerEvent(events, machine_cpu)
     cpu = await asyncio.wait_for(
         reference_loop(
-            ref, source, ref.topic_decisions, events, users, group=f"bench-reference-{n}"
+            ref,
+            source,
+            ref.topic_decisions,
+            events,
+            users,
+            group=f"bench-reference-{n}",
+            machine=machine,
         ),
         600,
     )
-    return await rate(bootstrap, ref.topic_decisions, 3 * events, 600, since) / 3, cpu
+    reference = await rate(bootstrap, ref.topic_decisions, 3 * events, 600, since) / 3
+    return reference, cpu, machine.microseconds()
 
 
 async def start_worker(
@@ -886,16 +939,17 @@ def scrape(port: int, *names: str) -> list[float]:
 
 async def steady_state(
     port: int, events: int, worker: int, postgres: Callable[[], list[int]] | None
-) -> tuple[float, float | None, float | None]:
+) -> tuple[float, float | None, float | None, float | None]:
     """Between 20% and 80% of the backlog (by routed-event count): the worker's queries
-    per event, and the CPU microseconds per event of the worker (process ``worker``)
-    and of PostgreSQL (the processes ``postgres()`` names, if known).
+    per event, and the CPU microseconds per event of the worker (process ``worker``),
+    of PostgreSQL (the processes ``postgres()`` names, if known) and of the machine.
 
     Read four times a second, both counters in one read (see :func:`scrape`), the CPU
     right after it. (Every 20 ms, as this once did, the reads cost the worker about 5%
     of its CPU in the run it measures: py-spy, ``--profile``.)"""
     router_cpu = CpuPerEvent(events, process_cpu(lambda: [worker]))
     postgres_cpu = CpuPerEvent(events, process_cpu(postgres)) if postgres else None
+    machine = CpuPerEvent(events, machine_cpu)
     samples: list[tuple[float, float]] = []
     for share in STEADY:
         while True:
@@ -907,6 +961,7 @@ async def steady_state(
                 routed = trips = 0.0
             if routed >= share * events:
                 router_cpu.seen(routed)
+                machine.seen(routed)
                 if postgres_cpu is not None:
                     postgres_cpu.seen(routed)
                 samples.append((routed, trips))
@@ -917,6 +972,7 @@ async def steady_state(
         (trips_b - trips_a) / max(events_b - events_a, 1),
         router_cpu.microseconds(),
         postgres_cpu.microseconds() if postgres_cpu else None,
+        machine.microseconds(),
     )
 
 

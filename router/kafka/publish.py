@@ -229,8 +229,9 @@ class ProducerPublisher:
             else:
                 sent.append((batch.messages, ack))
 
+        alone = self.ALONE_BYTES
         for message in messages:  # thousands a batch: partition_for and _Filling.add inline
-            topic, value, key, headers = message[:4]
+            topic, value, key, headers, _, _ = message
             if (known := partitions.get(topic)) is None:
                 try:
                     known = partitions[topic] = list(await self._producer.partitions_for(topic))
@@ -239,7 +240,7 @@ class ProducerPublisher:
             if isinstance(known, BaseException):
                 sent.append(((message,), known))
                 continue
-            if singly or key is None or len(value) > self.ALONE_BYTES:
+            if singly or key is None or len(value) > alone:
                 where = (topic, partition_for(key, known, known))
                 await close(where, filling.pop(where, None))  # what came before it first
                 await close(where, self._alone(message, headers, sent))

@@ -151,7 +151,7 @@ class Worker(Feedback):
         started = time.perf_counter()
         settled = await self._settle(records)
         try:
-            result, outgoing, trail, counted = await self._messages(records, settled)
+            result, outgoing, trail, counted, tally = await self._messages(records, settled)
             # The batch is routed only when the broker has every message; only then is
             # its ledger written (record), so a crash before that re-routes its events
             # (with the same job ids) instead of dropping them.
@@ -164,7 +164,7 @@ class Worker(Feedback):
             self._remember(records, settled)
             raise
         try:
-            self._acknowledged(records, settled, result, refused, trail, counted)
+            self._acknowledged(records, settled, result, refused, trail, counted, tally)
         except BaseException:
             # A bug after the acks: the batch is handled record by record next, which
             # must not send again what the broker has.
@@ -188,15 +188,16 @@ class Worker(Feedback):
 
     async def _messages(
         self, records: Sequence[SourceRecord], settled: list[Settled]
-    ) -> tuple[BatchResult, list[Outgoing], Trail, list[str]]:
+    ) -> tuple[BatchResult, list[Outgoing], Trail, list[str], Tally]:
         """Every record's messages, after the rate limits; the batch's result so far, its
-        page trail and the events whose jobs no limit holds back (counted with the
-        ledger)."""
+        page trail, the events whose jobs no limit holds back (counted with the ledger),
+        and its jobs and decisions tallied while each event's are at hand."""
         finished = await self._reserve(settled)
         result = BatchResult()
         outgoing: list[Outgoing] = []
         trail = Trail()
         counted: list[str] = []
+        tally = Tally()
         for index, (record, done) in enumerate(zip(records, settled, strict=True)):
             if index % _TURN_EVERY == _TURN_EVERY - 1:
                 await asyncio.sleep(0)
@@ -214,8 +215,9 @@ class Worker(Feedback):
                     counted.append(outcome.event.event_id)
             result.events += 1
             result.routed.append(outcome)
+            tally.add(outcome)
             outgoing += routed_messages(self._settings, index, record, outcome, trail, done.now)
-        return result, outgoing, trail, counted
+        return result, outgoing, trail, counted, tally
 
     def _acknowledged(
         self,
@@ -225,6 +227,7 @@ class Worker(Feedback):
         refused: set[int],
         trail: Trail,
         counted: list[str],
+        tally: Tally,
     ) -> None:
         """``result`` once the broker has the batch's messages but ``refused``'s: its
         ledger (the trail, the routed marks, the counts of jobs no limit holds back)
@@ -238,6 +241,7 @@ class Worker(Feedback):
             result.routed = [r for r in result.routed if r.event.event_id not in refused_events]
             result.rejected += len(refused_events)
             result.events -= len(refused_events)
+            tally = Tally(result.routed)
         result.ledger = Ledger(
             trail,
             [
@@ -248,7 +252,7 @@ class Worker(Feedback):
             ],
             counted,
         )
-        result.jobs, result.decisions = report(result.routed, Tally(result.routed))
+        result.jobs, result.decisions = report(result.routed, tally)
 
     async def _settle(self, records: Sequence[SourceRecord]) -> list[Settled]:
         """What each record becomes: what a failed attempt at it settled, else planned now.

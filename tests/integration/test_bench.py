@@ -73,3 +73,18 @@ def test_a_benchmark_refuses_what_it_cannot_measure_before_starting_anything(
     assert done.returncode == 2
     assert said in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_machine_cpu_the_throughput_benchmark_reads_counts_this_process_among_all() -> None:
+    # bench/throughput.py's machine_cpu_us_per_event: every process's CPU, from /proc/stat.
+    code = (
+        "import sys, time; sys.path.insert(0, 'bench'); from throughput import machine_cpu; "
+        "a, p = machine_cpu(), time.process_time(); sum(range(20_000_000)); "
+        "print(machine_cpu() - a, time.process_time() - p)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    machine, own = (float(x) for x in done.stdout.split())
+    assert own > 0.1, "the loop ran"
+    assert machine >= 0.9 * own, "this process's CPU is among the machine's (clock ticks)"
