@@ -1,8 +1,9 @@
-"""The offline benchmark runs from the project's files and prints every figure it names.
+"""The offline benchmarks run from the project's files and print every figure they name.
 
-``bench/handler_cpu.py`` is how a change to the hot path is judged (docs/performance.md):
-it must keep working as the worker's code changes under it. Its figures are not judged
-here (they move with the machine); that they come out, whole, is.
+``bench/handler_cpu.py`` and ``bench/instructions.py`` are how a change to the hot path
+is judged (docs/performance.md): they must keep working as the worker's code changes
+under them. Their figures are not judged here (they move with the machine, or with the
+code); that they come out, whole, is.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
         ("throughput.py", ["--users", "0"], "--users must be at least 1"),
         ("throughput.py", ["--events", "-5"], "--events must be at least 1"),
         ("throughput.py", ["--latency-seconds", "0"], "--latency-seconds must be more than 0"),
+        ("instructions.py", ["--more", "0"], "--batches and --more must be at least 1"),
+        ("instructions.py", ["--users", "0"], "--users must be at least 1"),
     ],
 )
 def test_a_benchmark_refuses_what_it_cannot_measure_before_starting_anything(
@@ -88,3 +91,34 @@ def test_the_machine_cpu_the_throughput_benchmark_reads_counts_this_process_amon
     machine, own = (float(x) for x in done.stdout.split())
     assert own > 0.1, "the loop ran"
     assert machine >= 0.9 * own, "this process's CPU is among the machine's (clock ticks)"
+
+
+def test_the_instruction_count_benchmark_prints_the_instructions_an_event(
+    database_url: str,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    env["ROUTER_DATABASE_URL"] = database_url  # a server to make its databases on
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/instructions.py",
+            "--users",
+            "50",
+            "--batches",
+            "1",
+            "--more",
+            "1",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    few, many = figures["instructions"]["1"], figures["instructions"]["2"]
+    assert 0 < few < many, "a batch more is more instructions"
+    assert figures["instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)

@@ -2,7 +2,8 @@
 # System packages the tests use, from Debian: a PostgreSQL built with TLS (the
 # embedded one is not), promtool (checks deploy/prometheus-rules.yml) and a
 # real Alertmanager (sends its webhooks to `router ingest` in the tests) and
-# Chromium (opens an ack link in tests/integration/test_ack_link.py).
+# Chromium (opens an ack link in tests/integration/test_ack_link.py) and valgrind
+# (bench/instructions.py counts instructions under it; tests/integration/test_bench.py).
 # Installs only what is missing; needs root (as in CI) when something is.
 # Several `make test` runs at once take turns (flock) and re-check inside.
 set -eu
@@ -13,6 +14,7 @@ missing() {
     command -v promtool >/dev/null 2>&1 || need="$need prometheus"
     [ -x /usr/bin/prometheus-alertmanager ] || need="$need prometheus-alertmanager"
     [ -x /usr/bin/chromium ] || need="$need chromium"
+    command -v valgrind >/dev/null 2>&1 || need="$need valgrind"
     echo "$need"
 }
 

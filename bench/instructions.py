@@ -1,0 +1,188 @@
+"""Benchmark: the instructions the worker's batch path executes per alert, counted by valgrind.
+
+``bench/handler_cpu.py`` measures CPU time, which moves with the machine: on a shared
+machine one tree's runs differed by a quarter within minutes (2026-12-04). An
+instruction count does not: the same code, inputs and environment execute the same
+instructions whatever else the machine is doing, so two trees can be told apart by a
+change of a few percent, in one run of each. It is not time (a cache miss costs more
+than an instruction), so a change that moves work rather than removing it still needs
+``handler_cpu.py`` or the throughput benchmark's sitting.
+
+How: ``Worker.route`` and ``Worker.record`` over batches of 500 alerts, as
+``handler_cpu.py`` runs them (the same alerts, users, directory read whole, a producer
+that builds and compresses each record batch), in a process under ``valgrind
+--tool=cachegrind --cache-sim=no``, twice: over ``--batches`` batches and over
+``--batches`` plus ``--more``, each on a database of its own. The difference is the
+instructions of ``--more`` batches alone, without the start (imports, seeding, the
+directory's load, the first batches); PostgreSQL runs in its own processes, not
+counted. Printed: ``instructions_per_event`` (thousands, ``k``) and both totals.
+
+Needs valgrind (Debian: ``apt-get install valgrind``). Uses an embedded PostgreSQL
+unless ROUTER_DATABASE_URL is set (its user then needs CREATEDB). To compare two trees,
+run it in each with ``PYTHONPATH=TREE``.
+
+    .venv/bin/python bench/instructions.py [--users 1000] [--batches 2] [--more 4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import gc
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from handler_cpu import BATCH, BuildingProducer, alerts
+from throughput import seed
+
+from router.db.migrate import migrate
+from router.db.store import PgStore
+from router.dev.embedded import EmbeddedPostgres
+from router.directory.cache import CachedDirectory, DirectoryCache
+from router.kafka.publish import ProducerPublisher
+from router.logging import configure
+from router.routing.handler import Worker
+from router.routing.plain import precompile
+from router.settings import Settings
+
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+async def route_batches(url: str, users: int, batches: int) -> None:
+    """The counted work: ``batches`` batches routed and recorded on the database ``url``."""
+    await migrate(url)
+    await seed(url, users)
+    settings = Settings(database_url=url)
+    if settings.gc_young_threshold:
+        gc.set_threshold(settings.gc_young_threshold, 10, 10)
+    options = settings.routing_options()
+    store = await PgStore.connect(url)
+    directory = CachedDirectory(
+        store,
+        DirectoryCache(settings.directory_cache_users, settings.directory_cache_ttl_seconds),
+        preload_users=settings.directory_preload_users,
+        compile_entry=functools.partial(precompile, options=options),
+    )
+    try:
+        await directory.start()
+        publisher = ProducerPublisher(
+            BuildingProducer(settings.kafka_batch_bytes), settings.kafka_max_request_bytes
+        )
+        worker = Worker(directory, publisher, settings, options=options)
+        rnd = random.Random(7)
+        for n in range(batches):
+            result = await worker.route(alerts(n * BATCH, users, rnd))
+            await worker.record(result)
+            assert result.jobs == 3 * BATCH, f"batch {n}: {result.jobs} jobs"
+    finally:
+        await directory.close()
+        await store.close()
+
+
+async def new_database(url: str) -> str:
+    """A database of its own on ``url``'s server: its URL."""
+    name = f"router_instructions_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _with_database(url, name)
+
+
+def _with_database(url: str, name: str) -> str:
+    """``url`` naming the database ``name`` instead of its own."""
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    authority = rest.split("/", 1)[0]
+    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+
+
+def counted(url: str, users: int, batches: int) -> int:
+    """The instructions of a process routing ``batches`` batches on a new database."""
+    database = asyncio.run(new_database(url))
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--inner",
+            "--users",
+            str(users),
+            "--batches",
+            str(batches),
+        ],
+        env={**os.environ, "ROUTER_DATABASE_URL": database},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = _REFS.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"the counted run failed (exit code {done.returncode}):\n{done.stderr}")
+    return int(found.group(1).replace(",", ""))
+
+
+def measure(url: str, users: int, batches: int, more: int) -> dict[str, Any]:
+    few = counted(url, users, batches)
+    many = counted(url, users, batches + more)
+    return {
+        "instructions_per_event_k": round((many - few) / (more * BATCH) / 1000, 1),
+        "instructions": {str(batches): few, str(batches + more): many},
+        "users": users,
+        "batches": batches,
+        "more": more,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000, help="up to 100000")
+    parser.add_argument("--batches", type=int, default=2, help="of 500 alerts, not counted")
+    parser.add_argument("--more", type=int, default=4, help="batches counted")
+    parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.users < 1:
+        parser.error("--users must be at least 1")
+    if args.batches < 1 or args.more < 1:
+        parser.error("--batches and --more must be at least 1")
+    configure("json", "WARNING")  # as the other benchmarks run the worker
+    if args.inner:
+        asyncio.run(route_batches(os.environ["ROUTER_DATABASE_URL"], args.users, args.batches))
+        return
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
+    url = os.environ.get("ROUTER_DATABASE_URL")
+    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
+        postgres = None if url else EmbeddedPostgres(Path(tmp) / "pg").start()
+        try:
+            figures = measure(url or postgres.url, args.users, args.batches, args.more)  # type: ignore[union-attr]
+        finally:
+            if postgres is not None:
+                postgres.stop()
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(
+            f"{figures['instructions_per_event_k']}k instructions an event "
+            f"({args.more} batches of {BATCH} alerts counted, {args.users} users)"
+        )
+
+
+if __name__ == "__main__":
+    main()
