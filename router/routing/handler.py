@@ -171,7 +171,7 @@ class Worker(Feedback):
             self._acked.update(m.identity for m in outgoing if m.origin not in refused)
             self._remember(records, settled)
             raise
-        if self._isolating:
+        if self._isolating > 0:
             self._remember(records, settled)
         log.debug(
             "batch_done",

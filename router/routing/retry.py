@@ -86,10 +86,12 @@ class RetryingHandler:
         # What each record of a failed batch became: a retry publishes the same
         # (see routing.handler). Forgotten when the batch succeeds.
         self._settled: dict[RecordKey, Any] = {}
-        # Handling a failed batch record by record (_isolate): what each record's
-        # attempt published and settled is remembered even when it succeeds, for a
-        # later record's outage makes the batch start again from its first record.
-        self._isolating = False
+        # Failed batches being handled record by record (_isolate), by any stream:
+        # while there is one, what each attempt publishes and settles is remembered
+        # even when it succeeds, for a later record's outage makes its batch start
+        # again from its first record. (Another stream's attempt remembered meanwhile
+        # is forgotten when its own batch is done.)
+        self._isolating = 0
 
     async def _retrying(
         self,
@@ -148,7 +150,7 @@ class RetryingHandler:
             next_step="handling the batch's records one by one",
         )
         results: list[T] = []
-        self._isolating = True
+        self._isolating += 1
         try:
             for record in records:
                 try:
@@ -161,7 +163,7 @@ class RetryingHandler:
                     letter = dead_letter(record, failure)
                     await self._publish([record], self._letter_messages(0, record, letter))
         finally:
-            self._isolating = False
+            self._isolating -= 1
         self._failures = 0
         self._forget(records)
         return merge(results)
@@ -211,7 +213,7 @@ class RetryingHandler:
         if even that is refused); an outage raises, after every acknowledgement
         was observed, so the batch is retried without what was acknowledged.
         """
-        delivery = await deliver(self._publisher, outgoing, self._acked, keep=self._isolating)
+        delivery = await deliver(self._publisher, outgoing, self._acked, keep=self._isolating > 0)
         refused = set(delivery.refused)
         letters = {m.origin: m for m in outgoing if m.topic == self._settings.topic_dlq}
         pending = delivery.refused
@@ -240,7 +242,9 @@ class RetryingHandler:
                     letter = cut(letter, keep, f"refused by the broker: {type(error).__name__}")
                 retry += self._letter_messages(index, record, letter, attempt=keep + 1)
             letters.update({m.origin: m for m in retry})
-            round_result = await deliver(self._publisher, retry, self._acked, keep=self._isolating)
+            round_result = await deliver(
+                self._publisher, retry, self._acked, keep=self._isolating > 0
+            )
             pending, delivery.outage = round_result.refused, round_result.outage
         if delivery.outage is not None:
             raise delivery.outage
