@@ -242,9 +242,10 @@ class RetryingHandler:
                     letter = cut(letter, keep, f"refused by the broker: {type(error).__name__}")
                 retry += self._letter_messages(index, record, letter, attempt=keep + 1)
             letters.update({m.origin: m for m in retry})
-            round_result = await deliver(
-                self._publisher, retry, self._acked, keep=self._isolating > 0
-            )
+            # A batch with refusals kept what its first round delivered (deliver): its
+            # letters are kept too, so nothing of it is sent twice should it go on to
+            # fail after all (a later round's outage, a bug after the acks).
+            round_result = await deliver(self._publisher, retry, self._acked, keep=True)
             pending, delivery.outage = round_result.refused, round_result.outage
         if delivery.outage is not None:
             raise delivery.outage
