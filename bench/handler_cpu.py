@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -38,6 +39,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,11 @@ def alerts(first: int, users: int, rnd: random.Random) -> list[SourceRecord]:
     ]
 
 
-async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def batch_worker(url: str, users: int) -> AsyncIterator[tuple[Worker, ProducerPublisher]]:
+    """A worker on the database ``url`` (migrated, ``users`` seeded, the directory read
+    whole as ``router run`` reads it, the collector set as ``ROUTER_GC_YOUNG_THRESHOLD``
+    sets it) and its publisher, on a :class:`BuildingProducer`."""
     await migrate(url)
     await seed(url, users)
     settings = Settings(database_url=url)
@@ -117,7 +123,14 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
             BuildingProducer(settings.kafka_batch_bytes),
             settings.kafka_max_request_bytes,
         )
-        worker = Worker(directory, publisher, settings, options=options)
+        yield Worker(directory, publisher, settings, options=options), publisher
+    finally:
+        await directory.close()
+        await store.close()
+
+
+async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
+    async with batch_worker(url, users) as (worker, publisher):
         rnd = random.Random(7)
         cpu: list[float] = []
         route_cpu: list[float] = []
@@ -135,9 +148,6 @@ async def measure(url: str, users: int, batches: int) -> dict[str, Any]:
             cpu.append(time.process_time() - started)
             assert result.jobs == 3 * BATCH, f"batch {n}: {result.jobs} jobs"
         reference_cpu = await reference(publisher, users, batches)
-    finally:
-        await directory.close()
-        await store.close()
 
     def steady(values: list[float]) -> float:
         return statistics.median(values[len(values) // 5 :])

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import gc
 import json
 import os
 import random
@@ -43,51 +41,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from handler_cpu import BATCH, BuildingProducer, alerts
-from throughput import seed
+from handler_cpu import BATCH, alerts, batch_worker
 
-from router.db.migrate import migrate
-from router.db.store import PgStore
 from router.dev.embedded import EmbeddedPostgres
-from router.directory.cache import CachedDirectory, DirectoryCache
-from router.kafka.publish import ProducerPublisher
 from router.logging import configure
-from router.routing.handler import Worker
-from router.routing.plain import precompile
-from router.settings import Settings
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 async def route_batches(url: str, users: int, batches: int) -> None:
     """The counted work: ``batches`` batches routed and recorded on the database ``url``."""
-    await migrate(url)
-    await seed(url, users)
-    settings = Settings(database_url=url)
-    if settings.gc_young_threshold:
-        gc.set_threshold(settings.gc_young_threshold, 10, 10)
-    options = settings.routing_options()
-    store = await PgStore.connect(url)
-    directory = CachedDirectory(
-        store,
-        DirectoryCache(settings.directory_cache_users, settings.directory_cache_ttl_seconds),
-        preload_users=settings.directory_preload_users,
-        compile_entry=functools.partial(precompile, options=options),
-    )
-    try:
-        await directory.start()
-        publisher = ProducerPublisher(
-            BuildingProducer(settings.kafka_batch_bytes), settings.kafka_max_request_bytes
-        )
-        worker = Worker(directory, publisher, settings, options=options)
+    async with batch_worker(url, users) as (worker, _):
         rnd = random.Random(7)
         for n in range(batches):
             result = await worker.route(alerts(n * BATCH, users, rnd))
             await worker.record(result)
             assert result.jobs == 3 * BATCH, f"batch {n}: {result.jobs} jobs"
-    finally:
-        await directory.close()
-        await store.close()
 
 
 async def new_database(url: str) -> str:
@@ -111,7 +80,13 @@ def _with_database(url: str, name: str) -> str:
 
 def counted(url: str, users: int, batches: int) -> int:
     """The instructions of a process routing ``batches`` batches on a new database."""
-    database = asyncio.run(new_database(url))
+    try:
+        database = asyncio.run(new_database(url))
+    except (OSError, asyncpg.PostgresError) as error:
+        raise SystemExit(
+            f"cannot make a database to count in on ROUTER_DATABASE_URL's server "
+            f"(its user needs CREATEDB): {error}"
+        ) from None
     done = subprocess.run(
         [
             "valgrind",

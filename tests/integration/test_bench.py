@@ -13,28 +13,36 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
-    database_url: str,
-) -> None:
+def figures_of(script: str, database_url: str, *arguments: str) -> dict[str, Any]:
+    """``bench/{script} ARGUMENTS --json`` on ``database_url``: its last line's figures,
+    once it exited 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
     env["ROUTER_DATABASE_URL"] = database_url
     done = subprocess.run(
-        [sys.executable, "bench/handler_cpu.py", "--users", "200", "--batches", "5", "--json"],
+        [sys.executable, f"bench/{script}", *arguments, "--json"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
+    database_url: str,
+) -> None:
+    figures = figures_of("handler_cpu.py", database_url, "--users", "200", "--batches", "5")
     assert figures["users"] == 200
     assert figures["batches"] == 5
     for name in (
@@ -96,29 +104,26 @@ def test_the_machine_cpu_the_throughput_benchmark_reads_counts_this_process_amon
 def test_the_instruction_count_benchmark_prints_the_instructions_an_event(
     database_url: str,
 ) -> None:
+    # The database's server is where it makes a database for each of its two runs.
+    args = ("--users", "50", "--batches", "1", "--more", "1")
+    figures = figures_of("instructions.py", database_url, *args)
+    few, many = figures["instructions"]["1"], figures["instructions"]["2"]
+    assert 0 < few < many, "a batch more is more instructions"
+    assert figures["instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)
+
+
+def test_the_instruction_count_says_in_a_line_when_it_cannot_make_its_database() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
-    env["ROUTER_DATABASE_URL"] = database_url  # a server to make its databases on
+    env["ROUTER_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens
     done = subprocess.run(
-        [
-            sys.executable,
-            "bench/instructions.py",
-            "--users",
-            "50",
-            "--batches",
-            "1",
-            "--more",
-            "1",
-            "--json",
-        ],
+        [sys.executable, "bench/instructions.py", "--users", "5"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    few, many = figures["instructions"]["1"], figures["instructions"]["2"]
-    assert 0 < few < many, "a batch more is more instructions"
-    assert figures["instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)
+    assert done.returncode == 1
+    assert "cannot make a database to count in" in done.stderr
+    assert "Traceback" not in done.stderr
