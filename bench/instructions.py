@@ -17,6 +17,11 @@ instructions of ``--more`` batches alone, without the start (imports, seeding, t
 directory's load, the first batches); PostgreSQL runs in its own processes, not
 counted. Printed: ``instructions_per_event`` (thousands, ``k``) and both totals.
 
+The same is counted for the throughput benchmark's reference loop's work
+(``handler_cpu.reference``: the same alerts, published through the same publisher),
+so the gap between the two is measured without the machine's noise too:
+``reference_instructions_per_event_k`` and ``reference_instructions``.
+
 Needs valgrind (Debian: ``apt-get install valgrind``). Uses an embedded PostgreSQL
 unless ROUTER_DATABASE_URL is set (its user then needs CREATEDB). To compare two trees,
 run it in each with ``PYTHONPATH=TREE``.
@@ -41,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from handler_cpu import BATCH, alerts, batch_worker
+from handler_cpu import BATCH, alerts, batch_worker, reference
 
 from router.dev.embedded import EmbeddedPostgres
 from router.logging import configure
@@ -49,9 +54,13 @@ from router.logging import configure
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-async def route_batches(url: str, users: int, batches: int) -> None:
-    """The counted work: ``batches`` batches routed and recorded on the database ``url``."""
-    async with batch_worker(url, users) as (worker, _):
+async def route_batches(url: str, users: int, batches: int, loop: str = "router") -> None:
+    """The counted work: ``batches`` batches routed and recorded on the database ``url``;
+    or, for ``loop`` ``reference``, the reference loop's work over the same alerts."""
+    async with batch_worker(url, users) as (worker, publisher):
+        if loop == "reference":
+            await reference(publisher, users, batches)
+            return
         rnd = random.Random(7)
         for n in range(batches):
             result = await worker.route(alerts(n * BATCH, users, rnd))
@@ -78,8 +87,9 @@ def _with_database(url: str, name: str) -> str:
     return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
 
 
-def counted(url: str, users: int, batches: int) -> int:
-    """The instructions of a process routing ``batches`` batches on a new database."""
+def counted(url: str, users: int, batches: int, loop: str = "router") -> int:
+    """The instructions of a process routing ``batches`` batches on a new database (or
+    doing the reference loop's work over them: ``loop``)."""
     try:
         database = asyncio.run(new_database(url))
     except (OSError, asyncpg.PostgresError) as error:
@@ -100,6 +110,8 @@ def counted(url: str, users: int, batches: int) -> int:
             str(users),
             "--batches",
             str(batches),
+            "--loop",
+            loop,
         ],
         env={**os.environ, "ROUTER_DATABASE_URL": database},
         capture_output=True,
@@ -115,9 +127,18 @@ def counted(url: str, users: int, batches: int) -> int:
 def measure(url: str, users: int, batches: int, more: int) -> dict[str, Any]:
     few = counted(url, users, batches)
     many = counted(url, users, batches + more)
+    reference_few = counted(url, users, batches, "reference")
+    reference_many = counted(url, users, batches + more, "reference")
     return {
         "instructions_per_event_k": round((many - few) / (more * BATCH) / 1000, 1),
         "instructions": {str(batches): few, str(batches + more): many},
+        "reference_instructions_per_event_k": round(
+            (reference_many - reference_few) / (more * BATCH) / 1000, 1
+        ),
+        "reference_instructions": {
+            str(batches): reference_few,
+            str(batches + more): reference_many,
+        },
         "users": users,
         "batches": batches,
         "more": more,
@@ -131,6 +152,7 @@ def main() -> None:
     parser.add_argument("--more", type=int, default=4, help="batches counted")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--loop", choices=("router", "reference"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.users < 1:
         parser.error("--users must be at least 1")
@@ -138,7 +160,8 @@ def main() -> None:
         parser.error("--batches and --more must be at least 1")
     configure("json", "WARNING")  # as the other benchmarks run the worker
     if args.inner:
-        asyncio.run(route_batches(os.environ["ROUTER_DATABASE_URL"], args.users, args.batches))
+        database = os.environ["ROUTER_DATABASE_URL"]
+        asyncio.run(route_batches(database, args.users, args.batches, args.loop or "router"))
         return
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -154,7 +177,8 @@ def main() -> None:
         print(json.dumps(figures))
     else:
         print(
-            f"{figures['instructions_per_event_k']}k instructions an event "
+            f"{figures['instructions_per_event_k']}k instructions an event, the reference "
+            f"loop's work {figures['reference_instructions_per_event_k']}k "
             f"({args.more} batches of {BATCH} alerts counted, {args.users} users)"
         )
 

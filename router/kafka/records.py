@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from router.errors import PublishFailed
-from router.kafka.publish import Identity, Outgoing, Publisher, deliver
+from router.kafka.publish import Headers, Identity, Outgoing, Publisher, deliver
 from router.routing.encode import encode
 from router.settings import Settings
 from schemas import Decision, EmailJob, SmsJob, WebhookJob
@@ -24,19 +24,31 @@ Job = EmailJob | SmsJob | WebhookJob
 _outgoing = tuple.__new__
 
 
-def job_record(settings: Settings, job: Job, origin: int, identity: Identity) -> Outgoing:
-    """``job`` as the record delivery workers read."""
+def job_record(
+    settings: Settings, job: Job, origin: int, identity: Identity, event_key: bytes | None = None
+) -> Outgoing:
+    """``job`` as the record delivery workers read; ``event_key``: its event id as bytes,
+    when the caller has it (an event's records share it)."""
     return _outgoing(
         Outgoing,
         (
             settings.delivery_topic(job.transport),
             encode(job),
             job.contact_method_id.encode(),
-            [("router.event_id", job.event_id.encode()), ("router.job_id", job.job_id.encode())],
+            [
+                ("router.event_id", event_key or job.event_id.encode()),
+                ("router.job_id", job.job_id.encode()),
+            ],
             origin,
             identity,
         ),
     )
+
+
+def event_headers(event_key: bytes) -> Headers:
+    """A decision record's headers, for its event id as bytes: one list for every
+    decision about the event (records are read, never changed)."""
+    return [("router.event_id", event_key)]
 
 
 def decision_record(
@@ -45,16 +57,20 @@ def decision_record(
     origin: int,
     identity: Identity,
     value: bytes | None = None,
+    headers: Headers | None = None,
 ) -> Outgoing:
     """``decision`` as its record on the decisions topic; ``value`` when it is already
-    serialized (the routing path keeps the JSON for the trail too)."""
+    serialized (the routing path keeps the JSON for the trail too), ``headers`` when
+    the caller has its event's (:func:`event_headers`), which carry its key."""
+    if headers is None:
+        headers = event_headers(decision.event_id.encode())
     return _outgoing(
         Outgoing,
         (
             settings.topic_decisions,
             value if value is not None else encode(decision),
-            decision.event_id.encode(),
-            [("router.event_id", decision.event_id.encode())],
+            headers[0][1],
+            headers,
             origin,
             identity,
         ),

@@ -116,7 +116,10 @@ def _job(job_id: str, target: Target, now: datetime, fields: dict[str, Any]) -> 
 
 
 def _sms(text: str) -> dict[str, Any]:
-    encoding, segments = render.sms_measure(text)
+    return _sms_fields(text, *render.sms_measure(text))
+
+
+def _sms_fields(text: str, encoding: str, segments: int) -> dict[str, Any]:
     return {"text": text, "encoding": encoding, "segments": segments}
 
 
@@ -168,7 +171,8 @@ class Rendered:
         key = (max_segments, ending)
         fields = self._sms.get(key)
         if fields is None:
-            fields = self._sms[key] = _sms(render.sms_text(self.event, max_segments, ending))
+            measured = render.measured_sms_text(self.event, max_segments, ending)
+            fields = self._sms[key] = _sms_fields(*measured)
         return fields
 
 

@@ -30,16 +30,23 @@ _GSM = _GSM_BASIC | _GSM_EXTENDED
 _ELLIPSIS = "..."  # three GSM characters; "…" would force UCS-2
 
 
+# The alphabet as regular expressions and, for ASCII text (most alerts'), as bytes to
+# delete: an SMS is measured for every event, and both scan the text in C where a set
+# tests it a character object at a time.
+_NOT_GSM = re.compile("[^" + "".join(map(re.escape, sorted(_GSM))) + "]")
+_EXTENDED = re.compile("[" + "".join(map(re.escape, sorted(_GSM_EXTENDED))) + "]")
+_ASCII_GSM = bytes(sorted(ord(c) for c in _GSM if c.isascii()))
+_ASCII_EXTENDED = bytes(sorted(ord(c) for c in _GSM_EXTENDED if c.isascii()))
+
+
 def sms_encoding(text: str) -> SmsEncoding:
     """``GSM-7`` when every character is in the GSM 03.38 alphabet, else ``UCS-2``."""
-    return "GSM-7" if _GSM.issuperset(text) else "UCS-2"
+    return "GSM-7" if _NOT_GSM.search(text) is None else "UCS-2"
 
 
 def _units(text: str, encoding: str) -> int:
     if encoding == "GSM-7":
-        if _GSM_EXTENDED.isdisjoint(text):
-            return len(text)
-        return sum(2 if c in _GSM_EXTENDED else 1 for c in text)
+        return len(text) + len(_EXTENDED.findall(text))
     return len(text.encode("utf-16-le")) // 2
 
 
@@ -50,6 +57,11 @@ def sms_segments(text: str) -> int:
 
 def sms_measure(text: str) -> tuple[SmsEncoding, int]:
     """``text``'s encoding (:func:`sms_encoding`) and segments (:func:`sms_segments`)."""
+    if text.isascii():
+        data = text.encode()
+        if not data.translate(None, _ASCII_GSM):  # nothing left: all of it is GSM
+            units = 2 * len(data) - len(data.translate(None, _ASCII_EXTENDED))
+            return "GSM-7", 1 if units <= 160 else math.ceil(units / 153)
     encoding = sms_encoding(text)
     single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
     units = _units(text, encoding)
@@ -59,10 +71,24 @@ def sms_measure(text: str) -> tuple[SmsEncoding, int]:
 def fit_sms(text: str, max_segments: int, ending: str = "") -> str:
     """``text`` unchanged if it (then a space and ``ending``) fits ``max_segments``
     segments, else cut and ended with '...'; ``ending`` is never cut."""
+    return measured_sms(text, max_segments, ending)[0]
+
+
+def measured_sms(text: str, max_segments: int, ending: str = "") -> tuple[str, SmsEncoding, int]:
+    """:func:`fit_sms`'s text with its encoding and segments (:func:`sms_measure`): a
+    text that fits as it is, as most alerts' do, is measured once."""
+    whole = text + " " + ending if ending else text
+    encoding, segments = sms_measure(whole)
+    if segments > max_segments:
+        whole = _cut(text, max_segments, ending, encoding)
+        encoding, segments = sms_measure(whole)
+    return whole, encoding, segments
+
+
+def _cut(text: str, max_segments: int, ending: str, encoding: SmsEncoding) -> str:
+    """``text`` cut to leave room for '...' and `` ending`` in ``max_segments`` segments
+    of ``encoding`` (the whole message's)."""
     ending = " " + ending if ending else ""
-    if sms_segments(text + ending) <= max_segments:
-        return text + ending
-    encoding = sms_encoding(text + ending)
     single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
     capacity = single if max_segments == 1 else multi * max_segments
     budget = capacity - _units(ending, encoding) - _units(_ELLIPSIS, encoding)
@@ -90,12 +116,23 @@ one_line = _one_line
 def sms_text(event: AlertEvent, max_segments: int, ending: str = "") -> str:
     """The SMS for ``event``: severity, kind, title, link, then body, cut to fit; then
     ``ending`` (a reply instruction), never cut."""
+    return fit_with_ending(_sms_body(event), ending, max_segments)
+
+
+def measured_sms_text(
+    event: AlertEvent, max_segments: int, ending: str = ""
+) -> tuple[str, SmsEncoding, int]:
+    """:func:`sms_text` with its encoding and segments (:func:`measured_sms`)."""
+    return measured_sms(_sms_body(event), max_segments, ending)
+
+
+def _sms_body(event: AlertEvent) -> str:
     parts = [f"{event.severity.upper()} {event.kind.upper()}: {_one_line(event.title)}"]
     if event.url:
         parts.append(event.url)
     if event.body:
         parts.append("- " + _one_line(event.body))
-    return fit_with_ending(" ".join(parts), ending, max_segments)
+    return " ".join(parts)
 
 
 def fit_with_ending(text: str, ending: str, max_segments: int) -> str:

@@ -110,6 +110,9 @@ def test_the_instruction_count_benchmark_prints_the_instructions_an_event(
     few, many = figures["instructions"]["1"], figures["instructions"]["2"]
     assert 0 < few < many, "a batch more is more instructions"
     assert figures["instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)
+    few, many = figures["reference_instructions"]["1"], figures["reference_instructions"]["2"]
+    assert 0 < few < many, "the reference loop's batch more is more instructions"
+    assert figures["reference_instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)
 
 
 def test_the_instruction_count_says_in_a_line_when_it_cannot_make_its_database() -> None:

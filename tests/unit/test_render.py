@@ -35,6 +35,38 @@ def test_non_gsm_text_is_ucs2_with_70_then_67() -> None:
     assert render.sms_segments("✓" * 71) == 2
 
 
+# The GSM 03.38 alphabet as the standard lists it: the basic set, then the extension
+# table's characters (each sent as an escape and itself).
+GSM_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM_EXTENDED = set("^{}\\[~]|€\f")
+SMS_TEXT = st.text(
+    st.sampled_from(sorted(GSM_BASIC | GSM_EXTENDED)) | st.characters(codec="utf-8"),
+    max_size=400,
+)
+
+
+@given(SMS_TEXT)
+def test_an_sms_is_measured_character_by_character_as_the_alphabet_says(text: str) -> None:
+    # The renderer scans with regular expressions; this is the same count written out.
+    if set(text) <= GSM_BASIC | GSM_EXTENDED:
+        units = sum(2 if c in GSM_EXTENDED else 1 for c in text)
+        single, multi, encoding = 160, 153, "GSM-7"
+    else:
+        units = len(text.encode("utf-16-le")) // 2
+        single, multi, encoding = 70, 67, "UCS-2"
+    segments = 1 if units <= single else -(-units // multi)
+    assert render.sms_measure(text) == (encoding, segments)
+
+
+@given(SMS_TEXT, st.integers(min_value=1, max_value=4), st.sampled_from(["", "Reply 1 to ack"]))
+def test_a_fitted_sms_comes_with_its_own_measure(text: str, segments: int, ending: str) -> None:
+    fitted = render.fit_sms(text, segments, ending)
+    assert render.measured_sms(text, segments, ending) == (fitted, *render.sms_measure(fitted))
+
+
 def test_long_alerts_are_cut_to_the_segment_limit_with_an_ellipsis() -> None:
     text = render.sms_text(event(body="x" * 2000), max_segments=2)
     assert render.sms_segments(text) == 2
