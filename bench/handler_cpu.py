@@ -39,7 +39,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,22 @@ def alerts(first: int, users: int, rnd: random.Random) -> list[SourceRecord]:
         )
         for n in range(first, first + BATCH)
     ]
+
+
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """The URL of the PostgreSQL to measure on, for the block: ROUTER_DATABASE_URL, or an
+    embedded server's, started for it and stopped after."""
+    url = os.environ.get("ROUTER_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
+        postgres = EmbeddedPostgres(Path(tmp) / "pg").start()
+        try:
+            yield postgres.url
+        finally:
+            postgres.stop()
 
 
 @contextlib.asynccontextmanager
@@ -204,14 +220,8 @@ def main() -> None:
     if args.users < 1:
         parser.error("--users must be at least 1")
     configure("json", "WARNING")  # as the throughput benchmark runs the worker
-    url = os.environ.get("ROUTER_DATABASE_URL")
-    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
-        postgres = None if url else EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            figures = asyncio.run(measure(url or postgres.url, args.users, args.batches))  # type: ignore[union-attr]
-        finally:
-            if postgres is not None:
-                postgres.stop()
+    with database() as url:
+        figures = asyncio.run(measure(url, args.users, args.batches))
     if args.json:
         print(json.dumps(figures))
     else:

@@ -40,15 +40,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-from handler_cpu import BATCH, alerts, batch_worker, reference
+from handler_cpu import BATCH, alerts, batch_worker, database, reference
 
-from router.dev.embedded import EmbeddedPostgres
 from router.logging import configure
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
@@ -160,19 +157,13 @@ def main() -> None:
         parser.error("--batches and --more must be at least 1")
     configure("json", "WARNING")  # as the other benchmarks run the worker
     if args.inner:
-        database = os.environ["ROUTER_DATABASE_URL"]
-        asyncio.run(route_batches(database, args.users, args.batches, args.loop or "router"))
+        counted_on = os.environ["ROUTER_DATABASE_URL"]
+        asyncio.run(route_batches(counted_on, args.users, args.batches, args.loop or "router"))
         return
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (Debian: apt-get install valgrind)")
-    url = os.environ.get("ROUTER_DATABASE_URL")
-    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
-        postgres = None if url else EmbeddedPostgres(Path(tmp) / "pg").start()
-        try:
-            figures = measure(url or postgres.url, args.users, args.batches, args.more)  # type: ignore[union-attr]
-        finally:
-            if postgres is not None:
-                postgres.stop()
+    with database() as url:
+        figures = measure(url, args.users, args.batches, args.more)
     if args.json:
         print(json.dumps(figures))
     else:

@@ -20,20 +20,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def figures_of(script: str, database_url: str, *arguments: str) -> dict[str, Any]:
-    """``bench/{script} ARGUMENTS --json`` on ``database_url``: its last line's figures,
-    once it exited 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
-    env["ROUTER_DATABASE_URL"] = database_url
-    done = subprocess.run(
-        [sys.executable, f"bench/{script}", *arguments, "--json"],
+def run(
+    script: str, *arguments: str, database_url: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``bench/{script} ARGUMENTS``, with ``database_url`` as its ROUTER_DATABASE_URL
+    (none of this process's ROUTER_ settings when given)."""
+    env = None
+    if database_url is not None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+        env["ROUTER_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, f"bench/{script}", *arguments],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
+
+
+def figures_of(script: str, database_url: str, *arguments: str) -> dict[str, Any]:
+    """``bench/{script} ARGUMENTS --json`` on ``database_url``: its last line's figures,
+    once it exited 0."""
+    done = run(script, *arguments, "--json", database_url=database_url, timeout=600)
     assert done.returncode == 0, done.stderr
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
@@ -73,14 +83,7 @@ def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
 def test_a_benchmark_refuses_what_it_cannot_measure_before_starting_anything(
     script: str, arguments: list[str], said: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, f"bench/{script}", *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run(script, *arguments)
     assert done.returncode == 2
     assert said in done.stderr
     assert "Traceback" not in done.stderr
@@ -116,17 +119,8 @@ def test_the_instruction_count_benchmark_prints_the_instructions_an_event(
 
 
 def test_the_instruction_count_says_in_a_line_when_it_cannot_make_its_database() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
-    env["ROUTER_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens
-    done = subprocess.run(
-        [sys.executable, "bench/instructions.py", "--users", "5"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    nothing = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens there
+    done = run("instructions.py", "--users", "5", database_url=nothing)
     assert done.returncode == 1
     assert "cannot make a database to count in" in done.stderr
     assert "Traceback" not in done.stderr
