@@ -10,6 +10,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -140,6 +141,29 @@ def fit_with_ending(text: str, ending: str, max_segments: int) -> str:
     return fit_sms(text, max_segments, ending)
 
 
+#: The last time :func:`iso_time` wrote, with its text: an event's time is written for
+#: its email and again for its webhook's payload, one object both times. One tuple,
+#: replaced whole, so a reader never sees one time with another's text.
+_LAST_TIME: tuple[datetime | None, str] = (None, "")
+
+
+def iso_time(moment: datetime) -> str:
+    """``moment.isoformat()``, written by orjson (the same text, in a third of the time)
+    unless its offset has seconds, which orjson rounds; the same object twice in a row
+    is written once (by identity: equal times in other zones are other texts)."""
+    global _LAST_TIME
+    last = _LAST_TIME
+    if last[0] is moment:
+        return last[1]
+    offset = moment.utcoffset()
+    if offset is None or offset.seconds % 60 or offset.microseconds:
+        text = moment.isoformat()
+    else:
+        text = orjson.dumps(moment).decode()[1:-1]
+    _LAST_TIME = (moment, text)
+    return text
+
+
 def email_subject(event: AlertEvent) -> str:
     """One-line subject; newlines are folded so no header can be injected."""
     return f"[{event.severity.upper()}] {event.kind.upper()}: {_one_line(event.title)}"[:250]
@@ -153,7 +177,7 @@ def email_text(event: AlertEvent) -> str:
     lines.append(f"Severity:    {event.severity}")
     lines.append(f"Kind:        {event.kind}")
     if event.occurred_at is not None:
-        lines.append(f"Occurred at: {event.occurred_at.isoformat()}")
+        lines.append(f"Occurred at: {iso_time(event.occurred_at)}")
     if event.source:
         lines.append(f"Source:      {event.source}")
     if event.url:
@@ -182,7 +206,7 @@ def webhook_payload(
         "source": event.source,
         "dedup_key": event.dedup_key,
         "labels": event.labels,
-        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        "occurred_at": iso_time(event.occurred_at) if event.occurred_at else None,
     }
     if ack_url is not None:
         payload["ack_url"] = ack_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -112,6 +113,39 @@ def test_email_text_has_the_fields_a_responder_needs() -> None:
         "Source:      mon",
     ):
         assert expected in text
+
+
+# Any offset a time zone may have: whole minutes (every real zone's today), and seconds
+# and microseconds (historical local mean times, zones made in code).
+OFFSETS = st.one_of(
+    st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+        lambda minutes: timedelta(minutes=minutes)
+    ),
+    st.timedeltas(
+        min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)
+    ),
+)
+ZONES = st.one_of(st.none(), st.just(UTC), OFFSETS.map(timezone))
+# Away from the calendar's ends, where another zone's time would not exist.
+TIMES = st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 1, 1), timezones=ZONES)
+
+
+@given(TIMES, TIMES)
+def test_an_alert_time_is_written_as_isoformat_writes_it(first: datetime, second: datetime) -> None:
+    """The email's and the webhook's time: ``isoformat``'s text for any time in any zone,
+    naive or not, the same time asked twice in a row, or an equal time in another zone
+    (which must not get the first one's text)."""
+    in_another_zone = first.astimezone(timezone(timedelta(hours=5))) if first.tzinfo else first
+    for moment in (first, first, second, in_another_zone, first):
+        assert render.iso_time(moment) == moment.isoformat()
+
+
+def test_an_alert_time_read_from_json_is_written_as_isoformat_writes_it() -> None:
+    """Times as alerts carry them: parsed by pydantic, with its own zone type."""
+    for text in ("2026-03-01T10:00:00Z", "2026-03-01T10:00:00.250+05:30", "2026-03-01T10:00-08:00"):
+        occurred_at = make_event(occurred_at=text).occurred_at
+        assert occurred_at is not None
+        assert render.iso_time(occurred_at) == occurred_at.isoformat()
 
 
 def test_default_webhook_is_a_json_post_of_the_alert() -> None:
