@@ -45,6 +45,15 @@ def sms_encoding(text: str) -> SmsEncoding:
     return "GSM-7" if _NOT_GSM.search(text) is None else "UCS-2"
 
 
+#: An SMS's units in one segment alone, and in each of several (which carry a header).
+_SEGMENT_UNITS: dict[SmsEncoding, tuple[int, int]] = {"GSM-7": (160, 153), "UCS-2": (70, 67)}
+
+
+def _segments(units: int, encoding: SmsEncoding) -> int:
+    single, multi = _SEGMENT_UNITS[encoding]
+    return 1 if units <= single else math.ceil(units / multi)
+
+
 def _units(text: str, encoding: str) -> int:
     if encoding == "GSM-7":
         return len(text) + len(_EXTENDED.findall(text))
@@ -62,11 +71,9 @@ def sms_measure(text: str) -> tuple[SmsEncoding, int]:
         data = text.encode()
         if not data.translate(None, _ASCII_GSM):  # nothing left: all of it is GSM
             units = 2 * len(data) - len(data.translate(None, _ASCII_EXTENDED))
-            return "GSM-7", 1 if units <= 160 else math.ceil(units / 153)
+            return "GSM-7", _segments(units, "GSM-7")
     encoding = sms_encoding(text)
-    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
-    units = _units(text, encoding)
-    return encoding, 1 if units <= single else math.ceil(units / multi)
+    return encoding, _segments(_units(text, encoding), encoding)
 
 
 def fit_sms(text: str, max_segments: int, ending: str = "") -> str:
@@ -90,7 +97,7 @@ def _cut(text: str, max_segments: int, ending: str, encoding: SmsEncoding) -> st
     """``text`` cut to leave room for '...' and `` ending`` in ``max_segments`` segments
     of ``encoding`` (the whole message's)."""
     ending = " " + ending if ending else ""
-    single, multi = (160, 153) if encoding == "GSM-7" else (70, 67)
+    single, multi = _SEGMENT_UNITS[encoding]
     capacity = single if max_segments == 1 else multi * max_segments
     budget = capacity - _units(ending, encoding) - _units(_ELLIPSIS, encoding)
     kept: list[str] = []
@@ -117,7 +124,7 @@ one_line = _one_line
 def sms_text(event: AlertEvent, max_segments: int, ending: str = "") -> str:
     """The SMS for ``event``: severity, kind, title, link, then body, cut to fit; then
     ``ending`` (a reply instruction), never cut."""
-    return fit_with_ending(_sms_body(event), ending, max_segments)
+    return fit_sms(_sms_body(event), max_segments, ending)
 
 
 def measured_sms_text(
@@ -134,11 +141,6 @@ def _sms_body(event: AlertEvent) -> str:
     if event.body:
         parts.append("- " + _one_line(event.body))
     return " ".join(parts)
-
-
-def fit_with_ending(text: str, ending: str, max_segments: int) -> str:
-    """:func:`fit_sms` with an ``ending`` (a reply instruction) that is never cut."""
-    return fit_sms(text, max_segments, ending)
 
 
 #: The last time :func:`iso_time` wrote, with its text: an event's time is written for

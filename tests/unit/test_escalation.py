@@ -19,7 +19,7 @@ from router.pages.escalation import Page, PageStep, Stop, answer, first_step, mo
 from router.pages.policy import Policy, PolicyStep, describe_policy, parse_delay
 from router.pages.replies import Answer, NotUnderstood, OptOut, read_reply, reply_hint
 from router.pages.tokens import AckLinks, Claims, Refused, sign, verify
-from router.routing.render import fit_with_ending, sms_segments
+from router.routing.render import fit_sms, sms_segments
 from schemas import AlertEvent, escalation_job_id, job_id_for
 
 T0 = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_replies_are_read_as_codes_stop_or_nothing(text: str, reply: object) -> 
 def test_an_sms_of_an_open_page_ends_with_the_reply_hint_however_long_the_alert() -> None:
     hint = reply_hint("42")
     for length in (10, 150, 600):
-        text = fit_with_ending("x" * length, hint, 2)
+        text = fit_sms("x" * length, 2, hint)
         assert text.endswith("Reply 42A to ack, 42R to resolve")
         assert sms_segments(text) <= 2
 
