@@ -46,11 +46,19 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
 - ``peak_rss_mb`` of the worker process (VmHWM);
 - ``rounds``: each round's rates, ratios, round trips and CPU per event;
 - ``users`` (``--users``, up to 100,000: three methods each);
+- with ``--users`` other than ``--baseline-users`` (1,000 unless told), the router's
+  rate at both sizes from the same run: each round also routes a backlog of
+  ``--events`` alerts with a directory of ``baseline_users`` (a database of its own on
+  the same server, the worker started as the other), beside the router's run (after it
+  in odd rounds, before it in even ones). ``baseline_events_per_s`` is that rate
+  (median of the rounds), ``users_ratio`` the median of the rounds' router rate at
+  ``--users`` over the rate at ``baseline_users``: target 4's "within 10%" without
+  two runs minutes apart, which differ by more than that on a shared machine;
 - with ``--workers N`` (N > 1), ``workers_events_per_s``: N ``router run`` processes in
   one consumer group routing a backlog of ``--events`` alerts, their combined rate.
 
     .venv/bin/python bench/throughput.py [--events 20000] [--users 1000] [--rate 1000]
-        [--rounds 3] [--workers 3] [--json]
+        [--rounds 3] [--workers 3] [--baseline-users 1000] [--json]
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -575,6 +584,9 @@ async def run(
         }
     )
     await ensure_topics(ref)
+    baseline = None
+    if args.users != args.baseline_users:
+        baseline = await baseline_env(env, args.baseline_users)
     # Each round runs the three loops one after the other, each over alerts of its own,
     # the router's waiting as a backlog for a worker started after them; a ratio is
     # taken within a round, and the figures are the rounds' medians. The last round
@@ -601,6 +613,8 @@ async def run(
                 args.latency_seconds,
                 args.users,
             )
+        if baseline is not None and n % 2 == 0:
+            this.baseline = await baseline_round(baseline, n, args)
         since = await since_now(bootstrap, settings.topic_decisions)
         # Ids of their own: the database knows the earlier rounds' as routed.
         await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users, f"bench{n}")
@@ -628,6 +642,8 @@ async def run(
         finally:
             child.send_signal(signal.SIGTERM)
             await asyncio.wait_for(child.wait(), 60)
+        if baseline is not None and n % 2 == 1:
+            this.baseline = await baseline_round(baseline, n, args)
         rounds.append(this)
         print(f"round {n}: {this}")
     workers_rate = None
@@ -671,6 +687,11 @@ async def run(
         "cpus": os.cpu_count(),
         "log_level": args.log_level,
     }
+    if baseline is not None:
+        report["baseline_users"] = args.baseline_users
+        report["baseline_events_per_s"] = round(median(r.baseline for r in rounds))
+        ratios = [r.router / r.baseline for r in rounds if r.baseline]
+        report["users_ratio"] = round(median(ratios), 3)
     if workers_rate is not None:
         report["workers"] = args.workers
         report["workers_events_per_s"] = round(workers_rate)
@@ -695,6 +716,12 @@ async def run(
         f"p95 {reference_latency['p95']} ms, p99 {reference_latency['p99']} ms)\n"
         f"worker peak RSS:    {peak_rss_mb:8.1f} MB with {args.users} users"
     )
+    if baseline is not None:
+        print(
+            f"router, {args.baseline_users} users: {report['baseline_events_per_s']:8.0f} "
+            f"events/s in the same rounds; with {args.users} users "
+            f"{report['users_ratio']:.2f} of that (median of the rounds' ratios)"
+        )
     if workers_rate is not None:
         print(f"{args.workers} workers, one group: {workers_rate:8.0f} events/s combined")
     if args.json:
@@ -717,8 +744,11 @@ class Round:
     router_machine: float | None = None
     trips: float = 0.0
     loaded_in: float | None = None
+    #: The router's rate with ``--baseline-users`` (None: not measured).
+    baseline: float | None = None
 
     def figures(self) -> dict[str, Any]:
+        more = {} if self.baseline is None else {"baseline_events_per_s": round(self.baseline)}
         return {
             "bare_events_per_s": round(self.bare),
             "reference_events_per_s": round(self.reference),
@@ -737,12 +767,13 @@ class Round:
                 "reference": self.reference_machine,
                 "router": self.router_machine,
             },
-        }
+        } | more
 
     def __str__(self) -> str:
+        also = "" if self.baseline is None else f", router at the baseline {self.baseline:.0f}"
         return (
             f"bare {self.bare:.0f}, reference {self.reference:.0f}, router {self.router:.0f} "
-            f"events/s ({self.router / self.bare:.2f} of the bare loop)"
+            f"events/s ({self.router / self.bare:.2f} of the bare loop){also}"
         )
 
 
@@ -804,6 +835,56 @@ async def reference_round(
     )
     reference = await rate(bootstrap, ref.topic_decisions, 3 * events, 600, since) / 3
     return reference, cpu, machine.microseconds()
+
+
+async def baseline_env(env: dict[str, Any], users: int) -> dict[str, Any]:
+    """The worker settings of the baseline's runs: a database of its own on the same server
+    as ``env``'s (made, migrated and seeded with ``users`` users now), topics and a group
+    of its own."""
+    url = env["database_url"]
+    parts = urllib.parse.urlsplit(url)
+    name = "router_bench_baseline"
+    connection = await asyncpg.connect(url)
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await connection.execute(f"CREATE DATABASE {name}")
+    except asyncpg.PostgresError as error:
+        raise SystemExit(
+            f"--baseline-users needs a database of its own ({name}) beside the benchmark's: {error}"
+        ) from error
+    finally:
+        await connection.close()
+    baseline = {
+        **env,
+        "database_url": urllib.parse.urlunsplit(parts._replace(path=f"/{name}")),
+        "group_id": "bench-router-baseline",
+        **{
+            f"topic_{topic}": f"bench.baseline.{topic}"
+            for topic in ("alerts", "decisions", "email", "sms", "webhook")
+        },
+    }
+    await migrate(baseline["database_url"])
+    await seed(baseline["database_url"], users)
+    await ensure_topics(Settings(**baseline))
+    return baseline
+
+
+async def baseline_round(env: dict[str, Any], n: int, args: argparse.Namespace) -> float:
+    """The router over ``--events`` alerts with the baseline's directory (``env``), as in
+    the round's own run: a worker started on the backlog, its rate from its decisions."""
+    bootstrap = env["kafka_bootstrap_servers"]
+    since = await since_now(bootstrap, env["topic_decisions"])
+    await produce_alerts(
+        bootstrap, env["topic_alerts"], args.events, args.baseline_users, f"baseline{n}"
+    )
+    port = free_port()
+    child = await start_worker(env, port, args.log_level)
+    try:
+        await until_routed([port], args.events, 600)
+        return await rate(bootstrap, env["topic_decisions"], 3 * args.events, 600, since) / 3
+    finally:
+        child.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(child.wait(), 60)
 
 
 async def start_worker(
@@ -1145,6 +1226,13 @@ def main() -> None:
         help="run the three loops this many times, one after the other; the figures are "
         "the rounds' medians (a ratio is taken within a round)",
     )
+    parser.add_argument(
+        "--baseline-users",
+        type=int,
+        default=1_000,
+        help="with --users other than this, each round also routes a backlog with this "
+        "many users: both rates and their ratio from one run (default 1,000)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     parser.add_argument(
         "--log-level",
@@ -1161,9 +1249,9 @@ def main() -> None:
         "FILE, top costs printed",
     )
     args = parser.parse_args()
-    for name in ("rounds", "events", "users", "rate", "workers"):
+    for name in ("rounds", "events", "users", "rate", "workers", "baseline_users"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.latency_seconds <= 0:
         parser.error("--latency-seconds must be more than 0")
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:

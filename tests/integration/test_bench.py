@@ -75,6 +75,7 @@ def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
         ("handler_cpu.py", ["--users", "0"], "--users must be at least 1"),
         ("throughput.py", ["--users", "0"], "--users must be at least 1"),
         ("throughput.py", ["--events", "-5"], "--events must be at least 1"),
+        ("throughput.py", ["--baseline-users", "0"], "--baseline-users must be at least 1"),
         ("throughput.py", ["--latency-seconds", "0"], "--latency-seconds must be more than 0"),
         ("instructions.py", ["--more", "0"], "--batches and --more must be at least 1"),
         ("instructions.py", ["--users", "0"], "--users must be at least 1"),
