@@ -963,8 +963,10 @@ async def directory_loaded(port: int, users: int, started: float) -> float | Non
 def batch_breakdown(port: int) -> dict[str, float]:
     """Where a batch's wall time went, from the worker's own histograms (means over the
     throughput run): records per batch, milliseconds per batch (routing it, until the
-    broker has its output), and milliseconds per batch in each PostgreSQL call
-    (``record_batch``, the ledger, runs while the next batch is routed)."""
+    broker has its output), milliseconds per batch waiting for the batch before to be
+    recorded (``ledger_wait_ms``: the worker held back by PostgreSQL), and milliseconds
+    per batch in each PostgreSQL call (``record_batch``, the ledger, runs while the next
+    batch is routed)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
 
@@ -976,6 +978,8 @@ def batch_breakdown(port: int) -> dict[str, float]:
     found = {
         "records": round(total("router_batch_size_sum") / batches, 1),
         "ms": round(1000 * total("router_batch_duration_seconds_sum") / batches, 1),
+        # Waiting for the batch before to be recorded (its ledger, its commit).
+        "ledger_wait_ms": round(1000 * total("router_ledger_wait_seconds_sum") / batches, 1),
     }
     for operation, seconds in re.findall(
         r'^router_db_query_duration_seconds_sum\{operation="([a-z_]+)"\} (\S+)$',

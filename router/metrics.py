@@ -47,6 +47,14 @@ BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+LEDGER_WAIT = Histogram(
+    "router_ledger_wait_seconds",
+    "Time a batch's handler waited, before handing its batch over, for the batch before "
+    "it to be recorded (its ledger written, its offsets committed): the worker held back "
+    "by PostgreSQL.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 DB_SECONDS = Histogram(
     "router_db_query_duration_seconds",
     "Time of the worker's PostgreSQL calls, by operation.",
@@ -153,39 +161,13 @@ LOG_LINES_LOST = Counter(
     registry=REGISTRY,
 )
 
-#: Every metric name the worker exports (counters with their ``_total`` suffix).
+#: Every metric name the router's processes export (counters with their ``_total``
+#: suffix, histograms with their series), as registered above: FastStream's, added
+#: when a broker is built, are not among them.
 NAMES = frozenset(
-    {
-        "router_events_total",
-        "router_jobs_total",
-        "router_decisions_total",
-        "router_dead_letters_total",
-        "router_failed_batches_total",
-        "router_batch_size_bucket",
-        "router_batch_size_count",
-        "router_batch_size_sum",
-        "router_batch_duration_seconds_bucket",
-        "router_batch_duration_seconds_count",
-        "router_batch_duration_seconds_sum",
-        "router_db_query_duration_seconds_bucket",
-        "router_db_query_duration_seconds_count",
-        "router_db_query_duration_seconds_sum",
-        "router_db_round_trips_total",
-        "router_consumer_lag",
-        "router_assigned_partitions",
-        "router_undecodable_partitions",
-        "router_directory_cache_lookups_total",
-        "router_directory_cache_users",
-        "router_held_pages",
-        "router_delivery_statuses_total",
-        "router_unreachable_pages_total",
-        "router_escalations_total",
-        "router_pages_unacknowledged_total",
-        "router_acks_total",
-        "router_time_to_ack_seconds_bucket",
-        "router_time_to_ack_seconds_count",
-        "router_time_to_ack_seconds_sum",
-        "router_sms_replies_total",
-        "router_log_lines_lost_total",
-    }
+    family.name + suffix
+    for family in REGISTRY.collect()
+    for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(
+        family.type, ("",)
+    )
 )

@@ -24,6 +24,8 @@ import structlog
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from router import metrics
+
 log = structlog.get_logger("router.consume")
 
 
@@ -67,9 +69,11 @@ class Overlap:
         consumer: Any,
         offsets: dict[TopicPartition, int],
     ) -> None:
-        """Wait for the batch handed over before, then wait for ``ledger`` and commit
-        ``offsets`` after it, in the background (or now, when stopping)."""
-        await self._wait()
+        """Wait for the batch handed over before (``router_ledger_wait_seconds``), then
+        wait for ``ledger`` and commit ``offsets`` after it, in the background (or now,
+        when stopping)."""
+        with metrics.LEDGER_WAIT.time():
+            await self._wait()
 
         async def finish() -> None:
             try:

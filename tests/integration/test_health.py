@@ -68,6 +68,7 @@ async def test_probes_and_metrics_follow_the_worker_and_its_database(
     assert sample(metrics, "router_dead_letters_total", reason="not_json") == 1
     assert sample(metrics, "router_batch_size_count") >= 1
     assert sample(metrics, "router_batch_duration_seconds_count") >= 1
+    assert sample(metrics, "router_ledger_wait_seconds_count") >= 1
     assert sample(metrics, "router_db_query_duration_seconds_count", operation="directory_for") >= 1
     assert sample(metrics, "router_assigned_partitions", topic=t["alerts"]) == 3
     assert "router_consumer_lag{" in metrics

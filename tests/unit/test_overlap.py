@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from router.kafka.overlap import Overlap, next_offsets
+from router.metrics import REGISTRY
 from tests.conftest import RouterLog
 
 A0, A1 = TopicPartition("alerts", 0), TopicPartition("alerts", 1)
@@ -88,6 +89,29 @@ async def test_one_batch_is_in_hand_at_a_time_and_commits_keep_their_order() -> 
     await overlap.drain()
     assert log == ["first written", "second written"]
     assert consumer.commits == [{A0: 10}, {A1: 4}]
+
+
+async def test_the_wait_for_the_batch_before_is_measured_for_operators() -> None:
+    def waits() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("router_ledger_wait_seconds_count")
+        total = REGISTRY.get_sample_value("router_ledger_wait_seconds_sum")
+        assert count is not None and total is not None
+        return count, total
+
+    consumer, log = Consumer(A0, A1), []
+    overlap = Overlap(drain_seconds=5)
+    first = Ledger(log, "first")
+    count, total = waits()
+    await overlap.hand_over(first, consumer, {A0: 10})
+    assert waits()[0] == count + 1, "every hand-over is counted, a wait of nothing too"
+    handing = asyncio.create_task(overlap.hand_over(written(log, "second"), consumer, {A1: 4}))
+    await asyncio.sleep(0.2)
+    first.gate.set()
+    await handing
+    await overlap.drain()
+    after_count, after_total = waits()
+    assert after_count == count + 2
+    assert 0.2 <= after_total - total < 5, "the second batch waited for the first's ledger"
 
 
 async def test_a_batch_handed_over_while_stopping_is_finished_before_the_handler_returns() -> None:
