@@ -44,6 +44,11 @@ One run prints, as a table and with ``--json`` as one JSON object on the last li
   loop, the broker, PostgreSQL, this process). A loop cannot route faster than the
   machine's CPUs allow it: ``cpus`` x 1,000,000 / this figure events/s;
 - ``peak_rss_mb`` of the worker process (VmHWM);
+- ``batch``: where the last round's batches went, means from the worker's histograms:
+  ``records`` a batch, ``ms`` to route one (until the broker has its output),
+  ``ledger_wait_ms`` waiting for the batch before to be recorded (PostgreSQL holding
+  the worker back), and each PostgreSQL call's milliseconds (``record_batch_ms``: the
+  ledger, written while the next batch is routed);
 - ``rounds``: each round's rates, ratios, round trips and CPU per event;
 - ``users`` (``--users``, up to 100,000: three methods each);
 - with ``--users`` other than ``--baseline-users`` (1,000 unless told), the router's
