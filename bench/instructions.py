@@ -45,6 +45,7 @@ from typing import Any
 
 import asyncpg
 from handler_cpu import BATCH, alerts, batch_worker, database, reference
+from throughput import database_beside
 
 from router.logging import configure
 
@@ -67,21 +68,7 @@ async def route_batches(url: str, users: int, batches: int, loop: str = "router"
 
 async def new_database(url: str) -> str:
     """A database of its own on ``url``'s server: its URL."""
-    name = f"router_instructions_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _with_database(url, name)
-
-
-def _with_database(url: str, name: str) -> str:
-    """``url`` naming the database ``name`` instead of its own."""
-    base, _, query = url.partition("?")
-    scheme, _, rest = base.partition("://")
-    authority = rest.split("/", 1)[0]
-    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
+    return await database_beside(url, f"router_instructions_{uuid.uuid4().hex[:12]}")
 
 
 def counted(url: str, users: int, batches: int, loop: str = "router") -> int:

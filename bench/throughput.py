@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -82,7 +83,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -559,6 +560,9 @@ async def run(
     postgres: Callable[[], list[int]] | None = None,
 ) -> None:
     """The whole benchmark; ``postgres`` names the database server's processes, if local."""
+    baseline_url = None
+    if args.users != args.baseline_users:
+        baseline_url = await baseline_database(url)
     env: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap,
         "database_url": url,
@@ -590,8 +594,8 @@ async def run(
     )
     await ensure_topics(ref)
     baseline = None
-    if args.users != args.baseline_users:
-        baseline = await baseline_env(env, args.baseline_users)
+    if baseline_url is not None:
+        baseline = await baseline_env(env, baseline_url, args.baseline_users)
     # Each round runs the three loops one after the other, each over alerts of its own,
     # the router's waiting as a backlog for a worker started after them; a ratio is
     # taken within a round, and the figures are the rounds' medians. The last round
@@ -625,8 +629,7 @@ async def run(
         await produce_alerts(bootstrap, settings.topic_alerts, args.events, args.users, f"bench{n}")
         port = free_port()
         started = time.monotonic()
-        child = await start_worker(env, port, args.log_level)
-        try:
+        async with running_worker(env, port, args.log_level) as child:
             loading = asyncio.create_task(directory_loaded(port, args.users, started))
             watch = asyncio.create_task(steady_state(port, args.events, child.pid, postgres))
             spy = await start_profile(child.pid, args.profile) if args.profile and last else None
@@ -644,9 +647,6 @@ async def run(
                     bootstrap, settings, args.rate, args.latency_seconds, args.users
                 )
                 peak_rss_mb = peak_rss(child.pid)
-        finally:
-            child.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(child.wait(), 60)
         if baseline is not None and n % 2 == 1:
             this.baseline = await baseline_round(baseline, n, args)
         rounds.append(this)
@@ -842,34 +842,47 @@ async def reference_round(
     return reference, cpu, machine.microseconds()
 
 
-async def baseline_env(env: dict[str, Any], users: int) -> dict[str, Any]:
-    """The worker settings of the baseline's runs: a database of its own on the same server
-    as ``env``'s (made, migrated and seeded with ``users`` users now), topics and a group
-    of its own."""
-    url = env["database_url"]
-    parts = urllib.parse.urlsplit(url)
-    name = "router_bench_baseline"
+BASELINE_DATABASE = "router_bench_baseline"
+
+
+async def database_beside(url: str, name: str) -> str:
+    """The URL of the database ``name`` on ``url``'s server, made now unless it is there
+    (``url``'s user then needs CREATEDB)."""
     connection = await asyncpg.connect(url)
     try:
         if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await connection.execute(f"CREATE DATABASE {name}")
-    except asyncpg.PostgresError as error:
-        raise SystemExit(
-            f"--baseline-users needs a database of its own ({name}) beside the benchmark's: {error}"
-        ) from error
+            await connection.execute(f'CREATE DATABASE "{name}"')
     finally:
         await connection.close()
-    baseline = {
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def baseline_database(url: str) -> str:
+    """The URL of the baseline's database on ``url``'s server (:func:`database_beside`); a
+    benchmark that cannot make it says so in a line, before starting anything else."""
+    try:
+        return await database_beside(url, BASELINE_DATABASE)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise SystemExit(
+            f"--baseline-users: cannot make the baseline's database ({BASELINE_DATABASE}) "
+            f"beside the benchmark's (its user needs CREATEDB): {error}"
+        ) from None
+
+
+async def baseline_env(env: dict[str, Any], url: str, users: int) -> dict[str, Any]:
+    """The worker settings of the baseline's runs: its database (``url``, migrated and
+    seeded with ``users`` users now), topics and a group of its own."""
+    baseline: dict[str, Any] = {
         **env,
-        "database_url": urllib.parse.urlunsplit(parts._replace(path=f"/{name}")),
+        "database_url": url,
         "group_id": "bench-router-baseline",
         **{
             f"topic_{topic}": f"bench.baseline.{topic}"
             for topic in ("alerts", "decisions", "email", "sms", "webhook")
         },
     }
-    await migrate(baseline["database_url"])
-    await seed(baseline["database_url"], users)
+    await migrate(url)
+    await seed(url, users)
     await ensure_topics(Settings(**baseline))
     return baseline
 
@@ -883,10 +896,20 @@ async def baseline_round(env: dict[str, Any], n: int, args: argparse.Namespace) 
         bootstrap, env["topic_alerts"], args.events, args.baseline_users, f"baseline{n}"
     )
     port = free_port()
-    child = await start_worker(env, port, args.log_level)
-    try:
+    async with running_worker(env, port, args.log_level):
         await until_routed([port], args.events, 600)
         return await rate(bootstrap, env["topic_decisions"], 3 * args.events, 600, since) / 3
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    env: dict[str, Any], port: int, log_level: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """:func:`start_worker` for the block, then stopped as a pod is (SIGTERM), waiting
+    for it to finish its batches."""
+    child = await start_worker(env, port, log_level)
+    try:
+        yield child
     finally:
         child.send_signal(signal.SIGTERM)
         await asyncio.wait_for(child.wait(), 60)

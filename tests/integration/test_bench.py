@@ -125,3 +125,11 @@ def test_the_instruction_count_says_in_a_line_when_it_cannot_make_its_database()
     assert done.returncode == 1
     assert "cannot make a database to count in" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_throughput_benchmark_says_in_a_line_when_it_cannot_make_its_baseline() -> None:
+    nothing = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens there
+    done = run("throughput.py", "--users", "5", database_url=nothing)
+    assert done.returncode == 1
+    assert "--baseline-users: cannot make the baseline's database" in done.stderr
+    assert "Traceback" not in done.stderr
