@@ -119,17 +119,19 @@ def test_the_instruction_count_benchmark_prints_the_instructions_an_event(
     assert figures["reference_instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)
 
 
-def test_the_instruction_count_says_in_a_line_when_it_cannot_make_its_database() -> None:
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ("instructions.py", "cannot make a database to count in"),
+        # Its baseline's database (--users other than --baseline-users), before anything else.
+        ("throughput.py", "--baseline-users: cannot make the baseline's database"),
+    ],
+)
+def test_a_benchmark_says_in_a_line_when_it_cannot_make_its_database(
+    script: str, said: str
+) -> None:
     nothing = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens there
-    done = run("instructions.py", "--users", "5", database_url=nothing)
+    done = run(script, "--users", "5", database_url=nothing)
     assert done.returncode == 1
-    assert "cannot make a database to count in" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_the_throughput_benchmark_says_in_a_line_when_it_cannot_make_its_baseline() -> None:
-    nothing = "postgresql://nobody@127.0.0.1:1/nothing"  # nothing listens there
-    done = run("throughput.py", "--users", "5", database_url=nothing)
-    assert done.returncode == 1
-    assert "--baseline-users: cannot make the baseline's database" in done.stderr
+    assert said in done.stderr
     assert "Traceback" not in done.stderr
