@@ -261,15 +261,16 @@ def trail_value(decision: Decision, value: bytes) -> bytes:
     not, so only its job id is kept, and :func:`story` makes it whole again. The rest
     are kept as published."""
     job_id = decision.job_id
-    if (
-        job_id is None
-        or decision.reason is not None
-        or decision.escalation_step is not None
-        or decision.digest_of is not None
-        or decision.failover_of is not None
-    ):
+    if job_id is None or decision.digest_of is not None or decision.failover_of is not None:
         return value
-    return b'"%s"' % job_id.encode()
+    plain = decision.reason is None and decision.escalation_step is None
+    return sent_trail_value(job_id, value, not plain)
+
+
+def sent_trail_value(job_id: str, value: bytes, paging: bool) -> bytes:
+    """:func:`trail_value` of the decision that routing sends job ``job_id``, ``value`` as
+    published: its job id, but for a step of a page (``paging``: a step, a reason)."""
+    return value if paging else b'"%s"' % job_id.encode()
 
 
 def _sent(

@@ -52,28 +52,23 @@ def event_headers(event_key: bytes) -> Headers:
 
 
 def decision_record(
-    settings: Settings,
-    decision: Decision,
-    origin: int,
-    identity: Identity,
-    value: bytes | None = None,
-    headers: Headers | None = None,
+    settings: Settings, decision: Decision, origin: int, identity: Identity
 ) -> Outgoing:
-    """``decision`` as its record on the decisions topic; ``value`` when it is already
-    serialized (the routing path keeps the JSON for the trail too), ``headers`` when
-    the caller has its event's (:func:`event_headers`), which carry its key."""
-    if headers is None:
-        headers = event_headers(decision.event_id.encode())
+    """``decision`` as its record on the decisions topic."""
+    value = encode(decision)
+    return written_decision(
+        settings, value, origin, identity, event_headers(decision.event_id.encode())
+    )
+
+
+def written_decision(
+    settings: Settings, value: bytes, origin: int, identity: Identity, headers: Headers
+) -> Outgoing:
+    """A decision already written as ``value`` (the routing path keeps the JSON for the
+    trail too, and writes a sent decision without its model) as its record, ``headers``
+    its event's (:func:`event_headers`), which carry its key."""
     return _outgoing(
-        Outgoing,
-        (
-            settings.topic_decisions,
-            value if value is not None else encode(decision),
-            headers[0][1],
-            headers,
-            origin,
-            identity,
-        ),
+        Outgoing, (settings.topic_decisions, value, headers[0][1], headers, origin, identity)
     )
 
 

@@ -25,7 +25,7 @@ from router.routing.digest_text import (
     digest_webhook_body,
     highest,
 )
-from router.routing.encode import shell, template
+from router.routing.encode import encode_fields, shell, template
 from router.routing.rules import RoutingOptions
 from schemas import (
     AlertEvent,
@@ -317,27 +317,49 @@ def new_decision(
     return shell(Decision, fields)
 
 
+def sent_reason(paging: Paging | None) -> Reason | None:
+    """The reason a sent decision gives: ``escalated`` on a later step or round of a
+    page, else none."""
+    return "escalated" if paging is not None and paging.escalated else None
+
+
+def sent_fields(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -> dict[str, Any]:
+    """The fields of the decision that routing sends ``job``, in the model's order:
+    :func:`new_decision`'s ``sent`` with the job's event, user, method, transport, id
+    and alert key, and the page's step and round. One for every job an event is routed
+    to, so written out in one dict (``tests/unit/test_encode.py`` holds it to the model,
+    field for field), not the template's copy filled key by key."""
+    fields = job.__dict__
+    step, round_ = (paging.step, paging.round) if paging is not None else (None, None)
+    return {
+        "event_id": fields["event_id"],
+        "user_id": fields["user_id"],
+        "contact_method_id": fields["contact_method_id"],
+        "transport": fields["transport"],
+        "outcome": "sent",
+        "reason": sent_reason(paging),
+        "job_id": fields["job_id"],
+        "decided_at": decided_at,
+        "deliver_at": None,
+        "digest_of": None,
+        "failover_of": None,
+        "alert_key": fields["alert_key"],
+        "escalation_step": step,
+        "escalation_round": round_,
+    }
+
+
 def sent_decision(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -> Decision:
-    """The decision that routing sends ``job``: :func:`new_decision`'s ``sent`` with the
-    job's event, user, method, transport, id and alert key (``escalated`` on a later
-    step or round of a page). One for every job an event is routed to, so it fills
-    only the fields a sent decision has from the job at hand, not the keywords of
-    every decision."""
-    fields = template(Decision).copy()
-    fields["event_id"] = job.event_id
-    fields["user_id"] = job.user_id
-    fields["contact_method_id"] = job.contact_method_id
-    fields["transport"] = job.transport
-    fields["outcome"] = "sent"
-    fields["job_id"] = job.job_id
-    fields["decided_at"] = decided_at
-    fields["alert_key"] = job.alert_key
-    if paging is not None:
-        if paging.escalated:
-            fields["reason"] = "escalated"
-        fields["escalation_step"] = paging.step
-        fields["escalation_round"] = paging.round
-    return shell(Decision, fields)
+    """The decision that routing sends ``job`` (:func:`sent_fields`), as a model: for
+    the paths that read decisions; the hot path writes it at once (:func:`sent_value`)."""
+    template(Decision)  # shell() needs the model's fields set made
+    return shell(Decision, sent_fields(job, decided_at, paging))
+
+
+def sent_value(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -> bytes:
+    """:func:`sent_decision` as JSON bytes, without the model: what the decisions topic
+    gets for every job routed."""
+    return encode_fields(Decision, sent_fields(job, decided_at, paging))
 
 
 # -- digests -----------------------------------------------------------------------

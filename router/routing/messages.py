@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from router.delivery.trail import Trail, job_row, trail_value
+from router.delivery.trail import Trail, job_row, sent_trail_value, trail_value
 from router.kafka.publish import Outgoing
-from router.kafka.records import decision_record, event_headers, job_record
+from router.kafka.records import event_headers, job_record, written_decision
+from router.routing.build import sent_value
 from router.routing.dlq import SourceRecord
 from router.routing.encode import encode
 from router.routing.pipeline import Routed
 from router.settings import Settings
+from schemas import Decision
 
 
 def routed_messages(
@@ -34,14 +36,17 @@ def routed_messages(
         for n, job in enumerate(routed.jobs)
     ]
     decided: list[bytes] = []
-    for decision in routed.decisions:
-        value = encode(decision)
-        # A plain sent decision is its job's row read again: the trail keeps its job
-        # id (router.delivery.trail.story makes it whole), the rest as published.
-        decided.append(trail_value(decision, value))
-        messages.append(
-            decision_record(settings, decision, index, (*origin, len(messages)), value, headers)
-        )
+    decided_at, paging = routed.decided_at, routed.paging
+    for entry in routed.outcomes:
+        if isinstance(entry, Decision):
+            value = encode(entry)
+            # The trail keeps a decision as published, a plain sent one as its job id.
+            decided.append(trail_value(entry, value))
+        else:  # a job routed: its sent decision, written without the model
+            assert decided_at is not None, "finish() sets it with the jobs"
+            value = sent_value(entry, decided_at, paging)
+            decided.append(sent_trail_value(entry.job_id, value, paging is not None))
+        messages.append(written_decision(settings, value, index, (*origin, len(messages)), headers))
     trail.jobs.extend(job_row(job) for job in routed.jobs)
     # The event as it came (it decoded, so it is JSON text) and its decisions as
     # already serialized for Kafka: one row, nothing serialized twice.

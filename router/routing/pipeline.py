@@ -48,9 +48,27 @@ class Routed:
 
     event: AlertEvent
     jobs: list[DeliveryJob] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
+    #: What was decided, method by method in order: a decision, or a job of ``jobs``,
+    #: which stands for its sent decision (:attr:`decisions` makes it), so the hot path
+    #: writes that decision without making it (:func:`router.routing.build.sent_value`).
+    outcomes: list[Decision | DeliveryJob] = field(default_factory=list)
     #: Pages deferred (quiet hours, rate limits): written to the store with the sends.
     holds: list[HeldPage] = field(default_factory=list)
+    #: When the jobs were decided, and the page step they are: their sent decisions say.
+    decided_at: datetime | None = None
+    paging: Paging | None = None
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """Every decision, in order, the sent ones made from their jobs."""
+        return [
+            entry if isinstance(entry, Decision) else self.sent(entry) for entry in self.outcomes
+        ]
+
+    def sent(self, job: DeliveryJob) -> Decision:
+        """The decision that sends ``job``, one of :attr:`jobs`."""
+        assert self.decided_at is not None, "finish() sets it with the jobs"
+        return sent_decision(job, self.decided_at, self.paging)
 
 
 def skipped(
@@ -77,7 +95,7 @@ def skipped(
 
 def duplicate(event: AlertEvent, now: datetime) -> Routed:
     """The outcome for an event already fully routed: one decision, no jobs."""
-    return Routed(event=event, decisions=[skipped(event, now, "duplicate_event", None)])
+    return Routed(event=event, outcomes=[skipped(event, now, "duplicate_event", None)])
 
 
 def _plan_user(
@@ -202,10 +220,10 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
     its method allows again. ``rate=None`` means no rate limit applies.
     """
     event, now, paging = planned.event, planned.now, planned.paging
-    out = Routed(event=event, holds=list(planned.holds))
+    out = Routed(event=event, holds=list(planned.holds), decided_at=now, paging=paging)
     for entry in planned.entries:
         if isinstance(entry, Decision):
-            out.decisions.append(entry)
+            out.outcomes.append(entry)
             continue
         if rate is not None and entry.job_id not in rate.allowed:
             decision, page = deferred(
@@ -218,11 +236,11 @@ def finish(planned: Planned, rate: RateDecision | None = None) -> Routed:
                 now,
                 paging,
             )
-            out.decisions.append(decision)
+            out.outcomes.append(decision)
             out.holds.append(page)
             continue
         out.jobs.append(entry)
-        out.decisions.append(sent_decision(entry, now, paging))
+        out.outcomes.append(entry)  # and its sent decision (Routed.decisions)
     return out
 
 

@@ -10,7 +10,9 @@ import structlog
 
 from router import metrics
 from router.logging import enabled
+from router.routing.build import sent_reason
 from router.routing.pipeline import Routed
+from schemas import Decision
 
 log = structlog.get_logger("router.handler")
 
@@ -33,11 +35,15 @@ class Tally:
         transports, outcomes = self.transports, self.outcomes  # plain counting: no Counter
         for job in routed.jobs:
             transports[job.transport] = transports.get(job.transport, 0) + 1
-        for d in routed.decisions:
-            seen = (d.outcome, d.reason or "")
-            outcomes[seen] = outcomes.get(seen, 0) + 1
+        for entry in routed.outcomes:  # the jobs' sent decisions counted below, at once
+            if isinstance(entry, Decision):
+                seen = (entry.outcome, entry.reason or "")
+                outcomes[seen] = outcomes.get(seen, 0) + 1
+        if routed.jobs:
+            seen = ("sent", sent_reason(routed.paging) or "")
+            outcomes[seen] = outcomes.get(seen, 0) + len(routed.jobs)
         self.jobs += len(routed.jobs)
-        self.decisions += len(routed.decisions)
+        self.decisions += len(routed.outcomes)
 
 
 def report(routed_events: Sequence[Routed], tally: Tally) -> tuple[int, int]:
@@ -46,14 +52,19 @@ def report(routed_events: Sequence[Routed], tally: Tally) -> tuple[int, int]:
     worked out); returns (jobs, decisions)."""
     if enabled(logging.INFO):
         for routed in routed_events:
+            # The jobs' sent decisions are not made for it: they say sent, and why.
+            decisions = [e for e in routed.outcomes if isinstance(e, Decision)]
+            sent = sent_reason(routed.paging) if routed.jobs else None
             log.info(
                 "event_routed",
                 event_id=routed.event.event_id,
                 kind=routed.event.kind,
                 severity=routed.event.severity,
                 jobs=len(routed.jobs),
-                skipped=sum(d.outcome == "skipped" for d in routed.decisions),
-                reasons=sorted({d.reason for d in routed.decisions if d.reason}),
+                skipped=sum(d.outcome == "skipped" for d in decisions),
+                reasons=sorted(
+                    {d.reason for d in decisions if d.reason} | ({sent} if sent else set())
+                ),
             )
     metrics.EVENTS.inc(len(routed_events))
     for transport, count in tally.transports.items():

@@ -20,12 +20,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
+from router.delivery.trail import Trail
 from router.directory.models import Directory
 from router.kafka.publish import partition_for
-from router.routing.build import Paging, build_job, digest_job, new_decision, sent_decision
+from router.routing.build import (
+    Paging,
+    build_job,
+    digest_job,
+    new_decision,
+    sent_decision,
+    sent_value,
+)
+from router.routing.dlq import SourceRecord
 from router.routing.encode import encode, make, replaced, shell, template
-from router.routing.pipeline import route
+from router.routing.messages import routed_messages
+from router.routing.pipeline import finish, plan
 from router.routing.rules import RoutingOptions
+from router.settings import Settings
 from schemas import AlertEvent, Decision, EmailJob, SmsJob, WebhookJob, job_id_for
 from schemas.jobs import _JOB_NAMESPACE
 from tests.conftest import T0, make_method, make_user
@@ -91,14 +102,20 @@ def assert_as_the_model_writes_it(value: bytes, model: type[BaseModel]) -> None:
     assert list(json.loads(value)) == list(model.model_fields)
 
 
+pagings = st.none() | st.builds(
+    Paging, st.integers(1, 3), st.integers(1, 3), st.none() | st.sampled_from(["K7", "Q2"])
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(events, users, methods, instants, st.integers(1, 4))
+@given(events, users, methods, instants, st.integers(1, 4), pagings)
 def test_every_job_and_decision_the_hot_path_emits_is_what_the_model_writes(
     event: AlertEvent,
     user: dict[str, Any],
     rows: list[dict[str, Any]],
     now: datetime,
     sms_segments: int,
+    paging: Paging | None,
 ) -> None:
     directory = Directory.of(
         [make_user("alice", **user)],
@@ -110,11 +127,17 @@ def test_every_job_and_decision_the_hot_path_emits_is_what_the_model_writes(
         ],
     )
     options = RoutingOptions(sms_max_segments=sms_segments)
-    routed = route(event, directory, now, options)
+    step = (paging, ["alice"]) if paging is not None else None
+    routed = finish(plan(event, directory, now, options, step))
     for job in routed.jobs:
         assert_as_the_model_writes_it(encode(job), MODELS[job.transport])
     for decision in routed.decisions:
         assert_as_the_model_writes_it(encode(decision), Decision)
+    # What is published: each job, then each decision (a sent one written without its
+    # model), the bytes of the models above.
+    record = SourceRecord("alerts", 0, 7, None, None, None, ())
+    published = [m.value for m in routed_messages(Settings(), 0, record, routed, Trail(), now)]
+    assert published == [encode(m) for m in [*routed.jobs, *routed.decisions]]
     for method in directory.methods_of("alice"):
         digest = digest_job([event, event], method, now, options)
         assert_as_the_model_writes_it(encode(digest), MODELS[method.transport])
@@ -222,6 +245,7 @@ def test_a_sent_decision_is_the_decision_new_decision_makes_for_its_job(
         paging=paging,
     )
     assert_as_the_model_writes_it(encode(decision), Decision)
+    assert sent_value(job, T0 + timedelta(seconds=1), paging) == encode(decision)
 
 
 class Tagged(BaseModel):

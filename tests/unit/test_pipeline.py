@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import time, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from router.directory.models import Directory
+from router.routing.build import Paging
 from router.routing.pipeline import RoutingOptions, duplicate, finish, plan, route, sends
+from router.routing.report import Tally
 from router.routing.rules import RateDecision, RateLimit, within_rate_limits
 from schemas import AlertEvent, EmailJob, SmsJob, WebhookJob, job_id_for
 from tests.conftest import T0, make_event, make_method, make_user
@@ -363,3 +366,30 @@ def test_every_deferred_decision_has_exactly_one_held_page_due_no_earlier_than_n
             assert user.quiet_action == "defer"
     if user.quiet_action == "drop":
         assert all(h.reason != "quiet_hours" for h in routed.holds)
+
+
+@given(
+    st.sampled_from(["critical", "warning"]),
+    st.none() | st.builds(Paging, st.integers(1, 2), st.integers(1, 2)),
+    st.lists(st.booleans(), min_size=1, max_size=3),
+)
+def test_the_batch_tally_counts_every_decision_as_the_decisions_say(
+    severity: str, paging: Paging | None, disabled: list[bool]
+) -> None:
+    """A routed event's sent decisions are made from its jobs only when asked for; the
+    tally behind the metrics counts them as the decisions themselves read."""
+    directory = Directory.of(
+        [make_user("alice")],
+        [
+            make_method(f"m{n}", disabled=off, created_at=T0 + timedelta(seconds=n))
+            for n, off in enumerate(disabled)
+        ],
+    )
+    step = (paging, ["alice"]) if paging is not None else None
+    one = finish(plan(event(severity=severity), directory, T0, OPTIONS, step))
+    tally = Tally([one, duplicate(event(event_id="e2"), T0)])
+    decisions = [*one.decisions, *duplicate(event(event_id="e2"), T0).decisions]
+    assert tally.outcomes == dict(Counter((d.outcome, d.reason or "") for d in decisions))
+    assert tally.transports == dict(Counter(j.transport for j in one.jobs))
+    assert (tally.jobs, tally.decisions) == (len(one.jobs), len(decisions))
+    assert [d.job_id for d in one.decisions if d.outcome == "sent"] == [j.job_id for j in one.jobs]
