@@ -263,14 +263,15 @@ def trail_value(decision: Decision, value: bytes) -> bytes:
     job_id = decision.job_id
     if job_id is None or decision.digest_of is not None or decision.failover_of is not None:
         return value
-    plain = decision.reason is None and decision.escalation_step is None
-    return sent_trail_value(job_id, value, not plain)
+    whole = decision.reason is not None or decision.escalation_step is not None
+    return sent_trail_value(job_id, value, whole)
 
 
-def sent_trail_value(job_id: str, value: bytes, paging: bool) -> bytes:
-    """:func:`trail_value` of the decision that routing sends job ``job_id``, ``value`` as
-    published: its job id, but for a step of a page (``paging``: a step, a reason)."""
-    return value if paging else b'"%s"' % job_id.encode()
+def sent_trail_value(job_id: str, value: bytes, whole: bool) -> bytes:
+    """:func:`trail_value` of the decision that routing sends job ``job_id`` (``value``: it
+    as published): its job id, or the value itself when it says more than its job's row
+    (``whole``: it gives a reason or an escalation step, as a step of a page does)."""
+    return value if whole else b'"%s"' % job_id.encode()
 
 
 def _sent(

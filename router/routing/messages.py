@@ -45,6 +45,7 @@ def routed_messages(
         else:  # a job routed: its sent decision, written without the model
             assert decided_at is not None, "finish() sets it with the jobs"
             value = sent_value(entry, decided_at, paging)
+            # A step of a page says its step (and maybe why): kept whole in the trail.
             decided.append(sent_trail_value(entry.job_id, value, paging is not None))
         messages.append(written_decision(settings, value, index, (*origin, len(messages)), headers))
     trail.jobs.extend(job_row(job) for job in routed.jobs)

@@ -7,15 +7,21 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 import structlog
 
 from router import logging as router_logging
 from router import metrics
+from router.directory.models import Directory
+from router.routing.build import Paging
 from router.routing.handler import Worker
+from router.routing.pipeline import finish, plan
+from router.routing.report import Tally, report
+from router.routing.rules import RoutingOptions
 from router.settings import Settings
-from tests.conftest import T0
+from tests.conftest import T0, make_event, make_method, make_user
 from tests.unit.test_handler import RecordingPublisher, alert, directory, record
 
 
@@ -82,6 +88,33 @@ async def test_each_routed_event_has_a_line_at_info_and_none_above(
     assert [(e["event"], e["event_id"], e["jobs"]) for e in lines] == [
         ("event_routed", f"told-{i}", 3) for i in range(3)
     ]
+
+
+def test_the_line_of_a_routed_event_says_its_skips_and_their_reasons(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A step of a page to a user with a disabled method: one skip (``disabled``), and
+    the sent ones say ``escalated``, as the decisions published do."""
+    users = Directory.of(
+        [make_user("alice")],
+        [
+            make_method("m1", disabled=True),
+            make_method("m2", transport="sms", created_at=T0 + timedelta(seconds=1)),
+        ],
+    )
+    event = make_event(severity="critical")
+    routed = finish(plan(event, users, T0, RoutingOptions(), (Paging(step=2), ["alice"])))
+    router_logging.configure("json", "INFO")
+    report([routed], Tally([routed]))
+    (line,) = [json.loads(text) for text in capsys.readouterr().err.splitlines()]
+    decisions = routed.decisions
+    assert (line["event"], line["jobs"], line["skipped"], line["reasons"]) == (
+        "event_routed",
+        1,
+        sum(d.outcome == "skipped" for d in decisions),
+        sorted({d.reason for d in decisions if d.reason}),
+    )
+    assert line["reasons"] == ["disabled", "escalated"]
 
 
 def lost() -> float:
