@@ -157,10 +157,17 @@ class CommandServer:
         return True
 
     def stop(self) -> None:
-        """Stop the server and remove its socket's directory."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        """Stop the server, close its pipes and remove its socket's directory. A server
+        that died is stopped too before another starts: its pipes, left to the collector,
+        would warn (``ResourceWarning``) in whichever test the collection fell."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
         if self._path:
             shutil.rmtree(Path(self._path).parent, ignore_errors=True)
 

@@ -77,3 +77,23 @@ def _children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(stat.parent.name))
     return children
+
+
+def test_a_server_that_died_is_started_again_and_leaves_no_pipe_to_the_collector() -> None:
+    """Its parent-death signal kills the server when the thread that started it ends;
+    the next command starts another. The dead one's pipes are closed then, not left to
+    the collector, whose ResourceWarning would fail whichever test it fell in."""
+    server = command_server.CommandServer()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+        assert server.run(["--help"], env, timeout=60) is not None
+        dead = server._process
+        assert dead is not None and dead.stdout is not None and dead.stderr is not None
+        dead.kill()
+        dead.wait()
+        answer = server.run(["--help"], env, timeout=60)
+        assert answer is not None and answer.returncode == 0
+        assert server._process is not dead
+        assert dead.stdout.closed and dead.stderr.closed
+    finally:
+        server.stop()
