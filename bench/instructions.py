@@ -71,16 +71,21 @@ async def new_database(url: str) -> str:
     return await database_beside(url, f"router_instructions_{uuid.uuid4().hex[:12]}")
 
 
-def counted(url: str, users: int, batches: int, loop: str = "router") -> int:
-    """The instructions of a process routing ``batches`` batches on a new database (or
-    doing the reference loop's work over them: ``loop``)."""
+def database_to_count_in(url: str) -> str:
+    """:func:`new_database`, or the run stopped with a line that says why."""
     try:
-        database = asyncio.run(new_database(url))
+        return asyncio.run(new_database(url))
     except (OSError, asyncpg.PostgresError) as error:
         raise SystemExit(
             f"cannot make a database to count in on ROUTER_DATABASE_URL's server "
             f"(its user needs CREATEDB): {error}"
         ) from None
+
+
+def counted(url: str, users: int, batches: int, loop: str = "router") -> int:
+    """The instructions of a process routing ``batches`` batches on a new database (or
+    doing the reference loop's work over them: ``loop``)."""
+    database = database_to_count_in(url)
     done = subprocess.run(
         [
             "valgrind",

@@ -1,9 +1,9 @@
 """The offline benchmarks run from the project's files and print every figure they name.
 
-``bench/handler_cpu.py`` and ``bench/instructions.py`` are how a change to the hot path
-is judged (docs/performance.md): they must keep working as the worker's code changes
-under them. Their figures are not judged here (they move with the machine, or with the
-code); that they come out, whole, is.
+``bench/handler_cpu.py``, ``bench/instructions.py`` and ``bench/cache_misses.py`` are how
+a change to the hot path is judged (docs/performance.md): they must keep working as the
+worker's code changes under them. Their figures are not judged here (they move with the
+machine, or with the code); that they come out, whole, is.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def test_the_handler_benchmark_prints_the_router_and_the_reference_per_event(
         ("throughput.py", ["--latency-seconds", "0"], "--latency-seconds must be more than 0"),
         ("instructions.py", ["--more", "0"], "--batches and --more must be at least 1"),
         ("instructions.py", ["--users", "0"], "--users must be at least 1"),
+        ("cache_misses.py", ["--counted", "0"], "--warm and --counted must be at least 1"),
+        ("cache_misses.py", ["--baseline-users", "0"], "must be at least 1"),
     ],
 )
 def test_a_benchmark_refuses_what_it_cannot_measure_before_starting_anything(
@@ -119,10 +121,30 @@ def test_the_instruction_count_benchmark_prints_the_instructions_an_event(
     assert figures["reference_instructions_per_event_k"] == round((many - few) / 500 / 1000, 1)
 
 
+def test_the_cache_miss_benchmark_prints_the_misses_an_event_at_both_sizes(
+    database_url: str,
+) -> None:
+    # Four processes under valgrind, each on a database of its own on this server.
+    args = ("--users", "60", "--baseline-users", "20", "--warm", "1", "--counted", "1")
+    figures = figures_of("cache_misses.py", database_url, *args)
+    assert (figures["users"], figures["baseline_users"]) == (60, 20)
+    for loop in ("router", "reference"):
+        large, small, extra = figures[loop]["60"], figures[loop]["20"], figures[loop]["extra"]
+        for name in ("d1", "ll_read", "ll_write"):
+            # Counted: the batches' reads and writes missed the caches, every one of them
+            # at least once (500 alerts of records and a ledger made from nothing before).
+            assert large[name] > 0 and small[name] > 0, (loop, name)
+            assert extra[name] == round(large[name] - small[name], 1), (loop, name)
+        # Only the batches: the start (imports, seeding, the load) is not counted, or
+        # its misses, spread over 500 alerts, would be thousands an alert at the last level.
+        assert large["ll_read"] + large["ll_write"] < 2_000, (loop, large)
+
+
 @pytest.mark.parametrize(
     ("script", "said"),
     [
         ("instructions.py", "cannot make a database to count in"),
+        ("cache_misses.py", "cannot make a database to count in"),
         # Its baseline's database (--users other than --baseline-users), before anything else.
         ("throughput.py", "--baseline-users: cannot make the baseline's database"),
     ],
