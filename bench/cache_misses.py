@@ -71,7 +71,10 @@ def switch(at: Path) -> None:
     """Wait, running, until the counting process has switched the count (it then makes
     ``at``): a process blocked in a call would not see ``callgrind_control``'s request."""
     at.with_suffix(".waiting").write_text(str(os.getpid()))
+    parent = os.getppid()
     while not at.exists():
+        if os.getppid() != parent:  # the counting process is gone: nobody will switch it
+            raise SystemExit("bench/cache_misses.py: the counting process is gone")
         for _ in range(20_000):
             pass
 
@@ -137,18 +140,22 @@ def misses(url: str, users: int, loop: str, args: argparse.Namespace) -> dict[st
                 stderr=stderr_file,
             )
             with process:
-                for state in ("on", "off"):
-                    waiting = (switches / state).with_suffix(".waiting")
-                    while not waiting.exists() and process.poll() is None:
-                        time.sleep(0.2)
-                    if process.poll() is not None:
-                        break
-                    subprocess.run(
-                        ["callgrind_control", f"--instr={state}", waiting.read_text()],
-                        capture_output=True,
-                        check=True,
-                    )
-                    (switches / state).touch()
+                try:
+                    for state in ("on", "off"):
+                        waiting = (switches / state).with_suffix(".waiting")
+                        while not waiting.exists() and process.poll() is None:
+                            time.sleep(0.2)
+                        if process.poll() is not None:
+                            break
+                        subprocess.run(
+                            ["callgrind_control", f"--instr={state}", waiting.read_text()],
+                            capture_output=True,
+                            check=True,
+                        )
+                        (switches / state).touch()
+                except BaseException:  # interrupted, or callgrind_control failed
+                    process.kill()  # not left waiting, running, for a switch
+                    raise
         stderr = said.read_text()
         found = {
             name: (int(rd.replace(",", "")), int(wr.replace(",", "")))

@@ -25,7 +25,7 @@ from router.routing.digest_text import (
     digest_webhook_body,
     highest,
 )
-from router.routing.encode import encode_fields, shell, template
+from router.routing.encode import encode_fields, make, shell, template
 from router.routing.rules import RoutingOptions
 from schemas import (
     AlertEvent,
@@ -352,8 +352,7 @@ def sent_fields(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -
 def sent_decision(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -> Decision:
     """The decision that routing sends ``job`` (:func:`sent_fields`), as a model: for
     the paths that read decisions; the hot path writes it at once (:func:`sent_value`)."""
-    template(Decision)  # shell() needs the model's fields set made
-    return shell(Decision, sent_fields(job, decided_at, paging))
+    return make(Decision, sent_fields(job, decided_at, paging))
 
 
 def sent_value(job: DeliveryJob, decided_at: datetime, paging: Paging | None) -> bytes:

@@ -3,7 +3,8 @@
 # embedded one is not), promtool (checks deploy/prometheus-rules.yml) and a
 # real Alertmanager (sends its webhooks to `router ingest` in the tests) and
 # Chromium (opens an ack link in tests/integration/test_ack_link.py) and valgrind
-# (bench/instructions.py counts instructions under it; tests/integration/test_bench.py).
+# (bench/instructions.py counts instructions under it, bench/cache_misses.py cache misses;
+# tests/integration/test_bench.py).
 # Installs only what is missing; needs root (as in CI) when something is.
 # Several `make test` runs at once take turns (flock) and re-check inside.
 set -eu
